@@ -1,0 +1,135 @@
+#include "engine/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/backend.h"
+#include "engine/error.h"
+
+namespace mokd {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+
+NoGrad::NoGrad() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGrad::~NoGrad() { g_grad_enabled = prev_; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->inputs.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    Edge e;
+    if (t.defined() && t.requires_grad()) {
+      if (t.impl()->grad_fn) e.node = t.impl()->grad_fn;
+      else e.leaf = t.impl_ptr();
+      e.shape = t.shape();
+    }
+    node->inputs.push_back(std::move(e));
+  }
+  node->backward = std::move(fn);
+  out.impl()->requires_grad = true;
+  out.impl()->grad_fn = std::move(node);
+}
+
+Tensor sum_to_shape(const Tensor& grad, const Shape& to) {
+  if (grad.shape() == to) return grad;
+  const Shape& from = grad.shape();
+  MOKD_CHECK(from.size() >= to.size(), "sum_to_shape: cannot reduce ", shape_str(from), " to ",
+             shape_str(to));
+  size_t lead = from.size() - to.size();
+  Shape keep(from.size(), 1);  // keepdim shape of the reduction
+  for (size_t i = 0; i < to.size(); ++i) {
+    MOKD_CHECK(to[i] == from[lead + i] || to[i] == 1, "sum_to_shape: cannot reduce ",
+               shape_str(from), " to ", shape_str(to));
+    keep[lead + i] = to[i];
+  }
+  Tensor g = grad.contiguous();
+  Tensor out = Tensor::empty(keep, g.dtype(), g.device());
+  backend_for(g).reduce_sum(g, out, 1.f);
+  return out.view(to);
+}
+
+// Accumulates g into the gradient slot for impl (a leaf's .grad or a pending map entry).
+static void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+  if (!slot) {
+    slot = g.contiguous().clone().impl_ptr();  // own the memory: g may alias saved tensors
+    return;
+  }
+  Tensor acc(slot);
+  MOKD_CHECK(acc.shape() == g.shape(), "backward: gradient of shape ", shape_str(g.shape()),
+             " does not match ", shape_str(acc.shape()));
+  backend_for(acc).binary(BinaryOp::Add, acc, g, acc);
+}
+
+void Tensor::backward(bool retain_graph) const {
+  MOKD_CHECK(defined() && numel() == 1, "backward: needs a one-element tensor, got ",
+             defined() ? str() : std::string("undefined"));
+  MOKD_CHECK(requires_grad(), "backward: ", str(),
+             " does not require grad (no input needed it, or it was made under NoGrad)");
+  Tensor seed = Tensor::ones(shape(), dtype(), device());
+  if (!impl()->grad_fn) {  // a leaf: d self / d self
+    accumulate(impl()->grad, seed);
+    return;
+  }
+
+  // Reverse topological order of the nodes reachable from this tensor (iterative DFS).
+  Node* root = impl()->grad_fn.get();
+  std::vector<Node*> order;
+  std::unordered_set<Node*> visited{root};
+  std::vector<std::pair<Node*, size_t>> stack{{root, 0}};
+  while (!stack.empty()) {
+    auto& [n, next] = stack.back();
+    if (next < n->inputs.size()) {
+      Node* in = n->inputs[next++].node.get();
+      if (in && visited.insert(in).second) stack.push_back({in, 0});
+    } else {
+      order.push_back(n);
+      stack.pop_back();
+    }
+  }
+
+  std::unordered_map<Node*, std::shared_ptr<TensorImpl>> pending;
+  pending[root] = seed.impl_ptr();
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = *it;
+    auto found = pending.find(node);
+    if (found == pending.end()) continue;  // no gradient reached it
+    Tensor gout(found->second);
+    pending.erase(found);
+    MOKD_CHECK(node->backward, "backward: trying to backward through the graph a second time (op '",
+               node->name, "'): its saved tensors were freed; pass retain_graph=true to the first backward");
+    std::vector<Tensor> grads = node->backward(gout);
+    gout = Tensor();
+    MOKD_CHECK(grads.size() == node->inputs.size(), "backward: op '", node->name, "' returned ",
+               grads.size(), " gradients for ", node->inputs.size(), " inputs");
+    for (size_t i = 0; i < grads.size(); ++i) {
+      Edge& e = node->inputs[i];
+      if (!e.active() || !grads[i].defined()) continue;
+      MOKD_CHECK(grads[i].shape() == e.shape, "backward: op '", node->name, "' gave a gradient ",
+                 shape_str(grads[i].shape()), " for input ", i, " of shape ", shape_str(e.shape));
+      if (e.node) accumulate(pending[e.node.get()], grads[i]);
+      else accumulate(e.leaf->grad, grads[i]);
+    }
+    if (!retain_graph) node->backward = nullptr;  // frees the saved tensors now
+  }
+}
+
+}  // namespace mokd

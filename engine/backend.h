@@ -1,0 +1,172 @@
+// The seam between differentiable ops (engine/ops) and kernels. Each device has one Backend; op
+// code calls backend_for(tensor).kernel(...) and never asks which device it is on. The CPU
+// backend (engine/cpu, Eigen + OpenMP) is the readable reference; the CUDA backend
+// (engine/cuda + kernels/) must match it and registers itself at start-up.
+//
+// Conventions for every kernel below:
+//  - Outputs are allocated by the caller with the right shape/dtype on the same device.
+//  - Inputs are contiguous unless a comment says "any strides".
+//  - Float kernels compute in f32 (accumulating in f32 or wider); the CPU backend accepts f32.
+//  - "rows" means numel / last dim: row-wise kernels (softmax, layer_norm) work over the last dim.
+//  - Optional tensors are passed as pointers, nullptr when absent.
+#pragma once
+#include <cstdint>
+
+#include "engine/tensor.h"
+
+namespace mokd {
+
+enum class UnaryOp : uint8_t {
+  Neg, Exp, Log, Sqrt, Square, Abs, Relu, Gelu,  // gelu: erf form
+  Scale,      // alpha * x
+  AddScalar,  // x + alpha
+  SmoothL1,   // 0.5 x^2 / beta if |x| < beta else |x| - 0.5 beta   (alpha = beta)
+  ClipCoef,   // min(1, alpha / (x + 1e-6)): the gradient-clipping factor from a global norm x
+  Reciprocal,
+};
+const char* unary_name(UnaryOp op);
+
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
+
+// Counter-based random numbers (Philox4x32-10): the same (seed, offset) gives the same values on
+// every backend, so dropout masks match between CPU and CUDA.
+struct RngKey {
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // counter start; each element i uses counter offset + i
+};
+
+struct Conv2dParams {
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  int groups = 1;
+};
+
+struct Pool2dParams {
+  int kernel_h = 1, kernel_w = 1;
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  bool count_include_pad = true;  // avg pool: PyTorch's default
+};
+
+struct AdamHyper {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+  int64_t step = 1;        // 1-based, after increment (bias correction)
+  bool decoupled = true;   // true: AdamW (p -= lr*wd*p); false: Adam with L2 (g += wd*p)
+};
+
+struct SgdHyper {
+  float lr = 0.1f, momentum = 0.f, dampening = 0.f, weight_decay = 0.f;
+  bool nesterov = false;
+  bool first_step = true;  // momentum buffer starts as the gradient itself (PyTorch)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // ---- memory ----
+  // Copy between any strides and dtypes (f32/bf16/i32/i64/f64 conversions), same shape.
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void fill(Tensor& dst, double value) = 0;
+  // Raw bytes between this device and host memory.
+  virtual void copy_to_host(void* host_dst, const void* dev_src, size_t nbytes) = 0;
+  virtual void copy_from_host(void* dev_dst, const void* host_src, size_t nbytes) = 0;
+
+  // ---- random ----
+  virtual void fill_uniform(Tensor& dst, float lo, float hi, RngKey key) = 0;
+  virtual void fill_normal(Tensor& dst, float mean, float std, RngKey key) = 0;
+  // dst[i] = (uniform(key, i) < keep_prob) ? 1 / keep_prob : 0
+  virtual void bernoulli_scaled(Tensor& dst, float keep_prob, RngKey key) = 0;
+
+  // ---- elementwise ----
+  // out = op(x) (alpha: the op's parameter).
+  virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) = 0;
+  // gin = gout * d op(x) / dx.
+  virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
+                              float alpha) = 0;
+  // out = a op b; a and b have out's shape with any strides (0 for broadcast dims); out may alias a.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  // ---- reductions ----
+  // out has x's rank with size 1 in reduced dims (or equal sizes): out = sum over them, times scale.
+  virtual void reduce_sum(const Tensor& x, Tensor& out, float scale) = 0;
+  // out (i64, rows) = index of the largest element of each row (first one on ties).
+  virtual void argmax_lastdim(const Tensor& x, Tensor& out) = 0;
+  // out (f32 scalar) += sum of squares of x: global gradient norms without a host sync.
+  virtual void sum_squares_accumulate(const Tensor& x, Tensor& out) = 0;
+
+  // ---- matrix products ----
+  // c = alpha * op(a) @ op(b) + beta * c, batched over the leading dim of rank-3 tensors.
+  // a: [batch_a, M, K] ([.., K, M] if trans_a), b: [batch_b, K, N] ([.., N, K] if trans_b),
+  // c: [batch, M, N]; rank-2 operands are batch 1; batch_a and batch_b are equal or 1 (broadcast).
+  virtual void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
+                    float alpha, float beta) = 0;
+
+  // ---- softmax family, over the last dim ----
+  virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
+  // gx = softmax'(y) gy (log: log-softmax; y is the forward output).
+  virtual void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) = 0;
+  virtual void logsumexp(const Tensor& x, Tensor& out) = 0;  // out: [rows]
+
+  // ---- layer norm over the last dim (weight/bias optional) ----
+  // mean, rstd: [rows] f32, saved for backward.
+  virtual void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
+                          Tensor& mean, Tensor& rstd) = 0;
+  virtual void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w,
+                                   const Tensor& mean, const Tensor& rstd, Tensor& gx, Tensor* gw,
+                                   Tensor* gb) = 0;
+
+  // ---- convolution, NHWC; weight [O, kh, kw, I/groups] ----
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
+                      Tensor& y) = 0;
+  virtual void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
+                                    Tensor& gx) = 0;
+  virtual void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
+                                      Tensor& gw) = 0;
+
+  // ---- batch norm over [rows, C] (NHWC flattened), per channel C ----
+  // Train: batch statistics (biased var for normalising); running stats updated in place with
+  // the unbiased var (PyTorch). save_mean/save_invstd: [C] for backward.
+  virtual void batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b,
+                                Tensor& running_mean, Tensor& running_var, float momentum,
+                                float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) = 0;
+  virtual void batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor& b,
+                               const Tensor& running_mean, const Tensor& running_var, float eps,
+                               Tensor& y) = 0;
+  // training: mean/invstd are batch statistics and gradients flow through them;
+  // eval: mean/invstd are the running ones (constants).
+  virtual void batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                   const Tensor& mean, const Tensor& invstd, bool training,
+                                   Tensor& gx, Tensor& gw, Tensor& gb) = 0;
+
+  // ---- pooling, NHWC ----
+  virtual void max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) = 0;
+  virtual void max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) = 0;
+  virtual void avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) = 0;
+  virtual void avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) = 0;
+
+  // ---- attention: q, k, v, out [B, H, N, D]; lse [B, H, N] (log-sum-exp of scaled scores) ----
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                         Tensor& out, Tensor& lse) = 0;
+  virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& out, const Tensor& lse, const Tensor& gout,
+                                  float scale, Tensor& gq, Tensor& gk, Tensor& gv) = 0;
+
+  // ---- losses helpers ----
+  // out [B, C] = off everywhere, on at labels[b] (i64 [B]); throws naming a label outside [0, C).
+  virtual void one_hot(const Tensor& labels, Tensor& out, float on, float off) = 0;
+
+  // ---- optimizers (in place; f32 params and state) ----
+  virtual void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v,
+                           const AdamHyper& h) = 0;
+  virtual void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) = 0;
+};
+
+// The backend of a device / of the device a tensor lives on.
+Backend& backend_for(Device d);
+inline Backend& backend_for(const Tensor& t) { return backend_for(t.device()); }
+void register_backend(DeviceType t, Backend* b);
+bool device_available(Device d);
+
+}  // namespace mokd

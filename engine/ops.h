@@ -1,0 +1,103 @@
+// Differentiable ops: the engine's public math. Each op checks its inputs (throwing mokd::Error
+// that names the op and the shapes), calls kernels through backend_for(...), and records a
+// backward function when grad is needed. Implementations live in engine/ops/*.cpp, one file per
+// family. Float inputs must be f32 on the CPU.
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/backend.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+
+namespace mokd {
+
+// ---- elementwise (engine/ops/elementwise.cpp); binary ops broadcast numpy-style ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, float alpha);       // alpha * x
+Tensor add_scalar(const Tensor& x, float alpha);  // x + alpha
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);  // exact (erf) form, as timm's nn.GELU
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator*(const Tensor& a, float s) { return scale(a, s); }
+inline Tensor operator*(float s, const Tensor& a) { return scale(a, s); }
+
+// ---- reductions (engine/ops/reduce.cpp) ----
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor sum(const Tensor& x);   // all elements -> scalar (shape [])
+Tensor mean(const Tensor& x);  // all elements -> scalar
+Tensor argmax(const Tensor& x);  // over the last dim, i64, not differentiable
+
+// ---- shape (engine/ops/shape.cpp) ----
+Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; copies only if needed
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // result is contiguous
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);         // result is contiguous
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);  // a contiguous copy
+Tensor flatten(const Tensor& x, int64_t start_dim = 1);  // dims [start_dim, end) into one
+
+// ---- linear algebra (engine/ops/matmul.cpp) ----
+// [.., M, K] @ [.., K, N]; leading dims equal, or b rank 2 (shared across the batch).
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [.., in] @ w[out, in]^T + b[out] (bias may be undefined): torch.nn.Linear.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// ---- normalisation and activations (engine/ops/nn.cpp) ----
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+Tensor logsumexp(const Tensor& x, int64_t dim = -1, bool keepdim = false);
+// Over the last dim; w and b may be undefined (no affine).
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
+// Zeroes elements with probability p and scales the rest by 1/(1-p); identity when !training.
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen);
+// Stochastic depth: drops whole samples (dim 0) with probability p, scales kept ones by 1/(1-p).
+Tensor drop_path(const Tensor& x, float p, bool training, Generator& gen);
+
+// ---- convolution and pooling, NHWC (engine/ops/conv.cpp) ----
+// x [N, H, W, C], w [O, kh, kw, C/groups], bias [O] or undefined -> [N, Ho, Wo, O].
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p);
+// x [N, H, W, C]. training: batch statistics, running stats updated (momentum as PyTorch).
+Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+Tensor max_pool2d(const Tensor& x, const Pool2dParams& p);
+Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p);
+Tensor global_avg_pool2d(const Tensor& x);  // [N, H, W, C] -> [N, C]
+
+// ---- attention (engine/ops/attention.cpp) ----
+// Non-causal softmax(q k^T * scale) v over [B, H, N, D]; any N.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    float scale);
+
+// ---- losses (engine/ops/loss.cpp); each returns a scalar ----
+// Mean over the batch of cross-entropy against hard labels (i64 [B]) with label smoothing
+// (PyTorch's definition: targets (1-s) one-hot + s/C).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing = 0.f);
+// Soft targets [B, C] (rows summing to 1, e.g. from mixup): mean_b -sum_c q log softmax(x).
+Tensor cross_entropy_soft(const Tensor& logits, const Tensor& target_probs);
+// T^2 * KL(softmax(teacher/T) || softmax(student/T)), summed over classes, mean over the batch
+// ("batchmean"). Gradients flow to the student only.
+Tensor kl_div(const Tensor& student_logits, const Tensor& teacher_logits, float temperature);
+// Mean over elements of smooth-L1(a - b) (PyTorch's SmoothL1Loss, beta).
+Tensor smooth_l1(const Tensor& a, const Tensor& b, float beta = 1.f);
+Tensor mse(const Tensor& a, const Tensor& b);  // mean squared error
+
+// ---- initialisation helpers (not recorded) ----
+void uniform_(Tensor& t, float lo, float hi, Generator& gen);
+void normal_(Tensor& t, float mean, float std, Generator& gen);
+
+}  // namespace mokd

@@ -1,0 +1,35 @@
+// Helpers shared by the op implementations (not part of the public API).
+#pragma once
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace mokd::detail {
+
+// Both operands on one device with one floating dtype; throws naming op and both tensors.
+inline void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  MOKD_CHECK(a.defined() && b.defined(), op, ": undefined operand");
+  MOKD_CHECK(a.device() == b.device(), op, ": operands on different devices: ", a.str(), " and ",
+             b.str());
+  MOKD_CHECK(a.dtype() == b.dtype(), op, ": operands of different dtypes: ", a.str(), " and ",
+             b.str());
+  MOKD_CHECK(is_floating(a.dtype()), op, ": needs floating-point operands, got ", a.str());
+}
+
+inline void check_float(const char* op, const Tensor& x, const char* arg = "input") {
+  MOKD_CHECK(x.defined(), op, ": ", arg, " is undefined");
+  MOKD_CHECK(is_floating(x.dtype()), op, ": ", arg, " must be floating point, got ", x.str());
+}
+
+inline void check_rank(const char* op, const Tensor& x, int64_t rank, const char* arg = "input") {
+  MOKD_CHECK(x.dim() == rank, op, ": ", arg, " must have rank ", rank, ", got ", x.str());
+}
+
+// An output tensor like x (shape, dtype, device), uninitialised.
+inline Tensor empty_like(const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), x.device()); }
+inline Tensor empty_as(const Tensor& x, const Shape& shape) {
+  return Tensor::empty(shape, x.dtype(), x.device());
+}
+
+}  // namespace mokd::detail

@@ -1,0 +1,59 @@
+// Storage: one allocation of bytes on one device, shared by every tensor that views it.
+// The allocator that made it frees it when the last view goes away.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "engine/dtype.h"
+
+namespace mokd {
+
+// Where bytes come from. CPU: 64-byte aligned heap memory. CUDA (engine/cuda): a caching
+// allocator, so a steady-state step makes no cudaMalloc/cudaFree.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* p, size_t nbytes) = 0;
+  virtual Device device() const = 0;
+
+  // Bytes handed out and not yet returned, and the high-water mark since reset_peak().
+  size_t bytes_in_use() const { return in_use_; }
+  size_t peak_bytes() const { return peak_; }
+  void reset_peak() { peak_ = in_use_; }
+
+ protected:
+  void note_alloc(size_t n) {
+    in_use_ += n;
+    if (in_use_ > peak_) peak_ = in_use_;
+  }
+  void note_free(size_t n) { in_use_ -= n; }
+
+ private:
+  size_t in_use_ = 0;
+  size_t peak_ = 0;
+};
+
+// The allocator for a device (the CUDA one is registered by the CUDA backend).
+Allocator& allocator_for(Device d);
+Allocator& cpu_allocator();
+void register_allocator(DeviceType t, Allocator* a);
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Allocator& alloc);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return alloc_->device(); }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Allocator* alloc_;
+};
+
+}  // namespace mokd

@@ -1,0 +1,32 @@
+// safetensors: the weight format mokd reads and writes (https://github.com/huggingface/safetensors).
+// Layout: 8-byte little-endian header length N, N bytes of JSON header
+// {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
+// then the data buffer; offsets are relative to the buffer start.
+#pragma once
+#include <map>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace mokd::io {
+
+struct LoadOptions {
+  // Floating tensors (F32, BF16, F16, F64) are converted to this dtype; integer tensors keep theirs.
+  DType float_dtype = DType::F32;
+  // NaN/Inf in a floating tensor is an error naming the file and tensor unless allowed.
+  bool allow_non_finite = false;
+  Device device = Device::cpu();
+};
+
+using TensorMap = std::map<std::string, Tensor>;
+using Metadata = std::map<std::string, std::string>;
+
+// Reads every tensor of a file (memory-mapped). Throws mokd::Error naming the file and the
+// tensor for any malformed header, bad offsets, size mismatches, unknown dtypes or duplicates.
+TensorMap load_safetensors(const std::string& path, const LoadOptions& opts = {}, Metadata* metadata = nullptr);
+
+// Writes tensors (f32, bf16, f64, i32, i64; any device) atomically: a temporary file in the same
+// folder, then rename. Tensors are laid out in name order; the header is padded to 8 bytes.
+void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
+
+}  // namespace mokd::io
