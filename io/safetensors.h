@@ -3,6 +3,7 @@
 // {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
 // then the data buffer; offsets are relative to the buffer start.
 #pragma once
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -28,5 +29,20 @@ TensorMap load_safetensors(const std::string& path, const LoadOptions& opts = {}
 // Writes tensors (f32, bf16, f64, i32, i64; any device) atomically: a temporary file in the same
 // folder, then rename. Tensors are laid out in name order; the header is padded to 8 bytes.
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
+
+// One header entry as stored in the file (no data read).
+struct TensorEntry {
+  std::string dtype;            // the file's dtype name: "F32", "BF16", "F16", "F64", "I32", "I64"
+  Shape shape;
+  uint64_t begin = 0, end = 0;  // byte range within the data buffer
+};
+
+// Validates the whole header (every check of load_safetensors except the values themselves) and
+// returns its entries by name, reading only the header pages. For strict state_dict checks.
+std::map<std::string, TensorEntry> inspect_safetensors(const std::string& path, Metadata* metadata = nullptr);
+
+// load_safetensors on a whole file's bytes already in memory; `source` names them in errors.
+TensorMap load_safetensors_bytes(const void* data, size_t size, const std::string& source,
+                                 const LoadOptions& opts = {}, Metadata* metadata = nullptr);
 
 }  // namespace mokd::io
