@@ -1,17 +1,138 @@
-// STUB: to be replaced by the real kernels.
+// CPU scaled-dot-product attention (non-causal) and its backward, one (batch, head) per task.
+#include <cmath>
+#include <limits>
+
+#include <Eigen/Core>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace mokd {
 
-void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
-                 Tensor& lse) {
-  MOKD_FAIL("cpu attention: not implemented yet");
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMat>;
+using MutMap = Eigen::Map<RowMat>;
+using ColVec = Eigen::Matrix<float, Eigen::Dynamic, 1>;
+
+struct AttnDims {
+  int64_t bh, nq, nk, d, dv;
+};
+
+// Checks q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv], out [B, H, Nq, Dv], lse [B, H, Nq].
+AttnDims attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& out, const Tensor& lse) {
+  cpu_expect_f32(q, kernel, "q");
+  cpu_expect_f32(k, kernel, "k");
+  cpu_expect_f32(v, kernel, "v");
+  cpu_expect_f32(out, kernel, "out");
+  cpu_expect_f32(lse, kernel, "lse");
+  MOKD_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kernel,
+             ": q, k, v must be [B, H, N, D], got q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  bool ok = k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+            v.size(1) == q.size(1) && k.size(3) == q.size(3) && v.size(2) == k.size(2);
+  MOKD_CHECK(ok, kernel, ": shapes do not match: q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  AttnDims a{q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  MOKD_CHECK(out.shape() == (Shape{q.size(0), q.size(1), a.nq, a.dv}), kernel, ": out ", out.str(),
+             " does not match q ", q.str(), " and v ", v.str());
+  MOKD_CHECK(lse.shape() == (Shape{q.size(0), q.size(1), a.nq}), kernel, ": lse ", lse.str(),
+             " must be [B, H, N] for q ", q.str());
+  return a;
 }
 
-void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, const Tensor& gout, float scale, Tensor& gq,
-                          Tensor& gk, Tensor& gv) {
-  MOKD_FAIL("cpu attention_backward: not implemented yet");
+}  // namespace
+
+void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                           Tensor& out, Tensor& lse) {
+  const AttnDims a = attn_dims("attention", q, k, v, out, lse);
+  const float* pq = q.data<float>();
+  const float* pk = k.data<float>();
+  const float* pv = v.data<float>();
+  float* po = out.data<float>();
+  float* pl = lse.data<float>();
+  if (a.nk == 0) {  // softmax over nothing: no output, lse = log(0)
+    out.fill_(0.0);
+    lse.fill_(-std::numeric_limits<double>::infinity());
+    return;
+  }
+#pragma omp parallel
+  {
+    RowMat s(a.nq, a.nk);  // scores, then probabilities; per thread
+    ColVec m(a.nq), l(a.nq);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < a.bh; ++i) {
+      ConstMap Q(pq + i * a.nq * a.d, a.nq, a.d);
+      ConstMap K(pk + i * a.nk * a.d, a.nk, a.d);
+      ConstMap V(pv + i * a.nk * a.dv, a.nk, a.dv);
+      MutMap O(po + i * a.nq * a.dv, a.nq, a.dv);
+      s.noalias() = scale * (Q * K.transpose());
+      // Row softmax, max-subtracted so exp never overflows; lse = max + log(sum exp(s - max)).
+      m = s.rowwise().maxCoeff();
+      s.array().colwise() -= m.array();
+      s = s.array().exp();
+      l = s.rowwise().sum();
+      for (int64_t r = 0; r < a.nq; ++r) pl[i * a.nq + r] = m(r) + std::log(l(r));
+      s.array().colwise() /= l.array();
+      O.noalias() = s * V;
+    }
+  }
+}
+
+void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& out, const Tensor& lse, const Tensor& gout,
+                                    float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
+  const AttnDims a = attn_dims("attention_backward", q, k, v, out, lse);
+  cpu_expect_f32(gout, "attention_backward", "gout");
+  cpu_expect_f32(gq, "attention_backward", "gq");
+  cpu_expect_f32(gk, "attention_backward", "gk");
+  cpu_expect_f32(gv, "attention_backward", "gv");
+  MOKD_CHECK(gout.shape() == out.shape() && gq.shape() == q.shape() && gk.shape() == k.shape() &&
+                 gv.shape() == v.shape(),
+             "attention_backward: gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ",
+             gk.str(), ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(),
+             ", k ", k.str(), ", v ", v.str());
+  const float* pq = q.data<float>();
+  const float* pk = k.data<float>();
+  const float* pv = v.data<float>();
+  const float* po = out.data<float>();
+  const float* pl = lse.data<float>();
+  const float* pg = gout.data<float>();
+  float* pgq = gq.data<float>();
+  float* pgk = gk.data<float>();
+  float* pgv = gv.data<float>();
+  if (a.nk == 0) {
+    gq.fill_(0.0);
+    return;
+  }
+#pragma omp parallel
+  {
+    RowMat p(a.nq, a.nk), dp(a.nq, a.nk);
+    ColVec delta(a.nq);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < a.bh; ++i) {
+      ConstMap Q(pq + i * a.nq * a.d, a.nq, a.d);
+      ConstMap K(pk + i * a.nk * a.d, a.nk, a.d);
+      ConstMap V(pv + i * a.nk * a.dv, a.nk, a.dv);
+      ConstMap O(po + i * a.nq * a.dv, a.nq, a.dv);
+      ConstMap G(pg + i * a.nq * a.dv, a.nq, a.dv);
+      Eigen::Map<const ColVec> L(pl + i * a.nq, a.nq);
+      MutMap GQ(pgq + i * a.nq * a.d, a.nq, a.d);
+      MutMap GK(pgk + i * a.nk * a.d, a.nk, a.d);
+      MutMap GV(pgv + i * a.nk * a.dv, a.nk, a.dv);
+      // Recompute P = exp(scale q k^T - lse) instead of storing it (flash-attention style).
+      p.noalias() = scale * (Q * K.transpose());
+      p.array().colwise() -= L.array();
+      p = p.array().exp();
+      GV.noalias() = p.transpose() * G;
+      dp.noalias() = G * V.transpose();
+      // softmax backward: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(gout * out).
+      delta = (G.array() * O.array()).rowwise().sum();
+      dp.array().colwise() -= delta.array();
+      dp.array() *= p.array();
+      GQ.noalias() = scale * (dp * K);
+      GK.noalias() = scale * (dp.transpose() * Q);
+    }
+  }
 }
 
 }  // namespace mokd

@@ -1,11 +1,96 @@
-// STUB: to be replaced by the real kernels.
+// CPU matrix products: batched, transposable GEMM over Eigen row-major maps.
+#include <omp.h>
+
+#include <Eigen/Core>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace mokd {
 
-void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, float alpha,
-            float beta) {
-  MOKD_FAIL("cpu gemm: not implemented yet");
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMat>;
+using MutMap = Eigen::Map<RowMat>;
+
+// Batch count and the two matrix dims of a rank-2 or rank-3 operand.
+struct Dims {
+  int64_t batch, rows, cols;
+};
+
+Dims gemm_dims(const Tensor& t) {
+  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
+  return {t.size(0), t.size(1), t.size(2)};
+}
+
+// c_i = alpha * op(a_i) op(b_i) + beta * c_i for one matrix of the batch.
+void gemm_one(const float* pa, const float* pb, float* pc, const Dims& da, const Dims& db,
+              int64_t M, int64_t N, bool ta, bool tb, float alpha, float beta) {
+  ConstMap A(pa, da.rows, da.cols);
+  ConstMap B(pb, db.rows, db.cols);
+  MutMap C(pc, M, N);
+  // beta == 0 must not read c: it may be uninitialised (NaN * 0 is NaN). Eigen's noalias()
+  // assignment zeroes the destination before accumulating the product.
+  if (beta == 0.f) {
+    if (!ta && !tb) C.noalias() = alpha * (A * B);
+    else if (ta && !tb) C.noalias() = alpha * (A.transpose() * B);
+    else if (!ta && tb) C.noalias() = alpha * (A * B.transpose());
+    else C.noalias() = alpha * (A.transpose() * B.transpose());
+    return;
+  }
+  if (beta != 1.f) C *= beta;
+  if (!ta && !tb) C.noalias() += alpha * (A * B);
+  else if (ta && !tb) C.noalias() += alpha * (A.transpose() * B);
+  else if (!ta && tb) C.noalias() += alpha * (A * B.transpose());
+  else C.noalias() += alpha * (A.transpose() * B.transpose());
+}
+
+}  // namespace
+
+void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
+                      float alpha, float beta) {
+  cpu_expect_f32(a, "gemm", "a");
+  cpu_expect_f32(b, "gemm", "b");
+  cpu_expect_f32(c, "gemm", "c");
+  auto ranked = [](const Tensor& t) { return t.dim() == 2 || t.dim() == 3; };
+  MOKD_CHECK(ranked(a) && ranked(b) && ranked(c), "gemm: operands must have rank 2 or 3, got a ",
+             a.str(), ", b ", b.str(), ", c ", c.str());
+  Dims da = gemm_dims(a), db = gemm_dims(b), dc = gemm_dims(c);
+  int64_t M = trans_a ? da.cols : da.rows, K = trans_a ? da.rows : da.cols;
+  int64_t Kb = trans_b ? db.cols : db.rows, N = trans_b ? db.rows : db.cols;
+  const char* ta = trans_a ? "^T" : "";
+  const char* tb = trans_b ? "^T" : "";
+  MOKD_CHECK(K == Kb, "gemm: inner dimensions differ: a", ta, " ", a.str(), " (K=", K, ") and b",
+             tb, " ", b.str(), " (K=", Kb, ")");
+  MOKD_CHECK(dc.rows == M && dc.cols == N, "gemm: c ", c.str(), " must be [.., ", M, ", ", N,
+             "] for a", ta, " ", a.str(), " and b", tb, " ", b.str());
+  MOKD_CHECK((da.batch == db.batch || da.batch == 1 || db.batch == 1) &&
+                 dc.batch == std::max(da.batch, db.batch),
+             "gemm: batch sizes of a ", a.str(), ", b ", b.str(), " and c ", c.str(),
+             " do not match (a and b equal or 1, c their maximum)");
+
+  const int64_t batch = dc.batch;
+  if (batch == 0 || M == 0 || N == 0) return;
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* pc = c.data<float>();
+  // A batch-1 operand is shared by every product (stride 0).
+  const int64_t sa = da.batch == 1 ? 0 : da.rows * da.cols;
+  const int64_t sb = db.batch == 1 ? 0 : db.rows * db.cols;
+  const int64_t sc = M * N;
+
+  // Small batches of large matrices: one product at a time, each spread over Eigen's own
+  // threads. Otherwise one thread per product (Eigen runs serially inside a parallel region).
+  const double flops_each = 2.0 * static_cast<double>(M) * N * K;
+  const bool per_product_threads = batch < omp_get_max_threads() && flops_each > 4e6;
+  if (batch == 1 || per_product_threads) {
+    for (int64_t i = 0; i < batch; ++i)
+      gemm_one(pa + i * sa, pb + i * sb, pc + i * sc, da, db, M, N, trans_a, trans_b, alpha, beta);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < batch; ++i)
+    gemm_one(pa + i * sa, pb + i * sb, pc + i * sc, da, db, M, N, trans_a, trans_b, alpha, beta);
 }
 
 }  // namespace mokd

@@ -1,0 +1,177 @@
+// scaled_dot_product_attention: gradient checks, the saved log-sum-exp, PyTorch fixtures
+// (tools/reference/ops_matmul.py writes ops_attention.safetensors), a composed-ops cross-check,
+// and bad input.
+#include <cmath>
+#include <string>
+
+#include "tests/test_util.h"
+
+namespace mokd {
+namespace {
+
+using test::gradcheck;
+using test::randn;
+using test::rel_error;
+
+Tensor with_grad(Tensor t) {
+  t.set_requires_grad(true);
+  return t;
+}
+
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// softmax(scale q k^T) v and the row log-sum-exp, by plain loops in double.
+void naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                     std::vector<double>& out, std::vector<double>& lse) {
+  auto Q = q.to_vector(), K = k.to_vector(), V = v.to_vector();
+  int64_t BH = q.size(0) * q.size(1), N = q.size(2), NK = k.size(2), D = q.size(3);
+  out.assign(BH * N * D, 0.0);
+  lse.assign(BH * N, 0.0);
+  std::vector<double> s(NK);
+  for (int64_t h = 0; h < BH; ++h)
+    for (int64_t i = 0; i < N; ++i) {
+      double m = -INFINITY;
+      for (int64_t j = 0; j < NK; ++j) {
+        double d = 0;
+        for (int64_t c = 0; c < D; ++c) d += double(Q[(h * N + i) * D + c]) * K[(h * NK + j) * D + c];
+        s[j] = d * scale;
+        m = std::max(m, s[j]);
+      }
+      double l = 0;
+      for (int64_t j = 0; j < NK; ++j) l += std::exp(s[j] - m);
+      lse[h * N + i] = m + std::log(l);
+      for (int64_t j = 0; j < NK; ++j) {
+        double p = std::exp(s[j] - m) / l;
+        for (int64_t c = 0; c < D; ++c) out[(h * N + i) * D + c] += p * V[(h * NK + j) * D + c];
+      }
+    }
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+TEST(OpsAttention, GradcheckB2H3N5D4) {
+  float scale = 1.f / std::sqrt(4.f);
+  gradcheck(
+      [scale](const std::vector<Tensor>& x) {
+        return scaled_dot_product_attention(x[0], x[1], x[2], scale);
+      },
+      {with_grad(randn({2, 3, 5, 4}, 1)), with_grad(randn({2, 3, 5, 4}, 2)),
+       with_grad(randn({2, 3, 5, 4}, 3))},
+      {}, "attention N=5");
+}
+
+TEST(OpsAttention, GradcheckOddN7) {
+  float scale = 1.f / std::sqrt(4.f);
+  gradcheck(
+      [scale](const std::vector<Tensor>& x) {
+        return scaled_dot_product_attention(x[0], x[1], x[2], scale);
+      },
+      {with_grad(randn({1, 2, 7, 4}, 4)), with_grad(randn({1, 2, 7, 4}, 5)),
+       with_grad(randn({1, 2, 7, 4}, 6))},
+      {}, "attention N=7");
+}
+
+TEST(OpsAttention, GradcheckFewerKeysThanQueries) {
+  gradcheck(
+      [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], 0.4f); },
+      {with_grad(randn({1, 2, 5, 3}, 7)), with_grad(randn({1, 2, 3, 3}, 8)),
+       with_grad(randn({1, 2, 3, 3}, 9))},
+      {}, "attention Nq=5 Nk=3");
+}
+
+TEST(OpsAttention, GradcheckOnlyQueryRequiresGrad) {
+  gradcheck(
+      [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], 0.5f); },
+      {with_grad(randn({2, 1, 5, 4}, 10)), randn({2, 1, 5, 4}, 11), randn({2, 1, 5, 4}, 12)}, {},
+      "attention grad q only");
+}
+
+TEST(OpsAttention, KernelLseAndOutputMatchNaiveLoops) {
+  Tensor q = randn({2, 3, 11, 6}, 1, 2.f), k = randn({2, 3, 11, 6}, 2, 2.f), v = randn({2, 3, 11, 6}, 3);
+  float scale = 1.f / std::sqrt(6.f);
+  Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, 3, 11});
+  backend_for(q).attention(q, k, v, scale, out, lse);
+  std::vector<double> eo, el;
+  naive_attention(q, k, v, scale, eo, el);
+  EXPECT_LT(rel_error(out, Tensor::from_vector(to_float(eo), q.shape())), 1e-5);
+  EXPECT_LT(rel_error(lse, Tensor::from_vector(to_float(el), {2, 3, 11})), 1e-5);
+}
+
+TEST(OpsAttention, LargeScoresDoNotOverflow) {
+  // Scores of several hundred: exp would overflow without the max subtraction.
+  Tensor q = randn({1, 1, 6, 8}, 1, 10.f), k = randn({1, 1, 6, 8}, 2, 10.f), v = randn({1, 1, 6, 8}, 3);
+  Tensor out = scaled_dot_product_attention(q, k, v, 1.f);
+  std::vector<double> eo, el;
+  naive_attention(q, k, v, 1.f, eo, el);
+  EXPECT_LT(rel_error(out, Tensor::from_vector(to_float(eo), q.shape())), 1e-5);
+}
+
+TEST(OpsAttention, BackwardMatchesComposedOps) {
+  // The fused backward against autograd through matmul/softmax composed by hand (N=198, D=5).
+  Tensor q0 = randn({1, 2, 198, 5}, 1), k0 = randn({1, 2, 198, 5}, 2), v0 = randn({1, 2, 198, 5}, 3);
+  float scale = 1.f / std::sqrt(5.f);
+  Tensor gout = randn({1, 2, 198, 5}, 4);
+  Tensor q = with_grad(q0.clone()), k = with_grad(k0.clone()), v = with_grad(v0.clone());
+  sum(mul(scaled_dot_product_attention(q, k, v, scale), gout)).backward();
+  Tensor q2 = with_grad(q0.clone()), k2 = with_grad(k0.clone()), v2 = with_grad(v0.clone());
+  Tensor kt = transpose(k2, 2, 3);
+  Tensor p = softmax(scale * matmul(q2, kt), -1);
+  sum(mul(matmul(p, v2), gout)).backward();
+  EXPECT_LT(rel_error(q.grad(), q2.grad()), 1e-4);
+  EXPECT_LT(rel_error(k.grad(), k2.grad()), 1e-4);
+  EXPECT_LT(rel_error(v.grad(), v2.grad()), 1e-4);
+}
+
+TEST(OpsAttention, MatchesTorchSdpa) {
+  auto f = test::load_fixture("ops_attention.safetensors");
+  Tensor out = scaled_dot_product_attention(f.at("small_q"), f.at("small_k"), f.at("small_v"),
+                                            1.f / std::sqrt(4.f));
+  EXPECT_LT(rel_error(out, f.at("small_out")), 1e-5);
+  out = scaled_dot_product_attention(f.at("vit_q"), f.at("vit_k"), f.at("vit_v"),
+                                     1.f / std::sqrt(64.f));
+  EXPECT_EQ(shape_str(out.shape()), "[1, 1, 197, 64]");
+  EXPECT_LT(rel_error(out, f.at("vit_out")), 1e-5);
+}
+
+TEST(OpsAttention, RecordsOneNode) {
+  Tensor q = with_grad(randn({1, 1, 3, 2}, 1)), k = with_grad(randn({1, 1, 3, 2}, 2));
+  Tensor v = with_grad(randn({1, 1, 3, 2}, 3));
+  Tensor y = scaled_dot_product_attention(q, k, v, 1.f);
+  ASSERT_FALSE(y.is_leaf());
+  EXPECT_EQ(std::string(y.impl()->grad_fn->name), "scaled_dot_product_attention");
+  EXPECT_EQ(y.impl()->grad_fn->inputs.size(), 3u);
+}
+
+TEST(OpsAttention, BadShapesNameOpAndShapes) {
+  Tensor q = randn({2, 3, 5, 4}, 1);
+  auto expect_names = [](const std::string& msg, const std::vector<std::string>& parts) {
+    EXPECT_NE(msg.find("scaled_dot_product_attention"), std::string::npos) << msg;
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << p << " in " << msg;
+  };
+  Tensor k3 = randn({2, 5, 4}, 2);  // rank 3
+  expect_names(error_of([&] { scaled_dot_product_attention(q, k3, k3, 1.f); }),
+               {"[2, 3, 5, 4]", "[2, 5, 4]"});
+  Tensor kd = randn({2, 3, 5, 6}, 2);  // head dim differs
+  expect_names(error_of([&] { scaled_dot_product_attention(q, kd, kd, 1.f); }),
+               {"[2, 3, 5, 4]", "[2, 3, 5, 6]"});
+  Tensor kh = randn({2, 2, 5, 4}, 2);  // heads differ
+  expect_names(error_of([&] { scaled_dot_product_attention(q, kh, kh, 1.f); }),
+               {"[2, 3, 5, 4]", "[2, 2, 5, 4]"});
+  Tensor k = randn({2, 3, 6, 4}, 2), v = randn({2, 3, 5, 4}, 3);  // k and v token counts differ
+  expect_names(error_of([&] { scaled_dot_product_attention(q, k, v, 1.f); }),
+               {"[2, 3, 6, 4]", "[2, 3, 5, 4]"});
+  Tensor ki = Tensor::from_vector_i64(std::vector<int64_t>(120, 0), {2, 3, 5, 4});
+  expect_names(error_of([&] { scaled_dot_product_attention(q, ki, ki, 1.f); }),
+               {"f32[2, 3, 5, 4]", "i64[2, 3, 5, 4]"});
+}
+
+}  // namespace
+}  // namespace mokd
