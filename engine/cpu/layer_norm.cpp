@@ -1,16 +1,143 @@
-// STUB: to be replaced by the real kernels.
+// CPU layer norm over the last dim (optional weight and bias), forward and backward.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace mokd {
 
-void CpuBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
-                  Tensor& mean, Tensor& rstd) {
-  MOKD_FAIL("cpu layer_norm: not implemented yet");
+namespace {
+
+void expect_row_stats(const Tensor& t, int64_t rows, const char* k, const char* arg) {
+  cpu_expect_f32(t, k, arg);
+  MOKD_CHECK(t.numel() == rows, k, ": ", arg, " ", t.str(), " must have ", rows,
+             " elements (one per row)");
 }
 
-void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean,
-                           const Tensor& rstd, Tensor& gx, Tensor* gw, Tensor* gb) {
-  MOKD_FAIL("cpu layer_norm_backward: not implemented yet");
+void expect_param(const Tensor* p, int64_t d, const char* k, const char* arg) {
+  if (!p) return;
+  cpu_expect_f32(*p, k, arg);
+  MOKD_CHECK(p->numel() == d, k, ": ", arg, " ", p->str(), " must have ", d,
+             " elements (the last dim)");
+}
+
+}  // namespace
+
+void CpuBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
+                            Tensor& mean, Tensor& rstd) {
+  cpu_expect_f32(x, "layer_norm", "x");
+  cpu_expect_f32(y, "layer_norm", "y");
+  MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
+             x.str());
+  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  expect_row_stats(mean, rows, "layer_norm", "mean");
+  expect_row_stats(rstd, rows, "layer_norm", "rstd");
+  expect_param(w, d, "layer_norm", "weight");
+  expect_param(b, d, "layer_norm", "bias");
+  const float* px = x.data<float>();
+  const float* pw = w ? w->data<float>() : nullptr;
+  const float* pb = b ? b->data<float>() : nullptr;
+  float* py = y.data<float>();
+  float* pm = mean.data<float>();
+  float* pr = rstd.data<float>();
+#pragma omp parallel for if (rows * d > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = px + r * d;
+    float* yr = py + r * d;
+    // Two passes in double: the mean first, then the biased variance around it (no cancellation).
+    double s = 0;
+    for (int64_t i = 0; i < d; ++i) s += xr[i];
+    double mu = s / static_cast<double>(d);
+    double v = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      double c = xr[i] - mu;
+      v += c * c;
+    }
+    v /= static_cast<double>(d);
+    float m = static_cast<float>(mu);
+    float rs = static_cast<float>(1.0 / std::sqrt(v + static_cast<double>(eps)));
+    pm[r] = m;
+    pr[r] = rs;
+    for (int64_t i = 0; i < d; ++i) {
+      float h = (xr[i] - m) * rs;
+      if (pw) h *= pw[i];
+      if (pb) h += pb[i];
+      yr[i] = h;
+    }
+  }
+}
+
+void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w,
+                                     const Tensor& mean, const Tensor& rstd, Tensor& gx, Tensor* gw,
+                                     Tensor* gb) {
+  const char* k = "layer_norm_backward";
+  cpu_expect_f32(gy, k, "grad_y");
+  cpu_expect_f32(x, k, "x");
+  cpu_expect_f32(gx, k, "grad_x");
+  MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
+             gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
+  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  expect_row_stats(mean, rows, k, "mean");
+  expect_row_stats(rstd, rows, k, "rstd");
+  expect_param(w, d, k, "weight");
+  expect_param(gw, d, k, "grad_weight");
+  expect_param(gb, d, k, "grad_bias");
+  const float* pg = gy.data<float>();
+  const float* px = x.data<float>();
+  const float* pw = w ? w->data<float>() : nullptr;
+  const float* pm = mean.data<float>();
+  const float* pr = rstd.data<float>();
+  float* po = gx.data<float>();
+
+  // grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = grad_y * weight.
+#pragma omp parallel for if (rows * d > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* gr = pg + r * d;
+    const float* xr = px + r * d;
+    float* orow = po + r * d;
+    float m = pm[r], rs = pr[r];
+    double s1 = 0, s2 = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      float gh = pw ? gr[i] * pw[i] : gr[i];
+      float xh = (xr[i] - m) * rs;
+      s1 += gh;
+      s2 += static_cast<double>(gh) * xh;
+    }
+    float a = static_cast<float>(s1 / static_cast<double>(d));
+    float c = static_cast<float>(s2 / static_cast<double>(d));
+    for (int64_t i = 0; i < d; ++i) {
+      float gh = pw ? gr[i] * pw[i] : gr[i];
+      float xh = (xr[i] - m) * rs;
+      orow[i] = rs * (gh - a - xh * c);
+    }
+  }
+
+  if (!gw && !gb) return;
+  // Column sums over rows. Parallel over column blocks (not rows) so the summation order, and so
+  // the result, does not depend on the thread count.
+  constexpr int64_t kBlock = 64;
+  int64_t nblocks = (d + kBlock - 1) / kBlock;
+  float* pgw = gw ? gw->data<float>() : nullptr;
+  float* pgb = gb ? gb->data<float>() : nullptr;
+#pragma omp parallel for if (rows * d > 32768)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    int64_t c0 = blk * kBlock, c1 = std::min(d, c0 + kBlock);
+    double accw[kBlock] = {0}, accb[kBlock] = {0};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* gr = pg + r * d;
+      const float* xr = px + r * d;
+      float m = pm[r], rs = pr[r];
+      for (int64_t i = c0; i < c1; ++i) {
+        accw[i - c0] += static_cast<double>(gr[i]) * ((xr[i] - m) * rs);
+        accb[i - c0] += gr[i];
+      }
+    }
+    for (int64_t i = c0; i < c1; ++i) {
+      if (pgw) pgw[i] = static_cast<float>(accw[i - c0]);
+      if (pgb) pgb[i] = static_cast<float>(accb[i - c0]);
+    }
+  }
 }
 
 }  // namespace mokd

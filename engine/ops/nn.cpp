@@ -1,10 +1,160 @@
-// STUB: to be replaced (softmax family, layer_norm, dropout, drop_path).
+// Softmax family, layer norm, dropout and drop-path ops with their gradients.
 #include "engine/ops/common.h"
+
 namespace mokd {
-Tensor softmax(const Tensor& x, int64_t dim) { MOKD_FAIL("softmax: not implemented yet"); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { MOKD_FAIL("log_softmax: not implemented yet"); }
-Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) { MOKD_FAIL("logsumexp: not implemented yet"); }
-Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) { MOKD_FAIL("layer_norm: not implemented yet"); }
-Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) { MOKD_FAIL("dropout: not implemented yet"); }
-Tensor drop_path(const Tensor& x, float p, bool training, Generator& gen) { MOKD_FAIL("drop_path: not implemented yet"); }
+
+using detail::empty_like;
+
+namespace {
+
+// The permutation moving dim d to the end (others keep their order) and its inverse.
+std::vector<int64_t> to_last_perm(int64_t d, int64_t rank) {
+  std::vector<int64_t> p;
+  for (int64_t i = 0; i < rank; ++i)
+    if (i != d) p.push_back(i);
+  p.push_back(d);
+  return p;
+}
+std::vector<int64_t> inverse_perm(const std::vector<int64_t>& p) {
+  std::vector<int64_t> inv(p.size());
+  for (size_t i = 0; i < p.size(); ++i) inv[p[i]] = static_cast<int64_t>(i);
+  return inv;
+}
+
+// Softmax / log-softmax over the last dim. Backward only needs the output.
+Tensor softmax_lastdim(const Tensor& x, bool log) {
+  const char* name = log ? "log_softmax" : "softmax";
+  Tensor xc = x.contiguous();
+  Tensor y = empty_like(xc);
+  if (y.numel() > 0) backend_for(x).softmax(xc, y, log);
+  if (!needs_grad({&x})) return y;
+  Tensor saved = y.detach();
+  record(name, y, {x}, [saved, log](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = empty_like(saved);
+    if (gx.numel() > 0) backend_for(saved).softmax_backward(saved, g.contiguous(), gx, log);
+    return {gx};
+  });
+  return y;
+}
+
+Tensor softmax_any(const char* name, const Tensor& x, int64_t dim, bool log) {
+  detail::check_float(name, x);
+  MOKD_CHECK(x.dim() >= 1, name, ": needs rank >= 1, got ", x.str());
+  int64_t d = wrap_dim(dim, x.dim(), name);
+  if (d == x.dim() - 1) return softmax_lastdim(x, log);
+  // permute() records its own gradient, so the composition is differentiable as is.
+  auto p = to_last_perm(d, x.dim());
+  return permute(softmax_lastdim(permute(x, p), log), inverse_perm(p));
+}
+
+// logsumexp over the last dim: [.., C] -> [..].
+Tensor logsumexp_lastdim(const Tensor& x) {
+  Tensor xc = x.contiguous();
+  Shape os(x.shape().begin(), x.shape().end() - 1);
+  Tensor out = detail::empty_as(xc, os);
+  if (out.numel() > 0) backend_for(x).logsumexp(xc, out);
+  if (!needs_grad({&x})) return out;
+  Tensor sx = xc.detach(), so = out.detach();
+  Shape keep = x.shape();
+  keep.back() = 1;
+  record("logsumexp", out, {x}, [sx, so, keep](const Tensor& g) -> std::vector<Tensor> {
+    // d lse / dx = softmax(x) = exp(x - lse); the saved tensors carry no history, so these ops
+    // record nothing.
+    Tensor sm = exp(sub(sx, so.view(keep)));
+    return {mul(sm, g.contiguous().view(keep))};
+  });
+  return out;
+}
+
+Tensor bernoulli_mask(const Shape& shape, float p, Generator& gen, const Tensor& like) {
+  Tensor mask = Tensor::empty(shape, like.dtype(), like.device());
+  // The mask is a pure function of (seed, counter): the same Generator state gives the same mask
+  // on every backend.
+  backend_for(like).bernoulli_scaled(mask, 1.f - p, gen.next(static_cast<uint64_t>(mask.numel())));
+  return mask;
+}
+
+void check_drop_p(const char* name, float p) {
+  MOKD_CHECK(p >= 0.f && p < 1.f, name, ": p must be in [0, 1), got ", p);
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_any("softmax", x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  return softmax_any("log_softmax", x, dim, true);
+}
+
+Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
+  detail::check_float("logsumexp", x);
+  MOKD_CHECK(x.dim() >= 1, "logsumexp: needs rank >= 1, got ", x.str());
+  int64_t d = wrap_dim(dim, x.dim(), "logsumexp");
+  Tensor out = d == x.dim() - 1 ? logsumexp_lastdim(x)
+                                : logsumexp_lastdim(permute(x, to_last_perm(d, x.dim())));
+  // out has x's shape without dim d, in x's order.
+  if (!keepdim) return out;
+  Shape ks = x.shape();
+  ks[d] = 1;
+  return reshape(out, ks);
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
+  detail::check_float("layer_norm", x);
+  MOKD_CHECK(x.dim() >= 1, "layer_norm: input must have rank >= 1, got ", x.str());
+  MOKD_CHECK(eps >= 0.f, "layer_norm: eps must be >= 0, got ", eps);
+  int64_t dn = x.size(-1);
+  for (const auto& [t, arg] : {std::pair<const Tensor*, const char*>{&w, "weight"}, {&b, "bias"}}) {
+    if (!t->defined()) continue;
+    MOKD_CHECK(t->shape() == Shape{dn}, "layer_norm: ", arg, " ", t->str(),
+               " must have shape [", dn, "] for input ", x.str());
+    MOKD_CHECK(t->dtype() == x.dtype() && t->device() == x.device(), "layer_norm: ", arg, " ",
+               t->str(), " must match the input's dtype and device, ", x.str());
+  }
+  Tensor xc = x.contiguous();
+  Tensor wc = w.defined() ? w.contiguous() : Tensor(), bc = b.defined() ? b.contiguous() : Tensor();
+  int64_t rows = dn ? x.numel() / dn : 0;
+  Tensor y = empty_like(xc);
+  Tensor mu = detail::empty_as(xc, {rows}), rstd = detail::empty_as(xc, {rows});
+  if (y.numel() > 0)
+    backend_for(x).layer_norm(xc, wc.defined() ? &wc : nullptr, bc.defined() ? &bc : nullptr, eps,
+                              y, mu, rstd);
+  if (!needs_grad({&x, &w, &b})) return y;
+  Tensor sx = xc.detach(), sw = wc.defined() ? wc.detach() : Tensor();
+  bool has_b = b.defined();
+  record("layer_norm", y, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = empty_like(sx);
+    Tensor gw = sw.defined() ? empty_like(sw) : Tensor();
+    Tensor gb = has_b ? detail::empty_as(sx, {sx.size(-1)}) : Tensor();
+    if (gx.numel() == 0) {
+      if (gw.defined()) gw.fill_(0.0);
+      if (gb.defined()) gb.fill_(0.0);
+    } else {
+      backend_for(sx).layer_norm_backward(g.contiguous(), sx, sw.defined() ? &sw : nullptr, mu,
+                                          rstd, gx, gw.defined() ? &gw : nullptr,
+                                          gb.defined() ? &gb : nullptr);
+    }
+    return {gx, gw, gb};
+  });
+  return y;
+}
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
+  check_drop_p("dropout", p);
+  detail::check_float("dropout", x);
+  if (!training || p == 0.f) return x;
+  // A constant mask: mul() gives the gradient grad * mask.
+  return mul(x, bernoulli_mask(x.shape(), p, gen, x));
+}
+
+Tensor drop_path(const Tensor& x, float p, bool training, Generator& gen) {
+  check_drop_p("drop_path", p);
+  detail::check_float("drop_path", x);
+  MOKD_CHECK(x.dim() >= 1, "drop_path: input must have a batch dim, got ", x.str());
+  if (!training || p == 0.f) return x;
+  // One draw per sample, [B, 1, .., 1], broadcast over the rest by mul().
+  Shape ms(x.dim(), 1);
+  ms[0] = x.size(0);
+  return mul(x, bernoulli_mask(ms, p, gen, x));
+}
+
 }  // namespace mokd
