@@ -1,24 +1,159 @@
-// STUB: to be replaced by the real kernels.
+// CPU batch norm over [rows, C] (NHWC flattened): training, evaluation and backward.
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace mokd {
 
-void CpuBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
-                        Tensor& running_var, float momentum, float eps, Tensor& y,
-                        Tensor& save_mean, Tensor& save_invstd) {
-  MOKD_FAIL("cpu batch_norm_train: not implemented yet");
+namespace {
+
+// rows and C of x viewed as [rows, C] (C = last dim); checks the per-channel tensors.
+void bn_dims(const char* kernel, const Tensor& x, std::initializer_list<const Tensor*> per_channel,
+             int64_t& rows, int64_t& C) {
+  MOKD_CHECK(x.dim() >= 1, kernel, ": x must have rank >= 1, got ", x.str());
+  C = x.size(-1);
+  rows = C ? x.numel() / C : 0;
+  for (const Tensor* t : per_channel) {
+    cpu_expect_f32(*t, kernel, "per-channel tensor");
+    MOKD_CHECK(t->numel() == C, kernel, ": per-channel tensor ", t->str(), " must have ", C,
+               " elements for x ", x.str());
+  }
+}
+
+// Per-channel sums over rows of f(r, c), in double, with one accumulator row per thread.
+template <class F>
+void channel_sums(int64_t rows, int64_t C, std::vector<double>& out, F f) {
+  out.assign(C, 0.0);
+  bool par = rows * C > 32768;
+  int nt = par ? omp_get_max_threads() : 1;
+  std::vector<std::vector<double>> part(nt);
+#pragma omp parallel num_threads(nt) if (par)
+  {
+    int t = omp_get_thread_num();
+    part[t].assign(C, 0.0);
+    double* acc = part[t].data();
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < C; ++c) acc[c] += f(r, c);
+  }
+  // Fixed summation order over the thread partials: deterministic for a given thread count.
+  for (auto& p : part)
+    if (!p.empty())
+      for (int64_t c = 0; c < C; ++c) out[c] += p[c];
+}
+
+}  // namespace
+
+void CpuBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b,
+                                  Tensor& running_mean, Tensor& running_var, float momentum,
+                                  float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  cpu_expect_f32(x, "batch_norm_train", "x");
+  cpu_expect_f32(y, "batch_norm_train", "y");
+  int64_t rows, C;
+  bn_dims("batch_norm_train", x, {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd},
+          rows, C);
+  MOKD_CHECK(rows > 1, "batch_norm_train: needs more than one value per channel, got x ", x.str());
+  const float* px = x.data<float>();
+  std::vector<double> mean, m2;
+  channel_sums(rows, C, mean, [&](int64_t r, int64_t c) { return double(px[r * C + c]); });
+  for (auto& m : mean) m /= double(rows);
+  // Two passes (mean, then squared deviations): no cancellation for large means.
+  channel_sums(rows, C, m2, [&](int64_t r, int64_t c) {
+    double d = px[r * C + c] - mean[c];
+    return d * d;
+  });
+  float* sm = save_mean.data<float>();
+  float* si = save_invstd.data<float>();
+  float* rm = running_mean.data<float>();
+  float* rv = running_var.data<float>();
+  std::vector<float> scale(C), shift(C);
+  const float* pw = w.data<float>();
+  const float* pb = b.data<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    double var = m2[c] / double(rows);
+    double invstd = 1.0 / std::sqrt(var + double(eps));
+    sm[c] = static_cast<float>(mean[c]);
+    si[c] = static_cast<float>(invstd);
+    double unbiased = m2[c] / double(rows - 1);
+    rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + momentum * mean[c]);
+    rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + momentum * unbiased);
+    scale[c] = static_cast<float>(pw[c] * invstd);
+    shift[c] = static_cast<float>(pb[c] - mean[c] * pw[c] * invstd);
+  }
+  float* py = y.data<float>();
+#pragma omp parallel for if (rows * C > 65536)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) py[r * C + c] = px[r * C + c] * scale[c] + shift[c];
 }
 
 void CpuBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor& b,
-                       const Tensor& running_mean, const Tensor& running_var, float eps,
-                       Tensor& y) {
-  MOKD_FAIL("cpu batch_norm_eval: not implemented yet");
+                                 const Tensor& running_mean, const Tensor& running_var, float eps,
+                                 Tensor& y) {
+  cpu_expect_f32(x, "batch_norm_eval", "x");
+  cpu_expect_f32(y, "batch_norm_eval", "y");
+  int64_t rows, C;
+  bn_dims("batch_norm_eval", x, {&w, &b, &running_mean, &running_var}, rows, C);
+  const float* pw = w.data<float>();
+  const float* pb = b.data<float>();
+  const float* rm = running_mean.data<float>();
+  const float* rv = running_var.data<float>();
+  std::vector<float> scale(C), shift(C);
+  for (int64_t c = 0; c < C; ++c) {
+    double invstd = 1.0 / std::sqrt(double(rv[c]) + double(eps));
+    scale[c] = static_cast<float>(pw[c] * invstd);
+    shift[c] = static_cast<float>(pb[c] - rm[c] * pw[c] * invstd);
+  }
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+#pragma omp parallel for if (rows * C > 65536)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) py[r * C + c] = px[r * C + c] * scale[c] + shift[c];
 }
 
-void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
-                           const Tensor& invstd, bool training, Tensor& gx, Tensor& gw,
-                           Tensor& gb) {
-  MOKD_FAIL("cpu batch_norm_backward: not implemented yet");
+void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                     const Tensor& mean, const Tensor& invstd, bool training,
+                                     Tensor& gx, Tensor& gw, Tensor& gb) {
+  cpu_expect_f32(gy, "batch_norm_backward", "gy");
+  cpu_expect_f32(x, "batch_norm_backward", "x");
+  cpu_expect_f32(gx, "batch_norm_backward", "gx");
+  int64_t rows, C;
+  bn_dims("batch_norm_backward", x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
+  MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), "batch_norm_backward: gy ",
+             gy.str(), " and gx ", gx.str(), " must match x ", x.str());
+  const float* px = x.data<float>();
+  const float* pg = gy.data<float>();
+  const float* pm = mean.data<float>();
+  const float* pi = invstd.data<float>();
+  const float* pw = w.data<float>();
+  // sum(gy) and sum(gy * xhat) per channel: the gradients of b and w, and the two terms
+  // through which the batch statistics pass the gradient back to x.
+  std::vector<double> sg, sgx;
+  channel_sums(rows, C, sg, [&](int64_t r, int64_t c) { return double(pg[r * C + c]); });
+  channel_sums(rows, C, sgx, [&](int64_t r, int64_t c) {
+    return double(pg[r * C + c]) * (double(px[r * C + c]) - pm[c]) * pi[c];
+  });
+  float* pgw = gw.data<float>();
+  float* pgb = gb.data<float>();
+  std::vector<float> k(C), mg(C), mgx(C);
+  for (int64_t c = 0; c < C; ++c) {
+    pgw[c] = static_cast<float>(sgx[c]);
+    pgb[c] = static_cast<float>(sg[c]);
+    k[c] = pw[c] * pi[c];
+    // Training: gx = w invstd (gy - mean(gy) - xhat mean(gy xhat)); eval: gx = w invstd gy.
+    mg[c] = training ? static_cast<float>(sg[c] / double(rows)) : 0.f;
+    mgx[c] = training ? static_cast<float>(sgx[c] / double(rows)) : 0.f;
+  }
+  float* pgx = gx.data<float>();
+#pragma omp parallel for if (rows * C > 65536)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      int64_t i = r * C + c;
+      float xhat = (px[i] - pm[c]) * pi[c];
+      pgx[i] = k[c] * (pg[i] - mg[c] - xhat * mgx[c]);
+    }
 }
 
 }  // namespace mokd

@@ -1,22 +1,175 @@
-// STUB: to be replaced by the real kernels.
+// CPU max and average pooling in NHWC, with their backwards.
+#include <algorithm>
+#include <limits>
+#include <vector>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace mokd {
 
+namespace {
+
+struct PoolGeom {
+  int64_t N, H, W, C, Ho, Wo;
+};
+
+// x [N, H, W, C] and y [N, Ho, Wo, C] with Ho = (H + 2 pad - k) / stride + 1 (floor mode).
+PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const Pool2dParams& p) {
+  MOKD_CHECK(xs.size() == 4 && ys.size() == 4, kernel, ": x and y must have rank 4, got ",
+             shape_str(xs), " and ", shape_str(ys));
+  MOKD_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
+                 p.pad_h >= 0 && p.pad_w >= 0,
+             kernel, ": bad kernel/stride/padding");
+  PoolGeom g{xs[0], xs[1], xs[2], xs[3], 0, 0};
+  g.Ho = (g.H + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
+  g.Wo = (g.W + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
+  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.C, kernel, ": y ",
+             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.C, "] for x ",
+             shape_str(xs));
+  return g;
+}
+
+// The window of output (oh, ow) clipped to the image, and the average's divisor as PyTorch
+// computes it: with count_include_pad the window is clipped to the padded image only.
+struct Window {
+  int64_t h0, h1, w0, w1, divisor;
+};
+
+Window window(const PoolGeom& g, const Pool2dParams& p, int64_t oh, int64_t ow) {
+  int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+  int64_t h1 = std::min(h0 + p.kernel_h, g.H + p.pad_h);
+  int64_t w1 = std::min(w0 + p.kernel_w, g.W + p.pad_w);
+  int64_t padded = (h1 - h0) * (w1 - w0);
+  h0 = std::max<int64_t>(h0, 0), w0 = std::max<int64_t>(w0, 0);
+  h1 = std::min(h1, g.H), w1 = std::min(w1, g.W);
+  int64_t inside = std::max<int64_t>(h1 - h0, 0) * std::max<int64_t>(w1 - w0, 0);
+  return {h0, h1, w0, w1, p.count_include_pad ? padded : inside};
+}
+
+}  // namespace
+
 void CpuBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-  MOKD_FAIL("cpu max_pool2d: not implemented yet");
+  cpu_expect_f32(x, "max_pool2d", "x");
+  cpu_expect_f32(y, "max_pool2d", "y");
+  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cpu() && argmax.is_contiguous() &&
+                 argmax.shape() == y.shape(),
+             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
+  PoolGeom g = pool_geom("max_pool2d", x.shape(), y.shape(), p);
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  int64_t* pa = argmax.data<int64_t>();
+  const float ninf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for collapse(2) if (y.numel() > 16384)
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      std::vector<float> best(g.C);
+      std::vector<int64_t> arg(g.C);
+      for (int64_t ow = 0; ow < g.Wo; ++ow) {
+        Window win = window(g, p, oh, ow);
+        std::fill(best.begin(), best.end(), ninf);  // padding never wins
+        std::fill(arg.begin(), arg.end(), -1);
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) {
+            int64_t base = ((n * g.H + h) * g.W + w) * g.C;
+            for (int64_t c = 0; c < g.C; ++c) {
+              float v = px[base + c];
+              // First maximum wins ties (as PyTorch); NaN propagates.
+              if (v > best[c] || arg[c] < 0 || v != v) {
+                best[c] = v;
+                arg[c] = base + c;
+              }
+            }
+          }
+        int64_t o = ((n * g.Ho + oh) * g.Wo + ow) * g.C;
+        for (int64_t c = 0; c < g.C; ++c) {
+          py[o + c] = best[c];
+          pa[o + c] = arg[c];
+        }
+      }
+    }
 }
 
 void CpuBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) {
-  MOKD_FAIL("cpu max_pool2d_backward: not implemented yet");
+  cpu_expect_f32(gy, "max_pool2d_backward", "gy");
+  cpu_expect_f32(gx, "max_pool2d_backward", "gx");
+  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.is_contiguous() && argmax.shape() == gy.shape(),
+             "max_pool2d_backward: argmax ", argmax.str(), " must be contiguous i64 shaped like gy ",
+             gy.str());
+  MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
+             "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
+  const float* pg = gy.data<float>();
+  const int64_t* pa = argmax.data<int64_t>();
+  float* px = gx.data<float>();
+  const int64_t N = gx.size(0), in_per = gx.numel() / std::max<int64_t>(N, 1),
+                out_per = gy.numel() / std::max<int64_t>(N, 1);
+  // Each image's argmaxes point into that image only, so images are independent.
+  int64_t bad = -1;  // an index outside its image (no throwing inside the parallel loop)
+#pragma omp parallel for if (gx.numel() > 16384)
+  for (int64_t n = 0; n < N; ++n) {
+    std::fill(px + n * in_per, px + (n + 1) * in_per, 0.f);
+    for (int64_t i = n * out_per; i < (n + 1) * out_per; ++i) {
+      int64_t a = pa[i];
+      if (a < n * in_per || a >= (n + 1) * in_per) {
+#pragma omp atomic write
+        bad = i;
+        continue;
+      }
+      px[a] += pg[i];
+    }
+  }
+  MOKD_CHECK(bad < 0, "max_pool2d_backward: argmax ", pa[bad], " at ", bad,
+             " is outside its image of ", gx.str());
 }
 
 void CpuBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
-  MOKD_FAIL("cpu avg_pool2d: not implemented yet");
+  cpu_expect_f32(x, "avg_pool2d", "x");
+  cpu_expect_f32(y, "avg_pool2d", "y");
+  PoolGeom g = pool_geom("avg_pool2d", x.shape(), y.shape(), p);
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+#pragma omp parallel for collapse(2) if (y.numel() > 16384)
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      std::vector<float> acc(g.C);
+      for (int64_t ow = 0; ow < g.Wo; ++ow) {
+        Window win = window(g, p, oh, ow);
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) {
+            const float* src = px + ((n * g.H + h) * g.W + w) * g.C;
+            for (int64_t c = 0; c < g.C; ++c) acc[c] += src[c];
+          }
+        float inv = win.divisor > 0 ? 1.f / static_cast<float>(win.divisor) : 0.f;
+        float* dst = py + ((n * g.Ho + oh) * g.Wo + ow) * g.C;
+        for (int64_t c = 0; c < g.C; ++c) dst[c] = acc[c] * inv;
+      }
+    }
 }
 
 void CpuBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
-  MOKD_FAIL("cpu avg_pool2d_backward: not implemented yet");
+  cpu_expect_f32(gy, "avg_pool2d_backward", "gy");
+  cpu_expect_f32(gx, "avg_pool2d_backward", "gx");
+  PoolGeom g = pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
+  const float* pg = gy.data<float>();
+  float* px = gx.data<float>();
+  // Scatter per image: windows overlap within an image, never across images.
+#pragma omp parallel for if (gx.numel() > 16384)
+  for (int64_t n = 0; n < g.N; ++n) {
+    float* gxn = px + n * g.H * g.W * g.C;
+    std::fill(gxn, gxn + g.H * g.W * g.C, 0.f);
+    for (int64_t oh = 0; oh < g.Ho; ++oh)
+      for (int64_t ow = 0; ow < g.Wo; ++ow) {
+        Window win = window(g, p, oh, ow);
+        if (win.divisor <= 0) continue;
+        float inv = 1.f / static_cast<float>(win.divisor);
+        const float* src = pg + ((n * g.Ho + oh) * g.Wo + ow) * g.C;
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) {
+            float* dst = gxn + (h * g.W + w) * g.C;
+            for (int64_t c = 0; c < g.C; ++c) dst[c] += src[c] * inv;
+          }
+      }
+  }
 }
 
 }  // namespace mokd

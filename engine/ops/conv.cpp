@@ -1,9 +1,220 @@
-// STUB: to be replaced (conv2d, batch_norm2d, pooling).
+// NHWC convolution, batch norm and pooling ops with their gradients.
+#include <algorithm>
+
 #include "engine/ops/common.h"
+
 namespace mokd {
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p) { MOKD_FAIL("conv2d: not implemented yet"); }
-Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps) { MOKD_FAIL("batch_norm2d: not implemented yet"); }
-Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) { MOKD_FAIL("max_pool2d: not implemented yet"); }
-Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p) { MOKD_FAIL("avg_pool2d: not implemented yet"); }
-Tensor global_avg_pool2d(const Tensor& x) { MOKD_FAIL("global_avg_pool2d: not implemented yet"); }
+
+using detail::empty_as;
+using detail::empty_like;
+
+namespace {
+
+// x and a companion tensor (weight, bias, running stat) share device and dtype.
+void check_same(const char* op, const Tensor& x, const Tensor& t, const char* arg) {
+  MOKD_CHECK(t.defined(), op, ": ", arg, " is undefined (x ", x.str(), ")");
+  MOKD_CHECK(t.device() == x.device(), op, ": ", arg, " ", t.str(), " is on another device than x ",
+             x.str());
+  MOKD_CHECK(t.dtype() == x.dtype(), op, ": ", arg, " ", t.str(), " has another dtype than x ",
+             x.str());
+}
+
+void check_per_channel(const char* op, const Tensor& x, const Tensor& t, const char* arg) {
+  check_same(op, x, t, arg);
+  MOKD_CHECK(t.dim() == 1 && t.size(0) == x.size(3), op, ": ", arg, " ", t.str(), " must be [",
+             x.size(3), "] for x ", x.str());
+}
+
+// Output extent of a window sweep in floor mode (>= 1 once the kernel fits the padded input).
+int64_t out_extent(int64_t in, int64_t k, int64_t stride, int64_t pad) {
+  return (in + 2 * pad - k) / stride + 1;
+}
+
+// [rows, C] -> [C]: per-channel sum through the backend (device-independent).
+Tensor channel_sum(const Tensor& g) {
+  int64_t C = g.size(-1);
+  Tensor gc = g.contiguous();
+  Tensor out = empty_as(gc, {1, C});
+  backend_for(gc).reduce_sum(gc.view({-1, C}), out, 1.f);
+  return out.view({C});
+}
+
+void check_pool(const char* op, const Tensor& x, const Pool2dParams& p) {
+  detail::check_float(op, x, "x");
+  MOKD_CHECK(x.dim() == 4, op, ": x must be [N, H, W, C] (rank 4), got ", x.str());
+  MOKD_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
+                 p.pad_h >= 0 && p.pad_w >= 0,
+             op, ": kernel ", p.kernel_h, "x", p.kernel_w, " and stride ", p.stride_h, "x",
+             p.stride_w, " must be >= 1 and padding ", p.pad_h, "x", p.pad_w, " >= 0 for x ",
+             x.str());
+  // PyTorch's rule: every window then holds at least one real element.
+  MOKD_CHECK(p.pad_h <= p.kernel_h / 2 && p.pad_w <= p.kernel_w / 2, op, ": padding ", p.pad_h,
+             "x", p.pad_w, " must be at most half the kernel ", p.kernel_h, "x", p.kernel_w,
+             " for x ", x.str());
+  MOKD_CHECK(p.kernel_h <= x.size(1) + 2 * p.pad_h && p.kernel_w <= x.size(2) + 2 * p.pad_w, op,
+             ": kernel ", p.kernel_h, "x", p.kernel_w, " is larger than the padded input of x ",
+             x.str(), " (padding ", p.pad_h, "x", p.pad_w, ")");
+}
+
+Shape pool_out_shape(const Tensor& x, const Pool2dParams& p) {
+  return {x.size(0), out_extent(x.size(1), p.kernel_h, p.stride_h, p.pad_h),
+          out_extent(x.size(2), p.kernel_w, p.stride_w, p.pad_w), x.size(3)};
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p) {
+  const char* op = "conv2d";
+  detail::check_float(op, x, "x");
+  MOKD_CHECK(x.dim() == 4, op, ": x must be [N, H, W, C] (rank 4), got ", x.str());
+  check_same(op, x, w, "weight");
+  MOKD_CHECK(w.dim() == 4, op, ": weight must be [O, kh, kw, C/groups] (rank 4), got ", w.str(),
+             " for x ", x.str());
+  MOKD_CHECK(p.groups >= 1, op, ": groups must be >= 1, got ", p.groups);
+  MOKD_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op, ": stride ",
+             p.stride_h, "x", p.stride_w, " must be >= 1 and padding ", p.pad_h, "x", p.pad_w,
+             " >= 0");
+  const int64_t C = x.size(3), O = w.size(0), kh = w.size(1), kw = w.size(2);
+  MOKD_CHECK(w.size(3) * p.groups == C, op, ": channel mismatch: x ", x.str(), " has ", C,
+             " channels but weight ", w.str(), " with groups ", p.groups, " expects ",
+             w.size(3) * p.groups);
+  MOKD_CHECK(O % p.groups == 0, op, ": weight ", w.str(), " has ", O,
+             " output channels, not divisible by groups ", p.groups);
+  MOKD_CHECK(kh <= x.size(1) + 2 * p.pad_h && kw <= x.size(2) + 2 * p.pad_w, op, ": kernel ", kh,
+             "x", kw, " of weight ", w.str(), " is larger than the padded input of x ", x.str(),
+             " (padding ", p.pad_h, "x", p.pad_w, ")");
+  if (bias.defined()) {
+    check_same(op, x, bias, "bias");
+    MOKD_CHECK(bias.dim() == 1 && bias.size(0) == O, op, ": bias ", bias.str(), " must be [", O,
+               "] for weight ", w.str());
+  }
+
+  Tensor xc = x.contiguous(), wc = w.contiguous();
+  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  Tensor y = empty_as(xc, {x.size(0), out_extent(x.size(1), kh, p.stride_h, p.pad_h),
+                           out_extent(x.size(2), kw, p.stride_w, p.pad_w), O});
+  backend_for(x).conv2d(xc, wc, bc.defined() ? &bc : nullptr, p, y);
+  if (!needs_grad({&x, &w, &bias})) return y;
+
+  const bool gx_needed = x.requires_grad(), gw_needed = w.requires_grad();
+  const bool gb_needed = bias.defined() && bias.requires_grad();
+  // Save only what the wanted gradients read: x for the weight's, w for the input's.
+  Tensor xs = gw_needed ? xc.detach() : Tensor();
+  Tensor ws = gx_needed ? wc.detach() : Tensor();
+  Shape x_shape = x.shape(), w_shape = w.shape();
+  record(op, y, {x, w, bias}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gc = g.contiguous();
+    Tensor gx, gw, gb;
+    if (gx_needed) {
+      gx = empty_as(gc, x_shape);
+      backend_for(gc).conv2d_backward_data(gc, ws, p, gx);
+    }
+    if (gw_needed) {
+      gw = empty_as(gc, w_shape);
+      backend_for(gc).conv2d_backward_weight(gc, xs, p, gw);
+    }
+    if (gb_needed) gb = channel_sum(gc);
+    return {gx, gw, gb};
+  });
+  return y;
+}
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum, float eps) {
+  const char* op = "batch_norm2d";
+  detail::check_float(op, x, "x");
+  MOKD_CHECK(x.dim() == 4, op, ": x must be [N, H, W, C] (rank 4), got ", x.str());
+  check_per_channel(op, x, w, "weight");
+  check_per_channel(op, x, b, "bias");
+  check_per_channel(op, x, running_mean, "running_mean");
+  check_per_channel(op, x, running_var, "running_var");
+  MOKD_CHECK(eps > 0.f, op, ": eps must be > 0, got ", eps);
+  MOKD_CHECK(momentum >= 0.f && momentum <= 1.f, op, ": momentum must be in [0, 1], got ",
+             momentum);
+  const int64_t C = x.size(3), rows = x.numel() / std::max<int64_t>(C, 1);
+
+  Tensor xc = x.contiguous(), wc = w.contiguous(), bc = b.contiguous();
+  Tensor y = empty_like(xc);
+  Tensor mean, invstd;  // what backward normalises with
+  Backend& be = backend_for(x);
+  if (training) {
+    MOKD_CHECK(rows > 1, op, ": training needs more than one value per channel, got x ", x.str());
+    // Updated in place: they must be the buffers themselves, not copies.
+    MOKD_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op,
+               ": running_mean ", running_mean.str(), " and running_var ", running_var.str(),
+               " must be contiguous (updated in place)");
+    mean = empty_as(xc, {C});
+    invstd = empty_as(xc, {C});
+    be.batch_norm_train(xc, wc, bc, running_mean, running_var, momentum, eps, y, mean, invstd);
+  } else {
+    Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
+    be.batch_norm_eval(xc, wc, bc, rm, rv, eps, y);
+    if (needs_grad({&x, &w, &b})) {
+      // Copies: a later training step must not change the constants this backward uses.
+      mean = rm.clone();
+      invstd = empty_as(xc, {C});
+      be.unary(UnaryOp::AddScalar, rv, invstd, eps);
+      be.unary(UnaryOp::Sqrt, invstd, invstd, 0.f);
+      be.unary(UnaryOp::Reciprocal, invstd, invstd, 0.f);
+    }
+  }
+  if (!needs_grad({&x, &w, &b})) return y;
+
+  const bool gx_needed = x.requires_grad(), gw_needed = w.requires_grad(),
+             gb_needed = b.requires_grad();
+  Tensor xs = xc.detach(), wsv = wc.detach();
+  Tensor ms = mean.detach(), is = invstd.detach();
+  record(op, y, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gc = g.contiguous();
+    Tensor gx = empty_like(xs), gw = empty_as(xs, {C}), gb = empty_as(xs, {C});
+    backend_for(gc).batch_norm_backward(gc, xs, wsv, ms, is, training, gx, gw, gb);
+    return {gx_needed ? gx : Tensor(), gw_needed ? gw : Tensor(), gb_needed ? gb : Tensor()};
+  });
+  return y;
+}
+
+Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
+  const char* op = "max_pool2d";
+  check_pool(op, x, p);
+  Tensor xc = x.contiguous();
+  Shape ys = pool_out_shape(x, p);
+  Tensor y = empty_as(xc, ys);
+  Tensor arg = Tensor::empty(ys, DType::I64, x.device());
+  backend_for(x).max_pool2d(xc, p, y, arg);
+  if (!needs_grad({&x})) return y;
+  Shape xs = x.shape();
+  record(op, y, {x}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gc = g.contiguous();
+    Tensor gx = empty_as(gc, xs);
+    backend_for(gc).max_pool2d_backward(gc, arg, gx);
+    return {gx};
+  });
+  return y;
+}
+
+Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p) {
+  const char* op = "avg_pool2d";
+  check_pool(op, x, p);
+  Tensor xc = x.contiguous();
+  Tensor y = empty_as(xc, pool_out_shape(x, p));
+  backend_for(x).avg_pool2d(xc, p, y);
+  if (!needs_grad({&x})) return y;
+  Shape xs = x.shape();
+  record(op, y, {x}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gc = g.contiguous();
+    Tensor gx = empty_as(gc, xs);
+    backend_for(gc).avg_pool2d_backward(gc, p, gx);
+    return {gx};
+  });
+  return y;
+}
+
+Tensor global_avg_pool2d(const Tensor& x) {
+  detail::check_float("global_avg_pool2d", x, "x");
+  MOKD_CHECK(x.dim() == 4, "global_avg_pool2d: x must be [N, H, W, C] (rank 4), got ", x.str());
+  MOKD_CHECK(x.size(1) > 0 && x.size(2) > 0, "global_avg_pool2d: empty spatial dims in x ",
+             x.str());
+  return mean(x, {1, 2});
+}
+
 }  // namespace mokd
