@@ -97,17 +97,22 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
 
   const json& sh = v["shape"];
   MOKD_CHECK(sh.is_array(), where, ": \"shape\" must be an array, got ", type_of(sh));
-  uint64_t numel = 1;
+  // Zero-sized dims make numel 0, but the other dims must still multiply without overflow: strides
+  // are products of trailing dims and are computed in int64 later.
+  uint64_t nonzero = 1;
+  bool empty = false;
   for (size_t i = 0; i < sh.size(); ++i) {
     uint64_t d = as_u64(sh[i], where + ": shape[" + std::to_string(i) + "]");
     MOKD_CHECK(d <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where, ": shape[", i,
                "] = ", d, " is too large");
-    MOKD_CHECK(!__builtin_mul_overflow(numel, d, &numel), where, ": shape ", sh.dump(),
-               " has more elements than fit in 64 bits");
+    MOKD_CHECK(!__builtin_mul_overflow(nonzero, std::max<uint64_t>(d, 1), &nonzero), where, ": shape ",
+               sh.dump(), " has more elements than fit in 64 bits");
+    empty = empty || d == 0;
     e.shape.push_back(static_cast<int64_t>(d));
   }
-  MOKD_CHECK(numel <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where, ": shape ",
+  MOKD_CHECK(nonzero <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where, ": shape ",
              sh.dump(), " is too large");
+  const uint64_t numel = empty ? 0 : nonzero;
   e.numel = numel;
   uint64_t nbytes = 0;
   MOKD_CHECK(!__builtin_mul_overflow(numel, static_cast<uint64_t>(e.dt.size), &nbytes), where,
@@ -134,6 +139,9 @@ Header parse_header(const uint8_t* base, size_t size, const std::string& file) {
              "-byte limit");
   MOKD_CHECK(n <= size - 8, where, ": header length ", n, " runs past the end of the ", size,
              "-byte file");
+
+  // nlohmann stops at a NUL byte as if the input ended there, which would hide whatever follows it.
+  MOKD_CHECK(std::memchr(base + 8, 0, n) == nullptr, where, ": header is not valid JSON: it contains a NUL byte");
 
   // Duplicate keys (nlohmann keeps the last silently) and absurd nesting are rejected while parsing.
   std::vector<std::set<std::string>> keys;

@@ -208,5 +208,339 @@ TEST_F(Safetensors, InspectReadsTheHeaderOnly) {
   EXPECT_EQ(meta.at("m"), "1");
 }
 
+// ---- the PyTorch-written fixture ----------------------------------------------------------------
+
+// Bitwise equality (so -0.0, subnormals and NaN payloads count), same dtype and shape.
+void expect_bits_equal(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.dtype(), b.dtype()) << what;
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  ASSERT_TRUE(a.is_contiguous() && b.is_contiguous()) << what;
+  const uint8_t* pa = static_cast<const uint8_t*>(a.raw_data());
+  const uint8_t* pb = static_cast<const uint8_t*>(b.raw_data());
+  size_t es = dtype_size(a.dtype());
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (std::memcmp(pa + i * es, pb + i * es, es) != 0) {
+      ADD_FAILURE() << what << ": first difference at flat index " << i << " (" << a.to_vector()[i] << " vs "
+                    << b.to_vector()[i] << ")";
+      return;
+    }
+  }
+}
+
+// The expected values (they hold torch's bf16 infinities, so non-finite values are allowed).
+io::TensorMap load_expected(DType float_dtype = DType::F32) {
+  std::string p = std::string(MOKD_TEST_DATA) + "/safetensors_torch_expected.safetensors";
+  if (!fs::exists(p)) throw Error("missing fixture " + p + ": run `python3 tools/make_reference.py safetensors_files`");
+  io::LoadOptions opts;
+  opts.allow_non_finite = true;
+  opts.float_dtype = float_dtype;
+  return io::load_safetensors(p, opts);
+}
+
+TEST_F(Safetensors, TorchWrittenFileLoadsExactly) {
+  io::Metadata meta;
+  io::TensorMap got = io::load_safetensors(std::string(MOKD_TEST_DATA) + "/safetensors_torch.safetensors", {}, &meta);
+  io::TensorMap want = load_expected();
+  EXPECT_EQ(meta.at("format"), "pt");
+  EXPECT_EQ(meta.at("unicode"), "\xc3\xa9\xe4\xb8\xad");
+  EXPECT_EQ(got.size(), 10u);
+  for (const auto& [name, t] : got) {
+    ASSERT_TRUE(want.count(name)) << name;
+    expect_bits_equal(t, want.at(name), name);
+  }
+  EXPECT_EQ(got.at("i64").dtype(), DType::I64);
+  EXPECT_EQ(got.at("i32").dtype(), DType::I32);
+  EXPECT_EQ(got.at("scalar").shape(), Shape{});
+  EXPECT_EQ(got.at("empty").shape(), (Shape{0, 3}));
+  EXPECT_GT(got.at("f16").numel(), 2000);  // the sweep really is there
+
+  auto entries = io::inspect_safetensors(std::string(MOKD_TEST_DATA) + "/safetensors_torch.safetensors");
+  EXPECT_EQ(entries.at("f16").dtype, "F16");
+  EXPECT_EQ(entries.at("bf16_matrix").dtype, "BF16");
+  EXPECT_EQ(entries.at("bf16_matrix").shape, (Shape{3, 4}));
+}
+
+TEST_F(Safetensors, TorchWrittenFileConvertsToBf16LikeTorch) {
+  io::LoadOptions opts;
+  opts.float_dtype = DType::BF16;
+  const std::string file = std::string(MOKD_TEST_DATA) + "/safetensors_torch.safetensors";
+  // f32 max rounds to bf16 infinity (as in torch): an error by default, naming the tensor.
+  expect_rejected(file, {"'f32'", "overflows bf16"}, opts, true);
+  opts.allow_non_finite = true;
+  io::TensorMap got = io::load_safetensors(file, opts);
+  io::TensorMap want = load_expected(DType::BF16);
+  for (const char* name : {"f32", "f64", "f16"})
+    expect_bits_equal(got.at(name), want.at(std::string(name) + "_as_bf16"), name);
+  EXPECT_EQ(got.at("i64").dtype(), DType::I64);  // integers keep their dtype
+}
+
+TEST_F(Safetensors, TorchWrittenNonFiniteValuesNeedPermission) {
+  const std::string file = std::string(MOKD_TEST_DATA) + "/safetensors_torch_nonfinite.safetensors";
+  expect_rejected(file, {"'a_f32'", "non-finite", "index 2"}, {}, true);
+  io::LoadOptions opts;
+  opts.allow_non_finite = true;
+  io::TensorMap got = io::load_safetensors(file, opts);
+  auto a = got.at("a_f32").to_vector(), b = got.at("b_f16").to_vector(), c = got.at("c_bf16").to_vector();
+  EXPECT_TRUE(std::isnan(a[2]));
+  EXPECT_EQ(a[3], 4.f);
+  EXPECT_EQ(b[0], 0.5f);
+  EXPECT_EQ(b[1], -INFINITY);
+  EXPECT_EQ(b[2], INFINITY);
+  EXPECT_TRUE(std::isnan(b[3]));
+  EXPECT_TRUE(std::isnan(c[0]));
+  EXPECT_EQ(c[1], 2.f);
+}
+
+// ---- crafted files: accepted ------------------------------------------------------------------
+
+TEST_F(Safetensors, CraftedFileWithPaddingAndUnalignedDataLoads) {
+  // Header of odd length (data unaligned), trailing spaces, offsets not in name order, metadata.
+  std::string header =
+      R"({"z":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+      R"("a":{"dtype":"I64","shape":[1,1],"data_offsets":[8,16]},"__metadata__":{"k":"v"}}   )";
+  if (header.size() % 8 == 0) header += " ";
+  int64_t i = -5;
+  std::string data = floats_bytes({1.5f, -2.f}) + std::string(reinterpret_cast<const char*>(&i), 8);
+  std::string p = write_file("ok.safetensors", header, data);
+  io::Metadata meta;
+  io::TensorMap m = io::load_safetensors(p, {}, &meta);
+  EXPECT_EQ(m.at("z").to_vector(), (std::vector<float>{1.5f, -2.f}));
+  EXPECT_EQ(m.at("a").to_vector_i64(), (std::vector<int64_t>{-5}));
+  EXPECT_EQ(m.at("a").shape(), (Shape{1, 1}));
+  EXPECT_EQ(meta.at("k"), "v");
+}
+
+TEST_F(Safetensors, EmptyHeaderObjectIsAnEmptyFile) {
+  std::string p = write_file("empty.safetensors", "{}      ", "");
+  EXPECT_TRUE(io::load_safetensors(p).empty());
+}
+
+TEST_F(Safetensors, ZeroSizedTensorsMayShareAnOffset) {
+  std::string header = R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                       R"("b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                       R"("c":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  std::string p = write_file("zero.safetensors", header, floats_bytes({1.f, 2.f}));
+  io::TensorMap m = io::load_safetensors(p);
+  EXPECT_EQ(m.at("a").numel(), 0);
+  EXPECT_EQ(m.at("c").to_vector(), std::vector<float>{2.f});
+}
+
+TEST_F(Safetensors, EveryF16PatternConvertsExactly) {
+  // All 65536 halves, checked against an independent ldexp formula.
+  std::vector<uint16_t> bits(1 << 16);
+  for (uint32_t b = 0; b < bits.size(); ++b) bits[b] = static_cast<uint16_t>(b);
+  std::string header = R"({"h":{"dtype":"F16","shape":[65536],"data_offsets":[0,131072]}})";
+  std::string p = write_file("f16.safetensors", header,
+                             std::string(reinterpret_cast<const char*>(bits.data()), bits.size() * 2));
+  io::LoadOptions opts;
+  opts.allow_non_finite = true;
+  std::vector<float> got = io::load_safetensors(p, opts).at("h").to_vector();
+  ASSERT_EQ(got.size(), bits.size());
+  int bad = 0;
+  for (uint32_t b = 0; b < bits.size(); ++b) {
+    int e = (b >> 10) & 31, m = b & 1023;
+    double sign = (b & 0x8000) ? -1.0 : 1.0;
+    double want = e == 0 ? sign * std::ldexp(m, -24) : e == 31 ? (m ? NAN : sign * INFINITY)
+                                                               : sign * std::ldexp(1024 + m, e - 25);
+    bool ok = std::isnan(want) ? std::isnan(got[b]) : (got[b] == want && std::signbit(got[b]) == std::signbit(want));
+    if (!ok && bad++ < 5) ADD_FAILURE() << "f16 0x" << std::hex << b << ": got " << got[b] << " want " << want;
+  }
+  EXPECT_EQ(bad, 0);
+  // Default options reject the first non-finite one: 0x7c00 (+inf).
+  expect_rejected(p, {"'h'", "index 31744"}, {}, true);
+}
+
+TEST_F(Safetensors, FloatDtypeOptionF64AndInvalid) {
+  std::string p = path("x.safetensors");
+  io::save_safetensors(p, {{"x", Tensor::from_vector({0.1f, -3.f}, {2})}});
+  io::LoadOptions opts;
+  opts.float_dtype = DType::F64;
+  Tensor x = io::load_safetensors(p, opts).at("x");
+  EXPECT_EQ(x.dtype(), DType::F64);
+  EXPECT_EQ(x.to_vector(), (std::vector<float>{0.1f, -3.f}));
+  opts.float_dtype = DType::I32;
+  expect_rejected(p, {"float_dtype"}, opts, true);
+}
+
+TEST_F(Safetensors, F64OutsideF32RangeIsAnOverflowError) {
+  double v[2] = {1.0, 1e39};
+  std::string header = R"({"big":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}})";
+  std::string p = write_file("big.safetensors", header, std::string(reinterpret_cast<const char*>(v), 16));
+  expect_rejected(p, {"'big'", "index 1", "overflows f32"}, {}, true);
+  io::LoadOptions f64;
+  f64.float_dtype = DType::F64;
+  EXPECT_EQ(io::load_safetensors(p, f64).at("big").to_vector()[0], 1.f);
+}
+
+// ---- crafted files: rejected ------------------------------------------------------------------
+
+const std::string kGood = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+
+TEST_F(Safetensors, RejectsMissingOrDirectory) {
+  expect_rejected(path("missing.safetensors"), {"cannot open"});
+  fs::create_directories(path("folder"));
+  expect_rejected(path("folder"), {"not a regular file"});
+}
+
+TEST_F(Safetensors, RejectsFilesShorterThanEightBytes) {
+  expect_rejected(write_bytes("empty.safetensors", ""), {"0 bytes", "shorter than"});
+  expect_rejected(write_bytes("five.safetensors", std::string("\x02\0\0\0\0", 5)), {"5 bytes", "shorter than"});
+}
+
+TEST_F(Safetensors, RejectsHugeHeaderLength) {
+  expect_rejected(write_file("huge.safetensors", kGood, floats_bytes({1, 2}), 100'000'001), {"100000001", "limit"});
+  expect_rejected(write_file("max.safetensors", kGood, floats_bytes({1, 2}), UINT64_MAX - 1), {"limit"});
+}
+
+TEST_F(Safetensors, RejectsHeaderLengthPastTheEnd) {
+  expect_rejected(write_file("past.safetensors", kGood, "", kGood.size() + 1), {"past the end"});
+}
+
+TEST_F(Safetensors, RejectsInvalidJson) {
+  expect_rejected(write_file("j1.safetensors", R"({"w":{"dtype":"F32",)", ""), {"not valid JSON"});
+  expect_rejected(write_file("j2.safetensors", kGood + "x", floats_bytes({1, 2})), {"not valid JSON"});
+  expect_rejected(write_file("j3.safetensors", std::string("{\"\xff\":1}"), ""), {"not valid JSON"});
+  expect_rejected(write_file("j4.safetensors", std::string("{}\0\0", 4), ""), {"not valid JSON"});
+  expect_rejected(write_file("j5.safetensors", "", ""), {"not valid JSON"});
+}
+
+TEST_F(Safetensors, RejectsNonObjectHeader) {
+  expect_rejected(write_file("arr.safetensors", "[1,2]", ""), {"must be a JSON object", "array"});
+  expect_rejected(write_file("num.safetensors", "42", ""), {"must be a JSON object"});
+}
+
+TEST_F(Safetensors, RejectsDeepNesting) {
+  std::string deep = R"({"w":)" + std::string(200, '[') + std::string(200, ']') + "}";
+  expect_rejected(write_file("deep.safetensors", deep, ""), {"nests deeper"});
+}
+
+TEST_F(Safetensors, RejectsMissingEntryFields) {
+  expect_rejected(write_file("m1.safetensors", R"({"w":{"shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "no \"dtype\""});
+  expect_rejected(write_file("m2.safetensors", R"({"w":{"dtype":"F32","data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "no \"shape\""});
+  expect_rejected(write_file("m3.safetensors", R"({"w":{"dtype":"F32","shape":[2]}})", floats_bytes({1, 2})),
+                  {"'w'", "no \"data_offsets\""});
+}
+
+TEST_F(Safetensors, RejectsWrongJsonTypes) {
+  auto entry = [&](const std::string& name, const std::string& body) {
+    return write_file(name, R"({"w":)" + body + "}", floats_bytes({1, 2}));
+  };
+  expect_rejected(entry("t1", "[1]"), {"'w'", "must be a JSON object"});
+  expect_rejected(entry("t2", R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), {"'w'", "\"dtype\" must be a string"});
+  expect_rejected(entry("t3", R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"), {"'w'", "\"shape\" must be an array"});
+  expect_rejected(entry("t4", R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), {"'w'", "shape[0]", "string"});
+  expect_rejected(entry("t5", R"({"dtype":"F32","shape":[2],"data_offsets":{"0":8}})"), {"'w'", "data_offsets"});
+  expect_rejected(entry("t6", R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), {"'w'", "data_offsets"});
+  expect_rejected(entry("t7", R"({"dtype":"F32","shape":[2],"data_offsets":[0,"8"]})"), {"'w'", "data_offsets[1]"});
+  expect_rejected(entry("t8", R"({"dtype":"F32","shape":[2],"data_offsets":[0,8.0]})"), {"'w'", "data_offsets[1]", "non-integer"});
+  expect_rejected(entry("t9", R"({"dtype":"F32","shape":[2],"data_offsets":[-0,8]})"), {"'w'"});
+  expect_rejected(write_file("meta1", R"({"__metadata__":[1]})", ""), {"__metadata__", "must be an object"});
+  expect_rejected(write_file("meta2", R"({"__metadata__":{"epoch":3}})", ""), {"__metadata__", "\"epoch\"", "must be a string"});
+}
+
+TEST_F(Safetensors, RejectsUnknownAndUnsupportedDtypes) {
+  expect_rejected(write_file("d1", R"({"w":{"dtype":"F17","shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "unknown dtype", "F17"});
+  expect_rejected(write_file("d2", R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "U8", "not supported"});
+  expect_rejected(write_file("d3", R"({"w":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "unknown dtype"});
+}
+
+TEST_F(Safetensors, RejectsNegativeOrFractionalShapes) {
+  expect_rejected(write_file("s1", R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "shape[0]", "negative"});
+  expect_rejected(write_file("s2", R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "shape[0]", "non-integer"});
+  expect_rejected(write_file("s3", R"({"w":{"dtype":"F32","shape":[1,2.0],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "shape[1]", "non-integer"});
+  expect_rejected(write_file("s4", R"({"w":{"dtype":"F32","shape":[1e30],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "shape[0]"});
+}
+
+TEST_F(Safetensors, RejectsShapeOverflow) {
+  // 2^62 * 2^62 overflows 64 bits; 2^61 elements of F64 overflow the byte count; 2^63 exceeds int64.
+  expect_rejected(write_file("o1", R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904],"data_offsets":[0,8]}})", ""),
+                  {"'w'", "64 bits"});
+  expect_rejected(write_file("o2", R"({"w":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,8]}})", ""),
+                  {"'w'", "overflows"});
+  expect_rejected(write_file("o3", R"({"w":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,8]}})", ""),
+                  {"'w'", "too large"});
+  expect_rejected(write_file("o4", R"({"w":{"dtype":"F32","shape":[0, 4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})", ""),
+                  {"'w'", "64 bits"});
+}
+
+TEST_F(Safetensors, RejectsSizeMismatch) {
+  expect_rejected(write_file("z1", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "span 8 bytes", "needs 12"});
+  expect_rejected(write_file("z2", R"({"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+                  {"'w'", "needs 4"});
+}
+
+TEST_F(Safetensors, RejectsBeginAfterEnd) {
+  expect_rejected(write_file("be", R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", floats_bytes({1, 2})),
+                  {"'w'", "begin > end"});
+}
+
+TEST_F(Safetensors, RejectsOffsetsPastTheBuffer) {
+  expect_rejected(write_file("p1", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", floats_bytes({1, 2})),
+                  {"'w'", "past the end", "8-byte data buffer"});
+  expect_rejected(write_file("p2", kGood, floats_bytes({1})), {"'w'", "past the end"});
+}
+
+TEST_F(Safetensors, RejectsOverlappingRanges) {
+  std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
+  expect_rejected(write_file("ov", header, floats_bytes({1, 2, 3})), {"'a'", "'b'", "overlap"});
+  std::string same = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                     R"("b":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})";
+  expect_rejected(write_file("ov2", same, floats_bytes({1, 2})), {"'a'", "'b'", "overlap"});
+}
+
+TEST_F(Safetensors, RejectsGapsAndUncoveredBytes) {
+  std::string gap = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                    R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  expect_rejected(write_file("g1", gap, floats_bytes({1, 2, 3})), {"4-byte gap", "'a'", "'b'"});
+  std::string start = R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  expect_rejected(write_file("g2", start, floats_bytes({1, 2})), {"gap at the start", "'b'"});
+  expect_rejected(write_file("g3", kGood, floats_bytes({1, 2, 3})), {"4 bytes after the last tensor", "'w'"});
+  expect_rejected(write_file("g4", "{}", floats_bytes({1})), {"4 bytes after the last tensor"});
+}
+
+TEST_F(Safetensors, RejectsDuplicateNames) {
+  std::string dup = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                    R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})";
+  expect_rejected(write_file("dup", dup, floats_bytes({1, 2, 3, 4})), {"duplicate tensor name 'w'"});
+  std::string dupkey = R"({"w":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  expect_rejected(write_file("dupkey", dupkey, floats_bytes({1, 2})), {"duplicate key \"dtype\""});
+  std::string dupmeta = R"({"__metadata__":{"a":"1","a":"2"}})";
+  expect_rejected(write_file("dupmeta", dupmeta, ""), {"duplicate key \"a\""});
+  std::string dupm2 = R"({"__metadata__":{},"__metadata__":{}})";
+  expect_rejected(write_file("dupm2", dupm2, ""), {"duplicate", "__metadata__"});
+}
+
+TEST_F(Safetensors, RejectsNonFiniteFloatsNamingTensorAndIndex) {
+  std::string header = R"({"ok":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("w":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}})";
+  std::string p = write_file("nf", header, floats_bytes({1, 2, 3, 4, INFINITY, NAN}));
+  expect_rejected(p, {"'w'", "non-finite", "index 2"}, {}, true);
+  io::LoadOptions opts;
+  opts.allow_non_finite = true;
+  auto w = io::load_safetensors(p, opts).at("w").to_vector();
+  EXPECT_EQ(w[2], INFINITY);
+  EXPECT_TRUE(std::isnan(w[3]));
+  uint16_t bf[3] = {0x3f80, 0x3f80, 0xff80};  // 1, 1, -inf
+  std::string pb = write_file("nfb", R"({"b":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]}})" "    ",
+                              std::string(reinterpret_cast<const char*>(bf), 6));
+  expect_rejected(pb, {"'b'", "non-finite", "index 2"}, {}, true);
+  // Integers are never checked.
+  int32_t iv = -1;
+  std::string pi = write_file("int", R"({"i":{"dtype":"I32","shape":[],"data_offsets":[0,4]}})",
+                              std::string(reinterpret_cast<const char*>(&iv), 4));
+  EXPECT_EQ(io::load_safetensors(pi).at("i").to_vector_i64(), std::vector<int64_t>{-1});
+}
+
 }  // namespace
 }  // namespace mokd
