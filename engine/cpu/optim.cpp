@@ -1,14 +1,107 @@
-// STUB: to be replaced by the real kernels.
+// CPU optimizer updates: Adam/AdamW and SGD (momentum, dampening, nesterov, weight decay), in place.
+//
+// Each update follows torch.optim's single-tensor code path operation by operation (same order,
+// f32 element math, scalar coefficients formed in double and rounded once to f32), so a CPU run
+// reproduces PyTorch's trajectory to rounding.
+#include <cmath>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace mokd {
 
+namespace {
+
+void expect_same_size(const Tensor& t, const Tensor& p, const char* kernel, const char* arg) {
+  MOKD_CHECK(t.numel() == p.numel(), kernel, ": ", arg, " ", t.str(), " does not match param ",
+             p.str());
+}
+
+// torch.lerp: self + w (end - self) for |w| < 0.5, else end - (end - self)(1 - w).
+inline float lerp(float self, float end, float w) {
+  return std::fabs(w) < 0.5f ? self + w * (end - self) : end - (end - self) * (1.f - w);
+}
+
+}  // namespace
+
 void CpuBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
-  MOKD_FAIL("cpu adam_update: not implemented yet");
+  const char* k = "adam_update";
+  cpu_expect_f32(p, k, "param");
+  cpu_expect_f32(g, k, "grad");
+  cpu_expect_f32(m, k, "exp_avg");
+  cpu_expect_f32(v, k, "exp_avg_sq");
+  expect_same_size(g, p, k, "grad");
+  expect_same_size(m, p, k, "exp_avg");
+  expect_same_size(v, p, k, "exp_avg_sq");
+  MOKD_CHECK(h.step >= 1, k, ": step must be >= 1 (1-based, after increment), got ", h.step);
+
+  // Scalars as PyTorch forms them in Python (double), each rounded once when the f32 kernel
+  // receives it.
+  const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, wd = h.weight_decay;
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(h.step));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(h.step));
+  const float neg_step_size = static_cast<float>(-(lr / bc1));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const float decay = static_cast<float>(1.0 - lr * wd);  // AdamW: p *= 1 - lr wd
+  const float wdf = h.weight_decay;                         // Adam: g += wd p
+  const float w1 = static_cast<float>(1.0 - b1);
+  const float beta2 = h.beta2;
+  const float w2 = static_cast<float>(1.0 - b2);
+  const float eps = h.eps;
+  const bool has_wd = h.weight_decay != 0.f, decoupled = h.decoupled;
+
+  float* pp = p.data<float>();
+  const float* pg = g.data<float>();
+  float* pm = m.data<float>();
+  float* pv = v.data<float>();
+  const int64_t n = p.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float pi = pp[i], gi = pg[i];
+    if (has_wd) {
+      if (decoupled) pi = pi * decay;
+      else gi = gi + wdf * pi;
+    }
+    float mi = lerp(pm[i], gi, w1);
+    float vi = pv[i] * beta2;
+    vi = vi + w2 * gi * gi;
+    float denom = std::sqrt(vi) / bc2_sqrt + eps;
+    pm[i] = mi;
+    pv[i] = vi;
+    pp[i] = pi + neg_step_size * mi / denom;
+  }
 }
 
 void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
-  MOKD_FAIL("cpu sgd_update: not implemented yet");
+  const char* k = "sgd_update";
+  cpu_expect_f32(p, k, "param");
+  cpu_expect_f32(g, k, "grad");
+  expect_same_size(g, p, k, "grad");
+  const bool use_momentum = h.momentum != 0.f;
+  if (use_momentum) {  // without momentum the buffer is unused and may be undefined
+    cpu_expect_f32(buf, k, "momentum_buffer");
+    expect_same_size(buf, p, k, "momentum_buffer");
+  }
+  const float wd = h.weight_decay, mom = h.momentum;
+  const float keep = static_cast<float>(1.0 - static_cast<double>(h.dampening));
+  const float neg_lr = -h.lr;
+  const bool has_wd = wd != 0.f, first = h.first_step, nesterov = h.nesterov;
+
+  float* pp = p.data<float>();
+  const float* pg = g.data<float>();
+  float* pb = use_momentum ? buf.data<float>() : nullptr;
+  const int64_t n = p.numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float gi = pg[i];
+    if (has_wd) gi = gi + wd * pp[i];
+    if (use_momentum) {
+      // PyTorch: the buffer starts as the (decayed) gradient itself, undamped.
+      float b = first ? gi : pb[i] * mom + keep * gi;
+      pb[i] = b;
+      gi = nesterov ? gi + mom * b : b;
+    }
+    pp[i] = pp[i] + neg_lr * gi;
+  }
 }
 
 }  // namespace mokd
