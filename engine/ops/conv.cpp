@@ -143,17 +143,18 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
     MOKD_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op,
                ": running_mean ", running_mean.str(), " and running_var ", running_var.str(),
                " must be contiguous (updated in place)");
-    mean = empty_as(xc, {C});
-    invstd = empty_as(xc, {C});
+    // Statistics stay f32 whatever the activations' dtype.
+    mean = Tensor::empty({C}, DType::F32, x.device());
+    invstd = Tensor::empty({C}, DType::F32, x.device());
     be.batch_norm_train(xc, wc, bc, running_mean, running_var, momentum, eps, y, mean, invstd);
   } else {
     Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
     be.batch_norm_eval(xc, wc, bc, rm, rv, eps, y);
     if (needs_grad({&x, &w, &b})) {
       // Copies: a later training step must not change the constants this backward uses.
-      mean = rm.clone();
-      invstd = empty_as(xc, {C});
-      be.unary(UnaryOp::AddScalar, rv, invstd, eps);
+      mean = rm.dtype() == DType::F32 ? rm.clone() : rm.to(DType::F32);
+      invstd = Tensor::empty({C}, DType::F32, x.device());
+      be.unary(UnaryOp::AddScalar, rv.to(DType::F32), invstd, eps);
       be.unary(UnaryOp::Sqrt, invstd, invstd, 0.f);
       be.unary(UnaryOp::Reciprocal, invstd, invstd, 0.f);
     }
