@@ -1,0 +1,204 @@
+// Building blocks (Linear, LayerNorm, Conv2d, BatchNorm2d, Mlp, Attention, Block, PatchEmbed)
+// and their seeded initialisers.
+#include "models/layers.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mokd::nn {
+
+// ---- initialisation ----
+
+void trunc_normal_(Tensor& t, float std, Generator& gen, float lo, float hi) {
+  MOKD_CHECK(t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous(),
+             "trunc_normal_: needs a contiguous f32 CPU tensor, got ", t.str());
+  normal_(t, 0.f, std, gen);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = std::clamp(p[i], lo, hi);
+}
+
+void kaiming_normal_fan_out_(Tensor& t, Generator& gen) {
+  MOKD_CHECK(t.dim() >= 2, "kaiming_normal_fan_out_: needs rank >= 2, got ", t.str());
+  // Engine layouts keep the output channels first and the rest of the receptive field after.
+  int64_t fan_out = t.numel() / t.size(-1);  // OHWI: O * kh * kw
+  if (t.dim() == 2) fan_out = t.size(0);
+  normal_(t, 0.f, std::sqrt(2.f / static_cast<float>(fan_out)), gen);
+}
+
+void torch_default_uniform_(Tensor& t, int64_t fan_in, Generator& gen) {
+  float b = 1.f / std::sqrt(static_cast<float>(std::max<int64_t>(fan_in, 1)));
+  uniform_(t, -b, b, gen);
+}
+
+// ---- Linear ----
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen, LinearInit init)
+    : in_features(in), out_features(out) {
+  MOKD_CHECK(in > 0 && out > 0, "Linear: in and out features must be positive, got ", in, ", ", out);
+  Tensor w = Tensor::empty({out, in});
+  if (init == LinearInit::TruncNormal02) trunc_normal_(w, 0.02f, gen);
+  else torch_default_uniform_(w, in, gen);
+  weight = register_parameter("weight", w);
+  if (has_bias) {
+    Tensor b = Tensor::zeros({out});
+    if (init == LinearInit::TorchDefault) torch_default_uniform_(b, in, gen);
+    bias = register_parameter("bias", b);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+
+// ---- LayerNorm ----
+
+LayerNorm::LayerNorm(int64_t dim, float eps_) : eps(eps_) {
+  weight = register_parameter("weight", Tensor::ones({dim}));
+  bias = register_parameter("bias", Tensor::zeros({dim}));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+
+// ---- Conv2d ----
+
+Conv2d::Conv2d(int64_t in, int64_t out, int kernel_, int stride, int pad, bool has_bias,
+               Generator& gen, ConvInit init, int groups)
+    : in_channels(in), out_channels(out), kernel(kernel_) {
+  MOKD_CHECK(in > 0 && out > 0 && kernel_ > 0 && groups > 0 && in % groups == 0 &&
+                 out % groups == 0,
+             "Conv2d: bad configuration in ", in, " out ", out, " kernel ", kernel_, " groups ", groups);
+  params.stride_h = params.stride_w = stride;
+  params.pad_h = params.pad_w = pad;
+  params.groups = groups;
+  const int64_t fan_in = (in / groups) * kernel_ * kernel_;
+  Tensor w = Tensor::empty({out, kernel_, kernel_, in / groups});
+  if (init == ConvInit::KaimingFanOut) kaiming_normal_fan_out_(w, gen);
+  else torch_default_uniform_(w, fan_in, gen);
+  weight = register_parameter("weight", w);
+  if (has_bias) {
+    Tensor b = Tensor::zeros({out});
+    if (init == ConvInit::TorchDefault) torch_default_uniform_(b, fan_in, gen);
+    bias = register_parameter("bias", b);
+  }
+}
+
+Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, params); }
+
+Tensor Conv2d::to_file(const std::string& name, const Tensor& t) const {
+  if (name != "weight") return t;
+  return t.permute_view({0, 3, 1, 2});  // OHWI -> OIHW
+}
+
+Tensor Conv2d::from_file(const std::string& name, const Tensor& t) const {
+  if (name != "weight") return t;
+  return t.permute_view({0, 2, 3, 1});  // OIHW -> OHWI
+}
+
+Shape Conv2d::file_shape(const std::string& name, const Tensor& t) const {
+  if (name != "weight") return t.shape();
+  const Shape& s = t.shape();
+  return {s[0], s[3], s[1], s[2]};
+}
+
+// ---- BatchNorm2d ----
+
+BatchNorm2d::BatchNorm2d(int64_t c, float eps_, float momentum_)
+    : channels(c), eps(eps_), momentum(momentum_) {
+  weight = register_parameter("weight", Tensor::ones({c}));
+  bias = register_parameter("bias", Tensor::zeros({c}));
+  running_mean = register_buffer("running_mean", Tensor::zeros({c}));
+  running_var = register_buffer("running_var", Tensor::ones({c}));
+  num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}, DType::I64));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  Tensor y = batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+  if (is_training()) ++batches_;
+  return y;
+}
+
+Tensor BatchNorm2d::to_file(const std::string& name, const Tensor& t) const {
+  if (name != "num_batches_tracked") return t;
+  return Tensor::from_vector_i64({batches_}, {}, t.device());
+}
+
+Tensor BatchNorm2d::from_file(const std::string& name, const Tensor& t) const {
+  if (name != "num_batches_tracked") return t;
+  // The host counter is the source of truth; loading sets it (a logically const hook).
+  auto v = t.to_vector_i64();
+  const_cast<BatchNorm2d*>(this)->batches_ = v.empty() ? 0 : v[0];
+  return t;
+}
+
+// ---- Mlp ----
+
+Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen) {
+  fc1 = &register_module("fc1", std::make_unique<Linear>(dim, hidden, true, gen));
+  fc2 = &register_module("fc2", std::make_unique<Linear>(hidden, dim, true, gen));
+}
+
+Tensor Mlp::forward(const Tensor& x) const { return fc2->forward(gelu(fc1->forward(x))); }
+
+// ---- Attention ----
+
+Attention::Attention(int64_t dim_, int64_t heads, bool qkv_bias, Generator& gen)
+    : dim(dim_), num_heads(heads) {
+  MOKD_CHECK(heads > 0 && dim_ % heads == 0, "Attention: dim ", dim_,
+             " must be divisible by num_heads ", heads);
+  head_dim = dim_ / heads;
+  qkv = &register_module("qkv", std::make_unique<Linear>(dim_, 3 * dim_, qkv_bias, gen));
+  proj = &register_module("proj", std::make_unique<Linear>(dim_, dim_, true, gen));
+}
+
+Tensor Attention::forward(const Tensor& x) const {
+  MOKD_CHECK(x.dim() == 3 && x.size(2) == dim, "Attention: x must be [B, N, ", dim, "], got ",
+             x.str());
+  const int64_t B = x.size(0), N = x.size(1);
+  // [B, N, 3D] -> [B, N, 3, H, Dh] -> [3, B, H, N, Dh]
+  Tensor qkv5 = permute(reshape(qkv->forward(x), {B, N, 3, num_heads, head_dim}), {2, 0, 3, 1, 4});
+  auto part = [&](int64_t i) { return reshape(narrow(qkv5, 0, i, 1), {B, num_heads, N, head_dim}); };
+  const float sc = 1.f / std::sqrt(static_cast<float>(head_dim));
+  Tensor o = scaled_dot_product_attention(part(0), part(1), part(2), sc);  // [B, H, N, Dh]
+  return proj->forward(reshape(permute(o, {0, 2, 1, 3}), {B, N, dim}));
+}
+
+// ---- Block ----
+
+Block::Block(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, float dp, Generator& gen)
+    : drop_path_rate(dp) {
+  norm1 = &register_module("norm1", std::make_unique<LayerNorm>(dim));
+  attn = &register_module("attn", std::make_unique<Attention>(dim, heads, qkv_bias, gen));
+  norm2 = &register_module("norm2", std::make_unique<LayerNorm>(dim));
+  mlp = &register_module("mlp", std::make_unique<Mlp>(
+                                    dim, static_cast<int64_t>(dim * mlp_ratio), gen));
+}
+
+Tensor Block::forward(const Tensor& x, Generator& gen) const {
+  auto dp = [&](const Tensor& t) {
+    return drop_path_rate > 0.f ? drop_path(t, drop_path_rate, is_training(), gen) : t;
+  };
+  Tensor h = add(x, dp(attn->forward(norm1->forward(x))));
+  return add(h, dp(mlp->forward(norm2->forward(h))));
+}
+
+// ---- PatchEmbed ----
+
+PatchEmbed::PatchEmbed(int64_t img, int64_t patch, int64_t in, int64_t dim, Generator& gen)
+    : img_size(img), patch_size(patch), in_chans(in), embed_dim(dim) {
+  MOKD_CHECK(patch > 0 && img % patch == 0, "PatchEmbed: img_size ", img,
+             " must be a multiple of patch_size ", patch);
+  grid = img / patch;
+  num_patches = grid * grid;
+  // timm leaves the patch conv at PyTorch's default init.
+  proj = &register_module("proj", std::make_unique<Conv2d>(in, dim, static_cast<int>(patch),
+                                                          static_cast<int>(patch), 0, true, gen,
+                                                          ConvInit::TorchDefault));
+}
+
+Tensor PatchEmbed::forward(const Tensor& x) const {
+  MOKD_CHECK(x.dim() == 4 && x.size(1) == img_size && x.size(2) == img_size && x.size(3) == in_chans,
+             "PatchEmbed: input must be [B, ", img_size, ", ", img_size, ", ", in_chans,
+             "] (NHWC), got ", x.str());
+  Tensor y = proj->forward(x);  // [B, g, g, D]
+  return reshape(y, {x.size(0), num_patches, embed_dim});
+}
+
+}  // namespace mokd::nn

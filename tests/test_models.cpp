@@ -1,0 +1,375 @@
+// Models: module naming, state dicts (timm names, OIHW convs, strict errors), ViT/DeiT/ResNet
+// logits and parameter gradients against timm (tools/reference/models.py), registry.
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+
+#include "models/registry.h"
+#include "test_util.h"
+
+namespace mokd {
+namespace {
+
+using test::load_fixture;
+using test::rel_error;
+
+// Entries of a fixture under "prefix." with the prefix removed.
+io::TensorMap with_prefix(const io::TensorMap& m, const std::string& prefix) {
+  io::TensorMap out;
+  for (auto& [k, v] : m)
+    if (k.rfind(prefix, 0) == 0) out[k.substr(prefix.size())] = v;
+  return out;
+}
+
+ViTConfig tiny_vit(bool distilled) {
+  ViTConfig c;
+  c.img_size = 32;
+  c.patch_size = 8;
+  c.in_chans = 3;
+  c.num_classes = 10;
+  c.embed_dim = 32;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.mlp_ratio = 2.0;
+  c.distilled = distilled;
+  return c;
+}
+
+ResNetConfig tiny_resnet() {
+  ResNetConfig c;
+  c.block = ResNetBlock::Basic;
+  c.layers = {1, 1, 1, 1};
+  c.channels = {8, 12, 16, 24};
+  c.stem_width = 64;  // timm's plain stem is always 64 wide
+  c.in_chans = 3;
+  c.num_classes = 10;
+  c.img_size = 32;
+  return c;
+}
+
+// mokd's state dict has exactly timm's names and shapes.
+void expect_same_names_and_shapes(const nn::Module& m, const io::TensorMap& timm_sd) {
+  io::TensorMap sd = m.state_dict();
+  std::set<std::string> a, b;
+  for (auto& [k, v] : sd) a.insert(k);
+  for (auto& [k, v] : timm_sd) b.insert(k);
+  for (auto& k : a) EXPECT_TRUE(b.count(k)) << "mokd has '" << k << "' that timm lacks";
+  for (auto& k : b) EXPECT_TRUE(a.count(k)) << "timm has '" << k << "' that mokd lacks";
+  for (auto& [k, v] : sd) {
+    auto it = timm_sd.find(k);
+    if (it != timm_sd.end())
+      EXPECT_EQ(shape_str(v.shape()), shape_str(it->second.shape())) << k;
+  }
+}
+
+void expect_grads(const nn::Module& m, const io::TensorMap& grads, double tol) {
+  size_t n = 0;
+  for (auto& [name, p] : m.named_parameters()) {
+    auto it = grads.find("grad." + name);
+    ASSERT_NE(it, grads.end()) << "no reference gradient for " << name;
+    ASSERT_TRUE(p.grad().defined()) << name << " got no gradient";
+    // Compare in file layout (conv weights OIHW).
+    Tensor g = p.grad();
+    if (g.dim() == 4) g = g.permute_view({0, 3, 1, 2}).contiguous();
+    EXPECT_LT(rel_error(g, it->second), tol) << "gradient of " << name;
+    ++n;
+  }
+  EXPECT_EQ(n, grads.size());
+}
+
+TEST(Models, NamesFollowTimm) {
+  VisionTransformer vit(tiny_vit(true));
+  std::set<std::string> names;
+  for (auto& [k, v] : vit.named_parameters()) names.insert(k);
+  for (const char* k : {"blocks.1.attn.qkv.weight", "blocks.0.mlp.fc2.bias", "patch_embed.proj.weight",
+                        "cls_token", "dist_token", "pos_embed", "norm.weight", "head_dist.bias"})
+    EXPECT_TRUE(names.count(k)) << k;
+  EXPECT_EQ(shape_str(vit.pos_embed.shape()), "[1, 18, 32]");  // 16 patches + 2 prefix tokens
+
+  ResNet r(tiny_resnet());
+  std::set<std::string> bufs;
+  for (auto& [k, v] : r.named_buffers()) bufs.insert(k);
+  EXPECT_TRUE(bufs.count("layer2.0.downsample.1.running_var"));
+  EXPECT_TRUE(bufs.count("bn1.num_batches_tracked"));
+  for (auto& p : r.parameters()) EXPECT_TRUE(p.requires_grad() && p.is_leaf());
+  for (auto& [k, b] : r.named_buffers()) EXPECT_FALSE(b.requires_grad()) << k;
+}
+
+TEST(Models, TrainEvalIsRecursive) {
+  VisionTransformer vit(tiny_vit(false));
+  EXPECT_TRUE(vit.is_training());
+  vit.eval();
+  EXPECT_FALSE(vit.blocks[1]->attn->is_training());
+  EXPECT_FALSE(vit.head->is_training());
+  vit.train();
+  EXPECT_TRUE(vit.blocks[0]->mlp->fc1->is_training());
+}
+
+TEST(Models, ConvStateDictIsOIHW) {
+  Generator g(3, Stream::Init);
+  nn::Conv2d c(3, 5, 3, 1, 1, false, g);
+  EXPECT_EQ(shape_str(c.weight.shape()), "[5, 3, 3, 3]");  // engine [O, kh, kw, I]
+  nn::Conv2d c2(2, 4, 3, 1, 1, true, g);
+  Tensor w = c2.weight;  // [4, 3, 3, 2]
+  Tensor f = c2.state_dict().at("weight");
+  ASSERT_EQ(shape_str(f.shape()), "[4, 2, 3, 3]");
+  auto wv = w.to_vector(), fv = f.to_vector();
+  for (int o = 0; o < 4; ++o)
+    for (int i = 0; i < 2; ++i)
+      for (int y = 0; y < 3; ++y)
+        for (int x = 0; x < 3; ++x)
+          ASSERT_EQ(fv[((o * 2 + i) * 3 + y) * 3 + x], wv[((o * 3 + y) * 3 + x) * 2 + i]);
+  // Load back into a differently seeded conv gives the same engine weights.
+  Generator g2(99, Stream::Init);
+  nn::Conv2d c3(2, 4, 3, 1, 1, true, g2);
+  c3.load_state_dict(c2.state_dict());
+  EXPECT_EQ(rel_error(c3.weight, c2.weight), 0.0);
+  EXPECT_EQ(rel_error(c3.bias, c2.bias), 0.0);
+}
+
+TEST(Models, StrictLoadListsEverything) {
+  VisionTransformer vit(tiny_vit(false));
+  io::TensorMap sd = vit.state_dict();
+  sd.erase("blocks.0.norm1.bias");
+  sd.erase("head.weight");
+  sd["blocks.7.attn.qkv.weight"] = Tensor::zeros({3, 3});
+  sd["patch_embed.proj.weight"] = Tensor::zeros({32, 3, 4, 4});  // file layout OIHW, wrong k
+  const Tensor before = vit.pos_embed.clone();
+  sd["pos_embed"] = Tensor::zeros(vit.pos_embed.shape());  // would change pos_embed if applied
+  try {
+    vit.load_state_dict(sd);
+    FAIL() << "strict load accepted a bad state dict";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    for (const char* s : {"load_state_dict", "missing (2)", "blocks.0.norm1.bias", "head.weight",
+                          "unexpected (1)", "blocks.7.attn.qkv.weight", "wrong shape (1)",
+                          "patch_embed.proj.weight", "[32, 3, 4, 4]", "[32, 3, 8, 8]"})
+      EXPECT_NE(m.find(s), std::string::npos) << "message lacks '" << s << "':\n" << m;
+  }
+  EXPECT_EQ(rel_error(vit.pos_embed, before), 0.0) << "a failed load modified the model";
+
+  // Non-strict: missing/unexpected are ignored, a wrong shape still fails.
+  EXPECT_THROW(vit.load_state_dict(sd, false), Error);
+  sd.erase("patch_embed.proj.weight");
+  vit.load_state_dict(sd, false);
+  EXPECT_EQ(vit.pos_embed.to_vector(), std::vector<float>(vit.pos_embed.numel(), 0.f));
+}
+
+TEST(Models, ViTMatchesTimm) {
+  auto fx = load_fixture("models_vit.safetensors");
+  auto gr = load_fixture("models_vit_grads.safetensors");
+  VisionTransformer m(tiny_vit(false), 5);
+  io::TensorMap sd = with_prefix(fx, "state.");
+  expect_same_names_and_shapes(m, sd);
+  m.load_state_dict(sd);
+  m.train();
+  Tensor logits = m.forward(fx.at("input"));
+  EXPECT_LT(rel_error(logits, fx.at("logits")), 1e-4);
+  Tensor loss = cross_entropy(logits, fx.at("labels"));
+  EXPECT_LT(rel_error(loss, fx.at("loss")), 1e-4);
+  loss.backward();
+  expect_grads(m, gr, 1e-3);
+
+  Features f = m.forward_features(fx.at("input"));
+  EXPECT_EQ(shape_str(f.cls.shape()), "[4, 32]");
+  EXPECT_FALSE(f.dist.defined());
+  EXPECT_EQ(shape_str(f.patch_tokens.shape()), "[4, 16, 32]");
+  EXPECT_LT(rel_error(f.pooled, mean(f.patch_tokens, {1})), 1e-6);
+  EXPECT_LT(rel_error(m.head->forward(f.cls), fx.at("logits")), 1e-4);
+}
+
+TEST(Models, DistilledDeiTMatchesTimm) {
+  auto fx = load_fixture("models_deit.safetensors");
+  auto gr = load_fixture("models_deit_grads.safetensors");
+  VisionTransformer m(tiny_vit(true), 6);
+  io::TensorMap sd = with_prefix(fx, "state.");
+  expect_same_names_and_shapes(m, sd);
+  m.load_state_dict(sd);
+  m.eval();
+  {
+    NoGrad ng;
+    EXPECT_LT(rel_error(m.forward(fx.at("input")), fx.at("logits_eval")), 1e-4);
+  }
+  m.train();
+  auto [cls, dist] = m.forward_heads(fx.at("input"));
+  EXPECT_LT(rel_error(cls, fx.at("logits")), 1e-4);
+  EXPECT_LT(rel_error(dist, fx.at("dist_logits")), 1e-4);
+  Tensor loss = scale(add(cross_entropy(cls, fx.at("labels")), cross_entropy(dist, fx.at("labels"))), 0.5f);
+  EXPECT_LT(rel_error(loss, fx.at("loss")), 1e-4);
+  loss.backward();
+  expect_grads(m, gr, 1e-3);
+  EXPECT_EQ(shape_str(m.forward_features(fx.at("input")).dist.shape()), "[4, 32]");
+}
+
+TEST(Models, ResNetMatchesTimm) {
+  auto fx = load_fixture("models_resnet.safetensors");
+  auto gr = load_fixture("models_resnet_grads.safetensors");
+  ResNet m(tiny_resnet(), 7);
+  io::TensorMap sd = with_prefix(fx, "state.");
+  expect_same_names_and_shapes(m, sd);
+  m.load_state_dict(sd);
+  m.eval();
+  {
+    NoGrad ng;
+    EXPECT_LT(rel_error(m.forward(fx.at("input")), fx.at("logits_eval")), 1e-4);
+  }
+  m.train();
+  Tensor logits = m.forward(fx.at("input"));
+  EXPECT_LT(rel_error(logits, fx.at("logits")), 1e-4);
+  Tensor loss = cross_entropy(logits, fx.at("labels"));
+  EXPECT_LT(rel_error(loss, fx.at("loss")), 1e-4);
+  loss.backward();
+  expect_grads(m, gr, 1e-3);
+  // Running statistics and the batch counter after one training forward.
+  io::TensorMap after = with_prefix(fx, "after.");
+  io::TensorMap now = m.state_dict();
+  ASSERT_FALSE(after.empty());
+  for (auto& [k, v] : after) {
+    if (k.find("num_batches_tracked") != std::string::npos)
+      EXPECT_EQ(now.at(k).to_vector_i64(), v.to_vector_i64()) << k;
+    else
+      EXPECT_LT(rel_error(now.at(k), v), 1e-4) << k;
+  }
+  EXPECT_EQ(m.feature_dim(), 24);
+}
+
+TEST(Models, SaveLoadRoundTrip) {
+  const auto dir = std::filesystem::temp_directory_path() / "mokd_test_models";
+  std::filesystem::create_directories(dir);
+  for (const char* name : {"vit_fmnist_tiny_distilled", "resnet_fmnist_small"}) {
+    ModelOverrides o;
+    o.seed = 1;
+    auto a = create_model(name, o);
+    o.seed = 2;
+    auto b = create_model(name, o);
+    Tensor x = test::randn({2, 28, 28, 1}, 4);
+    a->train();
+    { NoGrad ng; a->forward(x); }  // moves BN running stats and the batch counter off their init
+    a->eval();
+    b->eval();
+    const std::string path = (dir / (std::string(name) + ".safetensors")).string();
+    io::save_safetensors(path, a->state_dict());
+    b->load_state_dict(io::load_safetensors(path));
+    NoGrad ng;
+    Tensor ya = a->forward(x), yb = b->forward(x);
+    EXPECT_EQ(rel_error(yb, ya), 0.0) << name;
+    io::TensorMap sa = a->state_dict(), sb = b->state_dict();
+    for (auto& [k, v] : sa) EXPECT_EQ(v.to_vector(), sb.at(k).to_vector()) << name << " " << k;
+  }
+}
+
+TEST(Models, RegistryCountsAndShapes) {
+  auto list = list_models();
+  std::set<std::string> names;
+  for (auto& [n, d] : list) {
+    names.insert(n);
+    EXPECT_NE(d.find("params"), std::string::npos) << n;
+  }
+  for (const char* n : {"deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
+                        "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
+                        "deit_base_distilled_patch16_224", "resnet18", "resnet34", "resnet50",
+                        "resnet101", "resnet152", "vit_fmnist_tiny", "vit_fmnist_tiny_distilled",
+                        "resnet_fmnist_small"})
+    EXPECT_TRUE(names.count(n)) << n;
+  // Parameter counts of timm 1.0 (sum of p.numel() over timm.create_model(name).parameters()).
+  EXPECT_EQ(model_spec("deit_tiny_patch16_224").num_parameters(), 5717416);
+  EXPECT_EQ(model_spec("deit_small_distilled_patch16_224").num_parameters(), 22436432);
+  EXPECT_EQ(model_spec("resnet18").num_parameters(), 11689512);
+  EXPECT_EQ(model_spec("resnet50").num_parameters(), 25557032);
+  // The analytic count equals the built model's.
+  for (const char* n : {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "resnet_fmnist_small",
+                        "resnet18_fmnist"}) {
+    auto m = create_model(n);
+    EXPECT_EQ(m->num_parameters(), model_spec(n).num_parameters()) << n;
+    EXPECT_EQ(m->name(), n);
+  }
+  ModelOverrides o;
+  o.num_classes = 7;
+  o.img_size = 32;
+  auto m = create_model("vit_fmnist_tiny", o);
+  EXPECT_EQ(m->num_classes(), 7);
+  Tensor y;
+  {
+    NoGrad ng;
+    y = m->forward(test::randn({2, 32, 32, 1}, 5));
+  }
+  EXPECT_EQ(shape_str(y.shape()), "[2, 7]");
+  try {
+    create_model("resnet51");
+    FAIL();
+  } catch (const Error& e) {
+    std::string s = e.what();
+    EXPECT_NE(s.find("resnet51"), std::string::npos);
+    EXPECT_NE(s.find("resnet50"), std::string::npos);
+  }
+}
+
+TEST(Models, FmnistModelsRunAndPool) {
+  Tensor x = test::randn({3, 28, 28, 1}, 8);
+  auto r = create_model("resnet_fmnist_small");
+  ModelOutput o = r->forward_train(x);
+  EXPECT_EQ(shape_str(o.logits.shape()), "[3, 10]");
+  EXPECT_EQ(o.features.pooled.size(1), r->feature_dim());
+  EXPECT_FALSE(o.dist_logits.defined());
+  auto v = create_model("vit_fmnist_tiny_distilled");
+  EXPECT_TRUE(v->has_dist_head());
+  ModelOutput ov = v->forward_train(x);
+  EXPECT_EQ(shape_str(ov.dist_logits.shape()), "[3, 10]");
+  EXPECT_EQ(shape_str(ov.features.patch_tokens.shape()), "[3, 49, 96]");
+  EXPECT_EQ(ov.features.pooled.size(1), v->feature_dim());
+  // Eval output averages the heads.
+  v->eval();
+  NoGrad ng;
+  ModelOutput e = v->forward_train(x);
+  EXPECT_LT(rel_error(v->forward(x), scale(add(e.logits, e.dist_logits), 0.5f)), 1e-6);
+}
+
+TEST(Models, DropPathIsSeededAndOffInEval) {
+  ModelOverrides o;
+  o.seed = 3;
+  auto plain = create_model("vit_fmnist_tiny", o);
+  o.drop_path_rate = 0.5f;
+  auto dp1 = create_model("vit_fmnist_tiny", o);
+  auto dp2 = create_model("vit_fmnist_tiny", o);
+  Tensor x = test::randn({4, 28, 28, 1}, 9);
+  NoGrad ng;
+  Tensor a = dp1->forward(x), b = dp2->forward(x), c = plain->forward(x);
+  EXPECT_EQ(rel_error(a, b), 0.0) << "same seed, same masks";
+  EXPECT_GT(rel_error(a, c), 1e-3) << "drop-path had no effect in train mode";
+  plain->eval();
+  dp1->eval();
+  EXPECT_EQ(rel_error(dp1->forward(x), plain->forward(x)), 0.0);
+}
+
+TEST(Models, BadInputsNameTheModel) {
+  auto v = create_model("vit_fmnist_tiny");
+  try {
+    v->forward(test::randn({1, 32, 32, 1}, 1));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("PatchEmbed"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[1, 32, 32, 1]"), std::string::npos) << e.what();
+  }
+  auto r = create_model("resnet_fmnist_small");
+  EXPECT_THROW(r->forward(test::randn({1, 28, 28, 3}, 1)), Error);
+}
+
+// Full-size timm checkpoints, written by `python3 tools/reference/models.py --fullsize DIR`.
+TEST(Models, FullSizeTimmCheckpoints) {
+  const char* dir = std::getenv("MOKD_FULLSIZE_DIR");
+  if (!dir) GTEST_SKIP() << "set MOKD_FULLSIZE_DIR (see tools/reference/models.py)";
+  for (const char* name : {"deit_tiny_patch16_224", "deit_small_distilled_patch16_224", "resnet50"}) {
+    const std::string base = std::string(dir) + "/" + name;
+    auto m = create_model(name);
+    auto sd = io::load_safetensors(base + ".safetensors");
+    expect_same_names_and_shapes(*m, sd);
+    m->load_state_dict(sd);
+    m->eval();
+    auto io_ = io::load_safetensors(base + "_io.safetensors");
+    NoGrad ng;
+    EXPECT_LT(rel_error(m->forward(io_.at("input")), io_.at("logits")), 1e-4) << name;
+  }
+}
+
+}  // namespace
+}  // namespace mokd

@@ -1,0 +1,181 @@
+"""Fixtures for tests/test_models.cpp, computed with timm's own model code at reduced size.
+
+For each model, two files:
+  models_<m>.safetensors        state.<name> (timm state dict: timm names, OIHW convs, every
+                                buffer), input (NHWC [B, H, W, C]), labels (i64), logits, loss
+                                (plus model-specific extras below)
+  models_<m>_grads.safetensors  grad.<name>: d loss / d parameter for every parameter
+
+Models (all parameters are re-drawn at random scales so no tensor sits at a special value such as
+zero biases or unit norm weights; drop-path 0):
+  vit        timm VisionTransformer(img 32, patch 8, dim 32, depth 2, heads 2, mlp_ratio 2,
+             10 classes), train mode; loss = cross_entropy(logits, labels)
+  deit       timm VisionTransformerDistilled of the same size, train mode with
+             distilled_training: logits (class head), dist_logits, loss = (CE(cls) + CE(dist)) / 2,
+             logits_eval = the eval-mode output (mean of the two heads)
+  resnet     timm ResNet(BasicBlock, layers [1,1,1,1], channels (8,12,16,24), stem_width 8),
+             standard stem, 32 px. Train mode forward (batch statistics) -> logits, loss, grads and
+             after.<buffer> (running stats and num_batches_tracked after that forward); eval mode
+             -> logits_eval from the original running stats.
+The small-image stem has no timm equivalent and is not compared here.
+
+Full-size name/logit checks (not committed, large):
+    python3 tools/reference/models.py --fullsize /tmp/mokd_fullsize
+writes <timm name>.safetensors (timm's random init, eval mode) and <timm name>_io.safetensors
+(input NHWC [2, 224, 224, 3], logits) for deit_tiny_patch16_224,
+deit_small_distilled_patch16_224 and resnet50; MOKD_FULLSIZE_DIR=/tmp/mokd_fullsize
+build/mokd_tests --gtest_filter='Models.FullSize*' loads them into mokd.
+"""
+import pathlib
+import sys
+
+import torch
+import torch.nn.functional as F
+
+if __package__:
+    from ._common import gen, save
+else:  # run as a script (--fullsize)
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from _common import gen, save  # type: ignore
+
+
+def _randomize(model, seed):
+    """Draws every parameter and float buffer at a random, well-conditioned scale."""
+    g = gen(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or "bn" in name or name.endswith("downsample.1.weight")):
+                # norm/bn weights around 1, norm/bn biases small
+                if name.endswith("weight"):
+                    p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+                else:
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            elif p.dim() == 1:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p[0].numel() if p.dim() > 1 else 1
+                if name in ("cls_token", "dist_token", "pos_embed"):
+                    fan_in = 4
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            elif name.endswith("num_batches_tracked"):
+                b.fill_(7)
+
+
+def _io(seed, batch, size, chans=3, classes=10):
+    g = gen(seed)
+    x = torch.randn(batch, chans, size, size, generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    return x, y
+
+
+def _nhwc(x):
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _state(model):
+    return {f"state.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _grads(model):
+    return {f"grad.{k}": p.grad.detach().clone() for k, p in model.named_parameters()}
+
+
+def _vit(out_dir):
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    m = VisionTransformer(img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=32,
+                          depth=2, num_heads=2, mlp_ratio=2.0, drop_path_rate=0.0)
+    _randomize(m, 11)
+    m.train()
+    x, y = _io(12, 4, 32)
+    t = _state(m)
+    logits = m(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
+    save(out_dir, "models_vit", t)
+    save(out_dir, "models_vit_grads", _grads(m))
+
+
+def _deit(out_dir):
+    from timm.models.deit import VisionTransformerDistilled
+    torch.manual_seed(0)
+    m = VisionTransformerDistilled(img_size=32, patch_size=8, in_chans=3, num_classes=10,
+                                   embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
+                                   drop_path_rate=0.0)
+    _randomize(m, 21)
+    x, y = _io(22, 4, 32)
+    t = _state(m)
+    m.eval()
+    with torch.no_grad():
+        t["logits_eval"] = m(x)
+    m.train()
+    m.set_distilled_training(True)
+    cls, dist = m(x)
+    loss = 0.5 * (F.cross_entropy(cls, y) + F.cross_entropy(dist, y))
+    loss.backward()
+    t.update(input=_nhwc(x), labels=y, logits=cls, dist_logits=dist, loss=loss.reshape(()))
+    save(out_dir, "models_deit", t)
+    save(out_dir, "models_deit_grads", _grads(m))
+
+
+def _resnet(out_dir):
+    from timm.models.resnet import ResNet, BasicBlock
+    torch.manual_seed(0)
+    m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, in_chans=3, stem_width=8,
+               channels=(8, 12, 16, 24))
+    _randomize(m, 31)
+    x, y = _io(32, 4, 32)
+    t = _state(m)
+    m.eval()
+    with torch.no_grad():
+        t["logits_eval"] = m(x)
+    m.train()
+    logits = m(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    for k, v in m.state_dict().items():
+        if "running" in k or "num_batches" in k:
+            t[f"after.{k}"] = v.detach().clone()
+    t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
+    save(out_dir, "models_resnet", t)
+    save(out_dir, "models_resnet_grads", _grads(m))
+
+
+def generate(out_dir):
+    _vit(out_dir)
+    _deit(out_dir)
+    _resnet(out_dir)
+
+
+def fullsize(out_dir):
+    """timm's full-size models at random init (eval mode): weights and logits on 2 images."""
+    import timm
+    from safetensors.torch import save_file
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(["deit_tiny_patch16_224", "deit_small_distilled_patch16_224", "resnet50"]):
+        torch.manual_seed(100 + i)
+        m = timm.create_model(name, pretrained=False)
+        _randomize(m, 200 + i)  # non-trivial BN stats and biases
+        m.eval()
+        x, _ = _io(300 + i, 2, 224, classes=1000)
+        with torch.no_grad():
+            logits = m(x)
+        save_file({k: v.detach().contiguous() for k, v in m.state_dict().items()},
+                  str(out / f"{name}.safetensors"))
+        save_file({"input": _nhwc(x), "logits": logits.contiguous()}, str(out / f"{name}_io.safetensors"))
+        print(f"wrote {out / name}.safetensors ({sum(p.numel() for p in m.parameters())} params)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--fullsize":
+        fullsize(sys.argv[2])
+    else:
+        print(__doc__)
+        sys.exit(2)
