@@ -373,3 +373,37 @@ TEST(Models, FullSizeTimmCheckpoints) {
 
 }  // namespace
 }  // namespace mokd
+
+namespace mokd {
+namespace {
+
+// Writes mokd checkpoints plus inputs/logits for tools/export_check.py (run by hand or by CI
+// scripts): MOKD_EXPORT_DIR=DIR, then `python3 tools/export_check.py DIR/<m>.safetensors --model
+// <m> --io DIR/<m>_io.safetensors`.
+TEST(Models, ExportForTimm) {
+  const char* dir = std::getenv("MOKD_EXPORT_DIR");
+  if (!dir) GTEST_SKIP() << "set MOKD_EXPORT_DIR (see tools/export_check.py)";
+  std::filesystem::create_directories(dir);
+  uint64_t seed = 40;
+  for (const char* name : {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "resnet_fmnist_small",
+                           "resnet18_fmnist"}) {
+    auto m = create_model(name);
+    Tensor x = test::randn({2, 28, 28, 1}, ++seed);
+    {
+      NoGrad ng;
+      // Move every weight off its initial value (zero-init BN gammas, zero biases) and the BN
+      // running statistics off theirs.
+      for (auto& p : m->parameters()) p.copy_(add(p, test::randn(p.shape(), ++seed, 0.1f)));
+      m->train();
+      m->forward(x);
+      m->eval();
+    }
+    const std::string base = std::string(dir) + "/" + name;
+    io::save_safetensors(base + ".safetensors", m->state_dict(), {{"model", name}});
+    NoGrad ng;
+    io::save_safetensors(base + "_io.safetensors", {{"input", x}, {"logits", m->forward(x)}});
+  }
+}
+
+}  // namespace
+}  // namespace mokd
