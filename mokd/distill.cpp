@@ -1,0 +1,282 @@
+#include "mokd/distill.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mokd {
+
+Method parse_method(const std::string& s) {
+  if (s == "none") return Method::None;
+  if (s == "kd") return Method::KD;
+  if (s == "deit-hard") return Method::DeitHard;
+  if (s == "vkd") return Method::VKD;
+  if (s == "mokd") return Method::MoKD;
+  MOKD_FAIL("method '", s, "': expected one of none, kd, deit-hard, vkd, mokd");
+}
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::None: return "none";
+    case Method::KD: return "kd";
+    case Method::DeitHard: return "deit-hard";
+    case Method::VKD: return "vkd";
+    case Method::MoKD: return "mokd";
+  }
+  return "?";
+}
+
+Weighting parse_weighting(const std::string& s) {
+  if (s == "famo") return Weighting::Famo;
+  if (s == "fixed") return Weighting::Fixed;
+  if (s == "exact2") return Weighting::Exact2;
+  MOKD_FAIL("weighting '", s, "': expected one of famo, fixed, exact2");
+}
+
+FeatureSource parse_feature_source(const std::string& s) {
+  if (s == "auto") return FeatureSource::Auto;
+  if (s == "mean_patch") return FeatureSource::MeanPatch;
+  if (s == "cls") return FeatureSource::Cls;
+  if (s == "dist") return FeatureSource::Dist;
+  if (s == "pooled") return FeatureSource::Pooled;
+  MOKD_FAIL("feature source '", s, "': expected one of auto, mean_patch, cls, dist, pooled");
+}
+
+ProjectorKind parse_projector(const std::string& s) {
+  if (s == "stiefel") return ProjectorKind::Stiefel;
+  if (s == "bilinear") return ProjectorKind::Bilinear;
+  MOKD_FAIL("projector '", s, "': expected stiefel or bilinear");
+}
+
+static bool uses_features(const DistillConfig& c) {
+  return c.method == Method::VKD || c.method == Method::MoKD;
+}
+
+Distiller::Distiller(Model& student, Model& teacher, const DistillConfig& cfg)
+    : student_(student), teacher_(teacher), cfg_(cfg) {
+  MOKD_CHECK(student.num_classes() == teacher.num_classes(), "distill: student has ",
+             student.num_classes(), " classes, teacher ", teacher.num_classes());
+  MOKD_CHECK(cfg.temperature > 0.f, "distill.temperature must be > 0, got ", cfg.temperature);
+  MOKD_CHECK(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f,
+             "distill.label_smoothing must be in [0, 1), got ", cfg.label_smoothing);
+  MOKD_CHECK(cfg.kd_alpha >= 0.f && cfg.kd_alpha <= 1.f, "distill.kd_alpha must be in [0, 1], got ",
+             cfg.kd_alpha);
+  MOKD_CHECK(cfg.diagnostics_every >= 0, "distill.diagnostics_every must be >= 0, got ",
+             cfg.diagnostics_every);
+  if (cfg.method == Method::MoKD) {
+    MOKD_CHECK(cfg.num_objectives == 2 || cfg.num_objectives == 3,
+               "distill.num_objectives must be 2 or 3, got ", cfg.num_objectives);
+    MOKD_CHECK(cfg.weighting != Weighting::Exact2 || cfg.num_objectives == 2,
+               "distill.weighting = exact2 needs num_objectives = 2");
+  }
+  if (cfg.method == Method::DeitHard)
+    MOKD_CHECK(student.has_dist_head(), "distill: method deit-hard needs a student with a distillation head (e.g. a *_distilled model), got ", student.name());
+  cfg_.num_objectives = static_cast<int>(objective_names().size());
+  if (cfg_.weighting == Weighting::Fixed || cfg_.method != Method::MoKD) {
+    if (cfg_.fixed_weights.empty()) {
+      switch (cfg_.method) {
+        case Method::KD: cfg_.fixed_weights = {1.f - cfg.kd_alpha, cfg.kd_alpha}; break;
+        case Method::DeitHard: cfg_.fixed_weights = {0.5f, 0.5f}; break;
+        default: cfg_.fixed_weights.assign(cfg_.num_objectives, 1.f);
+      }
+    }
+    MOKD_CHECK(static_cast<int>(cfg_.fixed_weights.size()) == cfg_.num_objectives,
+               "distill.fixed_weights has ", cfg_.fixed_weights.size(), " entries for ",
+               cfg_.num_objectives, " objectives");
+  }
+  Device dev = student.device();
+  if (uses_features(cfg_)) {
+    Generator gen(cfg.seed, Stream::Init);
+    int64_t ds = student.feature_dim(), dt = teacher.feature_dim();
+    if (cfg.projector == ProjectorKind::Stiefel) {
+      stiefel_ = std::make_unique<StiefelProjector>(ds, dt, gen, dev);
+    } else {
+      int64_t k = cfg.bilinear_rank > 0 ? cfg.bilinear_rank : std::min(ds, dt);
+      bilinear_ = std::make_unique<BilinearProjector>(ds, dt, k, gen, dev);
+    }
+  }
+  if (cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Famo)
+    famo_ = std::make_unique<Famo>(objective_names(), cfg.famo, dev);
+  teacher_.eval();
+}
+
+std::vector<std::string> Distiller::objective_names() const {
+  switch (cfg_.method) {
+    case Method::None: return {"task"};
+    case Method::KD: return {"task", "kl"};
+    case Method::DeitHard: return {"task", "hard"};
+    case Method::VKD: return {"task", "kl", "feat"};
+    case Method::MoKD:
+      return cfg_.num_objectives == 2 ? std::vector<std::string>{"task", "distill"}
+                                      : std::vector<std::string>{"task", "kl", "feat"};
+  }
+  return {};
+}
+
+nn::NamedTensors Distiller::projector_parameters() const {
+  nn::NamedTensors out;
+  if (stiefel_)
+    for (auto& [n, t] : stiefel_->named_parameters()) out.push_back({"projector." + n, t});
+  if (bilinear_)
+    for (auto& [n, t] : bilinear_->named_parameters()) out.push_back({"projector." + n, t});
+  return out;
+}
+
+std::vector<Tensor> Distiller::trainable() const {
+  std::vector<Tensor> ps = student_.parameters();
+  for (auto& [n, t] : projector_parameters()) ps.push_back(t);
+  return ps;
+}
+
+Tensor Distiller::select_feature(const Features& f, FeatureSource src, const char* who) const {
+  Tensor t;
+  switch (src) {
+    case FeatureSource::Auto:
+    case FeatureSource::Pooled: t = f.pooled; break;
+    case FeatureSource::MeanPatch:
+      t = f.patch_tokens.defined() ? f.pooled : Tensor();
+      break;
+    case FeatureSource::Cls: t = f.cls; break;
+    case FeatureSource::Dist: t = f.dist; break;
+  }
+  MOKD_CHECK(t.defined(), "distill: the ", who, " model has no such feature (",
+             "mean_patch/cls need a ViT, dist a distilled ViT)");
+  return t;
+}
+
+Distiller::TeacherOut Distiller::teacher_forward(const Tensor& images) {
+  NoGrad ng;
+  teacher_.eval();
+  ModelOutput o = teacher_.forward_train(images);
+  TeacherOut t;
+  t.logits = o.dist_logits.defined() ? scale(add(o.logits, o.dist_logits), 0.5f) : o.logits;
+  if (uses_features(cfg_))
+    t.feature = layer_norm(select_feature(o.features, cfg_.teacher_feature, "teacher"), Tensor(),
+                           Tensor(), 1e-5f);
+  return t;
+}
+
+std::vector<Tensor> Distiller::objectives(const ModelOutput& s, const TeacherOut& t,
+                                          const Tensor& labels, const Tensor& soft_targets) {
+  Tensor task = soft_targets.defined() ? cross_entropy_soft(s.logits, soft_targets)
+                                       : cross_entropy(s.logits, labels, cfg_.label_smoothing);
+  if (cfg_.method == Method::None) return {task};
+  const Tensor& s_dist = s.dist_logits.defined() ? s.dist_logits : s.logits;
+  if (cfg_.method == Method::DeitHard) return {task, cross_entropy(s_dist, argmax(t.logits), 0.f)};
+  Tensor kl = kl_div(s_dist, t.logits, cfg_.temperature);
+  if (cfg_.method == Method::KD) return {task, kl};
+  Tensor zs = select_feature(s.features, cfg_.student_feature, "student");
+  Tensor feat = stiefel_ ? smooth_l1(stiefel_->forward(zs), t.feature, cfg_.feat_beta)
+                         : bilinear_->loss(zs, t.feature);
+  if (cfg_.method == Method::MoKD && cfg_.num_objectives == 2) return {task, add(kl, feat)};
+  return {task, kl, feat};
+}
+
+namespace {
+
+// The current gradients of ps flattened into one vector (zeros where a parameter has none).
+Tensor flat_grads(const std::vector<Tensor>& ps) {
+  std::vector<Tensor> parts;
+  for (const Tensor& p : ps) {
+    Tensor g = p.grad();
+    parts.push_back(g.defined() ? g.contiguous().view({-1})
+                                : Tensor::zeros({p.numel()}, DType::F32, p.device()));
+  }
+  return concat(parts, 0);
+}
+
+void zero_grads(const std::vector<Tensor>& ps) {
+  for (const Tensor& p : ps) const_cast<Tensor&>(p).zero_grad();
+}
+
+double dot(const Tensor& a, const Tensor& b) { return sum(mul(a, b)).item(); }
+
+}  // namespace
+
+StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& labels,
+                          const Tensor& soft_targets) {
+  ++steps_;
+  StepStats st;
+  st.names = objective_names();
+  const std::vector<Tensor> params = trainable();
+
+  TeacherOut t = teacher_forward(images);
+  student_.train();
+  ModelOutput s = student_.forward_train(images);
+  std::vector<Tensor> L = objectives(s, t, labels, soft_targets);
+  for (size_t i = 0; i < L.size(); ++i) {
+    float v = L[i].item();
+    MOKD_CHECK(std::isfinite(v), "distill step ", steps_, ": objective '", st.names[i],
+               "' is not finite (", v, "); lower the learning rate or check the inputs");
+    st.losses.push_back(v);
+  }
+  opt.zero_grad();
+  zero_grads(params);
+
+  st.diagnostics = cfg_.diagnostics_every > 0 && L.size() > 1 &&
+                   (steps_ == 1 || steps_ % cfg_.diagnostics_every == 0);
+  if (st.diagnostics) {
+    std::vector<Tensor> g;
+    for (Tensor& l : L) {
+      l.backward(true);
+      g.push_back(flat_grads(params));
+      zero_grads(params);
+    }
+    for (size_t i = 0; i < g.size(); ++i)
+      for (size_t j = i + 1; j < g.size(); ++j) {
+        double ni = std::sqrt(dot(g[i], g[i])), nj = std::sqrt(dot(g[j], g[j]));
+        st.grad_cosine.push_back(static_cast<float>(dot(g[i], g[j]) / (ni * nj + 1e-30)));
+        st.grad_norm_ratio.push_back(static_cast<float>(ni / (nj + 1e-30)));
+      }
+  }
+
+  if (cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Exact2) {
+    // Theorem 3.1: pi_1 = (|g2|^2 - <g1, g2>) / |g1 - g2|^2 clamped to [0, 1], on grad log L_i.
+    log(L[0]).backward(true);
+    Tensor g1 = flat_grads(params);
+    zero_grads(params);
+    log(L[1]).backward();
+    Tensor g2 = flat_grads(params);
+    double g22 = dot(g2, g2), g12 = dot(g1, g2), d = dot(sub(g1, g2), sub(g1, g2));
+    double pi1 = d > 0 ? std::clamp((g22 - g12) / d, 0.0, 1.0) : 0.5;
+    st.weights = {static_cast<float>(pi1), static_cast<float>(1 - pi1)};
+    Tensor g = add(scale(g1, static_cast<float>(pi1)), scale(g2, static_cast<float>(1 - pi1)));
+    int64_t off = 0;
+    for (const Tensor& p : params) {
+      Tensor gp = narrow(g, 0, off, p.numel()).view(p.shape());
+      const_cast<Tensor&>(p).set_grad(gp);
+      off += p.numel();
+    }
+    st.total = static_cast<float>(pi1 * std::log(st.losses[0]) + (1 - pi1) * std::log(st.losses[1]));
+  } else {
+    Tensor total;
+    if (famo_) {
+      st.weights = famo_->weights().to_vector();
+      total = famo_->weighted_loss(L);
+    } else {
+      st.weights = cfg_.fixed_weights;
+      for (size_t i = 0; i < L.size(); ++i) {
+        Tensor term = scale(L[i], cfg_.fixed_weights[i]);
+        total = total.defined() ? add(total, term) : term;
+      }
+    }
+    st.total = total.item();
+    total.backward();
+  }
+
+  float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
+  st.grad_norm = clip_grad_norm(params, max_norm).item();
+  MOKD_CHECK(std::isfinite(st.grad_norm), "distill step ", steps_,
+             ": the gradient norm is not finite; the step was not applied");
+  opt.step();
+  if (stiefel_) stiefel_->retract();
+  if (bilinear_) bilinear_->retract();
+
+  if (famo_) {
+    NoGrad ng;
+    ModelOutput s2 = student_.forward_train(images);
+    famo_->update(objectives(s2, t, labels, soft_targets));
+  }
+  return st;
+}
+
+}  // namespace mokd

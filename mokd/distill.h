@@ -1,0 +1,113 @@
+// One distillation step, for every method of MOKD.md section 6, as a library function the
+// trainer calls (and the tests drive directly). Works on whichever device the models live on.
+//
+//   Distiller d(student, teacher, cfg, optimizer);       // adds the projector to nothing: call
+//   opt groups += d.projector_parameters()               // (the trainer does this)
+//   StepStats s = d.step(images, labels, soft_targets);  // one full step
+//
+// A MoKD step (MOKD.md section 4):
+//   1. teacher forward under NoGrad (eval mode): teacher logits t, teacher feature z_t
+//   2. student forward (train mode): class logits, distillation logits, student feature z_s
+//   3. objectives: task = CE(cls, y) (label smoothing, or soft targets under mixup),
+//      kl = T^2 KL(softmax(t/T) || softmax(s_dist/T)) (batchmean),
+//      feat = smooth_l1(P z_s, layer_norm(z_t)) (stiefel) or the bilinear loss
+//      K = 3: [task, kl, feat]; K = 2: [task, kl + feat]
+//   4. weighting: famo (weighted_loss), fixed, or exact2 (K = 2 only); backward
+//   5. clip the student's gradient to global norm `grad_clip`, optimizer step, projector retract
+//   6. famo: student re-forward under NoGrad on the same batch, reusing the teacher's outputs;
+//      famo.update(losses after)
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "mokd/famo.h"
+#include "mokd/optim.h"
+#include "mokd/projector.h"
+
+namespace mokd {
+
+enum class Method { None, KD, DeitHard, VKD, MoKD };
+enum class Weighting { Famo, Fixed, Exact2 };
+enum class FeatureSource { Auto, MeanPatch, Cls, Dist, Pooled };
+enum class ProjectorKind { Stiefel, Bilinear };
+
+Method parse_method(const std::string& s);            // none, kd, deit-hard, vkd, mokd
+Weighting parse_weighting(const std::string& s);      // famo, fixed, exact2
+FeatureSource parse_feature_source(const std::string& s);  // auto, mean_patch, cls, dist, pooled
+ProjectorKind parse_projector(const std::string& s);  // stiefel, bilinear
+const char* method_name(Method m);
+
+struct DistillConfig {
+  Method method = Method::MoKD;
+  int num_objectives = 3;          // MoKD: 3 = [task, kl, feat]; 2 = [task, kl + feat]
+  Weighting weighting = Weighting::Famo;
+  std::vector<float> fixed_weights;  // Weighting::Fixed: one per objective (default: all 1)
+  float label_smoothing = 0.1f;
+  float temperature = 1.0f;
+  float kd_alpha = 0.5f;           // Method::KD: (1 - alpha) CE + alpha T^2 KL
+  ProjectorKind projector = ProjectorKind::Stiefel;
+  int64_t bilinear_rank = 0;       // 0: min(d_s, d_t)
+  FeatureSource student_feature = FeatureSource::Auto;  // Auto = Pooled (ViT: mean patch tokens)
+  FeatureSource teacher_feature = FeatureSource::Auto;
+  float feat_beta = 1.0f;          // smooth-L1 beta
+  float grad_clip = 1.0f;          // global norm; <= 0 disables
+  FamoConfig famo;
+  int diagnostics_every = 0;       // per-objective gradient cosines and norm ratios; 0 = off
+  uint64_t seed = 0;               // projector initialisation (Stream::Init)
+};
+
+struct StepStats {
+  std::vector<std::string> names;  // objective names, e.g. task, kl, feat
+  std::vector<float> losses;       // before the update
+  std::vector<float> weights;      // FAMO z (before its update) or the fixed weights
+  float total = 0.f;               // the value that was backpropagated
+  float grad_norm = 0.f;           // before clipping
+  // Filled on diagnostic steps: for each pair (i, j), i < j, in order (0,1), (0,2), (1,2) ...
+  std::vector<float> grad_cosine;  // cos(g_i, g_j): < 0 means conflict
+  std::vector<float> grad_norm_ratio;  // ||g_i|| / ||g_j||: dominance
+  bool diagnostics = false;
+};
+
+class Distiller {
+ public:
+  // The teacher is frozen (eval mode, no grad); the optimizer must hold the student's parameters
+  // and projector_parameters().
+  Distiller(Model& student, Model& teacher, const DistillConfig& cfg);
+
+  // Parameters of the projector (empty when the method has no feature objective).
+  nn::NamedTensors projector_parameters() const;
+
+  // images [B, H, W, C] f32 on the models' device; labels i64 [B]; soft_targets [B, classes]
+  // (mixup/cutmix) or undefined.
+  StepStats step(Optimizer& opt, const Tensor& images, const Tensor& labels,
+                 const Tensor& soft_targets = Tensor());
+
+  const DistillConfig& config() const { return cfg_; }
+  Famo* famo() { return famo_.get(); }
+  std::vector<std::string> objective_names() const;
+  int64_t steps() const { return steps_; }
+  void set_steps(int64_t s) { steps_ = s; }
+
+ private:
+  struct TeacherOut {
+    Tensor logits, feature;
+  };
+  TeacherOut teacher_forward(const Tensor& images);
+  // The objectives of the configured method, on the student's outputs.
+  std::vector<Tensor> objectives(const ModelOutput& s, const TeacherOut& t, const Tensor& labels,
+                                 const Tensor& soft_targets);
+  Tensor select_feature(const Features& f, FeatureSource src, const char* who) const;
+  std::vector<Tensor> trainable() const;  // student + projector parameters
+
+  Model& student_;
+  Model& teacher_;
+  DistillConfig cfg_;
+  std::unique_ptr<StiefelProjector> stiefel_;
+  std::unique_ptr<BilinearProjector> bilinear_;
+  std::unique_ptr<Famo> famo_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace mokd
