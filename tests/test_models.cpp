@@ -201,10 +201,11 @@ TEST(Models, DistilledDeiTMatchesTimm) {
   EXPECT_EQ(shape_str(m.forward_features(fx.at("input")).dist.shape()), "[4, 32]");
 }
 
-TEST(Models, ResNetMatchesTimm) {
-  auto fx = load_fixture("models_resnet.safetensors");
-  auto gr = load_fixture("models_resnet_grads.safetensors");
-  ResNet m(tiny_resnet(), 7);
+void check_resnet_against_timm(const std::string& fixture, const ResNetConfig& cfg,
+                               int64_t feature_dim) {
+  auto fx = load_fixture(fixture + ".safetensors");
+  auto gr = load_fixture(fixture + "_grads.safetensors");
+  ResNet m(cfg, 7);
   io::TensorMap sd = with_prefix(fx, "state.");
   expect_same_names_and_shapes(m, sd);
   m.load_state_dict(sd);
@@ -230,7 +231,16 @@ TEST(Models, ResNetMatchesTimm) {
     else
       EXPECT_LT(rel_error(now.at(k), v), 1e-4) << k;
   }
-  EXPECT_EQ(m.feature_dim(), 24);
+  EXPECT_EQ(m.feature_dim(), feature_dim);
+}
+
+TEST(Models, ResNetMatchesTimm) { check_resnet_against_timm("models_resnet", tiny_resnet(), 24); }
+
+TEST(Models, BottleneckResNetMatchesTimm) {
+  ResNetConfig c = tiny_resnet();
+  c.block = ResNetBlock::Bottleneck;
+  c.channels = {4, 4, 8, 8};
+  check_resnet_against_timm("models_resnet_bottleneck", c, 32);
 }
 
 TEST(Models, SaveLoadRoundTrip) {

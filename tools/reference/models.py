@@ -13,10 +13,11 @@ zero biases or unit norm weights; drop-path 0):
   deit       timm VisionTransformerDistilled of the same size, train mode with
              distilled_training: logits (class head), dist_logits, loss = (CE(cls) + CE(dist)) / 2,
              logits_eval = the eval-mode output (mean of the two heads)
-  resnet     timm ResNet(BasicBlock, layers [1,1,1,1], channels (8,12,16,24), stem_width 8),
-             standard stem, 32 px. Train mode forward (batch statistics) -> logits, loss, grads and
+  resnet     timm ResNet(BasicBlock, layers [1,1,1,1], channels (8,12,16,24)), standard stem
+             (timm's plain stem is always 64 wide), 32 px. Train mode forward (batch statistics) -> logits, loss, grads and
              after.<buffer> (running stats and num_batches_tracked after that forward); eval mode
              -> logits_eval from the original running stats.
+  resnet_bottleneck  the same with Bottleneck blocks, channels (4,4,8,8) (outputs x4).
 The small-image stem has no timm equivalent and is not compared here.
 
 Full-size name/logit checks (not committed, large):
@@ -124,13 +125,15 @@ def _deit(out_dir):
     save(out_dir, "models_deit_grads", _grads(m))
 
 
-def _resnet(out_dir):
-    from timm.models.resnet import ResNet, BasicBlock
+def _resnet(out_dir, bottleneck=False):
+    from timm.models.resnet import ResNet, BasicBlock, Bottleneck
     torch.manual_seed(0)
-    m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, in_chans=3, stem_width=8,
-               channels=(8, 12, 16, 24))
-    _randomize(m, 31)
-    x, y = _io(32, 4, 32)
+    if bottleneck:
+        m = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(4, 4, 8, 8))
+    else:
+        m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(8, 12, 16, 24))
+    _randomize(m, 41 if bottleneck else 31)
+    x, y = _io(42 if bottleneck else 32, 4, 32)
     t = _state(m)
     m.eval()
     with torch.no_grad():
@@ -143,14 +146,16 @@ def _resnet(out_dir):
         if "running" in k or "num_batches" in k:
             t[f"after.{k}"] = v.detach().clone()
     t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
-    save(out_dir, "models_resnet", t)
-    save(out_dir, "models_resnet_grads", _grads(m))
+    name = "models_resnet_bottleneck" if bottleneck else "models_resnet"
+    save(out_dir, name, t)
+    save(out_dir, name + "_grads", _grads(m))
 
 
 def generate(out_dir):
     _vit(out_dir)
     _deit(out_dir)
     _resnet(out_dir)
+    _resnet(out_dir, bottleneck=True)
 
 
 def fullsize(out_dir):
