@@ -21,7 +21,6 @@ void kaiming_normal_fan_out_(Tensor& t, Generator& gen) {
   MOKD_CHECK(t.dim() >= 2, "kaiming_normal_fan_out_: needs rank >= 2, got ", t.str());
   // Engine layouts keep the output channels first and the rest of the receptive field after.
   int64_t fan_out = t.numel() / t.size(-1);  // OHWI: O * kh * kw
-  if (t.dim() == 2) fan_out = t.size(0);
   normal_(t, 0.f, std::sqrt(2.f / static_cast<float>(fan_out)), gen);
 }
 
