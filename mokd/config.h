@@ -1,0 +1,136 @@
+// mokd_train's configuration: every key, its type, default and meaning in one table
+// (mokd/config.cpp), read from a TOML file and overridden by --section.key=value on the command
+// line. `mokd_train <subcommand> --help` prints the table. Unknown keys, wrong types and
+// out-of-range values are errors naming the key.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace mokd {
+
+struct RunConfig {
+  std::string out_dir = "runs/default";  // checkpoints, metrics, the resolved config
+  uint64_t seed = 0;
+  std::string device = "auto";  // auto (cuda when available), cpu, cuda, cuda:N
+  int threads = 0;              // OpenMP threads on the CPU; 0 = all cores
+  bool resume = false;          // continue from out_dir/checkpoints/last.*
+};
+
+struct DataConfig {
+  std::string dataset = "fashion_mnist";  // fashion_mnist, cifar10, cifar100, image_folder
+  std::string dir = "";         // "" = the dataset's default location
+  int64_t image_size = 0;       // image_folder resize / random-resized-crop size; 0 = native
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 512;
+  int workers = 2;
+  int prefetch = 4;
+  int64_t train_limit = 0;      // use only the first N training images (0 = all)
+  int64_t eval_limit = 0;       // evaluate on the first N test images (0 = all)
+  int64_t crop_padding = -1;    // random crop with this zero padding (-1 = dataset default)
+  bool hflip = false;
+  bool random_resized_crop = false;
+  double mixup_alpha = 0.0;
+  double cutmix_alpha = 0.0;
+  double mixup_prob = 1.0;
+  double mixup_switch_prob = 0.5;
+  std::vector<double> mean;     // normalisation; empty = the dataset's statistics
+  std::vector<double> std;
+};
+
+struct ModelConfig {
+  std::string student = "vit_fmnist_tiny_distilled";
+  std::string teacher = "resnet_fmnist_small";
+  std::string teacher_weights = "";  // safetensors (timm names); "" = out of the teacher run
+  std::string student_init = "";     // optional safetensors to start the student from
+  double drop_path_rate = 0.0;
+  double drop_rate = 0.0;
+};
+
+struct OptimConfig {
+  std::string optimizer = "adamw";  // adamw, sgd
+  int64_t epochs = 10;
+  int64_t steps = 0;                // > 0: stop after this many steps (overrides epochs)
+  double lr = 1e-3;
+  double min_lr = 1e-5;
+  int64_t warmup_steps = 0;
+  double warmup_lr = 1e-6;
+  double weight_decay = 0.05;
+  double momentum = 0.9;            // sgd
+  bool nesterov = false;            // sgd
+  double grad_clip = 1.0;           // global norm; 0 = off
+  double label_smoothing = 0.1;
+  double ema_decay = 0.0;           // > 0: keep an EMA of the student and evaluate it too
+};
+
+struct DistillKeys {
+  std::string method = "mokd";      // none, kd, deit-hard, vkd, mokd
+  int num_objectives = 3;           // mokd: 3 = task, kl, feat; 2 = task, kl + feat
+  std::string weighting = "famo";   // famo, fixed, exact2 (K = 2)
+  std::vector<double> fixed_weights;  // weighting = fixed (default: ones)
+  double temperature = 1.0;
+  double kd_alpha = 0.5;
+  std::string projector = "stiefel";  // stiefel, bilinear
+  int64_t bilinear_rank = 0;
+  std::string student_feature = "auto";  // auto, mean_patch, cls, dist, pooled
+  std::string teacher_feature = "auto";
+  double famo_lr = 0.025;
+  double famo_weight_decay = 0.01;
+  int64_t diagnostics_every = 0;
+};
+
+struct LogConfig {
+  int64_t log_every = 50;           // steps between progress lines / metric rows
+  int64_t eval_every = 1;           // epochs between evaluations (0 = only at the end)
+  int64_t checkpoint_every = 0;     // steps between checkpoints (0 = at each evaluation)
+};
+
+struct BenchConfig {
+  int64_t steps = 10;               // timed steps
+  int64_t warmup = 3;
+  int64_t batch_size = 64;
+};
+
+struct TrainConfig {
+  RunConfig run;
+  DataConfig data;
+  ModelConfig model;
+  OptimConfig optim;
+  DistillKeys distill;
+  LogConfig log;
+  BenchConfig bench;
+};
+
+// The configuration machinery (mokd/config.cpp).
+class ConfigParser {
+ public:
+  ConfigParser();
+  // Registers --config FILE and one --section.key option per key (doc and default in --help).
+  void add_options(CLI::App& app);
+  // Defaults < the TOML file given by --config < the command-line keys. Validates every value;
+  // throws mokd::Error naming the key (and the file) on an unknown key, a wrong type or a value
+  // out of range.
+  TrainConfig resolve() const;
+  // Same, from explicit inputs (tests): a TOML document and key=value overrides.
+  static TrainConfig resolve(const std::string& toml_text, const std::string& toml_name,
+                             const std::map<std::string, std::string>& overrides);
+
+ private:
+  std::string config_file_;
+  std::map<std::string, std::string> cli_values_;  // filled by CLI11 for keys given
+};
+
+// Every key as TOML (written next to checkpoints; loads back to the same config).
+std::string to_toml(const TrainConfig& c);
+// SHA-256 (hex) of the keys that must not change across --resume (everything but run.resume,
+// run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs, optim.steps).
+std::string config_hash(const TrainConfig& c);
+// Markdown table of every key: name, type, default, meaning (README's config reference).
+std::string config_reference();
+
+}  // namespace mokd
