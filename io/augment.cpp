@@ -1,0 +1,363 @@
+// Augmentation: Philox-driven sampling (uniform, normal, Gamma, Beta), crops, flips, antialiased
+// bilinear resize, normalisation lookup tables and timm-style batch mixup/cutmix.
+#include "io/augment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/error.h"
+
+namespace mokd::data {
+
+// ---- Rng ----
+
+int64_t Rng::randint(int64_t lo, int64_t hi) {
+  MOKD_CHECK(hi > lo, "Rng::randint: empty range [", lo, ", ", hi, ")");
+  uint64_t n = static_cast<uint64_t>(hi - lo);
+  unsigned __int128 m = static_cast<unsigned __int128>(u64()) * n;
+  return lo + static_cast<int64_t>(static_cast<uint64_t>(m >> 64));
+}
+
+double Rng::normal() {
+  double u1 = 1.0 - uniform();  // (0, 1]: log is finite
+  double u2 = uniform();
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+double Rng::gamma(double alpha) {
+  MOKD_CHECK(alpha > 0, "Rng::gamma: alpha must be > 0, got ", alpha);
+  if (alpha < 1.0) {
+    // Gamma(a) = Gamma(a + 1) * U^(1/a) (Marsaglia-Tsang's boost for a < 1).
+    double u = 1.0 - uniform();
+    return gamma(alpha + 1.0) * std::pow(u, 1.0 / alpha);
+  }
+  const double d = alpha - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  for (;;) {
+    double x = normal();
+    double v = 1.0 + c * x;
+    if (v <= 0) continue;
+    v = v * v * v;
+    double u = 1.0 - uniform();
+    if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
+  }
+}
+
+double Rng::beta(double a, double b) {
+  double x = gamma(a), y = gamma(b);
+  return x / (x + y);
+}
+
+RngKey data_key(uint64_t seed, int64_t epoch, DataPurpose purpose, int64_t index) {
+  MOKD_CHECK(epoch >= 0 && epoch < (int64_t(1) << 19), "data_key: epoch ", epoch, " out of range [0, 2^19)");
+  MOKD_CHECK(index >= 0 && index < (int64_t(1) << 31), "data_key: index ", index, " out of range [0, 2^31)");
+  // Layout of the 64-bit word counter: epoch (19 bits) | purpose (2) | index (31) | word (12).
+  uint64_t offset = (static_cast<uint64_t>(epoch) << 45) | (static_cast<uint64_t>(purpose) << 43) |
+                    (static_cast<uint64_t>(index) << 12);
+  return RngKey{Generator(seed, Stream::Data).seed(), offset};
+}
+
+std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n) {
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  Rng rng(data_key(seed, epoch, DataPurpose::Order, 0));
+  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[rng.randint(0, i + 1)]);
+  return perm;
+}
+
+// ---- per-image transforms ----
+
+void crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad, int64_t top,
+                       int64_t left, uint8_t* dst) {
+  MOKD_CHECK(pad >= 0 && top >= 0 && left >= 0 && top <= 2 * pad && left <= 2 * pad,
+             "crop_with_padding: offset (", top, ", ", left, ") outside [0, ", 2 * pad, "]");
+  const int64_t dy = top - pad, dx = left - pad;  // source = destination + (dy, dx)
+  const int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min<int64_t>(w, w - dx);
+  for (int64_t y = 0; y < h; ++y) {
+    uint8_t* row = dst + y * w * c;
+    int64_t sy = y + dy;
+    if (sy < 0 || sy >= h || x1 <= x0) {
+      std::memset(row, 0, static_cast<size_t>(w * c));
+      continue;
+    }
+    std::memset(row, 0, static_cast<size_t>(x0 * c));
+    std::memcpy(row + x0 * c, src + (sy * w + x0 + dx) * c, static_cast<size_t>((x1 - x0) * c));
+    std::memset(row + x1 * c, 0, static_cast<size_t>((w - x1) * c));
+  }
+}
+
+void random_crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad, Rng& rng,
+                              uint8_t* dst) {
+  int64_t top = rng.randint(0, 2 * pad + 1);
+  int64_t left = rng.randint(0, 2 * pad + 1);
+  crop_with_padding(src, h, w, c, pad, top, left, dst);
+}
+
+void hflip_inplace(uint8_t* img, int64_t h, int64_t w, int64_t c) {
+  for (int64_t y = 0; y < h; ++y) {
+    uint8_t* row = img + y * w * c;
+    for (int64_t a = 0, b = w - 1; a < b; ++a, --b)
+      for (int64_t k = 0; k < c; ++k) std::swap(row[a * c + k], row[b * c + k]);
+  }
+}
+
+Box sample_resized_crop(int64_t h, int64_t w, double scale_min, double scale_max, double ratio_min,
+                        double ratio_max, Rng& rng) {
+  const double area = static_cast<double>(h) * static_cast<double>(w);
+  const double log_lo = std::log(ratio_min), log_hi = std::log(ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    double target_area = area * rng.uniform(scale_min, scale_max);
+    double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    // Python's round(): half to even, which nearbyint does in the default rounding mode.
+    int64_t cw = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * aspect)));
+    int64_t chh = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / aspect)));
+    if (cw > 0 && cw <= w && chh > 0 && chh <= h) {
+      int64_t top = rng.randint(0, h - chh + 1);
+      int64_t left = rng.randint(0, w - cw + 1);
+      return Box{top, left, chh, cw};
+    }
+  }
+  // Center crop, clamped to the ratio range.
+  double in_ratio = static_cast<double>(w) / static_cast<double>(h);
+  int64_t cw, chh;
+  if (in_ratio < ratio_min) {
+    cw = w;
+    chh = static_cast<int64_t>(std::nearbyint(cw / ratio_min));
+  } else if (in_ratio > ratio_max) {
+    chh = h;
+    cw = static_cast<int64_t>(std::nearbyint(chh * ratio_max));
+  } else {
+    cw = w;
+    chh = h;
+  }
+  return Box{(h - chh) / 2, (w - cw) / 2, chh, cw};
+}
+
+namespace {
+
+// Taps of one output coordinate: input indices [first, first + weights.size()).
+struct Taps {
+  int64_t first;
+  int64_t count;
+};
+
+// Triangle-filter taps mapping the `len` pixels starting at `start` of an axis onto `out` pixels. As
+// torchvision's crop-then-resize, the filter sees only the box (clamped at its edges).
+void make_taps(int64_t start, int64_t len, int64_t out, std::vector<Taps>& taps, std::vector<float>& weights,
+               int64_t* max_count) {
+  const double scale = static_cast<double>(len) / static_cast<double>(out);
+  const double fscale = std::max(scale, 1.0);  // widen the filter when shrinking (antialias)
+  const double support = fscale;                // bilinear: support 1 in output pixels
+  taps.resize(static_cast<size_t>(out));
+  const int64_t mc = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  weights.assign(static_cast<size_t>(out * mc), 0.f);
+  std::vector<double> wp(static_cast<size_t>(mc));
+  for (int64_t o = 0; o < out; ++o) {
+    double center = (static_cast<double>(o) + 0.5) * scale;
+    int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(center - support + 0.5));
+    int64_t hi = std::min<int64_t>(len, static_cast<int64_t>(center + support + 0.5));
+    if (hi <= lo) {  // cannot happen for len >= 1, kept as a guard: nearest pixel
+      lo = std::clamp<int64_t>(static_cast<int64_t>(center), 0, len - 1);
+      hi = lo + 1;
+    }
+    const int64_t n = std::min(hi - lo, mc);
+    double total = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      double x = (static_cast<double>(lo + k) - center + 0.5) / fscale;
+      double t = 1.0 - std::abs(x);
+      wp[k] = t > 0 ? t : 0;
+      total += wp[k];
+    }
+    for (int64_t k = 0; k < n; ++k)
+      weights[o * mc + k] = total > 0 ? static_cast<float>(wp[k] / total) : (k == 0 ? 1.f : 0.f);
+    taps[o] = Taps{start + lo, n};
+  }
+  *max_count = mc;
+}
+
+}  // namespace
+
+void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box, int64_t out_h,
+                     int64_t out_w, uint8_t* dst) {
+  MOKD_CHECK(box.height > 0 && box.width > 0 && box.top >= 0 && box.left >= 0 &&
+                 box.top + box.height <= h && box.left + box.width <= w && out_h > 0 && out_w > 0,
+             "resize_bilinear: box (top ", box.top, ", left ", box.left, ", ", box.height, "x", box.width,
+             ") outside the ", h, "x", w, " image or empty output ", out_h, "x", out_w);
+  std::vector<Taps> tx, ty;
+  std::vector<float> wx, wy;
+  int64_t mx, my;
+  make_taps(box.left, box.width, out_w, tx, wx, &mx);
+  make_taps(box.top, box.height, out_h, ty, wy, &my);
+  // Horizontal pass over the rows the vertical taps touch, in f32; then vertical, rounding once.
+  int64_t row_lo = ty.front().first, row_hi = ty.back().first + ty.back().count;
+  for (const Taps& t : ty) {
+    row_lo = std::min(row_lo, t.first);
+    row_hi = std::max(row_hi, t.first + t.count);
+  }
+  const int64_t rows = row_hi - row_lo;
+  std::vector<float> mid(static_cast<size_t>(rows * out_w * c));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* srow = src + (row_lo + r) * w * c;
+    float* mrow = mid.data() + r * out_w * c;
+    for (int64_t o = 0; o < out_w; ++o) {
+      const float* wt = wx.data() + o * mx;
+      for (int64_t k = 0; k < c; ++k) {
+        float acc = 0;
+        for (int64_t t = 0; t < tx[o].count; ++t) acc += wt[t] * srow[(tx[o].first + t) * c + k];
+        mrow[o * c + k] = acc;
+      }
+    }
+  }
+  const int64_t rowlen = out_w * c;
+  std::vector<float> acc(static_cast<size_t>(rowlen));
+  for (int64_t o = 0; o < out_h; ++o) {
+    std::fill(acc.begin(), acc.end(), 0.f);
+    const float* wt = wy.data() + o * my;
+    for (int64_t t = 0; t < ty[o].count; ++t) {
+      const float* mrow = mid.data() + (ty[o].first - row_lo + t) * rowlen;
+      float wv = wt[t];
+      for (int64_t i = 0; i < rowlen; ++i) acc[i] += wv * mrow[i];
+    }
+    uint8_t* drow = dst + o * rowlen;
+    for (int64_t i = 0; i < rowlen; ++i) {
+      float v = std::nearbyint(acc[i]);
+      drow[i] = static_cast<uint8_t>(std::clamp(v, 0.f, 255.f));
+    }
+  }
+}
+
+void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h, int64_t* out_w) {
+  *out_h = h;
+  *out_w = w;
+  if (opt.random_resized_crop) {
+    if (opt.out_height > 0) *out_h = opt.out_height;
+    if (opt.out_width > 0) *out_w = opt.out_width;
+  }
+}
+
+void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c, Rng& rng,
+             uint8_t* dst, std::vector<uint8_t>& scratch) {
+  int64_t oh, ow;
+  augmented_size(opt, h, w, &oh, &ow);
+  const size_t in_bytes = static_cast<size_t>(h * w * c), out_bytes = static_cast<size_t>(oh * ow * c);
+  scratch.resize(std::max(in_bytes, out_bytes));
+  const uint8_t* cur = src;
+  if (opt.random_resized_crop) {
+    Box b = sample_resized_crop(h, w, opt.scale_min, opt.scale_max, opt.ratio_min, opt.ratio_max, rng);
+    resize_bilinear(src, h, w, c, b, oh, ow, dst);
+    cur = dst;
+  }
+  if (opt.crop_padding >= 0) {
+    // The crop must not alias: after an RRC, move its output to scratch first.
+    if (cur == dst) {
+      std::memcpy(scratch.data(), dst, out_bytes);
+      cur = scratch.data();
+    }
+    random_crop_with_padding(cur, oh, ow, c, opt.crop_padding, rng, dst);
+    cur = dst;
+  }
+  if (cur != dst) std::memcpy(dst, cur, out_bytes);
+  if (opt.hflip && rng.uniform() < 0.5) hflip_inplace(dst, oh, ow, c);
+}
+
+std::vector<float> normalize_table(const Normalize& norm, int64_t channels) {
+  MOKD_CHECK(norm.mean.size() == norm.std.size() &&
+                 (norm.mean.empty() || static_cast<int64_t>(norm.mean.size()) == channels),
+             "normalize: mean has ", norm.mean.size(), " values and std ", norm.std.size(),
+             "; expected both empty or ", channels, " (one per channel)");
+  std::vector<float> table(static_cast<size_t>(256 * channels));
+  for (int64_t k = 0; k < channels; ++k) {
+    float m = norm.mean.empty() ? 0.f : norm.mean[k];
+    float s = norm.std.empty() ? 1.f : norm.std[k];
+    MOKD_CHECK(s > 0, "normalize: std[", k, "] = ", s, " must be > 0");
+    // As torchvision: ToTensor's v / 255 in f32, then (x - mean) / std in f32.
+    for (int v = 0; v < 256; ++v) table[k * 256 + v] = (static_cast<float>(v) / 255.f - m) / s;
+  }
+  return table;
+}
+
+void normalize(const uint8_t* src, int64_t pixels, int64_t c, const std::vector<float>& table, float* dst) {
+  if (c == 1) {
+    for (int64_t i = 0; i < pixels; ++i) dst[i] = table[src[i]];
+    return;
+  }
+  for (int64_t i = 0; i < pixels; ++i)
+    for (int64_t k = 0; k < c; ++k) dst[i * c + k] = table[k * 256 + src[i * c + k]];
+}
+
+// ---- mixup / cutmix ----
+
+void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double lam, double smoothing,
+                   float* soft) {
+  // timm's mixup_target: one-hots with off = s / C and on = 1 - s + off, y1 * lam + y2 * (1 - lam), f32.
+  const float off = static_cast<float>(smoothing / static_cast<double>(num_classes));
+  const float on = static_cast<float>(1.0 - smoothing + smoothing / static_cast<double>(num_classes));
+  const float l = static_cast<float>(lam), l1 = static_cast<float>(1.0 - lam);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t a = labels[i], b = labels[n - 1 - i];
+    MOKD_CHECK(a >= 0 && a < num_classes, "mixup: label ", a, " of sample ", i, " outside [0, ", num_classes, ")");
+    float* row = soft + i * num_classes;
+    for (int64_t k = 0; k < num_classes; ++k) {
+      float y1 = k == a ? on : off, y2 = k == b ? on : off;
+      row[k] = y1 * l + y2 * l1;
+    }
+  }
+}
+
+MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w, int64_t c,
+                        const int64_t* labels, int64_t num_classes, Rng& rng, float* soft_targets) {
+  MixupResult res;
+  const bool mix = opt.mixup_alpha > 0, cut = opt.cutmix_alpha > 0;
+  if ((mix || cut) && rng.uniform() < opt.prob) {
+    if (mix && cut) {
+      res.cutmix = rng.uniform() < opt.switch_prob;
+      res.lam = res.cutmix ? rng.beta(opt.cutmix_alpha, opt.cutmix_alpha) : rng.beta(opt.mixup_alpha, opt.mixup_alpha);
+    } else if (mix) {
+      res.lam = rng.beta(opt.mixup_alpha, opt.mixup_alpha);
+    } else {
+      res.cutmix = true;
+      res.lam = rng.beta(opt.cutmix_alpha, opt.cutmix_alpha);
+    }
+  }
+  const int64_t img = h * w * c;
+  if (res.lam < 1.0) {
+    if (res.cutmix) {
+      // timm's rand_bbox: a box of sqrt(1 - lam) of each side around a uniform centre, clipped.
+      double r = std::sqrt(1.0 - res.lam);
+      int64_t cut_h = static_cast<int64_t>(h * r), cut_w = static_cast<int64_t>(w * r);
+      int64_t cy = rng.randint(0, h), cx = rng.randint(0, w);
+      int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h), y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
+      int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w), x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
+      res.box = Box{y0, x0, y1 - y0, x1 - x0};
+      if (opt.correct_lam)
+        res.lam = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(h * w);
+      // x[:, box] = x.flip(0)[:, box]: swap the box between samples i and n-1-i.
+      for (int64_t i = 0; i < n / 2; ++i) {
+        float* a = images + i * img;
+        float* b = images + (n - 1 - i) * img;
+        for (int64_t y = y0; y < y1; ++y)
+          std::swap_ranges(a + (y * w + x0) * c, a + (y * w + x1) * c, b + (y * w + x0) * c);
+      }
+    } else {
+      // x = lam x + (1 - lam) flip(x), in f32 as timm's in-place mul_/add_.
+      const float l = static_cast<float>(res.lam), l1 = static_cast<float>(1.0 - res.lam);
+      for (int64_t i = 0; i < (n + 1) / 2; ++i) {
+        float* a = images + i * img;
+        float* b = images + (n - 1 - i) * img;
+        if (a == b) {
+          for (int64_t k = 0; k < img; ++k) a[k] = a[k] * l + a[k] * l1;
+          continue;
+        }
+        for (int64_t k = 0; k < img; ++k) {
+          float va = a[k], vb = b[k];
+          a[k] = va * l + vb * l1;
+          b[k] = vb * l + va * l1;
+        }
+      }
+    }
+  }
+  if (soft_targets) mixup_targets(labels, n, num_classes, res.lam, opt.label_smoothing, soft_targets);
+  return res;
+}
+
+}  // namespace mokd::data

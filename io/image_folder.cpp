@@ -1,0 +1,145 @@
+// ImageFolder: root/<class>/<image>.{jpg,jpeg,png}, decoded lazily (libturbojpeg, libpng) and resized.
+#include <png.h>
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "io/augment.h"
+#include "io/dataset.h"
+
+namespace mokd::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* h,
+                                int64_t* w) {
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()))
+    MOKD_FAIL(source, ": corrupt PNG (", img.message, ")");
+  img.format = PNG_FORMAT_RGB;  // gray, palette and alpha are converted (alpha composited on black)
+  std::vector<uint8_t> out(PNG_IMAGE_SIZE(img));
+  if (!png_image_finish_read(&img, nullptr, out.data(), 0, nullptr)) {
+    std::string msg = img.message;
+    png_image_free(&img);
+    MOKD_FAIL(source, ": corrupt PNG (", msg, ")");
+  }
+  *h = img.height;
+  *w = img.width;
+  return out;
+}
+
+std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* h,
+                                 int64_t* w) {
+  tjhandle tj = tjInitDecompress();
+  MOKD_CHECK(tj, source, ": cannot create a TurboJPEG decoder (", tjGetErrorStr2(nullptr), ")");
+  struct Guard {
+    tjhandle t;
+    ~Guard() { tjDestroy(t); }
+  } guard{tj};
+  int width = 0, height = 0, subsamp = 0, colorspace = 0;
+  if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &width, &height, &subsamp,
+                          &colorspace) != 0)
+    MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
+  MOKD_CHECK(width > 0 && height > 0, source, ": corrupt JPEG (size ", width, "x", height, ")");
+  std::vector<uint8_t> out(static_cast<size_t>(width) * height * 3);
+  // Warnings (e.g. "Premature end of JPEG file") also return -1: a damaged file is an error here.
+  if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), out.data(), width, 0, height,
+                    TJPF_RGB, TJFLAG_ACCURATEDCT) != 0)
+    MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
+  *h = height;
+  *w = width;
+  return out;
+}
+
+std::string lower_ext(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return e;
+}
+
+class ImageFolder final : public Dataset {
+ public:
+  ImageFolder(const std::string& root, int64_t size) : size_(size) {
+    MOKD_CHECK(size > 0, "ImageFolder: image_size must be > 0, got ", size);
+    MOKD_CHECK(fs::is_directory(root), "ImageFolder: directory ", root,
+               " not found; expected root/<class>/*.jpg|*.jpeg|*.png");
+    std::vector<fs::path> classes;
+    for (const auto& e : fs::directory_iterator(root))
+      if (e.is_directory()) classes.push_back(e.path());
+    std::sort(classes.begin(), classes.end());
+    for (const fs::path& cdir : classes) {
+      std::vector<std::string> files;
+      for (const auto& e : fs::directory_iterator(cdir)) {
+        if (!e.is_regular_file()) continue;
+        std::string ext = lower_ext(e.path());
+        if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") files.push_back(e.path().string());
+      }
+      if (files.empty()) continue;  // as torchvision: a class folder without images is skipped
+      std::sort(files.begin(), files.end());
+      const int64_t label = static_cast<int64_t>(names_.size());
+      names_.push_back(cdir.filename().string());
+      for (std::string& f : files) items_.push_back({std::move(f), label});
+    }
+    MOKD_CHECK(!items_.empty(), "ImageFolder: no images under ", root,
+               "; expected root/<class>/*.jpg|*.jpeg|*.png");
+  }
+  int64_t size() const override { return static_cast<int64_t>(items_.size()); }
+  int64_t height() const override { return size_; }
+  int64_t width() const override { return size_; }
+  int64_t channels() const override { return 3; }
+  int64_t num_classes() const override { return static_cast<int64_t>(names_.size()); }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+  void read(int64_t index, uint8_t* hwc_out, int64_t* label) const override {
+    MOKD_CHECK(index >= 0 && index < size(), "ImageFolder: index ", index, " outside [0, ", size(), ")");
+    const Item& it = items_[static_cast<size_t>(index)];
+    std::ifstream in(it.path, std::ios::binary);
+    MOKD_CHECK(in, it.path, ": cannot open for reading");
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    int64_t h = 0, w = 0;
+    std::vector<uint8_t> rgb = decode_image(bytes, it.path, &h, &w);
+    if (h == size_ && w == size_)
+      std::memcpy(hwc_out, rgb.data(), rgb.size());
+    else
+      resize_bilinear(rgb.data(), h, w, 3, Box{0, 0, h, w}, size_, size_, hwc_out);
+    if (label) *label = it.label;
+  }
+
+ private:
+  struct Item {
+    std::string path;
+    int64_t label;
+  };
+  int64_t size_;
+  std::vector<std::string> names_;
+  std::vector<Item> items_;
+};
+
+}  // namespace
+
+std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* height,
+                                  int64_t* width) {
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPng, 8) == 0) return decode_png(bytes, source, height, width);
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
+    return decode_jpeg(bytes, source, height, width);
+  MOKD_FAIL(source, ": not a JPEG or PNG image (", bytes.size() < 3 ? "file too short" : "unknown signature",
+            ", ", bytes.size(), " bytes)");
+}
+
+std::unique_ptr<Dataset> open_image_folder(const std::string& root, int64_t image_size) {
+  return std::make_unique<ImageFolder>(root, image_size);
+}
+
+}  // namespace mokd::data
