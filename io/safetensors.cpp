@@ -77,6 +77,7 @@ uint64_t as_u64(const json& j, const std::string& where) {
 Entry parse_entry(const std::string& file, const std::string& name, const json& v) {
   const std::string where = "safetensors " + file + ": tensor '" + name + "'";
   MOKD_CHECK(v.is_object(), where, ": entry must be a JSON object, got ", type_of(v));
+  // Other keys are ignored, as the reference reader does.
   for (const char* key : {"dtype", "shape", "data_offsets"})
     MOKD_CHECK(v.contains(key), where, ": entry has no \"", key, "\"");
   Entry e;

@@ -151,10 +151,10 @@ TEST_F(Safetensors, HeaderIsAlignedSortedAndTilesTheBuffer) {
   std::vector<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
   EXPECT_EQ(keys, (std::vector<std::string>{"__metadata__", "alpha", "mid", "zeta"}));
-  EXPECT_EQ(j["alpha"]["data_offsets"], nlohmann::json::array({0, 16}));
-  EXPECT_EQ(j["mid"]["data_offsets"], nlohmann::json::array({16, 24}));
-  EXPECT_EQ(j["zeta"]["data_offsets"], nlohmann::json::array({24, 36}));
-  EXPECT_EQ(j["mid"]["dtype"], "I64");
+  EXPECT_EQ(j["alpha"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{0, 16}));
+  EXPECT_EQ(j["mid"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{16, 24}));
+  EXPECT_EQ(j["zeta"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{24, 36}));
+  EXPECT_EQ(j["mid"]["dtype"].get<std::string>(), "I64");
   EXPECT_EQ(bytes.size(), 8 + n + 36);
   // No temporary file is left behind.
   int files = 0;
