@@ -650,6 +650,44 @@ TEST(LoaderDeterminism, SameSeedSameBatchesWhateverTheWorkers) {
   EXPECT_FALSE(same_tensor(a[0].images, d[0].images));
 }
 
+TEST(LoaderDeterminism, SampleRandomnessIsKeyedBySeedEpochAndPosition) {
+  // Every image identical: differences between rows come from the augmentation alone.
+  const int64_t n = 30, h = 9, w = 8, c = 2;
+  std::vector<uint8_t> pix;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<uint8_t> one = pattern(h * w * c, 5, 9);
+    pix.insert(pix.end(), one.begin(), one.end());
+  }
+  InMemoryDataset ds(h, w, c, {"a", "b"}, pix, std::vector<int64_t>(n, 1));
+  LoaderOptions o = augmented_options(2);
+  o.mixup = MixupOptions{};
+  Loader l(ds, o);
+  auto batches = read_epoch(l, 4);
+  std::vector<int64_t> order = epoch_permutation(o.seed, 4, n);
+  std::set<std::vector<float>> distinct;
+  const std::vector<float> table = normalize_table(o.normalize, c);
+  std::vector<uint8_t> raw(h * w * c), aug(7 * 5 * c), scratch;
+  std::vector<float> expect(7 * 5 * c);
+  for (const Batch& b : batches) {
+    std::vector<float> v = b.images.to_vector();
+    const int64_t per = 7 * 5 * c;
+    for (int64_t i = 0; i < b.images.size(0); ++i) {
+      const int64_t pos = b.index * o.batch_size + i;
+      std::vector<float> row(v.begin() + i * per, v.begin() + (i + 1) * per);
+      distinct.insert(row);
+      // The documented recipe: the sample at `pos` of the epoch order, augmented with the key
+      // (seed, epoch, Sample, pos), then normalised.
+      int64_t label;
+      ds.read(order[pos], raw.data(), &label);
+      Rng rng(data_key(o.seed, 4, DataPurpose::Sample, pos));
+      augment(o.augment, raw.data(), h, w, c, rng, aug.data(), scratch);
+      normalize(aug.data(), 7 * 5, c, table, expect.data());
+      ASSERT_EQ(row, expect) << "position " << pos;
+    }
+  }
+  EXPECT_GT(distinct.size(), 20u) << "augmentations repeat across positions";
+}
+
 TEST(LoaderEpochs, EachEpochIsADifferentPermutation) {
   auto ds = synthetic(50, 2, 2, 1, 50);  // label = index
   LoaderOptions o;
