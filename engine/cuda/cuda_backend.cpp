@@ -1,0 +1,684 @@
+// CUDA backend: registration, stream and handles, input checks, and the kernels that are thin
+// launches of kernels/*.cu (copies, random, elementwise, reductions, softmax, layer/batch norm,
+// pooling, attention, one-hot, optimizers). GEMM: gemm_cublaslt.cpp; convolution: cudnn_conv.cpp.
+#include "engine/cuda/cuda_backend.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "engine/cuda/check.h"
+#include "kernels/launch.cuh"
+
+namespace mokd {
+
+namespace {
+
+CudaBackend* g_backend = nullptr;
+CudaCachingAllocator* g_allocator = nullptr;
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+
+std::atomic<bool> g_tf32{env_flag("MOKD_TF32")};
+
+// Registers the backend only when the runtime sees a device: on a machine without one
+// device_available(Device::cuda()) stays false and nothing else touches CUDA. Both objects are
+// leaked on purpose: tensors in static storage may outlive any destruction order.
+struct Registrar {
+  Registrar() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
+      (void)cudaGetLastError();
+      return;
+    }
+    g_allocator = new CudaCachingAllocator(0);
+    g_backend = new CudaBackend(0);
+    register_allocator(DeviceType::CUDA, g_allocator);
+    register_backend(DeviceType::CUDA, g_backend);
+  }
+};
+Registrar g_registrar;
+
+const float* cf(const Tensor& t) { return static_cast<const float*>(t.raw_data()); }
+float* mf(Tensor& t) { return static_cast<float*>(t.raw_data()); }
+const float* cf_opt(const Tensor* t) { return t ? cf(*t) : nullptr; }
+float* mf_opt(Tensor* t) { return t ? mf(*t) : nullptr; }
+
+kernels::StridedDesc strided_desc(const char* k, const Shape& shape, const Shape& sa,
+                                  const Shape& sb) {
+  MOKD_CHECK(shape.size() <= static_cast<size_t>(kernels::kMaxDims), k, ": rank ", shape.size(),
+             " of ", shape_str(shape), " exceeds the CUDA backend's limit of ", kernels::kMaxDims);
+  kernels::StridedDesc d;
+  d.rank = static_cast<int>(shape.size());
+  for (int i = 0; i < d.rank; ++i) {
+    d.shape[i] = shape[i];
+    d.sa[i] = sa[i];
+    d.sb[i] = sb[i];
+  }
+  return d;
+}
+
+int64_t row_count(const Tensor& x) {
+  int64_t c = x.dim() ? x.size(-1) : 1;
+  return c ? x.numel() / c : 0;
+}
+
+}  // namespace
+
+CudaBackend* cuda_backend() { return g_backend; }
+CudaCachingAllocator* cuda_allocator() { return g_allocator; }
+void cuda_set_tf32(bool on) { g_tf32 = on; }
+bool cuda_tf32() { return g_tf32; }
+
+cudaStream_t cuda_compute_stream() { return g_backend ? g_backend->stream() : nullptr; }
+
+void cuda_expect_on_gpu(const Tensor& t, const char* kernel, const char* arg) {
+  MOKD_CHECK(t.defined() && t.device().is_cuda(), kernel, ": ", arg, " must be on cuda, got ",
+             t.defined() ? t.str() : std::string("undefined"));
+  MOKD_CHECK(t.is_contiguous(), kernel, ": ", arg, " must be contiguous, got strides ",
+             shape_str(t.strides()), " for ", t.str());
+}
+
+void cuda_expect_f32(const Tensor& t, const char* kernel, const char* arg) {
+  MOKD_CHECK(t.defined() && t.dtype() == DType::F32 && t.device().is_cuda(), kernel, ": ", arg,
+             " must be f32 on cuda, got ", t.defined() ? t.str() : std::string("undefined"));
+  MOKD_CHECK(t.is_contiguous(), kernel, ": ", arg, " must be contiguous, got strides ",
+             shape_str(t.strides()), " for ", t.str());
+}
+
+void cuda_rethrow_with_context(const char* op, std::initializer_list<const Tensor*> tensors,
+                               const std::exception& e) {
+  std::string shapes;
+  for (const Tensor* t : tensors) {
+    if (!t) continue;
+    if (!shapes.empty()) shapes += ", ";
+    shapes += t->defined() ? t->str() : "undefined";
+  }
+  throw Error(detail::concat(op, " on cuda failed (", shapes, "): ", e.what()));
+}
+
+// ---- stream, handles, scratch ----
+
+void CudaBackend::init() {
+  std::call_once(once_, [this] {
+    MOKD_CUDA_CHECK(cudaSetDevice(device_));
+    MOKD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    MOKD_CUBLAS_CHECK(cublasLtCreate(&lt_));
+    MOKD_CUDNN_CHECK(cudnnCreate(&dnn_));
+    MOKD_CUDNN_CHECK(cudnnSetStream(dnn_, stream_));
+  });
+}
+
+cudaStream_t CudaBackend::stream() {
+  init();
+  return stream_;
+}
+cublasLtHandle_t CudaBackend::lt_handle() {
+  init();
+  return lt_;
+}
+cudnnHandle_t CudaBackend::cudnn_handle() {
+  init();
+  return dnn_;
+}
+
+void CudaBackend::synchronize() { MOKD_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+void* CudaBackend::lt_workspace(size_t& bytes) {
+  constexpr size_t kWs = size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
+  std::lock_guard<std::mutex> lock(ws_mu_);
+  if (!lt_ws_.defined()) lt_ws_ = Tensor::empty({static_cast<int64_t>(kWs / 8)}, DType::F64, device());
+  bytes = kWs;
+  return lt_ws_.raw_data();
+}
+
+Tensor CudaBackend::scratch(int64_t n_doubles) {
+  return Tensor::empty({n_doubles < 1 ? 1 : n_doubles}, DType::F64, device());
+}
+
+// ---- memory ----
+
+void CudaBackend::copy(const Tensor& src, Tensor& dst) {
+  MOKD_CHECK(src.device().is_cuda() && dst.device().is_cuda(), "cuda copy: ", src.str(), " -> ",
+             dst.str());
+  MOKD_CHECK(src.shape() == dst.shape(), "cuda copy: shapes differ: ", src.str(), " -> ", dst.str());
+  if (src.numel() == 0) return;
+  cuda_guarded("copy", {&src, &dst}, [&] {
+    if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
+      if (src.raw_data() != dst.raw_data())
+        MOKD_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                        cudaMemcpyDeviceToDevice, stream()));
+      return;
+    }
+    kernels::StridedDesc d = strided_desc("copy", src.shape(), src.strides(), dst.strides());
+    kernels::copy_strided(src.raw_data(), src.dtype(), dst.raw_data(), dst.dtype(), d, src.numel(),
+                          stream());
+  });
+}
+
+void CudaBackend::fill(Tensor& dst, double value) {
+  MOKD_CHECK(dst.device().is_cuda() && dst.is_contiguous(),
+             "cuda fill: needs a contiguous cuda tensor, got ", dst.str());
+  cuda_guarded("fill", {&dst}, [&] {
+    kernels::fill(dst.raw_data(), dst.dtype(), value, dst.numel(), stream());
+  });
+}
+
+void CudaBackend::copy_to_host(void* host_dst, const void* dev_src, size_t nbytes) {
+  if (nbytes == 0) return;
+  cuda_guarded("copy_to_host", {}, [&] {
+    MOKD_CUDA_CHECK(cudaMemcpyAsync(host_dst, dev_src, nbytes, cudaMemcpyDeviceToHost, stream()));
+    // The host reads the bytes next: wait for them (and surface any earlier asynchronous error).
+    MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  });
+}
+
+void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nbytes) {
+  if (nbytes == 0) return;
+  cuda_guarded("copy_from_host", {}, [&] {
+    MOKD_CUDA_CHECK(cudaMemcpyAsync(dev_dst, host_src, nbytes, cudaMemcpyHostToDevice, stream()));
+    // The host buffer may be freed as soon as we return.
+    MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  });
+}
+
+// ---- random ----
+
+void CudaBackend::fill_uniform(Tensor& dst, float lo, float hi, RngKey key) {
+  cuda_expect_f32(dst, "fill_uniform", "dst");
+  cuda_guarded("fill_uniform", {&dst},
+               [&] { kernels::fill_uniform(mf(dst), dst.numel(), lo, hi, key, stream()); });
+}
+
+void CudaBackend::fill_normal(Tensor& dst, float mean, float std, RngKey key) {
+  cuda_expect_f32(dst, "fill_normal", "dst");
+  cuda_guarded("fill_normal", {&dst},
+               [&] { kernels::fill_normal(mf(dst), dst.numel(), mean, std, key, stream()); });
+}
+
+void CudaBackend::bernoulli_scaled(Tensor& dst, float keep_prob, RngKey key) {
+  cuda_expect_f32(dst, "bernoulli_scaled", "dst");
+  cuda_guarded("bernoulli_scaled", {&dst},
+               [&] { kernels::bernoulli_scaled(mf(dst), dst.numel(), keep_prob, key, stream()); });
+}
+
+// ---- elementwise ----
+
+void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) {
+  cuda_expect_f32(x, unary_name(op), "x");
+  cuda_expect_f32(out, unary_name(op), "out");
+  MOKD_CHECK(x.numel() == out.numel(), unary_name(op), ": out ", out.str(), " does not match x ",
+             x.str());
+  cuda_guarded(unary_name(op), {&x, &out},
+               [&] { kernels::unary(op, cf(x), mf(out), x.numel(), alpha, stream()); });
+}
+
+void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
+                                 float alpha) {
+  cuda_expect_f32(x, unary_name(op), "x");
+  cuda_expect_f32(gout, unary_name(op), "grad_out");
+  cuda_expect_f32(gin, unary_name(op), "grad_in");
+  MOKD_CHECK(x.numel() == gout.numel() && x.numel() == gin.numel(), unary_name(op),
+             ": gradients ", gout.str(), ", ", gin.str(), " do not match x ", x.str());
+  cuda_guarded(unary_name(op), {&x, &gout, &gin}, [&] {
+    kernels::unary_backward(op, cf(x), cf(gout), mf(gin), x.numel(), alpha, stream());
+  });
+}
+
+void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  MOKD_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.device().is_cuda() &&
+                 b.device().is_cuda(),
+             "binary: operands must be f32 on cuda, got ", a.str(), " and ", b.str());
+  cuda_expect_f32(out, "binary", "out");
+  MOKD_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "binary: operands ", a.str(),
+             " and ", b.str(), " must be expanded to the output ", out.str());
+  cuda_guarded("binary", {&a, &b, &out}, [&] {
+    bool contiguous = a.is_contiguous() && b.is_contiguous();
+    kernels::StridedDesc d;
+    if (!contiguous) d = strided_desc("binary", out.shape(), a.strides(), b.strides());
+    kernels::binary(op, cf(a), cf(b), mf(out), d, out.numel(), contiguous, stream());
+  });
+}
+
+// ---- reductions ----
+
+void CudaBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
+  cuda_expect_f32(x, "reduce_sum", "x");
+  cuda_expect_f32(out, "reduce_sum", "out");
+  MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ", x.str());
+  for (int64_t k = 0; k < x.dim(); ++k)
+    MOKD_CHECK(out.shape()[k] == x.shape()[k] || out.shape()[k] == 1, "reduce_sum: out ", out.str(),
+               " does not match x ", x.str());
+  cuda_guarded("reduce_sum", {&x, &out}, [&] {
+    const int64_t n = x.numel(), on = out.numel();
+    if (on == 0) return;
+    if (n == 0) {  // sums over nothing
+      kernels::fill(out.raw_data(), DType::F32, 0.0, on, stream());
+      return;
+    }
+    if (on == 1) {
+      Tensor part = scratch(kernels::kReducePartials);
+      kernels::reduce_all(cf(x), n, mf(out), scale, false, static_cast<double*>(part.raw_data()),
+                          stream());
+      return;
+    }
+    if (on == n) {  // nothing reduced (only size-1 dims)
+      kernels::unary(UnaryOp::Scale, cf(x), mf(out), n, scale, stream());
+      return;
+    }
+    // Classify: non-trivial dims (size > 1) are kept or reduced. All reduced after all kept:
+    // row sums; all reduced before all kept: column sums; anything else: the generic kernel.
+    const Shape& xs = x.shape();
+    const Shape& os = out.shape();
+    bool seen_kept = false, seen_red = false, red_after_kept = false, kept_after_red = false;
+    for (int64_t k = 0; k < x.dim(); ++k) {
+      if (xs[k] == 1) continue;
+      bool kept = os[k] == xs[k];
+      if (kept) {
+        if (seen_red) kept_after_red = true;
+        seen_kept = true;
+      } else {
+        if (seen_kept) red_after_kept = true;
+        seen_red = true;
+      }
+    }
+    if (!kept_after_red) {
+      kernels::reduce_rows(cf(x), on, n / on, mf(out), scale, stream());
+    } else if (!red_after_kept) {
+      Tensor part = scratch(kernels::col_partials_size(n / on, on));
+      kernels::reduce_cols(cf(x), n / on, on, mf(out), scale,
+                           static_cast<double*>(part.raw_data()), stream());
+    } else {
+      kernels::StridedDesc d = strided_desc("reduce_sum", xs, x.strides(), x.strides());
+      kernels::reduce_generic(cf(x), mf(out), on, d, os.data(), scale, stream());
+    }
+  });
+}
+
+void CudaBackend::argmax_lastdim(const Tensor& x, Tensor& out) {
+  cuda_expect_f32(x, "argmax", "x");
+  MOKD_CHECK(x.dim() >= 1 && x.size(-1) > 0, "argmax: needs a non-empty last dim, got ", x.str());
+  MOKD_CHECK(out.dtype() == DType::I64 && out.numel() == x.numel() / x.size(-1), "argmax: out ",
+             out.str(), " must be i64 with one element per row of ", x.str());
+  cuda_expect_on_gpu(out, "argmax", "out");
+  cuda_guarded("argmax", {&x, &out}, [&] {
+    int64_t c = x.size(-1);
+    kernels::argmax_lastdim(cf(x), x.numel() / c, c, static_cast<int64_t*>(out.raw_data()),
+                            stream());
+  });
+}
+
+void CudaBackend::sum_squares_accumulate(const Tensor& x, Tensor& out) {
+  cuda_expect_f32(x, "sum_squares", "x");
+  cuda_expect_f32(out, "sum_squares", "out");
+  MOKD_CHECK(out.numel() == 1, "sum_squares: out must have one element, got ", out.str());
+  if (x.numel() == 0) return;
+  cuda_guarded("sum_squares", {&x, &out}, [&] {
+    Tensor part = scratch(kernels::kReducePartials);
+    kernels::reduce_all(cf(x), x.numel(), mf(out), 1.f, true,
+                        static_cast<double*>(part.raw_data()), stream());
+  });
+}
+
+// ---- softmax family ----
+
+void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
+  const char* k = log ? "log_softmax" : "softmax";
+  cuda_expect_f32(x, k, "x");
+  cuda_expect_f32(y, k, "y");
+  MOKD_CHECK(x.shape() == y.shape(), k, ": y ", y.str(), " must match x ", x.str());
+  cuda_guarded(k, {&x, &y}, [&] {
+    int64_t c = x.dim() ? x.size(-1) : 1;
+    kernels::softmax(cf(x), mf(y), row_count(x), c, log, stream());
+  });
+}
+
+void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
+  const char* k = log ? "log_softmax_backward" : "softmax_backward";
+  cuda_expect_f32(y, k, "y");
+  cuda_expect_f32(gy, k, "grad_y");
+  cuda_expect_f32(gx, k, "grad_x");
+  MOKD_CHECK(y.shape() == gy.shape() && y.shape() == gx.shape(), k, ": shapes of y ", y.str(),
+             ", grad_y ", gy.str(), " and grad_x ", gx.str(), " differ");
+  cuda_guarded(k, {&y, &gy, &gx}, [&] {
+    int64_t c = y.dim() ? y.size(-1) : 1;
+    kernels::softmax_backward(cf(y), cf(gy), mf(gx), row_count(y), c, log, stream());
+  });
+}
+
+void CudaBackend::logsumexp(const Tensor& x, Tensor& out) {
+  cuda_expect_f32(x, "logsumexp", "x");
+  cuda_expect_f32(out, "logsumexp", "out");
+  MOKD_CHECK(x.dim() >= 1, "logsumexp: x must have rank >= 1, got ", x.str());
+  int64_t c = x.size(-1), rows = out.numel();
+  MOKD_CHECK(rows * c == x.numel(), "logsumexp: out ", out.str(),
+             " must have one element per row of ", x.str());
+  cuda_guarded("logsumexp", {&x, &out},
+               [&] { kernels::logsumexp(cf(x), mf(out), rows, c, stream()); });
+}
+
+// ---- layer norm ----
+
+namespace {
+void ln_param(const Tensor* p, int64_t d, const char* k, const char* arg) {
+  if (!p) return;
+  cuda_expect_f32(*p, k, arg);
+  MOKD_CHECK(p->numel() == d, k, ": ", arg, " ", p->str(), " must have ", d,
+             " elements (the last dim)");
+}
+void ln_stats(const Tensor& t, int64_t rows, const char* k, const char* arg) {
+  cuda_expect_f32(t, k, arg);
+  MOKD_CHECK(t.numel() == rows, k, ": ", arg, " ", t.str(), " must have ", rows,
+             " elements (one per row)");
+}
+}  // namespace
+
+void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
+                             Tensor& mean, Tensor& rstd) {
+  cuda_expect_f32(x, "layer_norm", "x");
+  cuda_expect_f32(y, "layer_norm", "y");
+  MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
+             x.str());
+  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  ln_stats(mean, rows, "layer_norm", "mean");
+  ln_stats(rstd, rows, "layer_norm", "rstd");
+  ln_param(w, d, "layer_norm", "weight");
+  ln_param(b, d, "layer_norm", "bias");
+  cuda_guarded("layer_norm", {&x, w, b, &y}, [&] {
+    kernels::layer_norm(cf(x), cf_opt(w), cf_opt(b), eps, mf(y), mf(mean), mf(rstd), rows, d,
+                        stream());
+  });
+}
+
+void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w,
+                                      const Tensor& mean, const Tensor& rstd, Tensor& gx,
+                                      Tensor* gw, Tensor* gb) {
+  const char* k = "layer_norm_backward";
+  cuda_expect_f32(gy, k, "grad_y");
+  cuda_expect_f32(x, k, "x");
+  cuda_expect_f32(gx, k, "grad_x");
+  MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
+             gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
+  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  ln_stats(mean, rows, k, "mean");
+  ln_stats(rstd, rows, k, "rstd");
+  ln_param(w, d, k, "weight");
+  ln_param(gw, d, k, "grad_weight");
+  ln_param(gb, d, k, "grad_bias");
+  cuda_guarded(k, {&gy, &x, w, &gx}, [&] {
+    Tensor part = scratch((gw || gb) ? kernels::layer_norm_partials_size(rows, d) : 1);
+    kernels::layer_norm_backward(cf(gy), cf(x), cf_opt(w), cf(mean), cf(rstd), mf(gx), mf_opt(gw),
+                                 mf_opt(gb), rows, d, static_cast<double*>(part.raw_data()),
+                                 stream());
+  });
+}
+
+// ---- batch norm ----
+
+namespace {
+void bn_dims(const char* kernel, const Tensor& x, std::initializer_list<const Tensor*> per_channel,
+             int64_t& rows, int64_t& C) {
+  MOKD_CHECK(x.dim() >= 1, kernel, ": x must have rank >= 1, got ", x.str());
+  C = x.size(-1);
+  rows = C ? x.numel() / C : 0;
+  for (const Tensor* t : per_channel) {
+    cuda_expect_f32(*t, kernel, "per-channel tensor");
+    MOKD_CHECK(t->numel() == C, kernel, ": per-channel tensor ", t->str(), " must have ", C,
+               " elements for x ", x.str());
+  }
+}
+}  // namespace
+
+void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b,
+                                   Tensor& running_mean, Tensor& running_var, float momentum,
+                                   float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  cuda_expect_f32(x, "batch_norm_train", "x");
+  cuda_expect_f32(y, "batch_norm_train", "y");
+  MOKD_CHECK(x.shape() == y.shape(), "batch_norm_train: y ", y.str(), " must match x ", x.str());
+  int64_t rows, C;
+  bn_dims("batch_norm_train", x, {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd},
+          rows, C);
+  MOKD_CHECK(rows > 1, "batch_norm_train: needs more than one value per channel, got x ", x.str());
+  cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
+    Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
+    kernels::batch_norm_train(cf(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum,
+                              eps, mf(y), mf(save_mean), mf(save_invstd), rows, C,
+                              static_cast<double*>(s.raw_data()), stream());
+  });
+}
+
+void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor& b,
+                                  const Tensor& running_mean, const Tensor& running_var, float eps,
+                                  Tensor& y) {
+  cuda_expect_f32(x, "batch_norm_eval", "x");
+  cuda_expect_f32(y, "batch_norm_eval", "y");
+  MOKD_CHECK(x.shape() == y.shape(), "batch_norm_eval: y ", y.str(), " must match x ", x.str());
+  int64_t rows, C;
+  bn_dims("batch_norm_eval", x, {&w, &b, &running_mean, &running_var}, rows, C);
+  cuda_guarded("batch_norm_eval", {&x, &w, &y}, [&] {
+    Tensor s = scratch(C + 1);
+    kernels::batch_norm_eval(cf(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps, mf(y),
+                             rows, C, static_cast<double*>(s.raw_data()), stream());
+  });
+}
+
+void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
+                                      const Tensor& mean, const Tensor& invstd, bool training,
+                                      Tensor& gx, Tensor& gw, Tensor& gb) {
+  cuda_expect_f32(gy, "batch_norm_backward", "gy");
+  cuda_expect_f32(x, "batch_norm_backward", "x");
+  cuda_expect_f32(gx, "batch_norm_backward", "gx");
+  int64_t rows, C;
+  bn_dims("batch_norm_backward", x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
+  MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), "batch_norm_backward: gy ",
+             gy.str(), " and gx ", gx.str(), " must match x ", x.str());
+  cuda_guarded("batch_norm_backward", {&gy, &x, &w, &gx}, [&] {
+    Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
+    kernels::batch_norm_backward(cf(gy), cf(x), cf(w), cf(mean), cf(invstd), training, mf(gx),
+                                 mf(gw), mf(gb), rows, C, static_cast<double*>(s.raw_data()),
+                                 stream());
+  });
+}
+
+// ---- pooling ----
+
+namespace {
+kernels::PoolDims pool_geom(const char* kernel, const Shape& xs, const Shape& ys,
+                            const Pool2dParams& p) {
+  MOKD_CHECK(xs.size() == 4 && ys.size() == 4, kernel, ": x and y must have rank 4, got ",
+             shape_str(xs), " and ", shape_str(ys));
+  MOKD_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
+                 p.pad_h >= 0 && p.pad_w >= 0,
+             kernel, ": bad kernel/stride/padding");
+  kernels::PoolDims g{xs[0], xs[1], xs[2], xs[3], 0, 0, p.kernel_h, p.kernel_w, p.stride_h,
+                      p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
+  g.Ho = (g.H + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
+  g.Wo = (g.W + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
+  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.C, kernel, ": y ",
+             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.C, "] for x ",
+             shape_str(xs));
+  return g;
+}
+}  // namespace
+
+void CudaBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  cuda_expect_f32(x, "max_pool2d", "x");
+  cuda_expect_f32(y, "max_pool2d", "y");
+  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cuda() && argmax.is_contiguous() &&
+                 argmax.shape() == y.shape(),
+             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
+  kernels::PoolDims g = pool_geom("max_pool2d", x.shape(), y.shape(), p);
+  cuda_guarded("max_pool2d", {&x, &y}, [&] {
+    kernels::max_pool2d(cf(x), mf(y), static_cast<int64_t*>(argmax.raw_data()), g, stream());
+  });
+}
+
+void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) {
+  cuda_expect_f32(gy, "max_pool2d_backward", "gy");
+  cuda_expect_f32(gx, "max_pool2d_backward", "gx");
+  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cuda() && argmax.is_contiguous() &&
+                 argmax.shape() == gy.shape(),
+             "max_pool2d_backward: argmax ", argmax.str(), " must be contiguous i64 shaped like gy ",
+             gy.str());
+  MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
+             "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
+  cuda_guarded("max_pool2d_backward", {&gy, &gx}, [&] {
+    // Indices outside gx are skipped here (the CPU reference throws for them).
+    kernels::max_pool2d_backward(cf(gy), static_cast<const int64_t*>(argmax.raw_data()), mf(gx),
+                                 gy.numel(), gx.numel(), stream());
+  });
+}
+
+void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  cuda_expect_f32(x, "avg_pool2d", "x");
+  cuda_expect_f32(y, "avg_pool2d", "y");
+  kernels::PoolDims g = pool_geom("avg_pool2d", x.shape(), y.shape(), p);
+  cuda_guarded("avg_pool2d", {&x, &y}, [&] { kernels::avg_pool2d(cf(x), mf(y), g, stream()); });
+}
+
+void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
+  cuda_expect_f32(gy, "avg_pool2d_backward", "gy");
+  cuda_expect_f32(gx, "avg_pool2d_backward", "gx");
+  kernels::PoolDims g = pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
+  cuda_guarded("avg_pool2d_backward", {&gy, &gx},
+               [&] { kernels::avg_pool2d_backward(cf(gy), mf(gx), g, stream()); });
+}
+
+// ---- attention ----
+
+namespace {
+struct AttnDims {
+  int64_t bh, nq, nk, d, dv;
+};
+
+AttnDims attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& out, const Tensor& lse) {
+  cuda_expect_f32(q, kernel, "q");
+  cuda_expect_f32(k, kernel, "k");
+  cuda_expect_f32(v, kernel, "v");
+  cuda_expect_f32(out, kernel, "out");
+  cuda_expect_f32(lse, kernel, "lse");
+  MOKD_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kernel,
+             ": q, k, v must be [B, H, N, D], got q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  bool ok = k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+            v.size(1) == q.size(1) && k.size(3) == q.size(3) && v.size(2) == k.size(2);
+  MOKD_CHECK(ok, kernel, ": shapes do not match: q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  AttnDims a{q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  MOKD_CHECK(out.shape() == (Shape{q.size(0), q.size(1), a.nq, a.dv}), kernel, ": out ", out.str(),
+             " does not match q ", q.str(), " and v ", v.str());
+  MOKD_CHECK(lse.shape() == (Shape{q.size(0), q.size(1), a.nq}), kernel, ": lse ", lse.str(),
+             " must be [B, H, N] for q ", q.str());
+  MOKD_CHECK(a.d <= kernels::kAttnMaxDim && a.dv <= kernels::kAttnMaxDim, kernel,
+             ": the CUDA kernel supports head dims up to ", kernels::kAttnMaxDim, ", got q ",
+             q.str(), " and v ", v.str());
+  MOKD_CHECK(a.bh < (int64_t(1) << 31) && (std::max(a.nq, a.nk) + 3) / 4 <= 65535, kernel,
+             ": too many rows for the CUDA kernel's grid: q ", q.str(), ", k ", k.str());
+  return a;
+}
+}  // namespace
+
+void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                            Tensor& out, Tensor& lse) {
+  const AttnDims a = attn_dims("attention", q, k, v, out, lse);
+  cuda_guarded("attention", {&q, &k, &v}, [&] {
+    if (a.nk == 0) {  // softmax over nothing: no output, lse = log(0)
+      kernels::fill(out.raw_data(), DType::F32, 0.0, out.numel(), stream());
+      kernels::fill(lse.raw_data(), DType::F32, -std::numeric_limits<double>::infinity(),
+                    lse.numel(), stream());
+      return;
+    }
+    kernels::attention(cf(q), cf(k), cf(v), scale, mf(out), mf(lse), a.bh, a.nq, a.nk, a.d, a.dv,
+                       stream());
+  });
+}
+
+void CudaBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& out, const Tensor& lse, const Tensor& gout,
+                                     float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
+  const AttnDims a = attn_dims("attention_backward", q, k, v, out, lse);
+  cuda_expect_f32(gout, "attention_backward", "gout");
+  cuda_expect_f32(gq, "attention_backward", "gq");
+  cuda_expect_f32(gk, "attention_backward", "gk");
+  cuda_expect_f32(gv, "attention_backward", "gv");
+  MOKD_CHECK(gout.shape() == out.shape() && gq.shape() == q.shape() && gk.shape() == k.shape() &&
+                 gv.shape() == v.shape(),
+             "attention_backward: gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ",
+             gk.str(), ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(),
+             ", k ", k.str(), ", v ", v.str());
+  cuda_guarded("attention_backward", {&q, &k, &v, &gout}, [&] {
+    if (a.nk == 0) {
+      kernels::fill(gq.raw_data(), DType::F32, 0.0, gq.numel(), stream());
+      return;
+    }
+    Tensor delta = scratch((a.bh * a.nq + 1) / 2 + 1);  // bh * nq floats
+    kernels::attention_backward(cf(q), cf(k), cf(v), cf(out), cf(lse), cf(gout), scale, mf(gq),
+                                mf(gk), mf(gv), static_cast<float*>(delta.raw_data()), a.bh, a.nq,
+                                a.nk, a.d, a.dv, stream());
+  });
+}
+
+// ---- losses helpers ----
+
+void CudaBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off) {
+  MOKD_CHECK(labels.dtype() == DType::I64 && labels.device().is_cuda() && labels.dim() == 1,
+             "one_hot: labels must be i64 [B] on cuda, got ", labels.str());
+  cuda_expect_f32(out, "one_hot", "out");
+  MOKD_CHECK(out.dim() == 2 && out.size(0) == labels.size(0), "one_hot: out ", out.str(),
+             " must be [B, C] for labels ", labels.str());
+  const int64_t B = out.size(0), C = out.size(1);
+  if (B == 0) return;
+  Tensor lc = labels.contiguous();
+  int64_t bad = B;
+  cuda_guarded("one_hot", {&labels, &out}, [&] {
+    Tensor flag = Tensor::empty({1}, DType::I64, device());
+    kernels::fill(flag.raw_data(), DType::I64, static_cast<double>(B), 1, stream());
+    kernels::one_hot(static_cast<const int64_t*>(lc.raw_data()), B, C, on, off, mf(out),
+                     static_cast<int64_t*>(flag.raw_data()), stream());
+    // One small synchronous read per call: a bad label must throw here, as on the CPU.
+    copy_to_host(&bad, flag.raw_data(), sizeof(bad));
+  });
+  if (bad < B) {
+    int64_t label = 0;
+    copy_to_host(&label, static_cast<const int64_t*>(lc.raw_data()) + bad, sizeof(label));
+    MOKD_FAIL("one_hot: label ", label, " at index ", bad, " is outside [0, ", C, ")");
+  }
+}
+
+// ---- optimizers ----
+
+void CudaBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
+  const char* k = "adam_update";
+  cuda_expect_f32(p, k, "param");
+  cuda_expect_f32(g, k, "grad");
+  cuda_expect_f32(m, k, "exp_avg");
+  cuda_expect_f32(v, k, "exp_avg_sq");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&g, &m, &v})
+    MOKD_CHECK(t->numel() == p.numel(), k, ": ", t->str(), " does not match param ", p.str());
+  MOKD_CHECK(h.step >= 1, k, ": step must be >= 1 (1-based, after increment), got ", h.step);
+  cuda_guarded(k, {&p, &g}, [&] {
+    kernels::adam_update(mf(p), cf(g), mf(m), mf(v), p.numel(), h, stream());
+  });
+}
+
+void CudaBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
+  const char* k = "sgd_update";
+  cuda_expect_f32(p, k, "param");
+  cuda_expect_f32(g, k, "grad");
+  MOKD_CHECK(g.numel() == p.numel(), k, ": grad ", g.str(), " does not match param ", p.str());
+  const bool use_momentum = h.momentum != 0.f;
+  if (use_momentum) {
+    cuda_expect_f32(buf, k, "momentum_buffer");
+    MOKD_CHECK(buf.numel() == p.numel(), k, ": momentum_buffer ", buf.str(),
+               " does not match param ", p.str());
+  }
+  cuda_guarded(k, {&p, &g}, [&] {
+    kernels::sgd_update(mf(p), cf(g), use_momentum ? mf(buf) : nullptr, p.numel(), h, stream());
+  });
+}
+
+}  // namespace mokd

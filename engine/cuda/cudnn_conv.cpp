@@ -1,0 +1,265 @@
+// CUDA conv2d through cuDNN, NHWC activations and OHWI ([O, kh, kw, I/groups]) weights: forward,
+// backward data and backward weight. Algorithms come from cudnnGet*_v7 heuristics, cached per
+// shape/params key. FFT and Winograd algorithms are skipped (their f32 error is far above the
+// 1e-5 parity budget), and without TF32 mode only FMA-math algorithms are taken.
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/cuda_backend.h"
+#include "kernels/launch.cuh"
+
+namespace mokd {
+
+namespace {
+
+struct Geom {
+  int64_t N, H, W, C, O, kh, kw, Cg, Ho, Wo;
+  int sh, sw, ph, pw, G;
+};
+
+Geom make_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
+               const Conv2dParams& p) {
+  MOKD_CHECK(xs.size() == 4 && ws.size() == 4 && ys.size() == 4, kernel,
+             ": x, w, y must have rank 4, got ", shape_str(xs), ", ", shape_str(ws), ", ",
+             shape_str(ys));
+  Geom g{};
+  g.N = xs[0], g.H = xs[1], g.W = xs[2], g.C = xs[3];
+  g.O = ws[0], g.kh = ws[1], g.kw = ws[2], g.Cg = ws[3];
+  g.G = p.groups;
+  g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
+  MOKD_CHECK(g.G >= 1 && g.Cg * g.G == g.C && g.O % g.G == 0 && g.sh >= 1 && g.sw >= 1, kernel,
+             ": x ", shape_str(xs), " and w ", shape_str(ws), " do not fit groups ", g.G,
+             " and strides ", g.sh, "x", g.sw);
+  g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
+  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.O, kernel, ": y ",
+             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.O, "] for x ",
+             shape_str(xs), " and w ", shape_str(ws));
+  const int64_t lim = INT32_MAX;
+  MOKD_CHECK(g.N <= lim && g.H <= lim && g.W <= lim && g.C <= lim && g.O <= lim, kernel,
+             ": sizes exceed cuDNN's int range: x ", shape_str(xs));
+  return g;
+}
+
+// cuDNN descriptors for one convolution, destroyed with the object.
+struct Descs {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  Descs(const Geom& g, cudnnMathType_t math) {
+    MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+    MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+    MOKD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+    MOKD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(g.N),
+                                                int(g.C), int(g.H), int(g.W)));
+    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(g.N),
+                                                int(g.O), int(g.Ho), int(g.Wo)));
+    // NHWC filter format = [O, kh, kw, C/groups] in memory: our OHWI layout.
+    MOKD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, int(g.O),
+                                                int(g.Cg), int(g.kh), int(g.kw)));
+    MOKD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, g.ph, g.pw, g.sh, g.sw, 1, 1,
+                                                     CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    MOKD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, g.G));
+    MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
+  }
+  ~Descs() {
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (x) cudnnDestroyTensorDescriptor(x);
+  }
+  Descs(const Descs&) = delete;
+  Descs& operator=(const Descs&) = delete;
+};
+
+struct Choice {
+  int algo;
+  cudnnMathType_t math;
+  size_t workspace;
+};
+
+std::mutex g_mu;
+std::unordered_map<std::string, Choice> g_cache;
+
+std::string key_of(const char* kind, const Geom& g, bool tf32) {
+  return detail::concat(kind, ':', g.N, ',', g.H, ',', g.W, ',', g.C, ',', g.O, ',', g.kh, ',',
+                        g.kw, ',', g.Cg, ',', g.sh, ',', g.sw, ',', g.ph, ',', g.pw, ',', g.G, ',',
+                        tf32);
+}
+
+// Picks the first heuristic result that succeeded, is not FFT/Winograd, and (without TF32) uses
+// FMA math; falls back to the first successful one.
+template <class Perf, class Skip>
+Choice pick(const Perf* perf, int n, bool tf32, Skip skip, const char* kind) {
+  const Perf* fallback = nullptr;
+  for (int i = 0; i < n; ++i) {
+    const Perf& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS) continue;
+    if (!fallback) fallback = &p;
+    if (skip(p.algo)) continue;
+    if (!tf32 && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) continue;
+    return {static_cast<int>(p.algo), tf32 ? p.mathType : CUDNN_FMA_MATH, p.memory};
+  }
+  if (!fallback) throw CudaError(detail::concat("cuDNN has no ", kind, " algorithm for this shape"));
+  return {static_cast<int>(fallback->algo), tf32 ? fallback->mathType : CUDNN_FMA_MATH,
+          fallback->memory};
+}
+
+cudnnMathType_t math_mode(bool tf32) { return tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
+
+bool cached(const std::string& key, Choice& c) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_cache.find(key);
+  if (it == g_cache.end()) return false;
+  c = it->second;
+  return true;
+}
+
+void store(const std::string& key, const Choice& c) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_cache[key] = c;
+}
+
+}  // namespace
+
+void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
+                         const Conv2dParams& p, Tensor& y) {
+  cuda_expect_f32(x, "conv2d", "x");
+  cuda_expect_f32(w, "conv2d", "w");
+  cuda_expect_f32(y, "conv2d", "y");
+  Geom g = make_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
+  if (bias) {
+    cuda_expect_f32(*bias, "conv2d", "bias");
+    MOKD_CHECK(bias->numel() == g.O, "conv2d: bias ", bias->str(), " must have ", g.O, " elements");
+  }
+  if (y.numel() == 0) return;
+  cuda_guarded("conv2d", {&x, &w, bias, &y}, [&] {
+    if (x.numel() == 0 || w.numel() == 0) {  // empty reduction: y = bias (or 0)
+      fill(y, 0.0);
+    } else {
+      const bool tf32 = cuda_tf32();
+      Descs d(g, math_mode(tf32));
+      std::string key = key_of("fwd", g, tf32);
+      Choice ch;
+      if (!cached(key, ch)) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int n = 0;
+        MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+            cudnn_handle(), d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+        ch = pick(perf, n, tf32, [](cudnnConvolutionFwdAlgo_t a) {
+          return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+                 a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+                 a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+        }, "forward");
+        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
+        MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+            cudnn_handle(), d.x, d.w, d.conv, d.y, static_cast<cudnnConvolutionFwdAlgo_t>(ch.algo),
+            &ch.workspace));
+        store(key, ch);
+      }
+      MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
+      Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
+      const float one = 1.f, zero = 0.f;
+      MOKD_CUDNN_CHECK(cudnnConvolutionForward(
+          cudnn_handle(), &one, d.x, x.raw_data(), d.w, w.raw_data(), d.conv,
+          static_cast<cudnnConvolutionFwdAlgo_t>(ch.algo), ws.raw_data(), ch.workspace, &zero, d.y,
+          y.raw_data()));
+    }
+    if (bias)
+      kernels::add_bias_lastdim(static_cast<float*>(y.raw_data()),
+                                static_cast<const float*>(bias->raw_data()), y.numel() / g.O, g.O,
+                                stream());
+  });
+}
+
+void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
+                                       Tensor& gx) {
+  cuda_expect_f32(gy, "conv2d_backward_data", "gy");
+  cuda_expect_f32(w, "conv2d_backward_data", "w");
+  cuda_expect_f32(gx, "conv2d_backward_data", "gx");
+  Geom g = make_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
+  if (gx.numel() == 0) return;
+  cuda_guarded("conv2d_backward_data", {&gy, &w, &gx}, [&] {
+    if (gy.numel() == 0 || w.numel() == 0) {
+      fill(gx, 0.0);
+      return;
+    }
+    const bool tf32 = cuda_tf32();
+    Descs d(g, math_mode(tf32));
+    std::string key = key_of("bwd_data", g, tf32);
+    Choice ch;
+    if (!cached(key, ch)) {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+      int n = 0;
+      MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+          cudnn_handle(), d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
+      ch = pick(perf, n, tf32, [](cudnnConvolutionBwdDataAlgo_t a) {
+        return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+               a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+               a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+               a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+      }, "backward-data");
+      MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
+      MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+          cudnn_handle(), d.w, d.y, d.conv, d.x,
+          static_cast<cudnnConvolutionBwdDataAlgo_t>(ch.algo), &ch.workspace));
+      store(key, ch);
+    }
+    MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
+    Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
+    const float one = 1.f, zero = 0.f;
+    MOKD_CUDNN_CHECK(cudnnConvolutionBackwardData(
+        cudnn_handle(), &one, d.w, w.raw_data(), d.y, gy.raw_data(), d.conv,
+        static_cast<cudnnConvolutionBwdDataAlgo_t>(ch.algo), ws.raw_data(), ch.workspace, &zero,
+        d.x, gx.raw_data()));
+  });
+}
+
+void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
+                                         Tensor& gw) {
+  cuda_expect_f32(gy, "conv2d_backward_weight", "gy");
+  cuda_expect_f32(x, "conv2d_backward_weight", "x");
+  cuda_expect_f32(gw, "conv2d_backward_weight", "gw");
+  Geom g = make_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
+  if (gw.numel() == 0) return;
+  cuda_guarded("conv2d_backward_weight", {&gy, &x, &gw}, [&] {
+    if (gy.numel() == 0 || x.numel() == 0) {
+      fill(gw, 0.0);
+      return;
+    }
+    const bool tf32 = cuda_tf32();
+    Descs d(g, math_mode(tf32));
+    std::string key = key_of("bwd_filter", g, tf32);
+    Choice ch;
+    if (!cached(key, ch)) {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+      int n = 0;
+      MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+          cudnn_handle(), d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n,
+          perf));
+      ch = pick(perf, n, tf32, [](cudnnConvolutionBwdFilterAlgo_t a) {
+        return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+               a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+               a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+      }, "backward-filter");
+      MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
+      MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+          cudnn_handle(), d.x, d.y, d.conv, d.w,
+          static_cast<cudnnConvolutionBwdFilterAlgo_t>(ch.algo), &ch.workspace));
+      store(key, ch);
+    }
+    MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
+    Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
+    const float one = 1.f, zero = 0.f;
+    MOKD_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+        cudnn_handle(), &one, d.x, x.raw_data(), d.y, gy.raw_data(), d.conv,
+        static_cast<cudnnConvolutionBwdFilterAlgo_t>(ch.algo), ws.raw_data(), ch.workspace, &zero,
+        d.w, gw.raw_data()));
+  });
+}
+
+}  // namespace mokd

@@ -1,0 +1,204 @@
+// CUDA GEMM through cuBLASLt: batched, strided, transposable; f32 (optionally TF32) or bf16
+// operands with f32 accumulation. Row-major C = op(A) op(B) is computed as the column-major
+// C^T = op(B)^T op(A)^T, so B is cuBLASLt's first operand. Heuristic results are cached per shape,
+// dtype, transpose and alignment key; the workspace is one 32 MiB block of the caching allocator.
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/cuda_backend.h"
+
+namespace mokd {
+
+namespace {
+
+struct Dims {
+  int64_t batch, rows, cols;
+};
+
+Dims gemm_dims(const Tensor& t) {
+  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
+  return {t.size(0), t.size(1), t.size(2)};
+}
+
+cudaDataType_t cuda_type(DType t) { return t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+// Largest power of two (<= 256) dividing the address: cuBLASLt's heuristics assume 256-byte
+// aligned operands unless told otherwise, and views may start anywhere.
+uint32_t alignment(const void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && (a % al) != 0) al >>= 1;
+  return al;
+}
+
+struct LayoutGuard {
+  cublasLtMatrixLayout_t l = nullptr;
+  ~LayoutGuard() {
+    if (l) cublasLtMatrixLayoutDestroy(l);
+  }
+};
+
+void make_layout(LayoutGuard& g, cudaDataType_t t, int64_t rows, int64_t cols, int64_t ld,
+                 int32_t batch, int64_t stride) {
+  MOKD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g.l, t, static_cast<uint64_t>(rows),
+                                               static_cast<uint64_t>(cols), ld));
+  if (batch > 1) {
+    MOKD_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(g.l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                       &batch, sizeof(batch)));
+    MOKD_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+        g.l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+}
+
+std::mutex g_cache_mu;
+std::unordered_map<std::string, cublasLtMatmulHeuristicResult_t> g_algo_cache;
+
+// One cuBLASLt call: row-major c [batch, M, N] = alpha op(a) op(b) + beta c, all operands batched
+// with the given element strides (never 0 here).
+void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType ta_t, DType tc_t,
+               int64_t batch, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+               int64_t sa, int64_t sb, int64_t sc, float alpha, float beta) {
+  const bool tf32 = ta_t == DType::F32 && cuda_tf32();
+  const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t at = cuda_type(ta_t), ct = cuda_type(tc_t);
+  const int32_t nb = static_cast<int32_t>(batch);
+
+  cublasLtMatmulDesc_t op = nullptr;
+  MOKD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, compute, CUDA_R_32F));
+  struct OpGuard {
+    cublasLtMatmulDesc_t d;
+    ~OpGuard() { cublasLtMatmulDescDestroy(d); }
+  } op_guard{op};
+  // First operand: b (column-major N x K after op); second: a (K x M after op).
+  cublasOperation_t t1 = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t t2 = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t1, sizeof(t1)));
+  MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &t2, sizeof(t2)));
+
+  LayoutGuard l1, l2, lc;
+  // b stored row-major [K, N] = column-major N x K (ld N); trans: [N, K] = column-major K x N.
+  if (!trans_b) make_layout(l1, at, N, K, N, nb, sb);
+  else make_layout(l1, at, K, N, K, nb, sb);
+  // a stored row-major [M, K] = column-major K x M (ld K); trans: [K, M] = column-major M x K.
+  if (!trans_a) make_layout(l2, at, K, M, K, nb, sa);
+  else make_layout(l2, at, M, K, M, nb, sa);
+  make_layout(lc, ct, N, M, N, nb, sc);
+
+  size_t ws_bytes = 0;
+  void* ws = be.lt_workspace(ws_bytes);
+  const uint32_t al1 = alignment(pb), al2 = alignment(pa), alc = alignment(pc);
+
+  std::string key = detail::concat(batch, ',', M, ',', N, ',', K, ',', trans_a, trans_b, ',',
+                                   int(ta_t), int(tc_t), tf32, ',', sa, ',', sb, ',', al1, ',',
+                                   al2, ',', alc, ',', beta != 0.f);
+  cublasLtMatmulHeuristicResult_t res{};
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    auto it = g_algo_cache.find(key);
+    if (it != g_algo_cache.end()) {
+      res = it->second;
+      cached = true;
+    }
+  }
+  if (!cached) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    MOKD_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    struct PrefGuard {
+      cublasLtMatmulPreference_t p;
+      ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+    } pref_guard{pref};
+    uint64_t wsb = ws_bytes;
+    MOKD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al1, sizeof(al1)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al2, sizeof(al2)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alc, sizeof(alc)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alc, sizeof(alc)));
+    int found = 0;
+    MOKD_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(be.lt_handle(), op, l1.l, l2.l, lc.l, lc.l,
+                                                     pref, 1, &res, &found));
+    if (found < 1)
+      throw CudaError(detail::concat("cuBLASLt has no algorithm for batch ", batch, " M ", M, " N ",
+                                     N, " K ", K, " (", dtype_name(ta_t), " -> ",
+                                     dtype_name(tc_t), ")"));
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    g_algo_cache[key] = res;
+  }
+  MOKD_CUBLAS_CHECK(cublasLtMatmul(be.lt_handle(), op, &alpha, pb, l1.l, pa, l2.l, &beta, pc, lc.l,
+                                   pc, lc.l, &res.algo, ws, ws_bytes, be.stream()));
+}
+
+}  // namespace
+
+void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
+                       float alpha, float beta) {
+  for (auto [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair<const Tensor*, const char*>{&c, "c"}}) {
+    cuda_expect_on_gpu(*t, "gemm", name);
+    MOKD_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, "gemm: ", name,
+               " must be f32 or bf16, got ", t->str());
+  }
+  MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::BF16 || c.dtype() == DType::F32),
+             "gemm: a ", a.str(), " and b ", b.str(),
+             " must share a dtype, and c must be f32 unless they are bf16; c is ", c.str());
+  auto ranked = [](const Tensor& t) { return t.dim() == 2 || t.dim() == 3; };
+  MOKD_CHECK(ranked(a) && ranked(b) && ranked(c), "gemm: operands must have rank 2 or 3, got a ",
+             a.str(), ", b ", b.str(), ", c ", c.str());
+  Dims da = gemm_dims(a), db = gemm_dims(b), dc = gemm_dims(c);
+  int64_t M = trans_a ? da.cols : da.rows, K = trans_a ? da.rows : da.cols;
+  int64_t Kb = trans_b ? db.cols : db.rows, N = trans_b ? db.rows : db.cols;
+  const char* ta = trans_a ? "^T" : "";
+  const char* tb = trans_b ? "^T" : "";
+  MOKD_CHECK(K == Kb, "gemm: inner dimensions differ: a", ta, " ", a.str(), " (K=", K, ") and b",
+             tb, " ", b.str(), " (K=", Kb, ")");
+  MOKD_CHECK(dc.rows == M && dc.cols == N, "gemm: c ", c.str(), " must be [.., ", M, ", ", N,
+             "] for a", ta, " ", a.str(), " and b", tb, " ", b.str());
+  MOKD_CHECK((da.batch == db.batch || da.batch == 1 || db.batch == 1) &&
+                 dc.batch == std::max(da.batch, db.batch),
+             "gemm: batch sizes of a ", a.str(), ", b ", b.str(), " and c ", c.str(),
+             " do not match (a and b equal or 1, c their maximum)");
+  const int64_t batch = dc.batch;
+  if (batch == 0 || M == 0 || N == 0) return;
+
+  cuda_guarded("gemm", {&a, &b, &c}, [&] {
+    if (K == 0) {  // empty sum: c = beta c
+      if (beta == 0.f) fill(c, 0.0);
+      else if (beta != 1.f) {
+        MOKD_CHECK(c.dtype() == DType::F32, "gemm: K = 0 with beta != 0 needs f32 c, got ", c.str());
+        unary(UnaryOp::Scale, c, c, beta);
+      }
+      return;
+    }
+    MOKD_CHECK(batch < (int64_t(1) << 31), "gemm: batch ", batch, " too large for cuBLASLt");
+    const size_t ea = dtype_size(a.dtype()), ec = dtype_size(c.dtype());
+    const int64_t sa = da.rows * da.cols, sb = db.rows * db.cols, sc = M * N;
+    const char* pa = static_cast<const char*>(a.raw_data());
+    const char* pb = static_cast<const char*>(b.raw_data());
+    char* pc = static_cast<char*>(c.raw_data());
+    if (da.batch == db.batch) {
+      lt_matmul(*this, pa, pb, pc, a.dtype(), c.dtype(), batch, M, N, K, trans_a, trans_b, sa, sb,
+                sc, alpha, beta);
+    } else if (db.batch == 1 && !trans_a) {
+      // A shared b and a row-major [batch * M, K] a: one GEMM with M' = batch * M.
+      lt_matmul(*this, pa, pb, pc, a.dtype(), c.dtype(), 1, batch * M, N, K, false, trans_b, 0, 0,
+                0, alpha, beta);
+    } else {
+      // Other broadcasts: one product per batch entry (rare; keeps every stride non-zero).
+      for (int64_t i = 0; i < batch; ++i) {
+        const char* ai = pa + (da.batch == 1 ? 0 : i * sa) * ea;
+        const char* bi = pb + (db.batch == 1 ? 0 : i * sb) * ea;
+        lt_matmul(*this, ai, bi, pc + i * sc * ec, a.dtype(), c.dtype(), 1, M, N, K, trans_a,
+                  trans_b, 0, 0, 0, alpha, beta);
+      }
+    }
+  });
+}
+
+}  // namespace mokd
