@@ -19,7 +19,8 @@ struct RunConfig {
   uint64_t seed = 0;
   std::string device = "auto";  // auto (cuda when available), cpu, cuda, cuda:N
   int threads = 0;              // OpenMP threads on the CPU; 0 = all cores
-  bool resume = false;          // continue from out_dir/checkpoints/last.*
+  bool resume = false;          // continue from out_dir/checkpoints/state.safetensors
+  int64_t stop_after = 0;       // > 0: checkpoint and stop this invocation after N steps
 };
 
 struct DataConfig {
@@ -111,6 +112,9 @@ class ConfigParser {
  public:
   ConfigParser();
   // Registers --config FILE and one --section.key option per key (doc and default in --help).
+  // The options write into this parser: it must outlive app.parse() and must not move after this.
+  // Booleans take true/false/1/0/yes/no/on/off, or nothing (--run.resume = true); lists take
+  // comma-separated numbers (--data.mean=0.5,0.5,0.5; --data.mean=[] for the empty list).
   void add_options(CLI::App& app);
   // Defaults < the TOML file given by --config < the command-line keys. Validates every value;
   // throws mokd::Error naming the key (and the file) on an unknown key, a wrong type or a value
@@ -125,10 +129,14 @@ class ConfigParser {
   std::map<std::string, std::string> cli_values_;  // filled by CLI11 for keys given
 };
 
+// Checks every key's type range and validator plus the rules that tie keys together (optim.epochs or
+// optim.steps > 0; mokd: exact2 needs num_objectives = 2, fixed_weights holds num_objectives values).
+// resolve() calls it; callers that build a TrainConfig in code may too. Throws mokd::Error naming the key.
+void validate_config(const TrainConfig& c);
 // Every key as TOML (written next to checkpoints; loads back to the same config).
 std::string to_toml(const TrainConfig& c);
 // SHA-256 (hex) of the keys that must not change across --resume (everything but run.resume,
-// run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs, optim.steps).
+// run.stop_after, run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs, optim.steps).
 std::string config_hash(const TrainConfig& c);
 // Markdown table of every key: name, type, default, meaning (README's config reference).
 std::string config_reference();

@@ -1,0 +1,708 @@
+// mokd_train's configuration: the table of every key (type, doc, validator), TOML and command-line
+// parsing into TrainConfig, the TOML writer, the resume hash and the Markdown reference.
+#include "mokd/config.h"
+
+#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <type_traits>
+#include <variant>
+
+#include "engine/error.h"
+#include "io/sha256.h"
+
+namespace mokd {
+namespace {
+
+// ---- values and key types -----------------------------------------------------------------------
+
+enum class KeyType { Int, UInt, Double, Bool, String, DoubleList };
+// Index i of Value holds KeyType i.
+using Value = std::variant<int64_t, uint64_t, double, bool, std::string, std::vector<double>>;
+
+const char* type_name(KeyType t) {
+  switch (t) {
+    case KeyType::Int: return "int";
+    case KeyType::UInt: return "uint";
+    case KeyType::Double: return "float";
+    case KeyType::Bool: return "bool";
+    case KeyType::String: return "string";
+    case KeyType::DoubleList: return "list of floats";
+  }
+  return "?";
+}
+
+// CLI11's --help column.
+const char* cli_type_name(KeyType t) {
+  switch (t) {
+    case KeyType::Int: return "INT";
+    case KeyType::UInt: return "UINT";
+    case KeyType::Double: return "FLOAT";
+    case KeyType::Bool: return "BOOL";
+    case KeyType::String: return "TEXT";
+    case KeyType::DoubleList: return "FLOAT,...";
+  }
+  return "?";
+}
+
+// What a wrong-typed value is told it should have been.
+std::string expected_text(KeyType t) {
+  switch (t) {
+    case KeyType::Int: return "an integer";
+    case KeyType::UInt: return "a non-negative integer";
+    case KeyType::Double: return "a number (float)";
+    case KeyType::Bool: return "a boolean (true/false)";
+    case KeyType::String: return "a string";
+    case KeyType::DoubleList: return "a list of numbers";
+  }
+  return "?";
+}
+
+// Shortest decimal that reads back to the same double, always with a '.' or exponent so that
+// TOML reads it as a float.
+std::string format_double(double d) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);
+  std::string s(buf, r.ptr);
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // 'n': inf/nan stay as they are
+  return s;
+}
+
+std::string toml_quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// A value in TOML syntax (also used in messages and in --help defaults).
+std::string format_value(const Value& v) {
+  switch (v.index()) {
+    case 0: return std::to_string(std::get<int64_t>(v));
+    case 1: return std::to_string(std::get<uint64_t>(v));
+    case 2: return format_double(std::get<double>(v));
+    case 3: return std::get<bool>(v) ? "true" : "false";
+    case 4: return toml_quote(std::get<std::string>(v));
+    default: {
+      const auto& l = std::get<std::vector<double>>(v);
+      std::string s = "[";
+      for (size_t i = 0; i < l.size(); ++i) s += (i ? ", " : "") + format_double(l[i]);
+      return s + "]";
+    }
+  }
+}
+
+// ---- validators -----------------------------------------------------------------------------------
+
+struct Check {
+  std::function<bool(const Value&)> ok;  // empty: any value of the right type
+  std::string rule;                      // "> 0", "in [0, 1)", "one of: a, b" (messages, docs)
+};
+
+double num(const Value& v) {
+  if (v.index() == 0) return static_cast<double>(std::get<int64_t>(v));
+  if (v.index() == 1) return static_cast<double>(std::get<uint64_t>(v));
+  return std::get<double>(v);
+}
+
+std::string fmt_num(double x) {
+  std::string s = format_double(x);
+  if (s.size() > 2 && s.compare(s.size() - 2, 2, ".0") == 0) s.resize(s.size() - 2);
+  return s;
+}
+
+Check ge(double lo) {
+  return {[lo](const Value& v) { return num(v) >= lo; }, ">= " + fmt_num(lo)};
+}
+Check gt(double lo) {
+  return {[lo](const Value& v) { return num(v) > lo; }, "> " + fmt_num(lo)};
+}
+// [lo, hi) or [lo, hi]
+Check in_range(double lo, double hi, bool hi_closed) {
+  return {[=](const Value& v) {
+            double x = num(v);
+            return x >= lo && (hi_closed ? x <= hi : x < hi);
+          },
+          "in [" + fmt_num(lo) + ", " + fmt_num(hi) + (hi_closed ? "]" : ")")};
+}
+Check unit_closed() { return in_range(0, 1, true); }
+Check unit_open() { return in_range(0, 1, false); }
+
+Check one_of(std::vector<std::string> choices) {
+  std::string rule = "one of: ";
+  for (size_t i = 0; i < choices.size(); ++i) rule += (i ? ", " : "") + choices[i];
+  return {[choices](const Value& v) {
+            const auto& s = std::get<std::string>(v);
+            return std::find(choices.begin(), choices.end(), s) != choices.end();
+          },
+          rule};
+}
+
+Check one_of_int(std::vector<int64_t> choices) {
+  std::string rule = "one of: ";
+  for (size_t i = 0; i < choices.size(); ++i) rule += (i ? ", " : "") + std::to_string(choices[i]);
+  return {[choices](const Value& v) {
+            return std::find(choices.begin(), choices.end(), std::get<int64_t>(v)) != choices.end();
+          },
+          rule};
+}
+
+Check non_empty() {
+  return {[](const Value& v) { return !std::get<std::string>(v).empty(); }, "not empty"};
+}
+
+Check device_name() {
+  return {[](const Value& v) {
+            const auto& s = std::get<std::string>(v);
+            if (s == "auto" || s == "cpu" || s == "cuda") return true;
+            if (s.rfind("cuda:", 0) != 0 || s.size() == 5 || s.size() > 8) return false;
+            return std::all_of(s.begin() + 5, s.end(), [](char c) { return c >= '0' && c <= '9'; });
+          },
+          "one of: auto, cpu, cuda, cuda:N"};
+}
+
+// Per-channel normalisation: 0 (dataset statistics), 1 (all channels) or 3 values.
+Check channel_list(bool positive) {
+  return {[positive](const Value& v) {
+            const auto& l = std::get<std::vector<double>>(v);
+            if (l.size() != 0 && l.size() != 1 && l.size() != 3) return false;
+            return std::all_of(l.begin(), l.end(), [&](double x) { return !positive || x > 0; });
+          },
+          positive ? "0, 1 or 3 values, each > 0" : "0, 1 or 3 values"};
+}
+
+Check non_negative_list() {
+  return {[](const Value& v) {
+            const auto& l = std::get<std::vector<double>>(v);
+            return std::all_of(l.begin(), l.end(), [](double x) { return x >= 0; });
+          },
+          "each >= 0"};
+}
+
+// ---- the key table --------------------------------------------------------------------------------
+
+struct Key {
+  std::string name;     // "optim.lr"
+  std::string section;  // "optim"
+  std::string field;    // "lr"
+  KeyType type;
+  std::string doc;
+  Check check;
+  int64_t int_min = std::numeric_limits<int64_t>::min();  // representable range of int fields
+  int64_t int_max = std::numeric_limits<int64_t>::max();
+  std::function<Value(const TrainConfig&)> get;
+  std::function<void(TrainConfig&, const Value&)> set;
+};
+
+template <class T>
+constexpr KeyType key_type_of() {
+  if constexpr (std::is_same_v<T, bool>) return KeyType::Bool;
+  else if constexpr (std::is_same_v<T, uint64_t>) return KeyType::UInt;
+  else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return KeyType::Int;
+  else if constexpr (std::is_same_v<T, double>) return KeyType::Double;
+  else if constexpr (std::is_same_v<T, std::string>) return KeyType::String;
+  else if constexpr (std::is_same_v<T, std::vector<double>>) return KeyType::DoubleList;
+  else static_assert(!sizeof(T), "config: unsupported field type");
+}
+
+template <class S, class T>
+Key key(const char* name, S TrainConfig::*sec, T S::*field, const char* doc, Check check = {}) {
+  Key k;
+  k.name = name;
+  auto dot = k.name.find('.');
+  k.section = k.name.substr(0, dot);
+  k.field = k.name.substr(dot + 1);
+  k.type = key_type_of<T>();
+  k.doc = doc;
+  k.check = std::move(check);
+  if constexpr (key_type_of<T>() == KeyType::Int) {
+    k.int_min = std::numeric_limits<T>::min();
+    k.int_max = std::numeric_limits<T>::max();
+  }
+  if constexpr (std::is_same_v<T, uint64_t>) {
+    k.int_min = 0;
+    k.int_max = std::numeric_limits<int64_t>::max();  // TOML integers are int64
+  }
+  k.get = [sec, field](const TrainConfig& c) -> Value {
+    const T& x = c.*sec.*field;
+    if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint64_t> || std::is_same_v<T, double> ||
+                  std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<double>>)
+      return Value(x);
+    else
+      return Value(static_cast<int64_t>(x));
+  };
+  k.set = [sec, field](TrainConfig& c, const Value& v) {
+    T& x = c.*sec.*field;
+    if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint64_t> || std::is_same_v<T, double> ||
+                  std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<double>>)
+      x = std::get<T>(v);
+    else
+      x = static_cast<T>(std::get<int64_t>(v));  // range checked by the caller (int_min/int_max)
+  };
+  return k;
+}
+
+const std::vector<Key>& keys() {
+  using C = TrainConfig;
+  static const std::vector<Key> table = {
+      // [run]
+      key("run.out_dir", &C::run, &RunConfig::out_dir, "run folder: checkpoints, metrics, the resolved config", non_empty()),
+      key("run.seed", &C::run, &RunConfig::seed, "seed of every random stream (init, data order, augmentation, dropout)"),
+      key("run.device", &C::run, &RunConfig::device, "where to train (auto = cuda when available)", device_name()),
+      key("run.threads", &C::run, &RunConfig::threads, "OpenMP threads on the CPU (0 = all cores)", ge(0)),
+      key("run.resume", &C::run, &RunConfig::resume, "continue from out_dir/checkpoints/state.safetensors"),
+      key("run.stop_after", &C::run, &RunConfig::stop_after,
+          "> 0: checkpoint and stop this invocation after N steps", ge(0)),
+      // [data]
+      key("data.dataset", &C::data, &DataConfig::dataset, "dataset",
+          one_of({"fashion_mnist", "cifar10", "cifar100", "image_folder"})),
+      key("data.dir", &C::data, &DataConfig::dir, "dataset folder (\"\" = the dataset's default location)"),
+      key("data.image_size", &C::data, &DataConfig::image_size,
+          "image_folder resize / random-resized-crop size (0 = native)", ge(0)),
+      key("data.batch_size", &C::data, &DataConfig::batch_size, "training batch size", ge(1)),
+      key("data.eval_batch_size", &C::data, &DataConfig::eval_batch_size, "evaluation batch size", ge(1)),
+      key("data.workers", &C::data, &DataConfig::workers, "loader threads (0 = build batches in the training thread)", ge(0)),
+      key("data.prefetch", &C::data, &DataConfig::prefetch, "batches built ahead of the trainer", ge(1)),
+      key("data.train_limit", &C::data, &DataConfig::train_limit, "use only the first N training images (0 = all)", ge(0)),
+      key("data.eval_limit", &C::data, &DataConfig::eval_limit, "evaluate on the first N test images (0 = all)", ge(0)),
+      key("data.crop_padding", &C::data, &DataConfig::crop_padding,
+          "random crop with this zero padding (-1 = dataset default, 0 = no crop)", ge(-1)),
+      key("data.hflip", &C::data, &DataConfig::hflip, "random horizontal flips"),
+      key("data.random_resized_crop", &C::data, &DataConfig::random_resized_crop, "random-resized-crop augmentation"),
+      key("data.mixup_alpha", &C::data, &DataConfig::mixup_alpha, "mixup Beta(alpha, alpha) (0 = off)", ge(0)),
+      key("data.cutmix_alpha", &C::data, &DataConfig::cutmix_alpha, "cutmix Beta(alpha, alpha) (0 = off)", ge(0)),
+      key("data.mixup_prob", &C::data, &DataConfig::mixup_prob, "probability of mixing a batch", unit_closed()),
+      key("data.mixup_switch_prob", &C::data, &DataConfig::mixup_switch_prob,
+          "probability of cutmix instead of mixup when both are on", unit_closed()),
+      key("data.mean", &C::data, &DataConfig::mean, "normalisation mean per channel ([] = the dataset's statistics)",
+          channel_list(false)),
+      key("data.std", &C::data, &DataConfig::std, "normalisation std per channel ([] = the dataset's statistics)",
+          channel_list(true)),
+      // [model]
+      key("model.student", &C::model, &ModelConfig::student, "student architecture (a registry name)", non_empty()),
+      key("model.teacher", &C::model, &ModelConfig::teacher, "teacher architecture (a registry name)", non_empty()),
+      key("model.teacher_weights", &C::model, &ModelConfig::teacher_weights,
+          "teacher safetensors, timm names (\"\" = out of the teacher run)"),
+      key("model.student_init", &C::model, &ModelConfig::student_init, "optional safetensors to start the student from"),
+      key("model.drop_path_rate", &C::model, &ModelConfig::drop_path_rate, "student stochastic depth rate", unit_open()),
+      key("model.drop_rate", &C::model, &ModelConfig::drop_rate, "student dropout rate", unit_open()),
+      // [optim]
+      key("optim.optimizer", &C::optim, &OptimConfig::optimizer, "optimizer", one_of({"adamw", "sgd"})),
+      key("optim.epochs", &C::optim, &OptimConfig::epochs, "training epochs", ge(0)),
+      key("optim.steps", &C::optim, &OptimConfig::steps, "> 0: stop after this many steps (overrides epochs)", ge(0)),
+      key("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate", gt(0)),
+      key("optim.min_lr", &C::optim, &OptimConfig::min_lr, "learning rate at the end of the cosine schedule", ge(0)),
+      key("optim.warmup_steps", &C::optim, &OptimConfig::warmup_steps, "linear warmup steps", ge(0)),
+      key("optim.warmup_lr", &C::optim, &OptimConfig::warmup_lr, "learning rate at the start of warmup", ge(0)),
+      key("optim.weight_decay", &C::optim, &OptimConfig::weight_decay, "weight decay", ge(0)),
+      key("optim.momentum", &C::optim, &OptimConfig::momentum, "sgd momentum", unit_open()),
+      key("optim.nesterov", &C::optim, &OptimConfig::nesterov, "sgd Nesterov momentum"),
+      key("optim.grad_clip", &C::optim, &OptimConfig::grad_clip, "clip the global gradient norm (0 = off)", ge(0)),
+      key("optim.label_smoothing", &C::optim, &OptimConfig::label_smoothing, "label smoothing of the task loss",
+          unit_open()),
+      key("optim.ema_decay", &C::optim, &OptimConfig::ema_decay,
+          "> 0: keep an EMA of the student and evaluate it too", unit_open()),
+      // [distill]
+      key("distill.method", &C::distill, &DistillKeys::method, "distillation method",
+          one_of({"none", "kd", "deit-hard", "vkd", "mokd"})),
+      key("distill.num_objectives", &C::distill, &DistillKeys::num_objectives,
+          "mokd objectives: 3 = task, kl, feat; 2 = task, kl + feat", one_of_int({2, 3})),
+      key("distill.weighting", &C::distill, &DistillKeys::weighting, "mokd objective weighting (exact2: K = 2 only)",
+          one_of({"famo", "fixed", "exact2"})),
+      key("distill.fixed_weights", &C::distill, &DistillKeys::fixed_weights,
+          "weighting = fixed: one weight per objective ([] = all ones)", non_negative_list()),
+      key("distill.temperature", &C::distill, &DistillKeys::temperature, "distillation temperature", gt(0)),
+      key("distill.kd_alpha", &C::distill, &DistillKeys::kd_alpha, "kd: weight of the distillation loss", unit_closed()),
+      key("distill.projector", &C::distill, &DistillKeys::projector, "feature projector",
+          one_of({"stiefel", "bilinear"})),
+      key("distill.bilinear_rank", &C::distill, &DistillKeys::bilinear_rank,
+          "bilinear projector rank (0 = full)", ge(0)),
+      key("distill.student_feature", &C::distill, &DistillKeys::student_feature, "student feature for the feature loss",
+          one_of({"auto", "mean_patch", "cls", "dist", "pooled"})),
+      key("distill.teacher_feature", &C::distill, &DistillKeys::teacher_feature, "teacher feature for the feature loss",
+          one_of({"auto", "mean_patch", "cls", "dist", "pooled"})),
+      key("distill.famo_lr", &C::distill, &DistillKeys::famo_lr, "FAMO weight-logit learning rate", gt(0)),
+      key("distill.famo_weight_decay", &C::distill, &DistillKeys::famo_weight_decay, "FAMO weight-logit decay", ge(0)),
+      key("distill.diagnostics_every", &C::distill, &DistillKeys::diagnostics_every,
+          "steps between gradient-conflict diagnostics (0 = off)", ge(0)),
+      // [log]
+      key("log.log_every", &C::log, &LogConfig::log_every, "steps between progress lines / metric rows", ge(1)),
+      key("log.eval_every", &C::log, &LogConfig::eval_every, "epochs between evaluations (0 = only at the end)", ge(0)),
+      key("log.checkpoint_every", &C::log, &LogConfig::checkpoint_every,
+          "steps between checkpoints (0 = at each evaluation)", ge(0)),
+      // [bench]
+      key("bench.steps", &C::bench, &BenchConfig::steps, "timed steps", ge(1)),
+      key("bench.warmup", &C::bench, &BenchConfig::warmup, "untimed warmup steps", ge(0)),
+      key("bench.batch_size", &C::bench, &BenchConfig::batch_size, "benchmark batch size", ge(1)),
+  };
+  return table;
+}
+
+const Key* find_key(const std::string& name) {
+  for (const auto& k : keys())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+std::vector<std::string> sections() {
+  std::vector<std::string> out;
+  for (const auto& k : keys())
+    if (std::find(out.begin(), out.end(), k.section) == out.end()) out.push_back(k.section);
+  return out;
+}
+
+// Keys that may change across --resume: left out of config_hash.
+bool resume_safe(const Key& k) {
+  static const char* names[] = {"run.resume",   "run.stop_after", "run.device",   "run.threads",
+                                "data.workers", "data.prefetch",  "optim.epochs", "optim.steps"};
+  if (k.section == "log") return true;
+  return std::any_of(std::begin(names), std::end(names), [&](const char* n) { return k.name == n; });
+}
+
+// ---- did you mean ---------------------------------------------------------------------------------
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// " (did you mean 'x'?)" for the closest candidate, or "" when nothing is close.
+std::string suggest(const std::string& given, const std::vector<std::string>& candidates) {
+  std::string field = given.substr(given.find('.') == std::string::npos ? 0 : given.find('.') + 1);
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(given, c);
+    // The right field in the wrong section (optim.temperature -> distill.temperature).
+    auto dot = c.find('.');
+    if (dot != std::string::npos && c.substr(dot + 1) == field) d = std::min<size_t>(d, 1);
+    if (d < best_d) best_d = d, best = c;
+  }
+  if (best.empty() || best_d > std::max<size_t>(2, given.size() / 3)) return "";
+  return " (did you mean '" + best + "'?)";
+}
+
+std::vector<std::string> key_names() {
+  std::vector<std::string> out;
+  for (const auto& k : keys()) out.push_back(k.name);
+  return out;
+}
+
+// ---- setting a value -------------------------------------------------------------------------------
+
+// Range of int fields, then the key's validator; `where` prefixes the message ("config F: " or
+// "command line: ").
+void check_and_set(TrainConfig& c, const Key& k, const Value& v, const std::string& where) {
+  if (k.type == KeyType::Int || k.type == KeyType::UInt) {
+    bool in = v.index() == 0 ? (std::get<int64_t>(v) >= k.int_min && std::get<int64_t>(v) <= k.int_max)
+                             : std::get<uint64_t>(v) <= static_cast<uint64_t>(k.int_max);
+    MOKD_CHECK(in, where, "key '", k.name, "' expects ", expected_text(k.type), " in [", k.int_min, ", ",
+               k.int_max, "], got ", format_value(v));
+  }
+  if (k.type == KeyType::Double)
+    MOKD_CHECK(std::isfinite(std::get<double>(v)), where, "key '", k.name, "' expects a finite number, got ",
+               format_value(v));
+  if (k.type == KeyType::DoubleList)
+    for (double x : std::get<std::vector<double>>(v))
+      MOKD_CHECK(std::isfinite(x), where, "key '", k.name, "' expects finite numbers, got ", format_value(v));
+  if (k.check.ok)
+    MOKD_CHECK(k.check.ok(v), where, "key '", k.name, "' must be ", k.check.rule, ", got ", format_value(v));
+  k.set(c, v);
+}
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+template <class T>
+bool parse_number(std::string s, T& out) {
+  s = trim(s);
+  if (!s.empty() && s[0] == '+') s.erase(0, 1);
+  if (s.empty()) return false;
+  auto r = std::from_chars(s.data(), s.data() + s.size(), out);
+  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+// A command-line string as the key's type.
+Value parse_text(const Key& k, const std::string& text) {
+  auto bad = [&]() {
+    MOKD_FAIL("command line: key '", k.name, "' (--", k.name, ") expects ", expected_text(k.type), ", got '", text,
+              "'");
+  };
+  switch (k.type) {
+    case KeyType::Int: {
+      int64_t x;
+      if (!parse_number(text, x)) bad();
+      return x;
+    }
+    case KeyType::UInt: {
+      uint64_t x;
+      if (!parse_number(text, x)) bad();
+      return x;
+    }
+    case KeyType::Double: {
+      double x;
+      if (!parse_number(text, x)) bad();
+      return x;
+    }
+    case KeyType::Bool: {
+      std::string s = trim(text);
+      std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (s == "" || s == "true" || s == "1" || s == "yes" || s == "on") return true;  // "": --flag alone
+      if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+      bad();
+      return false;
+    }
+    case KeyType::String: return text;
+    case KeyType::DoubleList: {
+      // "0.5,0.4,0.3" or "[0.5, 0.4, 0.3]"; "" and "[]" are the empty list.
+      std::string s = trim(text);
+      if (!s.empty() && s.front() == '[') {
+        if (s.back() != ']') bad();
+        s = trim(s.substr(1, s.size() - 2));
+      }
+      std::vector<double> l;
+      if (s.empty()) return l;
+      std::stringstream ss(s);
+      std::string item;
+      while (std::getline(ss, item, ',')) {
+        double x;
+        if (!parse_number(item, x)) bad();
+        l.push_back(x);
+      }
+      if (s.back() == ',') bad();
+      return l;
+    }
+  }
+  return {};
+}
+
+const char* toml_type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+// A TOML node as the key's type (integers are accepted for floats).
+Value parse_node(const Key& k, const toml::node& n, const std::string& where) {
+  auto bad = [&](const char* what) {
+    MOKD_FAIL(where, "key '", k.name, "' expects ", expected_text(k.type), ", got ", what);
+  };
+  switch (k.type) {
+    case KeyType::Int:
+      if (!n.is_integer()) bad(toml_type_name(n));
+      return n.as_integer()->get();
+    case KeyType::UInt:
+      if (!n.is_integer()) bad(toml_type_name(n));
+      if (n.as_integer()->get() < 0) bad("a negative integer");
+      return static_cast<uint64_t>(n.as_integer()->get());
+    case KeyType::Double:
+      if (n.is_integer()) return static_cast<double>(n.as_integer()->get());
+      if (!n.is_floating_point()) bad(toml_type_name(n));
+      return n.as_floating_point()->get();
+    case KeyType::Bool:
+      if (!n.is_boolean()) bad(toml_type_name(n));
+      return n.as_boolean()->get();
+    case KeyType::String:
+      if (!n.is_string()) bad(toml_type_name(n));
+      return n.as_string()->get();
+    case KeyType::DoubleList: {
+      if (!n.is_array()) bad(toml_type_name(n));
+      std::vector<double> l;
+      for (const auto& e : *n.as_array()) {
+        if (e.is_integer()) l.push_back(static_cast<double>(e.as_integer()->get()));
+        else if (e.is_floating_point()) l.push_back(e.as_floating_point()->get());
+        else bad((std::string("an array holding ") + toml_type_name(e)).c_str());
+      }
+      return l;
+    }
+  }
+  return {};
+}
+
+void apply_toml(TrainConfig& c, const std::string& text, const std::string& name) {
+  const std::string where = "config " + name + ": ";
+  toml::table root;
+  try {
+    root = toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    MOKD_FAIL("config ", name, ":", e.source().begin.line, ":", e.source().begin.column, ": ", e.description());
+  }
+  const auto secs = sections();
+  const auto names = key_names();
+  for (const auto& [skey, snode] : root) {
+    std::string s(skey.str());
+    bool known = std::find(secs.begin(), secs.end(), s) != secs.end();
+    if (!known) {
+      if (snode.is_table()) MOKD_FAIL(where, "unknown table [", s, "]", suggest(s, secs));
+      MOKD_FAIL(where, "unknown key '", s, "'", suggest(s, names),
+                "; keys belong in their table ([run], [data], ...)");
+    }
+    if (!snode.is_table()) MOKD_FAIL(where, "'", s, "' must be a table [", s, "], got ", toml_type_name(snode));
+    for (const auto& [fkey, fnode] : *snode.as_table()) {
+      std::string full = s + "." + std::string(fkey.str());
+      const Key* k = find_key(full);
+      if (!k) MOKD_FAIL(where, "unknown key '", full, "'", suggest(full, names));
+      check_and_set(c, *k, parse_node(*k, fnode, where), where);
+    }
+  }
+}
+
+void apply_overrides(TrainConfig& c, const std::map<std::string, std::string>& overrides) {
+  for (const auto& [name, text] : overrides) {
+    const Key* k = find_key(name);
+    if (!k) MOKD_FAIL("command line: unknown config key '", name, "'", suggest(name, key_names()));
+    check_and_set(c, *k, parse_text(*k, text), "command line: ");
+  }
+}
+
+std::string default_text(const Key& k) {
+  static const TrainConfig defaults{};
+  return format_value(k.get(defaults));
+}
+
+}  // namespace
+
+// ---- public API -----------------------------------------------------------------------------------
+
+void validate_config(const TrainConfig& c) {
+  TrainConfig scratch;
+  for (const auto& k : keys()) check_and_set(scratch, k, k.get(c), "config: ");
+  // Rules that tie keys together.
+  MOKD_CHECK(c.optim.epochs > 0 || c.optim.steps > 0,
+             "config: key 'optim.epochs' must be >= 1 when optim.steps = 0 (nothing to train)");
+  if (c.distill.method == "mokd") {
+    MOKD_CHECK(c.distill.weighting != "exact2" || c.distill.num_objectives == 2,
+               "config: key 'distill.weighting' = \"exact2\" needs distill.num_objectives = 2, got ",
+               c.distill.num_objectives);
+    MOKD_CHECK(c.distill.weighting != "fixed" || c.distill.fixed_weights.empty() ||
+                   c.distill.fixed_weights.size() == static_cast<size_t>(c.distill.num_objectives),
+               "config: key 'distill.fixed_weights' must hold distill.num_objectives (", c.distill.num_objectives,
+               ") weights, got ", c.distill.fixed_weights.size());
+  }
+}
+
+ConfigParser::ConfigParser() = default;
+
+void ConfigParser::add_options(CLI::App& app) {
+  app.add_option("--config", config_file_, "TOML file of keys ([section] key = value); command-line keys win")
+      ->type_name("FILE");
+  for (const auto& k : keys()) {
+    std::string desc = k.doc;
+    if (!k.check.rule.empty()) desc += " (" + k.check.rule + ")";
+    desc += " (default: " + default_text(k) + ")";
+    std::string name = k.name;
+    auto* opt = app.add_option(
+        "--" + k.name,
+        [this, name](const CLI::results_t& r) {
+          cli_values_[name] = r.empty() ? std::string() : r.back();
+          return true;
+        },
+        desc);
+    opt->type_name(cli_type_name(k.type))->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    if (k.type == KeyType::Bool) opt->expected(0, 1);  // --run.resume alone means true
+    opt->group("[" + k.section + "] keys");
+  }
+}
+
+TrainConfig ConfigParser::resolve() const {
+  std::string text;
+  if (!config_file_.empty()) {
+    std::ifstream f(config_file_, std::ios::binary);
+    MOKD_CHECK(f, "config ", config_file_, ": cannot open the file");
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    text = ss.str();
+  }
+  return resolve(text, config_file_.empty() ? "<none>" : config_file_, cli_values_);
+}
+
+TrainConfig ConfigParser::resolve(const std::string& toml_text, const std::string& toml_name,
+                                  const std::map<std::string, std::string>& overrides) {
+  TrainConfig c;
+  apply_toml(c, toml_text, toml_name);
+  apply_overrides(c, overrides);
+  validate_config(c);
+  return c;
+}
+
+std::string to_toml(const TrainConfig& c) {
+  std::string out;
+  std::string section;
+  for (const auto& k : keys()) {
+    if (k.section != section) {
+      out += (section.empty() ? "[" : "\n[") + k.section + "]\n";
+      section = k.section;
+    }
+    out += k.field + " = " + format_value(k.get(c)) + "\n";
+  }
+  return out;
+}
+
+std::string config_hash(const TrainConfig& c) {
+  static const TrainConfig defaults{};
+  TrainConfig h = c;
+  for (const auto& k : keys())
+    if (resume_safe(k)) k.set(h, k.get(defaults));
+  return sha256_hex(to_toml(h));
+}
+
+std::string config_reference() {
+  auto cell = [](std::string s) {
+    std::string out;
+    for (char ch : s) out += ch == '|' ? std::string("\\|") : std::string(1, ch);
+    return out;
+  };
+  std::string out = "| Key | Type | Default | Meaning |\n|---|---|---|---|\n";
+  for (const auto& k : keys()) {
+    std::string meaning = k.doc;
+    if (!k.check.rule.empty()) meaning += " (" + k.check.rule + ")";
+    if (resume_safe(k)) meaning += "; may change on --resume";
+    out += "| `" + k.name + "` | " + type_name(k.type) + " | `" + cell(default_text(k)) + "` | " + cell(meaning) +
+           " |\n";
+  }
+  return out;
+}
+
+}  // namespace mokd
