@@ -1,6 +1,7 @@
 // Storage: one allocation of bytes on one device, shared by every tensor that views it.
 // The allocator that made it frees it when the last view goes away.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <memory>
 
@@ -18,20 +19,23 @@ class Allocator {
   virtual Device device() const = 0;
 
   // Bytes handed out and not yet returned, and the high-water mark since reset_peak().
-  size_t bytes_in_use() const { return in_use_; }
-  size_t peak_bytes() const { return peak_; }
-  void reset_peak() { peak_ = in_use_; }
+  // Atomic: tensors may be created and freed on several threads (data loader, OpenMP).
+  size_t bytes_in_use() const { return in_use_.load(); }
+  size_t peak_bytes() const { return peak_.load(); }
+  void reset_peak() { peak_.store(in_use_.load()); }
 
  protected:
   void note_alloc(size_t n) {
-    in_use_ += n;
-    if (in_use_ > peak_) peak_ = in_use_;
+    size_t now = in_use_.fetch_add(n) + n;
+    size_t p = peak_.load();
+    while (now > p && !peak_.compare_exchange_weak(p, now)) {
+    }
   }
-  void note_free(size_t n) { in_use_ -= n; }
+  void note_free(size_t n) { in_use_.fetch_sub(n); }
 
  private:
-  size_t in_use_ = 0;
-  size_t peak_ = 0;
+  std::atomic<size_t> in_use_{0};
+  std::atomic<size_t> peak_{0};
 };
 
 // The allocator for a device (the CUDA one is registered by the CUDA backend).

@@ -59,6 +59,8 @@ std::vector<ModelSpec> make_specs() {
       resnet("resnet152", "ResNet-152, Bottleneck [3,8,36,3]", K, {3, 8, 36, 3}, wide, 64, 3, 1000, 224, false),
       vit("vit_fmnist_tiny", "Fashion-MNIST ViT: 28px gray, patch 4, dim 96, depth 6, 3 heads", 28, 4, 1, 10, 96, 6, 3, false),
       vit("vit_fmnist_tiny_distilled", "vit_fmnist_tiny with distillation token and head", 28, 4, 1, 10, 96, 6, 3, true),
+      vit("vit_fmnist_micro", "Fashion-MNIST ViT for quick CPU runs: 28px gray, patch 4, dim 64, depth 4, 4 heads", 28, 4, 1, 10, 64, 4, 4, false),
+      vit("vit_fmnist_micro_distilled", "vit_fmnist_micro with distillation token and head", 28, 4, 1, 10, 64, 4, 4, true),
       resnet("resnet_fmnist_small", "Fashion-MNIST ResNet: small stem (64 ch, as timm), BasicBlock [1,1,1,1], widths 16-128, gray", B, {1, 1, 1, 1}, {16, 32, 64, 128}, 64, 1, 10, 28, true),
       resnet("resnet18_fmnist", "ResNet-18 with the small stem (3x3 s1, no pool), 28px gray, 10 classes", B, {2, 2, 2, 2}, wide, 64, 1, 10, 28, true),
   };

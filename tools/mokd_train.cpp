@@ -1,0 +1,147 @@
+// mokd_train: the command-line front end. Subcommands:
+//   teacher    train a model with cross-entropy (model.teacher)
+//   distill    train model.student from a frozen model.teacher with distill.method
+//   eval       top-1/top-5 of a weights file on the test split
+//   export     check a weights file against its model and write it for timm
+//   benchmark  images/s and peak memory of distillation steps on synthetic data
+//   models     list the model names
+// Configuration: --config FILE (TOML) and --section.key=value overrides; see --help.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+
+#include "io/safetensors.h"
+#include "models/registry.h"
+#include "mokd/config.h"
+#include "mokd/distill.h"
+#include "mokd/trainer.h"
+
+using namespace mokd;
+
+namespace {
+
+int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::string& model_name) {
+  Device dev = resolve_device(cfg.run.device);
+  auto test = open_dataset(cfg, false);
+  io::Metadata meta;
+  io::TensorMap w = io::load_safetensors(weights, {}, &meta);
+  std::string name = !model_name.empty() ? model_name : (meta.count("model") ? meta.at("model") : cfg.model.student);
+  auto model = make_model(name, cfg, *test, 0, false);
+  model->load_state_dict(w);
+  model->to(dev);
+  EvalResult r = evaluate(*model, *test, cfg, dev);
+  std::printf("%s (%s) on %s test (%ld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n",
+              weights.c_str(), name.c_str(), cfg.data.dataset.c_str(), (long)r.count, r.top1, r.top5, r.loss);
+  return 0;
+}
+
+int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::string& out,
+               const std::string& model_name) {
+  io::Metadata meta;
+  io::TensorMap w = io::load_safetensors(weights, {}, &meta);
+  std::string name = !model_name.empty() ? model_name : (meta.count("model") ? meta.at("model") : cfg.model.student);
+  auto ds = open_dataset(cfg, false);
+  auto model = make_model(name, cfg, *ds, 0, false);
+  model->load_state_dict(w);  // strict: names and shapes must be the model's
+  io::save_safetensors(out, model->state_dict(), {{"model", name}, {"format", "pt"}});
+  std::printf("exported %s (%s, %ld parameters) to %s\n"
+              "load it in PyTorch with timm.create_model(...) + load_state_dict(safetensors.torch.load_file(\"%s\"))\n",
+              weights.c_str(), name.c_str(), (long)model->num_parameters(), out.c_str(), out.c_str());
+  return 0;
+}
+
+int cmd_benchmark(const TrainConfig& cfg) {
+  Device dev = resolve_device(cfg.run.device);
+  ModelOverrides o;
+  auto student = create_model(cfg.model.student, o);
+  auto teacher = create_model(cfg.model.teacher, o);
+  MOKD_CHECK(student->img_size() == teacher->img_size() && student->in_chans() == teacher->in_chans(),
+             "benchmark: model.student (", student->img_size(), "px, ", student->in_chans(),
+             " channels) and model.teacher (", teacher->img_size(), "px, ", teacher->in_chans(),
+             " channels) take different inputs");
+  student->to(dev);
+  teacher->to(dev);
+  DistillConfig dc;
+  dc.method = parse_method(cfg.distill.method);
+  dc.num_objectives = cfg.distill.num_objectives;
+  dc.temperature = static_cast<float>(cfg.distill.temperature);
+  if (dc.method == Method::DeitHard && !student->has_dist_head()) dc.method = Method::KD;
+  Distiller d(*student, *teacher, dc);
+  nn::NamedTensors named = student->named_parameters();
+  for (auto& p : d.projector_parameters()) named.push_back(p);
+  AdamW opt(decay_groups(named, 1e-4f, 0.05f));
+  int64_t B = cfg.bench.batch_size, S = student->img_size(), C = student->in_chans();
+  Tensor x = Tensor::empty({B, S, S, C}, DType::F32, dev);
+  Generator g(1, Stream::Data);
+  normal_(x, 0.f, 1.f, g);
+  std::vector<int64_t> labels(B);
+  for (int64_t i = 0; i < B; ++i) labels[i] = i % student->num_classes();
+  Tensor y = Tensor::from_vector_i64(labels, {B}, dev);
+  Allocator& alloc = allocator_for(dev);
+  for (int64_t i = 0; i < cfg.bench.warmup; ++i) d.step(opt, x, y);
+  alloc.reset_peak();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < cfg.bench.steps; ++i) d.step(opt, x, y);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double ms = 1000 * s / std::max<int64_t>(cfg.bench.steps, 1);
+  std::printf("benchmark %s <- %s, method %s, batch %ld, %ldpx, on %s\n", cfg.model.student.c_str(),
+              cfg.model.teacher.c_str(), method_name(dc.method), (long)B, (long)S, dev.str().c_str());
+  std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
+              B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mokd_train: knowledge distillation with MoKD (FAMO-weighted objectives, orthogonal projector)"};
+  app.require_subcommand(1);
+  struct Sub {
+    CLI::App* app;
+    ConfigParser parser;
+  };
+  std::vector<std::unique_ptr<Sub>> subs;
+  auto add = [&](const char* name, const char* doc) {
+    auto s = std::make_unique<Sub>();
+    s->app = app.add_subcommand(name, doc);
+    s->parser.add_options(*s->app);
+    subs.push_back(std::move(s));
+    return subs.back().get();
+  };
+  Sub* teacher = add("teacher", "train model.teacher with cross-entropy");
+  Sub* distill = add("distill", "distil model.student from the frozen model.teacher (distill.method)");
+  Sub* eval = add("eval", "top-1/top-5 of a weights file on the test split");
+  Sub* exp = add("export", "check a weights file against its model and write it for timm");
+  Sub* bench = add("benchmark", "images/s and peak memory of distillation steps on synthetic data");
+  CLI::App* models = app.add_subcommand("models", "list the model names");
+  std::string weights, out, model_name;
+  for (Sub* s : {eval, exp}) {
+    s->app->add_option("--weights", weights, "safetensors weights (timm names)")->required();
+    s->app->add_option("--model", model_name, "model name (default: the file's metadata, else model.student)");
+  }
+  exp->app->add_option("--out", out, "output safetensors")->required();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (models->parsed()) {
+      for (auto& [name, desc] : list_models()) std::printf("%-34s %s\n", name.c_str(), desc.c_str());
+      return 0;
+    }
+    for (auto& s : subs) {
+      if (!s->app->parsed()) continue;
+      TrainConfig cfg = s->parser.resolve();
+      if (s.get() == teacher || s.get() == distill) {
+        TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
+        std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
+                    (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1, r.best_weights.c_str());
+        return 0;
+      }
+      if (s.get() == eval) return cmd_eval(cfg, weights, model_name);
+      if (s.get() == exp) return cmd_export(cfg, weights, out, model_name);
+      if (s.get() == bench) return cmd_benchmark(cfg);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\nmokd_train: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
