@@ -34,24 +34,25 @@ else
   student_args=(--optim.epochs=1 --optim.lr=2e-3 --optim.warmup_steps=50)
 fi
 
+mkdir -p $out
 declare -A acc secs
 t0=$(date +%s)
 echo "=== teacher: $teacher ($schedule schedule) ==="
 $bin teacher --run.out_dir=$out/teacher --model.teacher=$teacher "${common[@]}" "${teacher_args[@]}" \
-  | tee $out.teacher.log | grep -vE '^epoch .* step [0-9]+/' || true
-acc[teacher]=$(grep -oE 'final top-1 [0-9.]+' $out.teacher.log | awk '{print $3}')
+  | tee $out/teacher.log || true
+acc[teacher]=$(grep -oE 'final top-1 [0-9.]+' $out/teacher.log | awk '{print $3}')
 secs[teacher]=$(( $(date +%s) - t0 ))
-[ -n "${acc[teacher]}" ] || { echo "teacher run failed; see $out.teacher.log"; exit 1; }
+[ -n "${acc[teacher]}" ] || { echo "teacher run failed; see $out/teacher.log"; exit 1; }
 
 for method in none kd vkd mokd; do
   t1=$(date +%s)
   echo "=== student: $student, method $method ==="
   $bin distill --run.out_dir=$out/$method --model.student=$student --model.teacher=$teacher \
     --model.teacher_weights=$out/teacher/checkpoints/best.safetensors --distill.method=$method \
-    "${common[@]}" "${student_args[@]}" | tee $out.$method.log | grep -vE '^epoch .* step [0-9]+/' || true
-  acc[$method]=$(grep -oE 'final top-1 [0-9.]+' $out.$method.log | awk '{print $3}')
+    "${common[@]}" "${student_args[@]}" | tee $out/$method.log || true
+  acc[$method]=$(grep -oE 'final top-1 [0-9.]+' $out/$method.log | awk '{print $3}')
   secs[$method]=$(( $(date +%s) - t1 ))
-  [ -n "${acc[$method]}" ] || { echo "$method run failed; see $out.$method.log"; exit 1; }
+  [ -n "${acc[$method]}" ] || { echo "$method run failed; see $out/$method.log"; exit 1; }
 done
 
 echo

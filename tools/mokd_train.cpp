@@ -5,6 +5,7 @@
 //   export     check a weights file against its model and write it for timm
 //   benchmark  images/s and peak memory of distillation steps on synthetic data
 //   models     list the model names
+//   keys       print every configuration key as a Markdown table
 // Configuration: --config FILE (TOML) and --section.key=value overrides; see --help.
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -114,6 +115,7 @@ int main(int argc, char** argv) {
   Sub* exp = add("export", "check a weights file against its model and write it for timm");
   Sub* bench = add("benchmark", "images/s and peak memory of distillation steps on synthetic data");
   CLI::App* models = app.add_subcommand("models", "list the model names");
+  CLI::App* keys = app.add_subcommand("keys", "print every configuration key (Markdown table)");
   std::string weights, out, model_name;
   for (Sub* s : {eval, exp}) {
     s->app->add_option("--weights", weights, "safetensors weights (timm names)")->required();
@@ -122,6 +124,10 @@ int main(int argc, char** argv) {
   exp->app->add_option("--out", out, "output safetensors")->required();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (keys->parsed()) {
+      std::printf("%s", config_reference().c_str());
+      return 0;
+    }
     if (models->parsed()) {
       for (auto& [name, desc] : list_models()) std::printf("%-34s %s\n", name.c_str(), desc.c_str());
       return 0;
