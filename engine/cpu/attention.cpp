@@ -15,36 +15,11 @@ using ConstMap = Eigen::Map<const RowMat>;
 using MutMap = Eigen::Map<RowMat>;
 using ColVec = Eigen::Matrix<float, Eigen::Dynamic, 1>;
 
-struct AttnDims {
-  int64_t bh, nq, nk, d, dv;
-};
-
-// Checks q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv], out [B, H, Nq, Dv], lse [B, H, Nq].
-AttnDims attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                   const Tensor& out, const Tensor& lse) {
-  cpu_expect_f32(q, kernel, "q");
-  cpu_expect_f32(k, kernel, "k");
-  cpu_expect_f32(v, kernel, "v");
-  cpu_expect_f32(out, kernel, "out");
-  cpu_expect_f32(lse, kernel, "lse");
-  MOKD_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kernel,
-             ": q, k, v must be [B, H, N, D], got q ", q.str(), ", k ", k.str(), ", v ", v.str());
-  bool ok = k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(1) == q.size(1) &&
-            v.size(1) == q.size(1) && k.size(3) == q.size(3) && v.size(2) == k.size(2);
-  MOKD_CHECK(ok, kernel, ": shapes do not match: q ", q.str(), ", k ", k.str(), ", v ", v.str());
-  AttnDims a{q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
-  MOKD_CHECK(out.shape() == (Shape{q.size(0), q.size(1), a.nq, a.dv}), kernel, ": out ", out.str(),
-             " does not match q ", q.str(), " and v ", v.str());
-  MOKD_CHECK(lse.shape() == (Shape{q.size(0), q.size(1), a.nq}), kernel, ": lse ", lse.str(),
-             " must be [B, H, N] for q ", q.str());
-  return a;
-}
-
 }  // namespace
 
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                            Tensor& out, Tensor& lse) {
-  const AttnDims a = attn_dims("attention", q, k, v, out, lse);
+  const AttnDims a = attn_dims("attention", DeviceType::CPU, q, k, v, out, lse);
   const float* pq = q.data<float>();
   const float* pk = k.data<float>();
   const float* pv = v.data<float>();
@@ -81,7 +56,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, fl
 void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& out, const Tensor& lse, const Tensor& gout,
                                     float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
-  const AttnDims a = attn_dims("attention_backward", q, k, v, out, lse);
+  const AttnDims a = attn_dims("attention_backward", DeviceType::CPU, q, k, v, out, lse);
   cpu_expect_f32(gout, "attention_backward", "gout");
   cpu_expect_f32(gq, "attention_backward", "gq");
   cpu_expect_f32(gk, "attention_backward", "gk");

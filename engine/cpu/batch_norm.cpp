@@ -10,19 +10,6 @@ namespace mokd {
 
 namespace {
 
-// rows and C of x viewed as [rows, C] (C = last dim); checks the per-channel tensors.
-void bn_dims(const char* kernel, const Tensor& x, std::initializer_list<const Tensor*> per_channel,
-             int64_t& rows, int64_t& C) {
-  MOKD_CHECK(x.dim() >= 1, kernel, ": x must have rank >= 1, got ", x.str());
-  C = x.size(-1);
-  rows = C ? x.numel() / C : 0;
-  for (const Tensor* t : per_channel) {
-    cpu_expect_f32(*t, kernel, "per-channel tensor");
-    MOKD_CHECK(t->numel() == C, kernel, ": per-channel tensor ", t->str(), " must have ", C,
-               " elements for x ", x.str());
-  }
-}
-
 // Per-channel sums over rows of f(r, c), in double, with one accumulator row per thread.
 template <class F>
 void channel_sums(int64_t rows, int64_t C, std::vector<double>& out, F f) {
@@ -53,8 +40,8 @@ void CpuBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor
   cpu_expect_f32(x, "batch_norm_train", "x");
   cpu_expect_f32(y, "batch_norm_train", "y");
   int64_t rows, C;
-  bn_dims("batch_norm_train", x, {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd},
-          rows, C);
+  bn_dims("batch_norm_train", DeviceType::CPU, x,
+          {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd}, rows, C);
   MOKD_CHECK(rows > 1, "batch_norm_train: needs more than one value per channel, got x ", x.str());
   const float* px = x.data<float>();
   std::vector<double> mean, m2;
@@ -95,7 +82,7 @@ void CpuBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor&
   cpu_expect_f32(x, "batch_norm_eval", "x");
   cpu_expect_f32(y, "batch_norm_eval", "y");
   int64_t rows, C;
-  bn_dims("batch_norm_eval", x, {&w, &b, &running_mean, &running_var}, rows, C);
+  bn_dims("batch_norm_eval", DeviceType::CPU, x, {&w, &b, &running_mean, &running_var}, rows, C);
   const float* pw = w.data<float>();
   const float* pb = b.data<float>();
   const float* rm = running_mean.data<float>();
@@ -120,7 +107,7 @@ void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Te
   cpu_expect_f32(x, "batch_norm_backward", "x");
   cpu_expect_f32(gx, "batch_norm_backward", "gx");
   int64_t rows, C;
-  bn_dims("batch_norm_backward", x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
+  bn_dims("batch_norm_backward", DeviceType::CPU, x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
   MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), "batch_norm_backward: gy ",
              gy.str(), " and gx ", gx.str(), " must match x ", x.str());
   const float* px = x.data<float>();

@@ -15,40 +15,8 @@ using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 using MapC = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
 using Map = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
 
-// Sizes of one convolution, derived from x [N, H, W, C] and w [O, kh, kw, Cg].
-struct Geom {
-  int64_t N, H, W, C, O, kh, kw, Cg, Og, Ho, Wo, G;
-  int sh, sw, ph, pw;
-  int64_t K() const { return kh * kw * Cg; }   // columns of the im2col matrix
-  int64_t P() const { return Ho * Wo; }        // output pixels per image
-  // A 1x1, stride-1, unpadded conv reads x directly: no im2col copy needed.
-  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
-};
-
-Geom make_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
-               const Conv2dParams& p) {
-  MOKD_CHECK(xs.size() == 4 && ws.size() == 4 && ys.size() == 4, kernel,
-             ": x, w, y must have rank 4, got ", shape_str(xs), ", ", shape_str(ws), ", ",
-             shape_str(ys));
-  Geom g{};
-  g.N = xs[0], g.H = xs[1], g.W = xs[2], g.C = xs[3];
-  g.O = ws[0], g.kh = ws[1], g.kw = ws[2], g.Cg = ws[3];
-  g.G = p.groups;
-  g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
-  MOKD_CHECK(g.G >= 1 && g.Cg * g.G == g.C && g.O % g.G == 0 && g.sh >= 1 && g.sw >= 1, kernel,
-             ": x ", shape_str(xs), " and w ", shape_str(ws), " do not fit groups ", g.G,
-             " and strides ", g.sh, "x", g.sw);
-  g.Og = g.O / g.G;
-  g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
-  g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
-  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.O, kernel, ": y ",
-             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.O, "] for x ",
-             shape_str(xs), " and w ", shape_str(ws));
-  return g;
-}
-
 // col [P, K] (row-major) for group grp of one image x [H, W, C]; out-of-bounds taps are zero.
-void im2col(const Geom& g, const float* x, int64_t grp, float* col) {
+void im2col(const ConvGeom& g, const float* x, int64_t grp, float* col) {
   const int64_t K = g.K();
   for (int64_t oh = 0; oh < g.Ho; ++oh) {
     for (int64_t ow = 0; ow < g.Wo; ++ow) {
@@ -71,7 +39,7 @@ void im2col(const Geom& g, const float* x, int64_t grp, float* col) {
 }
 
 // Adds col [P, K] back into the image gradient gx [H, W, C] (the adjoint of im2col).
-void col2im_add(const Geom& g, const float* col, int64_t grp, float* gx) {
+void col2im_add(const ConvGeom& g, const float* col, int64_t grp, float* gx) {
   const int64_t K = g.K();
   for (int64_t oh = 0; oh < g.Ho; ++oh) {
     for (int64_t ow = 0; ow < g.Wo; ++ow) {
@@ -102,7 +70,7 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
   cpu_expect_f32(x, "conv2d", "x");
   cpu_expect_f32(w, "conv2d", "w");
   cpu_expect_f32(y, "conv2d", "y");
-  Geom g = make_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
+  ConvGeom g = conv_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
   const float* bp = nullptr;
   if (bias) {
     cpu_expect_f32(*bias, "conv2d", "bias");
@@ -148,7 +116,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const C
   cpu_expect_f32(gy, "conv2d_backward_data", "gy");
   cpu_expect_f32(w, "conv2d_backward_data", "w");
   cpu_expect_f32(gx, "conv2d_backward_data", "gx");
-  Geom g = make_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
+  ConvGeom g = conv_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
   const float* pg = gy.data<float>();
   const float* pw = w.data<float>();
   float* px = gx.data<float>();
@@ -184,7 +152,7 @@ void CpuBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, const
   cpu_expect_f32(gy, "conv2d_backward_weight", "gy");
   cpu_expect_f32(x, "conv2d_backward_weight", "x");
   cpu_expect_f32(gw, "conv2d_backward_weight", "gw");
-  Geom g = make_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
+  ConvGeom g = conv_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
   const float* pg = gy.data<float>();
   const float* px = x.data<float>();
   float* pw = gw.data<float>();

@@ -8,6 +8,7 @@
 #pragma once
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/kernel_args.h"
 
 namespace mokd {
 
@@ -81,10 +82,7 @@ class CpuBackend final : public Backend {
 
 // Kernel preconditions shared by the CPU files: f32, on the CPU, contiguous.
 inline void cpu_expect_f32(const Tensor& t, const char* kernel, const char* arg) {
-  MOKD_CHECK(t.defined() && t.dtype() == DType::F32 && t.device().is_cpu(), kernel, ": ", arg,
-             " must be f32 on cpu, got ", t.defined() ? t.str() : std::string("undefined"));
-  MOKD_CHECK(t.is_contiguous(), kernel, ": ", arg, " must be contiguous, got strides ",
-             shape_str(t.strides()), " for ", t.str());
+  expect_f32(t, DeviceType::CPU, kernel, arg);
 }
 
 }  // namespace mokd

@@ -7,23 +7,6 @@
 
 namespace mokd {
 
-namespace {
-
-void expect_row_stats(const Tensor& t, int64_t rows, const char* k, const char* arg) {
-  cpu_expect_f32(t, k, arg);
-  MOKD_CHECK(t.numel() == rows, k, ": ", arg, " ", t.str(), " must have ", rows,
-             " elements (one per row)");
-}
-
-void expect_param(const Tensor* p, int64_t d, const char* k, const char* arg) {
-  if (!p) return;
-  cpu_expect_f32(*p, k, arg);
-  MOKD_CHECK(p->numel() == d, k, ": ", arg, " ", p->str(), " must have ", d,
-             " elements (the last dim)");
-}
-
-}  // namespace
-
 void CpuBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
                             Tensor& mean, Tensor& rstd) {
   cpu_expect_f32(x, "layer_norm", "x");
@@ -31,10 +14,10 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, f
   MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
              x.str());
   int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  expect_row_stats(mean, rows, "layer_norm", "mean");
-  expect_row_stats(rstd, rows, "layer_norm", "rstd");
-  expect_param(w, d, "layer_norm", "weight");
-  expect_param(b, d, "layer_norm", "bias");
+  expect_row_stats(mean, rows, DeviceType::CPU, "layer_norm", "mean");
+  expect_row_stats(rstd, rows, DeviceType::CPU, "layer_norm", "rstd");
+  expect_ln_param(w, d, DeviceType::CPU, "layer_norm", "weight");
+  expect_ln_param(b, d, DeviceType::CPU, "layer_norm", "bias");
   const float* px = x.data<float>();
   const float* pw = w ? w->data<float>() : nullptr;
   const float* pb = b ? b->data<float>() : nullptr;
@@ -78,11 +61,11 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
   MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
              gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
   int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  expect_row_stats(mean, rows, k, "mean");
-  expect_row_stats(rstd, rows, k, "rstd");
-  expect_param(w, d, k, "weight");
-  expect_param(gw, d, k, "grad_weight");
-  expect_param(gb, d, k, "grad_bias");
+  expect_row_stats(mean, rows, DeviceType::CPU, k, "mean");
+  expect_row_stats(rstd, rows, DeviceType::CPU, k, "rstd");
+  expect_ln_param(w, d, DeviceType::CPU, k, "weight");
+  expect_ln_param(gw, d, DeviceType::CPU, k, "grad_weight");
+  expect_ln_param(gb, d, DeviceType::CPU, k, "grad_bias");
   const float* pg = gy.data<float>();
   const float* px = x.data<float>();
   const float* pw = w ? w->data<float>() : nullptr;

@@ -9,26 +9,6 @@ namespace mokd {
 
 namespace {
 
-struct PoolGeom {
-  int64_t N, H, W, C, Ho, Wo;
-};
-
-// x [N, H, W, C] and y [N, Ho, Wo, C] with Ho = (H + 2 pad - k) / stride + 1 (floor mode).
-PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const Pool2dParams& p) {
-  MOKD_CHECK(xs.size() == 4 && ys.size() == 4, kernel, ": x and y must have rank 4, got ",
-             shape_str(xs), " and ", shape_str(ys));
-  MOKD_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
-                 p.pad_h >= 0 && p.pad_w >= 0,
-             kernel, ": bad kernel/stride/padding");
-  PoolGeom g{xs[0], xs[1], xs[2], xs[3], 0, 0};
-  g.Ho = (g.H + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
-  g.Wo = (g.W + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
-  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.C, kernel, ": y ",
-             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.C, "] for x ",
-             shape_str(xs));
-  return g;
-}
-
 // The window of output (oh, ow) clipped to the image, and the average's divisor as PyTorch
 // computes it: with count_include_pad the window is clipped to the padded image only.
 struct Window {

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "engine/cuda/check.h"
+#include "engine/kernel_args.h"
 #include "kernels/launch.cuh"
 
 namespace mokd {
@@ -78,17 +79,11 @@ bool cuda_tf32() { return g_tf32; }
 cudaStream_t cuda_compute_stream() { return g_backend ? g_backend->stream() : nullptr; }
 
 void cuda_expect_on_gpu(const Tensor& t, const char* kernel, const char* arg) {
-  MOKD_CHECK(t.defined() && t.device().is_cuda(), kernel, ": ", arg, " must be on cuda, got ",
-             t.defined() ? t.str() : std::string("undefined"));
-  MOKD_CHECK(t.is_contiguous(), kernel, ": ", arg, " must be contiguous, got strides ",
-             shape_str(t.strides()), " for ", t.str());
+  expect_on(t, DeviceType::CUDA, kernel, arg);
 }
 
 void cuda_expect_f32(const Tensor& t, const char* kernel, const char* arg) {
-  MOKD_CHECK(t.defined() && t.dtype() == DType::F32 && t.device().is_cuda(), kernel, ": ", arg,
-             " must be f32 on cuda, got ", t.defined() ? t.str() : std::string("undefined"));
-  MOKD_CHECK(t.is_contiguous(), kernel, ": ", arg, " must be contiguous, got strides ",
-             shape_str(t.strides()), " for ", t.str());
+  expect_f32(t, DeviceType::CUDA, kernel, arg);
 }
 
 void cuda_rethrow_with_context(const char* op, std::initializer_list<const Tensor*> tensors,
@@ -364,20 +359,6 @@ void CudaBackend::logsumexp(const Tensor& x, Tensor& out) {
 
 // ---- layer norm ----
 
-namespace {
-void ln_param(const Tensor* p, int64_t d, const char* k, const char* arg) {
-  if (!p) return;
-  cuda_expect_f32(*p, k, arg);
-  MOKD_CHECK(p->numel() == d, k, ": ", arg, " ", p->str(), " must have ", d,
-             " elements (the last dim)");
-}
-void ln_stats(const Tensor& t, int64_t rows, const char* k, const char* arg) {
-  cuda_expect_f32(t, k, arg);
-  MOKD_CHECK(t.numel() == rows, k, ": ", arg, " ", t.str(), " must have ", rows,
-             " elements (one per row)");
-}
-}  // namespace
-
 void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
   cuda_expect_f32(x, "layer_norm", "x");
@@ -385,10 +366,10 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, 
   MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
              x.str());
   int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  ln_stats(mean, rows, "layer_norm", "mean");
-  ln_stats(rstd, rows, "layer_norm", "rstd");
-  ln_param(w, d, "layer_norm", "weight");
-  ln_param(b, d, "layer_norm", "bias");
+  expect_row_stats(mean, rows, DeviceType::CUDA, "layer_norm", "mean");
+  expect_row_stats(rstd, rows, DeviceType::CUDA, "layer_norm", "rstd");
+  expect_ln_param(w, d, DeviceType::CUDA, "layer_norm", "weight");
+  expect_ln_param(b, d, DeviceType::CUDA, "layer_norm", "bias");
   cuda_guarded("layer_norm", {&x, w, b, &y}, [&] {
     kernels::layer_norm(cf(x), cf_opt(w), cf_opt(b), eps, mf(y), mf(mean), mf(rstd), rows, d,
                         stream());
@@ -405,11 +386,11 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
   MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
              gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
   int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  ln_stats(mean, rows, k, "mean");
-  ln_stats(rstd, rows, k, "rstd");
-  ln_param(w, d, k, "weight");
-  ln_param(gw, d, k, "grad_weight");
-  ln_param(gb, d, k, "grad_bias");
+  expect_row_stats(mean, rows, DeviceType::CUDA, k, "mean");
+  expect_row_stats(rstd, rows, DeviceType::CUDA, k, "rstd");
+  expect_ln_param(w, d, DeviceType::CUDA, k, "weight");
+  expect_ln_param(gw, d, DeviceType::CUDA, k, "grad_weight");
+  expect_ln_param(gb, d, DeviceType::CUDA, k, "grad_bias");
   cuda_guarded(k, {&gy, &x, w, &gx}, [&] {
     Tensor part = scratch((gw || gb) ? kernels::layer_norm_partials_size(rows, d) : 1);
     kernels::layer_norm_backward(cf(gy), cf(x), cf_opt(w), cf(mean), cf(rstd), mf(gx), mf_opt(gw),
@@ -420,20 +401,6 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
 
 // ---- batch norm ----
 
-namespace {
-void bn_dims(const char* kernel, const Tensor& x, std::initializer_list<const Tensor*> per_channel,
-             int64_t& rows, int64_t& C) {
-  MOKD_CHECK(x.dim() >= 1, kernel, ": x must have rank >= 1, got ", x.str());
-  C = x.size(-1);
-  rows = C ? x.numel() / C : 0;
-  for (const Tensor* t : per_channel) {
-    cuda_expect_f32(*t, kernel, "per-channel tensor");
-    MOKD_CHECK(t->numel() == C, kernel, ": per-channel tensor ", t->str(), " must have ", C,
-               " elements for x ", x.str());
-  }
-}
-}  // namespace
-
 void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b,
                                    Tensor& running_mean, Tensor& running_var, float momentum,
                                    float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
@@ -441,8 +408,8 @@ void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tenso
   cuda_expect_f32(y, "batch_norm_train", "y");
   MOKD_CHECK(x.shape() == y.shape(), "batch_norm_train: y ", y.str(), " must match x ", x.str());
   int64_t rows, C;
-  bn_dims("batch_norm_train", x, {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd},
-          rows, C);
+  bn_dims("batch_norm_train", DeviceType::CUDA, x,
+          {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd}, rows, C);
   MOKD_CHECK(rows > 1, "batch_norm_train: needs more than one value per channel, got x ", x.str());
   cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
@@ -459,7 +426,7 @@ void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor
   cuda_expect_f32(y, "batch_norm_eval", "y");
   MOKD_CHECK(x.shape() == y.shape(), "batch_norm_eval: y ", y.str(), " must match x ", x.str());
   int64_t rows, C;
-  bn_dims("batch_norm_eval", x, {&w, &b, &running_mean, &running_var}, rows, C);
+  bn_dims("batch_norm_eval", DeviceType::CUDA, x, {&w, &b, &running_mean, &running_var}, rows, C);
   cuda_guarded("batch_norm_eval", {&x, &w, &y}, [&] {
     Tensor s = scratch(C + 1);
     kernels::batch_norm_eval(cf(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps, mf(y),
@@ -474,7 +441,7 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
   cuda_expect_f32(x, "batch_norm_backward", "x");
   cuda_expect_f32(gx, "batch_norm_backward", "gx");
   int64_t rows, C;
-  bn_dims("batch_norm_backward", x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
+  bn_dims("batch_norm_backward", DeviceType::CUDA, x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
   MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), "batch_norm_backward: gy ",
              gy.str(), " and gx ", gx.str(), " must match x ", x.str());
   cuda_guarded("batch_norm_backward", {&gy, &x, &w, &gx}, [&] {
@@ -488,21 +455,12 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
 // ---- pooling ----
 
 namespace {
-kernels::PoolDims pool_geom(const char* kernel, const Shape& xs, const Shape& ys,
+// The shared pooling contract, as the pooling kernels' geometry.
+kernels::PoolDims pool_dims(const char* kernel, const Shape& xs, const Shape& ys,
                             const Pool2dParams& p) {
-  MOKD_CHECK(xs.size() == 4 && ys.size() == 4, kernel, ": x and y must have rank 4, got ",
-             shape_str(xs), " and ", shape_str(ys));
-  MOKD_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
-                 p.pad_h >= 0 && p.pad_w >= 0,
-             kernel, ": bad kernel/stride/padding");
-  kernels::PoolDims g{xs[0], xs[1], xs[2], xs[3], 0, 0, p.kernel_h, p.kernel_w, p.stride_h,
-                      p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
-  g.Ho = (g.H + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
-  g.Wo = (g.W + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
-  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.C, kernel, ": y ",
-             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.C, "] for x ",
-             shape_str(xs));
-  return g;
+  PoolGeom g = pool_geom(kernel, xs, ys, p);
+  return {g.N, g.H, g.W, g.C, g.Ho, g.Wo, p.kernel_h, p.kernel_w, p.stride_h,
+          p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
 }
 }  // namespace
 
@@ -512,7 +470,7 @@ void CudaBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, 
   MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cuda() && argmax.is_contiguous() &&
                  argmax.shape() == y.shape(),
              "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
-  kernels::PoolDims g = pool_geom("max_pool2d", x.shape(), y.shape(), p);
+  kernels::PoolDims g = pool_dims("max_pool2d", x.shape(), y.shape(), p);
   cuda_guarded("max_pool2d", {&x, &y}, [&] {
     kernels::max_pool2d(cf(x), mf(y), static_cast<int64_t*>(argmax.raw_data()), g, stream());
   });
@@ -537,14 +495,14 @@ void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Te
 void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
   cuda_expect_f32(x, "avg_pool2d", "x");
   cuda_expect_f32(y, "avg_pool2d", "y");
-  kernels::PoolDims g = pool_geom("avg_pool2d", x.shape(), y.shape(), p);
+  kernels::PoolDims g = pool_dims("avg_pool2d", x.shape(), y.shape(), p);
   cuda_guarded("avg_pool2d", {&x, &y}, [&] { kernels::avg_pool2d(cf(x), mf(y), g, stream()); });
 }
 
 void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
   cuda_expect_f32(gy, "avg_pool2d_backward", "gy");
   cuda_expect_f32(gx, "avg_pool2d_backward", "gx");
-  kernels::PoolDims g = pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
+  kernels::PoolDims g = pool_dims("avg_pool2d_backward", gx.shape(), gy.shape(), p);
   cuda_guarded("avg_pool2d_backward", {&gy, &gx},
                [&] { kernels::avg_pool2d_backward(cf(gy), mf(gx), g, stream()); });
 }
@@ -552,27 +510,10 @@ void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, T
 // ---- attention ----
 
 namespace {
-struct AttnDims {
-  int64_t bh, nq, nk, d, dv;
-};
-
-AttnDims attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                   const Tensor& out, const Tensor& lse) {
-  cuda_expect_f32(q, kernel, "q");
-  cuda_expect_f32(k, kernel, "k");
-  cuda_expect_f32(v, kernel, "v");
-  cuda_expect_f32(out, kernel, "out");
-  cuda_expect_f32(lse, kernel, "lse");
-  MOKD_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kernel,
-             ": q, k, v must be [B, H, N, D], got q ", q.str(), ", k ", k.str(), ", v ", v.str());
-  bool ok = k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(1) == q.size(1) &&
-            v.size(1) == q.size(1) && k.size(3) == q.size(3) && v.size(2) == k.size(2);
-  MOKD_CHECK(ok, kernel, ": shapes do not match: q ", q.str(), ", k ", k.str(), ", v ", v.str());
-  AttnDims a{q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
-  MOKD_CHECK(out.shape() == (Shape{q.size(0), q.size(1), a.nq, a.dv}), kernel, ": out ", out.str(),
-             " does not match q ", q.str(), " and v ", v.str());
-  MOKD_CHECK(lse.shape() == (Shape{q.size(0), q.size(1), a.nq}), kernel, ": lse ", lse.str(),
-             " must be [B, H, N] for q ", q.str());
+// The shared attention contract plus the CUDA kernel's limits.
+AttnDims cuda_attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse) {
+  const AttnDims a = attn_dims(kernel, DeviceType::CUDA, q, k, v, out, lse);
   MOKD_CHECK(a.d <= kernels::kAttnMaxDim && a.dv <= kernels::kAttnMaxDim, kernel,
              ": the CUDA kernel supports head dims up to ", kernels::kAttnMaxDim, ", got q ",
              q.str(), " and v ", v.str());
@@ -584,7 +525,7 @@ AttnDims attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const T
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                             Tensor& out, Tensor& lse) {
-  const AttnDims a = attn_dims("attention", q, k, v, out, lse);
+  const AttnDims a = cuda_attn_dims("attention", q, k, v, out, lse);
   cuda_guarded("attention", {&q, &k, &v}, [&] {
     if (a.nk == 0) {  // softmax over nothing: no output, lse = log(0)
       kernels::fill(out.raw_data(), DType::F32, 0.0, out.numel(), stream());
@@ -600,7 +541,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, f
 void CudaBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& out, const Tensor& lse, const Tensor& gout,
                                      float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
-  const AttnDims a = attn_dims("attention_backward", q, k, v, out, lse);
+  const AttnDims a = cuda_attn_dims("attention_backward", q, k, v, out, lse);
   cuda_expect_f32(gout, "attention_backward", "gout");
   cuda_expect_f32(gq, "attention_backward", "gq");
   cuda_expect_f32(gk, "attention_backward", "gk");

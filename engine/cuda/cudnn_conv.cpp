@@ -9,35 +9,17 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/kernel_args.h"
 #include "kernels/launch.cuh"
 
 namespace mokd {
 
 namespace {
 
-struct Geom {
-  int64_t N, H, W, C, O, kh, kw, Cg, Ho, Wo;
-  int sh, sw, ph, pw, G;
-};
-
-Geom make_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
-               const Conv2dParams& p) {
-  MOKD_CHECK(xs.size() == 4 && ws.size() == 4 && ys.size() == 4, kernel,
-             ": x, w, y must have rank 4, got ", shape_str(xs), ", ", shape_str(ws), ", ",
-             shape_str(ys));
-  Geom g{};
-  g.N = xs[0], g.H = xs[1], g.W = xs[2], g.C = xs[3];
-  g.O = ws[0], g.kh = ws[1], g.kw = ws[2], g.Cg = ws[3];
-  g.G = p.groups;
-  g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
-  MOKD_CHECK(g.G >= 1 && g.Cg * g.G == g.C && g.O % g.G == 0 && g.sh >= 1 && g.sw >= 1, kernel,
-             ": x ", shape_str(xs), " and w ", shape_str(ws), " do not fit groups ", g.G,
-             " and strides ", g.sh, "x", g.sw);
-  g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
-  g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
-  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.O, kernel, ": y ",
-             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.O, "] for x ",
-             shape_str(xs), " and w ", shape_str(ws));
+// The shared conv2d contract plus cuDNN's int range.
+ConvGeom cudnn_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
+                    const Conv2dParams& p) {
+  ConvGeom g = conv_geom(kernel, xs, ws, ys, p);
   const int64_t lim = INT32_MAX;
   MOKD_CHECK(g.N <= lim && g.H <= lim && g.W <= lim && g.C <= lim && g.O <= lim, kernel,
              ": sizes exceed cuDNN's int range: x ", shape_str(xs));
@@ -49,7 +31,7 @@ struct Descs {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
-  Descs(const Geom& g, cudnnMathType_t math) {
+  Descs(const ConvGeom& g, cudnnMathType_t math) {
     MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     MOKD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
@@ -63,7 +45,7 @@ struct Descs {
                                                 int(g.Cg), int(g.kh), int(g.kw)));
     MOKD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, g.ph, g.pw, g.sh, g.sw, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    MOKD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, g.G));
+    MOKD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, int(g.G)));
     MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
   }
   ~Descs() {
@@ -85,7 +67,7 @@ struct Choice {
 std::mutex g_mu;
 std::unordered_map<std::string, Choice> g_cache;
 
-std::string key_of(const char* kind, const Geom& g, bool tf32) {
+std::string key_of(const char* kind, const ConvGeom& g, bool tf32) {
   return detail::concat(kind, ':', g.N, ',', g.H, ',', g.W, ',', g.C, ',', g.O, ',', g.kh, ',',
                         g.kw, ',', g.Cg, ',', g.sh, ',', g.sw, ',', g.ph, ',', g.pw, ',', g.G, ',',
                         tf32);
@@ -131,7 +113,7 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
   cuda_expect_f32(x, "conv2d", "x");
   cuda_expect_f32(w, "conv2d", "w");
   cuda_expect_f32(y, "conv2d", "y");
-  Geom g = make_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
+  ConvGeom g = cudnn_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
   if (bias) {
     cuda_expect_f32(*bias, "conv2d", "bias");
     MOKD_CHECK(bias->numel() == g.O, "conv2d: bias ", bias->str(), " must have ", g.O, " elements");
@@ -181,7 +163,7 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
   cuda_expect_f32(gy, "conv2d_backward_data", "gy");
   cuda_expect_f32(w, "conv2d_backward_data", "w");
   cuda_expect_f32(gx, "conv2d_backward_data", "gx");
-  Geom g = make_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
+  ConvGeom g = cudnn_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
   if (gx.numel() == 0) return;
   cuda_guarded("conv2d_backward_data", {&gy, &w, &gx}, [&] {
     if (gy.numel() == 0 || w.numel() == 0) {
@@ -224,7 +206,7 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, cons
   cuda_expect_f32(gy, "conv2d_backward_weight", "gy");
   cuda_expect_f32(x, "conv2d_backward_weight", "x");
   cuda_expect_f32(gw, "conv2d_backward_weight", "gw");
-  Geom g = make_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
+  ConvGeom g = cudnn_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
   if (gw.numel() == 0) return;
   cuda_guarded("conv2d_backward_weight", {&gy, &x, &gw}, [&] {
     if (gy.numel() == 0 || x.numel() == 0) {

@@ -9,19 +9,11 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/kernel_args.h"
 
 namespace mokd {
 
 namespace {
-
-struct Dims {
-  int64_t batch, rows, cols;
-};
-
-Dims gemm_dims(const Tensor& t) {
-  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
-  return {t.size(0), t.size(1), t.size(2)};
-}
 
 cudaDataType_t cuda_type(DType t) { return t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
@@ -148,22 +140,10 @@ void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a
   MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::BF16 || c.dtype() == DType::F32),
              "gemm: a ", a.str(), " and b ", b.str(),
              " must share a dtype, and c must be f32 unless they are bf16; c is ", c.str());
-  auto ranked = [](const Tensor& t) { return t.dim() == 2 || t.dim() == 3; };
-  MOKD_CHECK(ranked(a) && ranked(b) && ranked(c), "gemm: operands must have rank 2 or 3, got a ",
-             a.str(), ", b ", b.str(), ", c ", c.str());
-  Dims da = gemm_dims(a), db = gemm_dims(b), dc = gemm_dims(c);
-  int64_t M = trans_a ? da.cols : da.rows, K = trans_a ? da.rows : da.cols;
-  int64_t Kb = trans_b ? db.cols : db.rows, N = trans_b ? db.rows : db.cols;
-  const char* ta = trans_a ? "^T" : "";
-  const char* tb = trans_b ? "^T" : "";
-  MOKD_CHECK(K == Kb, "gemm: inner dimensions differ: a", ta, " ", a.str(), " (K=", K, ") and b",
-             tb, " ", b.str(), " (K=", Kb, ")");
-  MOKD_CHECK(dc.rows == M && dc.cols == N, "gemm: c ", c.str(), " must be [.., ", M, ", ", N,
-             "] for a", ta, " ", a.str(), " and b", tb, " ", b.str());
-  MOKD_CHECK((da.batch == db.batch || da.batch == 1 || db.batch == 1) &&
-                 dc.batch == std::max(da.batch, db.batch),
-             "gemm: batch sizes of a ", a.str(), ", b ", b.str(), " and c ", c.str(),
-             " do not match (a and b equal or 1, c their maximum)");
+  const GemmShape s = gemm_shape(a, b, c, trans_a, trans_b);
+  const GemmDims &da = s.a, &db = s.b, &dc = s.c;
+  const int64_t M = s.M, N = s.N, K = s.K;
+
   const int64_t batch = dc.batch;
   if (batch == 0 || M == 0 || N == 0) return;
 

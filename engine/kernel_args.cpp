@@ -1,0 +1,157 @@
+// Shape contracts of backend kernels (engine/kernel_args.h), shared by the CPU and CUDA backends.
+#include "engine/kernel_args.h"
+
+#include <algorithm>
+#include <string>
+
+namespace mokd {
+
+namespace {
+
+const char* device_type_name(DeviceType on) { return on == DeviceType::CPU ? "cpu" : "cuda"; }
+
+void expect_contiguous(const Tensor& t, const char* kernel, const char* arg) {
+  MOKD_CHECK(t.is_contiguous(), kernel, ": ", arg, " must be contiguous, got strides ",
+             shape_str(t.strides()), " for ", t.str());
+}
+
+}  // namespace
+
+void expect_f32(const Tensor& t, DeviceType on, const char* kernel, const char* arg) {
+  MOKD_CHECK(t.defined() && t.dtype() == DType::F32 && t.device().type == on, kernel, ": ", arg,
+             " must be f32 on ", device_type_name(on), ", got ",
+             t.defined() ? t.str() : std::string("undefined"));
+  expect_contiguous(t, kernel, arg);
+}
+
+void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* arg) {
+  MOKD_CHECK(t.defined() && t.device().type == on, kernel, ": ", arg, " must be on ",
+             device_type_name(on), ", got ", t.defined() ? t.str() : std::string("undefined"));
+  expect_contiguous(t, kernel, arg);
+}
+
+// ---- gemm ----
+
+GemmDims gemm_dims(const Tensor& t) {
+  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
+  return {t.size(0), t.size(1), t.size(2)};
+}
+
+GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
+                     bool trans_b) {
+  auto ranked = [](const Tensor& t) { return t.dim() == 2 || t.dim() == 3; };
+  MOKD_CHECK(ranked(a) && ranked(b) && ranked(c), "gemm: operands must have rank 2 or 3, got a ",
+             a.str(), ", b ", b.str(), ", c ", c.str());
+  GemmShape s{gemm_dims(a), gemm_dims(b), gemm_dims(c), 0, 0, 0};
+  s.M = trans_a ? s.a.cols : s.a.rows;
+  s.K = trans_a ? s.a.rows : s.a.cols;
+  int64_t Kb = trans_b ? s.b.cols : s.b.rows;
+  s.N = trans_b ? s.b.rows : s.b.cols;
+  const char* ta = trans_a ? "^T" : "";
+  const char* tb = trans_b ? "^T" : "";
+  MOKD_CHECK(s.K == Kb, "gemm: inner dimensions differ: a", ta, " ", a.str(), " (K=", s.K,
+             ") and b", tb, " ", b.str(), " (K=", Kb, ")");
+  MOKD_CHECK(s.c.rows == s.M && s.c.cols == s.N, "gemm: c ", c.str(), " must be [.., ", s.M, ", ",
+             s.N, "] for a", ta, " ", a.str(), " and b", tb, " ", b.str());
+  MOKD_CHECK((s.a.batch == s.b.batch || s.a.batch == 1 || s.b.batch == 1) &&
+                 s.c.batch == std::max(s.a.batch, s.b.batch),
+             "gemm: batch sizes of a ", a.str(), ", b ", b.str(), " and c ", c.str(),
+             " do not match (a and b equal or 1, c their maximum)");
+  return s;
+}
+
+// ---- conv2d ----
+
+ConvGeom conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
+                   const Conv2dParams& p) {
+  MOKD_CHECK(xs.size() == 4 && ws.size() == 4 && ys.size() == 4, kernel,
+             ": x, w, y must have rank 4, got ", shape_str(xs), ", ", shape_str(ws), ", ",
+             shape_str(ys));
+  ConvGeom g{};
+  g.N = xs[0], g.H = xs[1], g.W = xs[2], g.C = xs[3];
+  g.O = ws[0], g.kh = ws[1], g.kw = ws[2], g.Cg = ws[3];
+  g.G = p.groups;
+  g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
+  MOKD_CHECK(g.G >= 1 && g.Cg * g.G == g.C && g.O % g.G == 0 && g.sh >= 1 && g.sw >= 1, kernel,
+             ": x ", shape_str(xs), " and w ", shape_str(ws), " do not fit groups ", g.G,
+             " and strides ", g.sh, "x", g.sw);
+  g.Og = g.O / g.G;
+  g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
+  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.O, kernel, ": y ",
+             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.O, "] for x ",
+             shape_str(xs), " and w ", shape_str(ws));
+  return g;
+}
+
+// ---- pooling ----
+
+PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const Pool2dParams& p) {
+  MOKD_CHECK(xs.size() == 4 && ys.size() == 4, kernel, ": x and y must have rank 4, got ",
+             shape_str(xs), " and ", shape_str(ys));
+  MOKD_CHECK(p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
+                 p.pad_h >= 0 && p.pad_w >= 0,
+             kernel, ": bad kernel/stride/padding");
+  PoolGeom g{xs[0], xs[1], xs[2], xs[3], 0, 0};
+  g.Ho = (g.H + 2 * p.pad_h - p.kernel_h) / p.stride_h + 1;
+  g.Wo = (g.W + 2 * p.pad_w - p.kernel_w) / p.stride_w + 1;
+  MOKD_CHECK(ys[0] == g.N && ys[1] == g.Ho && ys[2] == g.Wo && ys[3] == g.C, kernel, ": y ",
+             shape_str(ys), " must be [", g.N, ", ", g.Ho, ", ", g.Wo, ", ", g.C, "] for x ",
+             shape_str(xs));
+  return g;
+}
+
+// ---- layer norm ----
+
+void expect_row_stats(const Tensor& t, int64_t rows, DeviceType on, const char* kernel,
+                      const char* arg) {
+  expect_f32(t, on, kernel, arg);
+  MOKD_CHECK(t.numel() == rows, kernel, ": ", arg, " ", t.str(), " must have ", rows,
+             " elements (one per row)");
+}
+
+void expect_ln_param(const Tensor* p, int64_t d, DeviceType on, const char* kernel,
+                     const char* arg) {
+  if (!p) return;
+  expect_f32(*p, on, kernel, arg);
+  MOKD_CHECK(p->numel() == d, kernel, ": ", arg, " ", p->str(), " must have ", d,
+             " elements (the last dim)");
+}
+
+// ---- batch norm ----
+
+void bn_dims(const char* kernel, DeviceType on, const Tensor& x,
+             std::initializer_list<const Tensor*> per_channel, int64_t& rows, int64_t& C) {
+  MOKD_CHECK(x.dim() >= 1, kernel, ": x must have rank >= 1, got ", x.str());
+  C = x.size(-1);
+  rows = C ? x.numel() / C : 0;
+  for (const Tensor* t : per_channel) {
+    expect_f32(*t, on, kernel, "per-channel tensor");
+    MOKD_CHECK(t->numel() == C, kernel, ": per-channel tensor ", t->str(), " must have ", C,
+               " elements for x ", x.str());
+  }
+}
+
+// ---- attention ----
+
+AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Tensor& k,
+                   const Tensor& v, const Tensor& out, const Tensor& lse) {
+  expect_f32(q, on, kernel, "q");
+  expect_f32(k, on, kernel, "k");
+  expect_f32(v, on, kernel, "v");
+  expect_f32(out, on, kernel, "out");
+  expect_f32(lse, on, kernel, "lse");
+  MOKD_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, kernel,
+             ": q, k, v must be [B, H, N, D], got q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  bool ok = k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+            v.size(1) == q.size(1) && k.size(3) == q.size(3) && v.size(2) == k.size(2);
+  MOKD_CHECK(ok, kernel, ": shapes do not match: q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  AttnDims a{q.size(0) * q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  MOKD_CHECK(out.shape() == (Shape{q.size(0), q.size(1), a.nq, a.dv}), kernel, ": out ", out.str(),
+             " does not match q ", q.str(), " and v ", v.str());
+  MOKD_CHECK(lse.shape() == (Shape{q.size(0), q.size(1), a.nq}), kernel, ": lse ", lse.str(),
+             " must be [B, H, N] for q ", q.str());
+  return a;
+}
+
+}  // namespace mokd

@@ -1,0 +1,70 @@
+// The shape contracts of backend kernels, checked the same way by every backend (engine/cpu,
+// engine/cuda): operand preconditions and the sizes a kernel derives from its operands. Errors
+// name the kernel, the argument and the shapes; a backend adds its own limits after these.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+
+#include "engine/backend.h"
+#include "engine/error.h"
+
+namespace mokd {
+
+// t is defined, f32, on a device of type `on` and contiguous.
+void expect_f32(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
+// t is defined, on a device of type `on` and contiguous (any dtype).
+void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
+
+// gemm: an operand [rows, cols] is a batch of one; [batch, rows, cols] otherwise.
+struct GemmDims {
+  int64_t batch, rows, cols;
+};
+GemmDims gemm_dims(const Tensor& t);
+
+struct GemmShape {
+  GemmDims a, b, c;
+  int64_t M, N, K;  // c_i [M, N] = op(a_i) [M, K] op(b_i) [K, N]
+};
+// Ranks 2 or 3, equal inner dims, c [.., M, N], batches of a and b equal or 1 and c's their
+// maximum. Dtype and device are the backend's to check.
+GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
+                     bool trans_b);
+
+// conv2d: sizes of one convolution, from x [N, H, W, C], w [O, kh, kw, C/groups] and y [N, Ho,
+// Wo, O] (NHWC activations, OHWI weights).
+struct ConvGeom {
+  int64_t N, H, W, C, O, kh, kw, Cg, Og, Ho, Wo, G;
+  int sh, sw, ph, pw;
+  int64_t K() const { return kh * kw * Cg; }  // columns of the im2col matrix
+  int64_t P() const { return Ho * Wo; }       // output pixels per image
+  // A 1x1, stride-1, unpadded conv reads x directly: no im2col copy needed.
+  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+};
+ConvGeom conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
+                   const Conv2dParams& p);
+
+// Pooling: x [N, H, W, C] and y [N, Ho, Wo, C] with Ho = (H + 2 pad - k) / stride + 1 (floor).
+struct PoolGeom {
+  int64_t N, H, W, C, Ho, Wo;
+};
+PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const Pool2dParams& p);
+
+// Layer norm: per-row statistics (rows elements) and optional per-feature params (d elements).
+void expect_row_stats(const Tensor& t, int64_t rows, DeviceType on, const char* kernel,
+                      const char* arg);
+void expect_ln_param(const Tensor* p, int64_t d, DeviceType on, const char* kernel,
+                     const char* arg);
+
+// Batch norm: rows and C of x viewed as [rows, C] (C = last dim); checks the per-channel tensors.
+void bn_dims(const char* kernel, DeviceType on, const Tensor& x,
+             std::initializer_list<const Tensor*> per_channel, int64_t& rows, int64_t& C);
+
+// Attention: q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv], out [B, H, Nq, Dv],
+// lse [B, H, Nq], all f32 on `on`.
+struct AttnDims {
+  int64_t bh, nq, nk, d, dv;
+};
+AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Tensor& k,
+                   const Tensor& v, const Tensor& out, const Tensor& lse);
+
+}  // namespace mokd
