@@ -25,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace mokd::data;
+using test::expect_error;
 
 // A fresh temporary folder per test.
 class TempDir {
@@ -74,18 +75,6 @@ std::vector<uint8_t> pattern(size_t n, int mul = 7, int add = 3) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>((i * mul + add) & 0xFF);
   return v;
-}
-
-// Expects `f` to throw mokd::Error whose message contains every fragment.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mokd::Error containing '" << fragments.front() << "'";
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const std::string& frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << msg << "\n  lacks: " << frag;
-  }
 }
 
 // ---------------------------------------------------------------- Fashion-MNIST

@@ -9,24 +9,11 @@
 namespace mokd {
 namespace {
 
+using test::error_of;
 using test::gradcheck;
 using test::randn;
 using test::rel_error;
-
-Tensor with_grad(Tensor t) {
-  t.set_requires_grad(true);
-  return t;
-}
-
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::requires_grad;
 
 // softmax(scale q k^T) v and the row log-sum-exp, by plain loops in double.
 void naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
@@ -63,8 +50,8 @@ TEST(OpsAttention, GradcheckB2H3N5D4) {
       [scale](const std::vector<Tensor>& x) {
         return scaled_dot_product_attention(x[0], x[1], x[2], scale);
       },
-      {with_grad(randn({2, 3, 5, 4}, 1)), with_grad(randn({2, 3, 5, 4}, 2)),
-       with_grad(randn({2, 3, 5, 4}, 3))},
+      {requires_grad(randn({2, 3, 5, 4}, 1)), requires_grad(randn({2, 3, 5, 4}, 2)),
+       requires_grad(randn({2, 3, 5, 4}, 3))},
       {}, "attention N=5");
 }
 
@@ -74,23 +61,23 @@ TEST(OpsAttention, GradcheckOddN7) {
       [scale](const std::vector<Tensor>& x) {
         return scaled_dot_product_attention(x[0], x[1], x[2], scale);
       },
-      {with_grad(randn({1, 2, 7, 4}, 4)), with_grad(randn({1, 2, 7, 4}, 5)),
-       with_grad(randn({1, 2, 7, 4}, 6))},
+      {requires_grad(randn({1, 2, 7, 4}, 4)), requires_grad(randn({1, 2, 7, 4}, 5)),
+       requires_grad(randn({1, 2, 7, 4}, 6))},
       {}, "attention N=7");
 }
 
 TEST(OpsAttention, GradcheckFewerKeysThanQueries) {
   gradcheck(
       [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], 0.4f); },
-      {with_grad(randn({1, 2, 5, 3}, 7)), with_grad(randn({1, 2, 3, 3}, 8)),
-       with_grad(randn({1, 2, 3, 3}, 9))},
+      {requires_grad(randn({1, 2, 5, 3}, 7)), requires_grad(randn({1, 2, 3, 3}, 8)),
+       requires_grad(randn({1, 2, 3, 3}, 9))},
       {}, "attention Nq=5 Nk=3");
 }
 
 TEST(OpsAttention, GradcheckOnlyQueryRequiresGrad) {
   gradcheck(
       [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], 0.5f); },
-      {with_grad(randn({2, 1, 5, 4}, 10)), randn({2, 1, 5, 4}, 11), randn({2, 1, 5, 4}, 12)}, {},
+      {requires_grad(randn({2, 1, 5, 4}, 10)), randn({2, 1, 5, 4}, 11), randn({2, 1, 5, 4}, 12)}, {},
       "attention grad q only");
 }
 
@@ -119,9 +106,9 @@ TEST(OpsAttention, BackwardMatchesComposedOps) {
   Tensor q0 = randn({1, 2, 198, 5}, 1), k0 = randn({1, 2, 198, 5}, 2), v0 = randn({1, 2, 198, 5}, 3);
   float scale = 1.f / std::sqrt(5.f);
   Tensor gout = randn({1, 2, 198, 5}, 4);
-  Tensor q = with_grad(q0.clone()), k = with_grad(k0.clone()), v = with_grad(v0.clone());
+  Tensor q = requires_grad(q0.clone()), k = requires_grad(k0.clone()), v = requires_grad(v0.clone());
   sum(mul(scaled_dot_product_attention(q, k, v, scale), gout)).backward();
-  Tensor q2 = with_grad(q0.clone()), k2 = with_grad(k0.clone()), v2 = with_grad(v0.clone());
+  Tensor q2 = requires_grad(q0.clone()), k2 = requires_grad(k0.clone()), v2 = requires_grad(v0.clone());
   Tensor kt = transpose(k2, 2, 3);
   Tensor p = softmax(scale * matmul(q2, kt), -1);
   sum(mul(matmul(p, v2), gout)).backward();
@@ -142,8 +129,8 @@ TEST(OpsAttention, MatchesTorchSdpa) {
 }
 
 TEST(OpsAttention, RecordsOneNode) {
-  Tensor q = with_grad(randn({1, 1, 3, 2}, 1)), k = with_grad(randn({1, 1, 3, 2}, 2));
-  Tensor v = with_grad(randn({1, 1, 3, 2}, 3));
+  Tensor q = requires_grad(randn({1, 1, 3, 2}, 1)), k = requires_grad(randn({1, 1, 3, 2}, 2));
+  Tensor v = requires_grad(randn({1, 1, 3, 2}, 3));
   Tensor y = scaled_dot_product_attention(q, k, v, 1.f);
   ASSERT_FALSE(y.is_leaf());
   EXPECT_EQ(std::string(y.impl()->grad_fn->name), "scaled_dot_product_attention");

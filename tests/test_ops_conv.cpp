@@ -9,15 +9,12 @@
 namespace mokd {
 namespace {
 
+using test::expect_error;
 using test::gradcheck;
 using test::randn;
 using test::rel_error;
+using test::requires_grad;
 using Inputs = std::vector<Tensor>;
-
-Tensor rg(Tensor t) {
-  t.set_requires_grad(true);
-  return t;
-}
 
 Conv2dParams conv_params(int stride_h, int stride_w, int pad_h, int pad_w, int groups) {
   Conv2dParams p;
@@ -41,19 +38,6 @@ Tensor distinct(const Shape& s, uint32_t seed) {
   std::shuffle(v.begin(), v.end(), std::mt19937(seed));
   for (float& x : v) x = x * 0.02f - 1.f;
   return Tensor::from_vector(v, s);
-}
-
-// Runs f, expects a mokd::Error whose message contains every part.
-template <class F>
-void expect_error(F f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected a mokd::Error mentioning " << parts.front();
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "': " << msg;
-  }
 }
 
 // ---- gradient checks ----
@@ -85,11 +69,11 @@ TEST(OpsConv, Conv2dGradients) {
   opt.eps = 1e-2;  // conv is linear in x and in w: a larger step only reduces rounding noise
   uint64_t seed = 10;
   for (const auto& c : cases) {
-    Tensor x = rg(randn(c.x, seed++));
-    Tensor w = rg(randn(c.w, seed++, 0.5f));
+    Tensor x = requires_grad(randn(c.x, seed++));
+    Tensor w = requires_grad(randn(c.w, seed++, 0.5f));
     Conv2dParams p = c.p;
     if (c.bias) {
-      Tensor b = rg(randn({c.w[0]}, seed++));
+      Tensor b = requires_grad(randn({c.w[0]}, seed++));
       gradcheck([p](const Inputs& v) { return conv2d(v[0], v[1], v[2], p); }, {x, w, b}, opt,
                 std::string("conv2d ") + c.name);
     } else {
@@ -101,7 +85,7 @@ TEST(OpsConv, Conv2dGradients) {
 
 TEST(OpsConv, Conv2dGradientOnlyWhereNeeded) {
   Tensor x = randn({2, 5, 7, 3}, 1);
-  Tensor w = rg(randn({4, 3, 3, 3}, 2));
+  Tensor w = requires_grad(randn({4, 3, 3, 3}, 2));
   Tensor b = randn({4}, 3);
   sum(conv2d(x, w, b, conv_params(1, 1, 1, 1, 1))).backward();
   EXPECT_TRUE(w.grad().defined());
@@ -111,7 +95,7 @@ TEST(OpsConv, Conv2dGradientOnlyWhereNeeded) {
 
 TEST(OpsConv, Conv2dBatchParallelMatchesPerImage) {
   // Many images (the OpenMP-over-batch path) must give what each image alone gives.
-  Tensor x = rg(randn({9, 6, 5, 4}, 1)), w = rg(randn({5, 3, 3, 4}, 2));
+  Tensor x = requires_grad(randn({9, 6, 5, 4}, 1)), w = requires_grad(randn({5, 3, 3, 4}, 2));
   Conv2dParams p = conv_params(1, 1, 1, 1, 1);
   Tensor y = conv2d(x, w, Tensor(), p);
   sum(y).backward();
@@ -124,7 +108,7 @@ TEST(OpsConv, Conv2dBatchParallelMatchesPerImage) {
   // sum over images of the per-image weight gradients
   Tensor acc = Tensor::zeros(w.shape());
   for (int64_t n = 0; n < 9; ++n) {
-    Tensor wn = rg(w.detach().clone());
+    Tensor wn = requires_grad(w.detach().clone());
     sum(conv2d(x.detach().narrow_view(0, n, 1).contiguous(), wn, Tensor(), p)).backward();
     acc = add(acc, wn.grad());
   }
@@ -132,9 +116,9 @@ TEST(OpsConv, Conv2dBatchParallelMatchesPerImage) {
 }
 
 TEST(OpsConv, BatchNormTrainGradients) {
-  Tensor x = rg(randn({2, 3, 5, 3}, 20, 1.5f));
-  Tensor w = rg(test::uniform({3}, 21, 0.5f, 1.5f));
-  Tensor b = rg(randn({3}, 22));
+  Tensor x = requires_grad(randn({2, 3, 5, 3}, 20, 1.5f));
+  Tensor w = requires_grad(test::uniform({3}, 21, 0.5f, 1.5f));
+  Tensor b = requires_grad(randn({3}, 22));
   gradcheck(
       [](const Inputs& v) {
         Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
@@ -144,9 +128,9 @@ TEST(OpsConv, BatchNormTrainGradients) {
 }
 
 TEST(OpsConv, BatchNormEvalGradients) {
-  Tensor x = rg(randn({2, 3, 5, 3}, 23));
-  Tensor w = rg(randn({3}, 24));
-  Tensor b = rg(randn({3}, 25));
+  Tensor x = requires_grad(randn({2, 3, 5, 3}, 23));
+  Tensor w = requires_grad(randn({3}, 24));
+  Tensor b = requires_grad(randn({3}, 25));
   Tensor rm = randn({3}, 26), rv = test::uniform({3}, 27, 0.5f, 2.f);
   gradcheck(
       [&](const Inputs& v) {
@@ -180,7 +164,7 @@ TEST(OpsConv, BatchNormRunningStatsUpdatedOnlyWhenTraining) {
 }
 
 TEST(OpsConv, PoolGradients) {
-  Tensor x = rg(distinct({2, 5, 7, 3}, 40));
+  Tensor x = requires_grad(distinct({2, 5, 7, 3}, 40));
   Pool2dParams k3s2p1 = pool_params(3, 3, 2, 2, 1, 1);
   gradcheck([=](const Inputs& v) { return max_pool2d(v[0], k3s2p1); }, {x}, {}, "max_pool2d k3s2p1");
   gradcheck([](const Inputs& v) { return max_pool2d(v[0], pool_params(2, 3, 1, 2, 0, 1)); }, {x},
@@ -212,8 +196,8 @@ TEST(OpsConv, Conv2dMatchesTorch) {
     std::string n = c.name;
     ASSERT_TRUE(f.count(n + ".x")) << n;
     bool has_bias = f.count(n + ".b") > 0;
-    Tensor x = rg(f.at(n + ".x")), w = rg(f.at(n + ".w"));
-    Tensor b = has_bias ? rg(f.at(n + ".b")) : Tensor();
+    Tensor x = requires_grad(f.at(n + ".x")), w = requires_grad(f.at(n + ".w"));
+    Tensor b = has_bias ? requires_grad(f.at(n + ".b")) : Tensor();
     Tensor y = conv2d(x, w, b, c.p);
     EXPECT_LT(rel_error(y, f.at(n + ".y")), 1e-5) << n;
     sum(mul(y, f.at(n + ".r"))).backward();
@@ -225,7 +209,7 @@ TEST(OpsConv, Conv2dMatchesTorch) {
 
 TEST(OpsConv, BatchNormMatchesTorch) {
   auto f = test::load_fixture("ops_conv.safetensors");
-  Tensor x = rg(f.at("bn_train.x")), w = rg(f.at("bn_train.w")), b = rg(f.at("bn_train.b"));
+  Tensor x = requires_grad(f.at("bn_train.x")), w = requires_grad(f.at("bn_train.w")), b = requires_grad(f.at("bn_train.b"));
   Tensor rm = f.at("bn_train.rm0").clone(), rv = f.at("bn_train.rv0").clone();
   Tensor y = batch_norm2d(x, w, b, rm, rv, true, 0.1f, 1e-5f);
   EXPECT_LT(rel_error(y, f.at("bn_train.y")), 1e-5);

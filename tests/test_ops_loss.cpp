@@ -7,25 +7,11 @@
 namespace mokd {
 namespace {
 
+using test::expect_error;
 using test::gradcheck;
 using test::randn;
 using test::rel_error;
-
-Tensor req(Tensor t) {
-  t.set_requires_grad(true);
-  return t;
-}
-
-template <class F>
-void expect_error(F fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a mokd::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    std::string m = e.what();
-    for (const char* p : parts) EXPECT_NE(m.find(p), std::string::npos) << "'" << p << "' not in: " << m;
-  }
-}
+using test::requires_grad;
 
 // Scalar losses: compare the one value (fixtures store shape []).
 void expect_scalar(const Tensor& loss, const Tensor& expected, const char* what) {
@@ -50,7 +36,7 @@ io::TensorMap* OpsLossFixture::f_ = nullptr;
 TEST_F(OpsLossFixture, CrossEntropyHardLabels) {
   for (auto [s, loss_key, grad_key] : {std::tuple{0.f, "ce_loss", "ce_grad"},
                                         std::tuple{0.1f, "ce_ls_loss", "ce_ls_grad"}}) {
-    Tensor x = req(at("ce_logits").clone());
+    Tensor x = requires_grad(at("ce_logits").clone());
     Tensor loss = cross_entropy(x, at("ce_labels"), s);
     expect_scalar(loss, at(loss_key), loss_key);
     loss.backward();
@@ -59,7 +45,7 @@ TEST_F(OpsLossFixture, CrossEntropyHardLabels) {
 }
 
 TEST_F(OpsLossFixture, CrossEntropySoftTargets) {
-  Tensor x = req(at("ce_logits").clone()), q = req(at("soft_probs").clone());
+  Tensor x = requires_grad(at("ce_logits").clone()), q = requires_grad(at("soft_probs").clone());
   Tensor loss = cross_entropy_soft(x, q);
   expect_scalar(loss, at("soft_loss"), "soft_loss");
   loss.backward();
@@ -70,7 +56,7 @@ TEST_F(OpsLossFixture, CrossEntropySoftTargets) {
 TEST_F(OpsLossFixture, KlDivTemperatures) {
   for (auto [T, loss_key, grad_key] : {std::tuple{1.f, "kl_T1_loss", "kl_T1_grad"},
                                         std::tuple{4.f, "kl_T4_loss", "kl_T4_grad"}}) {
-    Tensor s = req(at("kl_student").clone()), t = req(at("kl_teacher").clone());
+    Tensor s = requires_grad(at("kl_student").clone()), t = requires_grad(at("kl_teacher").clone());
     Tensor loss = kl_div(s, t, T);
     expect_scalar(loss, at(loss_key), loss_key);
     loss.backward();
@@ -80,14 +66,14 @@ TEST_F(OpsLossFixture, KlDivTemperatures) {
 }
 
 TEST_F(OpsLossFixture, SmoothL1AndMse) {
-  Tensor a = req(at("sl1_a").clone()), b = req(at("sl1_b").clone());
+  Tensor a = requires_grad(at("sl1_a").clone()), b = requires_grad(at("sl1_b").clone());
   Tensor l1 = smooth_l1(a, b, 0.5f);
   expect_scalar(l1, at("sl1_loss"), "sl1_loss");
   l1.backward();
   EXPECT_LT(rel_error(a.grad(), at("sl1_grad_a")), 1e-5);
   EXPECT_LT(rel_error(b.grad(), at("sl1_grad_b")), 1e-5);
 
-  Tensor a2 = req(at("sl1_a").clone()), b2 = req(at("sl1_b").clone());
+  Tensor a2 = requires_grad(at("sl1_a").clone()), b2 = requires_grad(at("sl1_b").clone());
   Tensor l2 = mse(a2, b2);
   expect_scalar(l2, at("mse_loss"), "mse_loss");
   l2.backward();
@@ -98,24 +84,24 @@ TEST_F(OpsLossFixture, SmoothL1AndMse) {
 // ---- finite differences ----
 
 TEST(OpsLossGrad, CrossEntropy) {
-  Tensor x = req(randn({5, 7}, 1, 2.f));
+  Tensor x = requires_grad(randn({5, 7}, 1, 2.f));
   Tensor labels = Tensor::from_vector_i64({0, 6, 3, 3, 1}, {5});
   for (float s : {0.f, 0.2f})
     gradcheck([&](const std::vector<Tensor>& v) { return cross_entropy(v[0], labels, s); }, {x}, {},
               "cross_entropy s = " + std::to_string(s));
-  Tensor q = req(softmax(randn({5, 7}, 2)).detach());
+  Tensor q = requires_grad(softmax(randn({5, 7}, 2)).detach());
   gradcheck([](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); }, {x, q}, {},
             "cross_entropy_soft");
 }
 
 TEST(OpsLossGrad, KlDivStudentOnly) {
-  Tensor s = req(randn({3, 9}, 3, 2.f));
+  Tensor s = requires_grad(randn({3, 9}, 3, 2.f));
   Tensor t = randn({3, 9}, 4, 3.f);
   for (float T : {1.f, 4.f})
     gradcheck([&](const std::vector<Tensor>& v) { return kl_div(v[0], t, T); }, {s}, {},
               "kl_div T = " + std::to_string(T));
   // Identical logits: zero loss, zero gradient.
-  Tensor s2 = req(t.clone());
+  Tensor s2 = requires_grad(t.clone());
   Tensor loss = kl_div(s2, t, 2.f);
   EXPECT_NEAR(loss.item(), 0.f, 1e-6);
   loss.backward();
@@ -125,12 +111,12 @@ TEST(OpsLossGrad, KlDivStudentOnly) {
 TEST(OpsLossGrad, SmoothL1BothSidesOfBetaAndMse) {
   // Differences 0.05 .. 2 against beta = 0.7: the quadratic and the linear part (no point within
   // the finite-difference step of the kink).
-  Tensor a = req(Tensor::from_vector({0.05f, -0.3f, 0.6f, 0.9f, -1.5f, 2.f, 0.2f}, {7}));
-  Tensor b = req(Tensor::zeros({7}));
+  Tensor a = requires_grad(Tensor::from_vector({0.05f, -0.3f, 0.6f, 0.9f, -1.5f, 2.f, 0.2f}, {7}));
+  Tensor b = requires_grad(Tensor::zeros({7}));
   gradcheck([](const std::vector<Tensor>& v) { return smooth_l1(v[0], v[1], 0.7f); }, {a, b}, {},
             "smooth_l1");
   gradcheck([](const std::vector<Tensor>& v) { return mse(v[0], v[1]); },
-            {req(randn({3, 5}, 5)), req(randn({3, 5}, 6))}, {}, "mse");
+            {requires_grad(randn({3, 5}, 5)), requires_grad(randn({3, 5}, 6))}, {}, "mse");
   // The value on both sides, written out: mean(0.5 d^2 / beta | |d| - beta / 2).
   double expect = 0;
   for (float d : {0.05f, -0.3f, 0.6f, 0.9f, -1.5f, 2.f, 0.2f}) {

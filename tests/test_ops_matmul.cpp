@@ -8,25 +8,11 @@
 namespace mokd {
 namespace {
 
+using test::error_of;
 using test::gradcheck;
 using test::randn;
 using test::rel_error;
-
-Tensor with_grad(Tensor t) {
-  t.set_requires_grad(true);
-  return t;
-}
-
-// The message of the Error that f throws ("" if it does not throw).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::requires_grad;
 
 // ---- gemm kernel against a naive triple loop (double accumulation) ----
 
@@ -117,32 +103,32 @@ TEST(CpuGemm, BadShapesNameTheKernelAndShapes) {
 
 TEST(OpsMatmul, GradcheckRank2OddSizes) {
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {with_grad(randn({3, 5}, 1)), with_grad(randn({5, 7}, 2))}, {}, "matmul 3x5 @ 5x7");
+            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({5, 7}, 2))}, {}, "matmul 3x5 @ 5x7");
 }
 
 TEST(OpsMatmul, GradcheckRank3Batched) {
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {with_grad(randn({2, 3, 4}, 1)), with_grad(randn({2, 4, 5}, 2))}, {},
+            {requires_grad(randn({2, 3, 4}, 1)), requires_grad(randn({2, 4, 5}, 2))}, {},
             "matmul batched");
 }
 
 TEST(OpsMatmul, GradcheckRank4Batched) {
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {with_grad(randn({2, 3, 2, 3}, 1)), with_grad(randn({2, 3, 3, 4}, 2))}, {},
+            {requires_grad(randn({2, 3, 2, 3}, 1)), requires_grad(randn({2, 3, 3, 4}, 2))}, {},
             "matmul rank 4");
 }
 
 TEST(OpsMatmul, GradcheckSharedRank2B) {
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {with_grad(randn({3, 4, 5}, 1)), with_grad(randn({5, 3}, 2))}, {},
+            {requires_grad(randn({3, 4, 5}, 1)), requires_grad(randn({5, 3}, 2))}, {},
             "matmul shared b");
 }
 
 TEST(OpsMatmul, GradcheckOnlyOneSideRequiresGrad) {
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {randn({3, 5}, 1), with_grad(randn({5, 7}, 2))}, {}, "matmul grad b only");
+            {randn({3, 5}, 1), requires_grad(randn({5, 7}, 2))}, {}, "matmul grad b only");
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {with_grad(randn({2, 3, 5}, 1)), randn({5, 2}, 2)}, {}, "matmul grad a only");
+            {requires_grad(randn({2, 3, 5}, 1)), randn({5, 2}, 2)}, {}, "matmul grad a only");
 }
 
 TEST(OpsMatmul, NonContiguousInputs) {
@@ -153,7 +139,7 @@ TEST(OpsMatmul, NonContiguousInputs) {
 }
 
 TEST(OpsMatmul, RecordsOneNode) {
-  Tensor a = with_grad(randn({2, 3}, 1)), b = with_grad(randn({3, 4}, 2));
+  Tensor a = requires_grad(randn({2, 3}, 1)), b = requires_grad(randn({3, 4}, 2));
   Tensor y = matmul(a, b);
   ASSERT_FALSE(y.is_leaf());
   EXPECT_EQ(std::string(y.impl()->grad_fn->name), "matmul");
@@ -216,30 +202,30 @@ TEST(OpsMatmul, DifferentDevicesNameBothTensors) {
 
 TEST(OpsLinear, GradcheckWithBias) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); },
-            {with_grad(randn({3, 5}, 1)), with_grad(randn({4, 5}, 2)), with_grad(randn({4}, 3))},
+            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({4, 5}, 2)), requires_grad(randn({4}, 3))},
             {}, "linear with bias");
 }
 
 TEST(OpsLinear, GradcheckWithoutBias) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], Tensor()); },
-            {with_grad(randn({3, 5}, 1)), with_grad(randn({4, 5}, 2))}, {}, "linear no bias");
+            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({4, 5}, 2))}, {}, "linear no bias");
 }
 
 TEST(OpsLinear, Gradcheck3DInput) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); },
-            {with_grad(randn({2, 3, 5}, 1)), with_grad(randn({7, 5}, 2)), with_grad(randn({7}, 3))},
+            {requires_grad(randn({2, 3, 5}, 1)), requires_grad(randn({7, 5}, 2)), requires_grad(randn({7}, 3))},
             {}, "linear 3-D input");
 }
 
 TEST(OpsLinear, GradcheckFrozenWeight) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); },
-            {with_grad(randn({2, 3, 5}, 1)), randn({4, 5}, 2), randn({4}, 3)}, {},
+            {requires_grad(randn({2, 3, 5}, 1)), randn({4, 5}, 2), randn({4}, 3)}, {},
             "linear input grad only");
 }
 
 TEST(OpsLinear, RecordsOneNode) {
-  Tensor x = with_grad(randn({2, 3, 5}, 1)), w = with_grad(randn({4, 5}, 2));
-  Tensor b = with_grad(randn({4}, 3));
+  Tensor x = requires_grad(randn({2, 3, 5}, 1)), w = requires_grad(randn({4, 5}, 2));
+  Tensor b = requires_grad(randn({4}, 3));
   Tensor y = linear(x, w, b);
   EXPECT_EQ(shape_str(y.shape()), "[2, 3, 4]");
   ASSERT_FALSE(y.is_leaf());

@@ -8,31 +8,16 @@
 namespace mokd {
 namespace {
 
+using test::expect_error;
 using test::gradcheck;
 using test::randn;
 using test::rel_error;
-
-Tensor req(Tensor t) {
-  t.set_requires_grad(true);
-  return t;
-}
-
-// Runs fn, expects a mokd::Error whose message contains every part.
-template <class F>
-void expect_error(F fn, std::initializer_list<const char*> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a mokd::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    std::string m = e.what();
-    for (const char* p : parts) EXPECT_NE(m.find(p), std::string::npos) << "'" << p << "' not in: " << m;
-  }
-}
+using test::requires_grad;
 
 // ---- softmax family ----
 
 TEST(OpsNnSoftmax, GradcheckLastDimAndDim0) {
-  Tensor x = req(randn({3, 5, 7}, 1, 2.f));
+  Tensor x = requires_grad(randn({3, 5, 7}, 1, 2.f));
   for (int64_t dim : {-1, 0, 1}) {
     std::string d = " dim " + std::to_string(dim);
     gradcheck([dim](const std::vector<Tensor>& v) { return softmax(v[0], dim); }, {x}, {},
@@ -86,7 +71,7 @@ TEST(OpsNnLogsumexp, MatchesPyTorch) {
 }
 
 TEST(OpsNnLogsumexp, GradcheckKeepdimBothWays) {
-  Tensor x = req(randn({3, 4, 5}, 4, 2.f));
+  Tensor x = requires_grad(randn({3, 4, 5}, 4, 2.f));
   for (bool keep : {false, true})
     for (int64_t dim : {-1, 1, 0}) {
       std::string what = "logsumexp dim " + std::to_string(dim) + (keep ? " keepdim" : "");
@@ -110,24 +95,24 @@ TEST(OpsNnLogsumexp, InfiniteRows) {
 // ---- layer norm ----
 
 TEST(OpsNnLayerNorm, GradcheckAffineAndPlain) {
-  Tensor x = req(randn({2, 3, 9}, 6, 2.f));
-  Tensor w = req(randn({9}, 7));
-  Tensor b = req(randn({9}, 8));
+  Tensor x = requires_grad(randn({2, 3, 9}, 6, 2.f));
+  Tensor w = requires_grad(randn({9}, 7));
+  Tensor b = requires_grad(randn({9}, 8));
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2]); }, {x, w, b},
             {}, "layer_norm affine");
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], Tensor(), Tensor()); },
             {x}, {}, "layer_norm plain");
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], Tensor(), 1e-3f); },
-            {req(randn({5, 1, 7}, 9)), req(randn({7}, 13))}, {}, "layer_norm weight only, D = 7");
+            {requires_grad(randn({5, 1, 7}, 9)), requires_grad(randn({7}, 13))}, {}, "layer_norm weight only, D = 7");
   // Many columns (beyond one 64-wide block of the weight-gradient kernel).
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2]); },
-            {req(randn({3, 67}, 10)), req(randn({67}, 11)), req(randn({67}, 12))}, {},
+            {requires_grad(randn({3, 67}, 10)), requires_grad(randn({67}, 11)), requires_grad(randn({67}, 12))}, {},
             "layer_norm D = 67");
 }
 
 TEST(OpsNnLayerNorm, MatchesPyTorch) {
   auto f = test::load_fixture("ops_nn.safetensors");
-  Tensor x = req(f.at("ln_x").clone()), w = req(f.at("ln_w").clone()), b = req(f.at("ln_b").clone());
+  Tensor x = requires_grad(f.at("ln_x").clone()), w = requires_grad(f.at("ln_w").clone()), b = requires_grad(f.at("ln_b").clone());
   Tensor gy = f.at("ln_gy");
   Tensor y = layer_norm(x, w, b, 1e-5f);
   EXPECT_LT(rel_error(y, f.at("ln_y_affine")), 1e-5);
@@ -136,7 +121,7 @@ TEST(OpsNnLayerNorm, MatchesPyTorch) {
   EXPECT_LT(rel_error(w.grad(), f.at("ln_gw")), 1e-5);
   EXPECT_LT(rel_error(b.grad(), f.at("ln_gb")), 1e-5);
 
-  Tensor x2 = req(f.at("ln_x").clone());
+  Tensor x2 = requires_grad(f.at("ln_x").clone());
   Tensor y2 = layer_norm(x2, Tensor(), Tensor(), 1e-5f);
   EXPECT_LT(rel_error(y2, f.at("ln_y_plain")), 1e-5);
   sum(mul(y2, gy)).backward();
@@ -152,16 +137,16 @@ TEST(OpsNnLayerNorm, ConstantRowNormalisesToZero) {
 TEST(OpsNnLayerNorm, ParallelPathMatchesRowSlices) {
   // [300, 257] is above the kernels' OpenMP threshold; 100-row slices are below it.
   Tensor x = randn({300, 257}, 40, 2.f);
-  Tensor w = req(randn({257}, 41)), b = req(randn({257}, 42));
+  Tensor w = requires_grad(randn({257}, 41)), b = requires_grad(randn({257}, 42));
   Tensor gy = randn({300, 257}, 43);
-  Tensor xr = req(x.clone());
+  Tensor xr = requires_grad(x.clone());
   Tensor y = layer_norm(xr, w, b);
   sum(mul(y, gy)).backward();
   Tensor gw_full = w.grad().clone(), gb_full = b.grad().clone();
   w.zero_grad();
   b.zero_grad();
   for (int64_t r0 = 0; r0 < 300; r0 += 100) {
-    Tensor xs = req(x.narrow_view(0, r0, 100).clone());
+    Tensor xs = requires_grad(x.narrow_view(0, r0, 100).clone());
     Tensor ys = layer_norm(xs, w, b);
     EXPECT_EQ(rel_error(ys, y.narrow_view(0, r0, 100).contiguous()), 0.0);
     sum(mul(ys, gy.narrow_view(0, r0, 100).contiguous())).backward();
@@ -181,7 +166,7 @@ TEST(OpsNnLayerNorm, ParallelPathMatchesRowSlices) {
 
 TEST(OpsNnDropout, MaskComesFromGeneratorAndIsTheGradient) {
   const float p = 0.3f;
-  Tensor x = req(randn({4, 33}, 20));
+  Tensor x = requires_grad(randn({4, 33}, 20));
   Generator gen(7, Stream::Dropout);
   Tensor y = dropout(x, p, true, gen);
   sum(y).backward();
@@ -218,7 +203,7 @@ TEST(OpsNnDropout, KeptFractionAndScale) {
 }
 
 TEST(OpsNnDropout, EvalAndZeroPAreTheIdentity) {
-  Tensor x = req(randn({3, 4}, 21));
+  Tensor x = requires_grad(randn({3, 4}, 21));
   Generator gen(1, Stream::Dropout);
   EXPECT_EQ(dropout(x, 0.5f, false, gen).impl(), x.impl());
   EXPECT_EQ(dropout(x, 0.f, true, gen).impl(), x.impl());
@@ -258,7 +243,7 @@ TEST(OpsNnDropout, CudaMaskMatchesCpu) {
 
 TEST(OpsNnDropPath, WholeSamplesDroppedAndGradientIsTheMask) {
   const float p = 0.5f;
-  Tensor x = req(randn({16, 3, 5}, 23));
+  Tensor x = requires_grad(randn({16, 3, 5}, 23));
   Generator gen(9, Stream::Dropout);
   Tensor y = drop_path(x, p, true, gen);
   sum(y).backward();

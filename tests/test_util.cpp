@@ -116,4 +116,30 @@ io::TensorMap load_fixture(const std::string& file) {
   return io::load_safetensors(path);
 }
 
+Tensor requires_grad(Tensor t) {
+  t.set_requires_grad(true);
+  return t;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected a mokd::Error mentioning '" << (parts.empty() ? "" : parts[0])
+                  << "'";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "message lacks '" << p << "': " << msg;
+  }
+}
+
 }  // namespace mokd::test

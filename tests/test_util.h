@@ -40,4 +40,13 @@ void gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
 // Tensors of tests/data/<file>; a missing file fails naming the script that writes it.
 io::TensorMap load_fixture(const std::string& file);
 
+// t with requires_grad set, for inline use: gradcheck(f, {requires_grad(randn(...))}).
+Tensor requires_grad(Tensor t);
+
+// The message of the mokd::Error that f throws; "" when f returns normally.
+std::string error_of(const std::function<void()>& f);
+
+// Runs f and expects a mokd::Error whose message contains every part.
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts);
+
 }  // namespace mokd::test
