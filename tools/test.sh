@@ -14,5 +14,6 @@ for cfg in default cpu-only; do
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${extra[@]}" >/dev/null
   cmake --build "$dir" -j"$JOBS"
   echo "=== ctest ($cfg) ==="
-  ctest --test-dir "$dir" --output-on-failure -j"$JOBS"
+  # One test at a time: each already uses every core through OpenMP, and two at once thrash.
+  ctest --test-dir "$dir" --output-on-failure
 done
