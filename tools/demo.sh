@@ -30,8 +30,8 @@ if [ "$schedule" = full ]; then
 else
   # 2 CPU cores: a subset of the training set and few epochs; the full test set is evaluated.
   common=(--run.seed=$seed --data.batch_size=64 --data.train_limit=24000 --log.log_every=50 --run.threads=2)
-  teacher_args=(--optim.epochs=2 --optim.lr=2e-3 --optim.warmup_steps=50)
-  student_args=(--optim.epochs=1 --optim.lr=2e-3 --optim.warmup_steps=50)
+  teacher_args=(--optim.epochs=2 --optim.lr=3e-3 --optim.warmup_steps=50)
+  student_args=(--optim.epochs=2 --optim.lr=3e-3 --optim.warmup_steps=50)
 fi
 
 mkdir -p $out

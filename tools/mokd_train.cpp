@@ -102,9 +102,11 @@ int main(int argc, char** argv) {
     ConfigParser parser;
   };
   std::vector<std::unique_ptr<Sub>> subs;
+  std::string device;  // --device: shorthand for --run.device
   auto add = [&](const char* name, const char* doc) {
     auto s = std::make_unique<Sub>();
     s->app = app.add_subcommand(name, doc);
+    s->app->add_option("--device", device, "cpu, cuda or cuda:N (shorthand for --run.device; default: cuda when a GPU is present)");
     s->parser.add_options(*s->app);
     subs.push_back(std::move(s));
     return subs.back().get();
@@ -135,6 +137,10 @@ int main(int argc, char** argv) {
     for (auto& s : subs) {
       if (!s->app->parsed()) continue;
       TrainConfig cfg = s->parser.resolve();
+      if (!device.empty()) {
+        parse_device(device);  // throws naming the value
+        cfg.run.device = device;
+      }
       if (s.get() == teacher || s.get() == distill) {
         TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
         std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
