@@ -99,13 +99,12 @@ void cuda_rethrow_with_context(const char* op, std::initializer_list<const Tenso
 
 // ---- stream, handles, scratch ----
 
+// The library handles are created on first use, each on its own: a cuBLASLt or cuDNN that fails
+// to load then fails only the ops that need it, not every copy and kernel.
 void CudaBackend::init() {
   std::call_once(once_, [this] {
     MOKD_CUDA_CHECK(cudaSetDevice(device_));
     MOKD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    MOKD_CUBLAS_CHECK(cublasLtCreate(&lt_));
-    MOKD_CUDNN_CHECK(cudnnCreate(&dnn_));
-    MOKD_CUDNN_CHECK(cudnnSetStream(dnn_, stream_));
   });
 }
 
@@ -115,10 +114,17 @@ cudaStream_t CudaBackend::stream() {
 }
 cublasLtHandle_t CudaBackend::lt_handle() {
   init();
+  std::call_once(lt_once_, [this] { MOKD_CUBLAS_CHECK(cublasLtCreate(&lt_)); });
   return lt_;
 }
 cudnnHandle_t CudaBackend::cudnn_handle() {
   init();
+  std::call_once(dnn_once_, [this] {
+    cudnnHandle_t h = nullptr;
+    MOKD_CUDNN_CHECK(cudnnCreate(&h));
+    MOKD_CUDNN_CHECK(cudnnSetStream(h, stream_));
+    dnn_ = h;
+  });
   return dnn_;
 }
 
@@ -574,6 +580,11 @@ void CudaBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off
   const int64_t B = out.size(0), C = out.size(1);
   if (B == 0) return;
   Tensor lc = labels.contiguous();
+  if (C == 0) {  // no class is valid: the first label is outside [0, 0), as the CPU reports
+    int64_t label = 0;
+    copy_to_host(&label, lc.raw_data(), sizeof(label));
+    MOKD_FAIL("one_hot: label ", label, " at index 0 is outside [0, 0)");
+  }
   int64_t bad = B;
   cuda_guarded("one_hot", {&labels, &out}, [&] {
     Tensor flag = Tensor::empty({1}, DType::I64, device());

@@ -90,7 +90,8 @@ class CudaBackend final : public Backend {
   void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) override;
 
   // ---- CUDA specifics ----
-  // Created on first use: the stream (non-blocking), the cuBLASLt and cuDNN handles bound to it.
+  // Created on first use, each on its own: the stream (non-blocking), the cuBLASLt handle, the
+  // cuDNN handle bound to the stream.
   cudaStream_t stream();
   cublasLtHandle_t lt_handle();
   cudnnHandle_t cudnn_handle();
@@ -104,7 +105,7 @@ class CudaBackend final : public Backend {
  private:
   void init();
   int device_;
-  std::once_flag once_;
+  std::once_flag once_, lt_once_, dnn_once_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   cudnnHandle_t dnn_ = nullptr;
