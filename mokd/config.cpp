@@ -350,7 +350,7 @@ const std::vector<Key>& keys() {
       key("distill.diagnostics_every", &C::distill, &DistillKeys::diagnostics_every,
           "steps between gradient-conflict diagnostics (0 = off)", ge(0)),
       // [log]
-      key("log.log_every", &C::log, &LogConfig::log_every, "steps between progress lines / metric rows", ge(1)),
+      key("log.log_every", &C::log, &LogConfig::log_every, "steps between progress lines (metrics.csv/jsonl get a row every step)", ge(1)),
       key("log.eval_every", &C::log, &LogConfig::eval_every, "epochs between evaluations (0 = only at the end)", ge(0)),
       key("log.checkpoint_every", &C::log, &LogConfig::checkpoint_every,
           "steps between checkpoints (0 = at each evaluation)", ge(0)),

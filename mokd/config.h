@@ -86,7 +86,7 @@ struct DistillKeys {
 };
 
 struct LogConfig {
-  int64_t log_every = 50;           // steps between progress lines / metric rows
+  int64_t log_every = 50;           // steps between progress lines (metrics: every step)
   int64_t eval_every = 1;           // epochs between evaluations (0 = only at the end)
   int64_t checkpoint_every = 0;     // steps between checkpoints (0 = at each evaluation)
 };

@@ -193,7 +193,7 @@ class Run {
   void update_ema();
   EvalResult eval_ema();
   StepStats teacher_step(const data::Batch& b);
-  void log_step(const StepStats& st, double images_per_s, double eta);
+  void log_step(const StepStats& st, double images_per_s, double eta, bool print);
 
   TrainConfig cfg_;
   TrainMode mode_;
@@ -434,11 +434,12 @@ StepStats Run::teacher_step(const data::Batch& b) {
   return st;
 }
 
-void Run::log_step(const StepStats& st, double ips, double eta) {
+// A metrics row every step; the progress line only when `print` (every log.log_every steps).
+void Run::log_step(const StepStats& st, double ips, double eta, bool print) {
   std::map<std::string, double> row{{"step", double(step_)}, {"epoch", double(epoch_ + 1)},
                                     {"lr", opt_->current_lr(opt_->groups().size() - 1)},
-                                    {"total", st.total}, {"grad_norm", st.grad_norm},
-                                    {"images_per_s", ips}};
+                                    {"total", st.total}, {"grad_norm", st.grad_norm}};
+  if (print) row["images_per_s"] = ips;
   std::string line;
   char buf[256];
   std::snprintf(buf, sizeof buf, "epoch %ld/%ld step %ld/%ld | %.0f img/s | ETA %s | loss",
@@ -470,6 +471,7 @@ void Run::log_step(const StepStats& st, double ips, double eta) {
   std::snprintf(buf, sizeof buf, " | lr %.2e", row["lr"]);
   line += buf;
   metrics_->write("step", row);
+  if (!print) return;
   if (tty_) std::printf("\r\033[K%s", line.c_str());
   else std::printf("%s\n", line.c_str());
   std::fflush(stdout);
@@ -510,14 +512,16 @@ TrainSummary Run::go() {
       ++batch_in_epoch_;
       window_images += b.labels.numel();
       bool last = step_ == total_steps_;
-      if (step_ % std::max<int64_t>(cfg_.log.log_every, 1) == 0 || last || step_ == 1 || st.diagnostics) {
+      bool print = step_ % std::max<int64_t>(cfg_.log.log_every, 1) == 0 || last || step_ == 1 || st.diagnostics;
+      double ips = 0, eta = -1;
+      if (print) {
         double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-        double ips = dt > 0 ? window_images / dt : 0;
-        double eta = ips > 0 ? (total_steps_ - step_) * static_cast<double>(cfg_.data.batch_size) / ips : -1;
-        log_step(st, ips, eta);
+        ips = dt > 0 ? window_images / dt : 0;
+        eta = ips > 0 ? (total_steps_ - step_) * static_cast<double>(cfg_.data.batch_size) / ips : -1;
         window_start = std::chrono::steady_clock::now();
         window_images = 0;
       }
+      log_step(st, ips, eta, print);
       if (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0 && !last)
         save_checkpoint(false);
       if (cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after && !last) {
