@@ -13,6 +13,8 @@
 # the run. It is unpacked and used only when the preflight finds a header missing.
 #
 # Env: BUILD (build dir, default build-gpu), LOG, BUDGET, JOBS (default nproc), MOKD_TF32.
+# From a session with the device tool: run(command="tools/gpu_check.sh", carry=[".gpu_deps"],
+# timeout_s=600); the summary is the end of the output, the logs come back as files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -105,7 +107,7 @@ PY
   fi
   if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
     # At most 8 files come back: the logs that matter.
-    for f in preflight.log configure.log build.log tests.log memcheck.log bench.json; do
+    for f in preflight.log tests.log memcheck.log racecheck.log bench.json; do
       [[ -f "$LOG/$f" ]] && cp "$LOG/$f" "$OUT/" 2> /dev/null
     done
     [[ -f "$BUILD/configure.log" ]] && cp "$BUILD/configure.log" "$OUT/" 2> /dev/null
