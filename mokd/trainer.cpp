@@ -3,6 +3,9 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +31,26 @@ Device resolve_device(const std::string& name) {
   MOKD_CHECK(device_available(d), "run.device = ", name, ": no such device here",
              d.is_cuda() ? " (no CUDA backend or no GPU; use run.device=cpu)" : "");
   return d;
+}
+
+namespace {
+
+std::atomic<bool> g_stop_requested{false};
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_requested.exchange(true)) {  // second signal: default action
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+}  // namespace
+
+void request_stop() { g_stop_requested = true; }
+
+void install_stop_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
 }
 
 namespace {
@@ -524,10 +547,11 @@ TrainSummary Run::go() {
       log_step(st, ips, eta, print);
       if (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0 && !last)
         save_checkpoint(false);
-      if (cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after && !last) {
+      bool signalled = g_stop_requested.exchange(false);
+      if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) && !last) {
         save_checkpoint(false);
-        std::printf("%srun.stop_after: stopped after %ld steps at step %ld; continue with --run.resume=true\n",
-                    tty_ ? "\n" : "", (long)cfg_.run.stop_after, (long)step_);
+        std::printf("%s%s: stopped at step %ld with a checkpoint in %s; continue with --run.resume=true\n",
+                    tty_ ? "\n" : "", signalled ? "signal" : "run.stop_after", (long)step_, ckpt_dir_.c_str());
         sum.steps = step_;
         sum.stopped = true;
         sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

@@ -39,6 +39,13 @@ struct TrainSummary {
 // Runs a whole training (or resumes one when cfg.run.resume). Prints progress to stdout.
 TrainSummary train(const TrainConfig& cfg, TrainMode mode);
 
+// SIGINT/SIGTERM (Ctrl-C, a cluster's preemption notice) make a running train() finish its
+// current step, write a checkpoint and return with stopped = true, instead of dying mid-step.
+// A second signal while that happens ends the process as usual.
+void install_stop_handlers();
+// What the handlers do; also for tests.
+void request_stop();
+
 // Top-1/top-5/cross-entropy of a model on a dataset (no augmentation).
 EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev);
 

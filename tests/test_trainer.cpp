@@ -2,6 +2,7 @@
 // a run with a clear message and leave the last checkpoint intact.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -106,6 +107,29 @@ TEST(Trainer, ResumeIsBitIdentical) {
   auto la = lines(a.run.out_dir + "/metrics.jsonl"), lb = lines(b.run.out_dir + "/metrics.jsonl");
   ASSERT_FALSE(la.empty());
   EXPECT_EQ(la.back(), lb.back());
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, SignalStopsAtAStepBoundaryWithACheckpoint) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  std::string dir = temp_dir("signal");
+  TrainConfig c = small_config(dir + "/run");
+  c.model.teacher_weights = write_random_teacher(dir, c.model.teacher);
+  c.distill.diagnostics_every = 0;
+  install_stop_handlers();
+  std::raise(SIGTERM);  // as a cluster's preemption notice would, before the first step ends
+  TrainSummary r1 = train(c, TrainMode::Distill);
+  std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGINT, SIG_DFL);
+  EXPECT_TRUE(r1.stopped);
+  EXPECT_EQ(r1.steps, 1);
+  io::Metadata meta;
+  io::load_safetensors(c.run.out_dir + "/checkpoints/state.safetensors", {}, &meta);
+  EXPECT_NE(meta.at("mokd_state").find("\"step\":1"), std::string::npos) << meta.at("mokd_state");
+  c.run.resume = true;
+  TrainSummary r2 = train(c, TrainMode::Distill);
+  EXPECT_FALSE(r2.stopped);
+  EXPECT_EQ(r2.steps, c.optim.steps);
   fs::remove_all(dir);
 }
 

@@ -142,7 +142,9 @@ int main(int argc, char** argv) {
         cfg.run.device = device;
       }
       if (s.get() == teacher || s.get() == distill) {
+        install_stop_handlers();
         TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
+        if (r.stopped) return 0;
         std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
                     (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1, r.best_weights.c_str());
         return 0;
