@@ -260,7 +260,7 @@ if [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
     # Poisoning off: memcheck itself reports out-of-bounds accesses. Own kernels first, cuDNN last.
     MOKD_CUDA_POISON=0 timeout "$t" compute-sanitizer --tool memcheck --error-exitcode 99 \
       --print-limit 20 "$BUILD/mokd_tests" --gtest_color=no \
-      --gtest_filter='CudaParity.Elementwise:CudaParity.Reductions:CudaParity.Shape:CudaParity.SoftmaxLayerNorm:CudaParity.Attention:CudaParity.BatchNorm:CudaParity.Losses:CudaParity.Optimizers:CudaParity.CopiesAndDtypes:CudaParity.DropoutSameMask:CudaParity.MatmulLinear:CudaParity.ConvPool' \
+      --gtest_filter='CudaParity.Elementwise:CudaParity.Reductions:CudaParity.Shape:CudaParity.SoftmaxLayerNorm:CudaParity.Attention:CudaParity.CrossAttention:CudaParity.BatchNorm:CudaParity.Losses:CudaParity.Optimizers:CudaParity.CopiesAndDtypes:CudaParity.DropoutSameMask:CudaParity.MatmulLinear:CudaParity.ConvPool' \
       > "$LOG/memcheck.log" 2>&1
     san_rc=$?
     note="$(grep -m1 'ERROR SUMMARY' "$LOG/memcheck.log")"
