@@ -1,8 +1,10 @@
 // CUDA conv2d through cuDNN, NHWC activations and OHWI ([O, kh, kw, I/groups]) weights: forward,
 // backward data and backward weight. Algorithms come from cudnnGet*_v7 heuristics, cached per
 // shape/params key. FFT and Winograd algorithms are skipped (their f32 error is far above the
-// 1e-5 parity budget), and without TF32 mode only FMA-math algorithms are taken.
+// 1e-5 parity budget), and without TF32 mode only FMA-math algorithms are taken (cuDNN's default
+// math, with a warning, for a shape that has none).
 #include <cstdint>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -93,6 +95,22 @@ Choice pick(const Perf* perf, int n, bool tf32, Skip skip, const char* kind) {
 
 cudnnMathType_t math_mode(bool tf32) { return tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
 
+// query(allow_tf32) sets the descriptor's math type, asks the heuristics and picks. When no FMA-only
+// algorithm exists for a shape, cuDNN's default math (TF32 on Ampere and newer) is taken rather
+// than failing the op; stderr says so once per shape, since results then differ by ~1e-3.
+template <class Query>
+Choice pick_or_default_math(bool tf32, const std::string& key, Query query) {
+  if (tf32) return query(true);
+  try {
+    return query(false);
+  } catch (const CudaError& e) {
+    Choice c = query(true);
+    std::fprintf(stderr, "mokd: cuDNN has no FMA-only algorithm for %s (%s): using default math\n",
+                 key.c_str(), e.what());
+    return c;
+  }
+}
+
 bool cached(const std::string& key, Choice& c) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_cache.find(key);
@@ -128,15 +146,18 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
       std::string key = key_of("fwd", g, tf32);
       Choice ch;
       if (!cached(key, ch)) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        int n = 0;
-        MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-            cudnn_handle(), d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
-        ch = pick(perf, n, tf32, [](cudnnConvolutionFwdAlgo_t a) {
-          return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
-                 a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
-                 a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
-        }, "forward");
+        ch = pick_or_default_math(tf32, key, [&](bool allow_tf32) {
+          MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32)));
+          cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+          int n = 0;
+          MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+              cudnn_handle(), d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+          return pick(perf, n, allow_tf32, [](cudnnConvolutionFwdAlgo_t a) {
+            return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+                   a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+                   a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+          }, "forward");
+        });
         MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
         MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
             cudnn_handle(), d.x, d.w, d.conv, d.y, static_cast<cudnnConvolutionFwdAlgo_t>(ch.algo),
@@ -175,16 +196,19 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
     std::string key = key_of("bwd_data", g, tf32);
     Choice ch;
     if (!cached(key, ch)) {
-      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      int n = 0;
-      MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-          cudnn_handle(), d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
-      ch = pick(perf, n, tf32, [](cudnnConvolutionBwdDataAlgo_t a) {
-        return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
-               a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
-               a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
-               a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
-      }, "backward-data");
+      ch = pick_or_default_math(tf32, key, [&](bool allow_tf32) {
+        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32)));
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        int n = 0;
+        MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            cudnn_handle(), d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
+        return pick(perf, n, allow_tf32, [](cudnnConvolutionBwdDataAlgo_t a) {
+          return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+                 a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+                 a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+                 a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+        }, "backward-data");
+      });
       MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
       MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
           cudnn_handle(), d.w, d.y, d.conv, d.x,
@@ -218,16 +242,19 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, cons
     std::string key = key_of("bwd_filter", g, tf32);
     Choice ch;
     if (!cached(key, ch)) {
-      cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-      int n = 0;
-      MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-          cudnn_handle(), d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n,
-          perf));
-      ch = pick(perf, n, tf32, [](cudnnConvolutionBwdFilterAlgo_t a) {
-        return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
-               a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
-               a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
-      }, "backward-filter");
+      ch = pick_or_default_math(tf32, key, [&](bool allow_tf32) {
+        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32)));
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        int n = 0;
+        MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            cudnn_handle(), d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n,
+            perf));
+        return pick(perf, n, allow_tf32, [](cudnnConvolutionBwdFilterAlgo_t a) {
+          return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+                 a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+                 a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+        }, "backward-filter");
+      });
       MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
       MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
           cudnn_handle(), d.x, d.y, d.conv, d.w,
