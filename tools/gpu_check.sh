@@ -224,6 +224,7 @@ if [[ $built_tests == yes ]]; then
     skip=$(names SKIPPED "$LOG/tests.log" | grep -c .)
     note="$ok passed, $bad failed, $skip skipped"
     ((tests_rc == 124)) && note="$note; TIMED OUT after ${t}s (last: $(grep '^\[ RUN' "$LOG/tests.log" | tail -1))"
+    ((tests_rc > 128 && tests_rc != 124)) && note="$note; CRASHED (signal $((tests_rc - 128))) in $(grep '^\[ RUN' "$LOG/tests.log" | tail -1)"
     ((skip > 0 && ok == 0)) && note="$note; ALL SKIPPED: no device seen?"
     tail -3 "$LOG/tests.log"
     record tests "$tests_rc" "$note"
