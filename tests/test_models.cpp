@@ -405,7 +405,8 @@ TEST(Models, ExportForTimm) {
   if (!dir) GTEST_SKIP() << "set MOKD_EXPORT_DIR (see tools/export_check.py)";
   std::filesystem::create_directories(dir);
   uint64_t seed = 40;
-  for (const char* name : {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "resnet_fmnist_small",
+  for (const char* name : {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "vit_fmnist_micro",
+                           "vit_fmnist_micro_distilled", "resnet_fmnist_small",
                            "resnet18_fmnist"}) {
     auto m = create_model(name);
     Tensor x = test::randn({2, 28, 28, 1}, ++seed);

@@ -8,8 +8,8 @@ WEIGHTS  a model state dict saved by mokd (Module::state_dict(): timm names, OIH
          BN buffers with num_batches_tracked). Nothing else may be in it: the load is strict.
 NAME     a mokd registry name (models/registry.cpp): the DeiT/ResNet names are timm's own and go
          to timm.create_model; the Fashion-MNIST variants are rebuilt with timm's classes
-         (vit_fmnist_tiny[_distilled]: VisionTransformer[Distilled] at 28 px, patch 4, dim 96,
-         depth 6, 3 heads, 1 channel; resnet_fmnist_small / resnet18_fmnist: timm ResNet whose
+         (vit_fmnist_{tiny,micro}[_distilled]: VisionTransformer[Distilled] at 28 px, patch 4, dim 96 (64),
+         depth 6 (4), 3 (4) heads, 1 channel; resnet_fmnist_small / resnet18_fmnist: timm ResNet whose
          conv1 is replaced by the small stem, a 3x3 stride-1 conv, and whose max-pool is removed).
          When omitted, the "model" entry of the file's metadata is used, as are "num_classes",
          "img_size" and "in_chans" when present and not given on the command line.
@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 
 FMNIST_VIT = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=96, depth=6,
                   num_heads=3, mlp_ratio=4.0)
+FMNIST_VIT_MICRO = dict(FMNIST_VIT, embed_dim=64, depth=4, num_heads=4)
 
 
 def _small_stem(model, in_chans):
@@ -52,12 +53,13 @@ def build(name, num_classes=None, img_size=None, in_chans=None):
     def pick(default, value):
         return default if value is None else value
 
-    if name.startswith("vit_fmnist_tiny"):
-        kw = dict(FMNIST_VIT)
+    if name.startswith("vit_fmnist_tiny") or name.startswith("vit_fmnist_micro"):
+        kw = dict(FMNIST_VIT if name.startswith("vit_fmnist_tiny") else FMNIST_VIT_MICRO)
         kw.update(num_classes=pick(10, num_classes), img_size=pick(28, img_size),
                   in_chans=pick(1, in_chans))
         cls = VisionTransformerDistilled if name.endswith("_distilled") else VisionTransformer
-        if name not in ("vit_fmnist_tiny", "vit_fmnist_tiny_distilled"):
+        if name not in ("vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "vit_fmnist_micro",
+                        "vit_fmnist_micro_distilled"):
             raise SystemExit(f"unknown model {name}")
         return cls(**kw)
     if name == "resnet_fmnist_small":
