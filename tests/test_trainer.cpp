@@ -133,6 +133,44 @@ TEST(Trainer, SignalStopsAtAStepBoundaryWithACheckpoint) {
   fs::remove_all(dir);
 }
 
+TEST(Trainer, EmaAndMetricsFiles) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  std::string dir = temp_dir("ema");
+  TrainConfig c = small_config(dir + "/run");
+  c.optim.steps = 1;
+  c.optim.warmup_steps = 0;
+  c.optim.ema_decay = 0.75;
+  c.model.drop_path_rate = 0;
+  c.data.mixup_alpha = 0;
+  TrainSummary r = train(c, TrainMode::Teacher);
+  EXPECT_EQ(r.steps, 1);
+  // After one step the EMA is 0.75 * initial + 0.25 * trained weights.
+  auto ds = open_dataset(c, true);
+  auto init = make_model(c.model.teacher, c, *ds, c.run.seed, true)->named_parameters();
+  auto state = read(c.run.out_dir + "/checkpoints/state.safetensors");
+  auto last = read(c.run.out_dir + "/checkpoints/last.safetensors");
+  ASSERT_FALSE(init.empty());
+  for (auto& [name, w0] : init) {
+    ASSERT_TRUE(state.count("ema." + name)) << name;
+    Tensor w1 = last.at(name);
+    if (w1.dim() == 4) w1 = permute(w1, {0, 2, 3, 1});  // file OIHW -> engine OHWI
+    Tensor want = add(scale(w0, 0.75f), scale(w1, 0.25f));
+    test::expect_close(state.at("ema." + name), want, 1e-6, 1e-7, "ema." + name);
+  }
+  // metrics.csv: a header, one row per step, one per evaluation; metrics.jsonl the same rows.
+  std::ifstream csv(c.run.out_dir + "/metrics.csv"), jsonl(c.run.out_dir + "/metrics.jsonl");
+  std::vector<std::string> rows, lines;
+  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  for (std::string l; std::getline(jsonl, l);) lines.push_back(l);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].rfind("kind,step,epoch,lr,total,loss.task", 0), 0u) << rows[0];
+  EXPECT_EQ(rows[1].rfind("step,1,", 0), 0u) << rows[1];
+  EXPECT_EQ(rows[2].rfind("eval,1,", 0), 0u) << rows[2];
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[1].find("\"ema.top1\""), std::string::npos) << lines[1];
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, ResumeRejectsAChangedConfigOrTeacher) {
   if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   std::string dir = temp_dir("resume_changed");
