@@ -128,6 +128,27 @@ std::string human_time(double s) {
 
 }  // namespace
 
+DistillConfig make_distill_config(const TrainConfig& cfg) {
+  DistillConfig dc;
+  dc.method = parse_method(cfg.distill.method);
+  dc.num_objectives = cfg.distill.num_objectives;
+  dc.weighting = parse_weighting(cfg.distill.weighting);
+  dc.fixed_weights.assign(cfg.distill.fixed_weights.begin(), cfg.distill.fixed_weights.end());
+  dc.label_smoothing = static_cast<float>(cfg.optim.label_smoothing);
+  dc.temperature = static_cast<float>(cfg.distill.temperature);
+  dc.kd_alpha = static_cast<float>(cfg.distill.kd_alpha);
+  dc.projector = parse_projector(cfg.distill.projector);
+  dc.bilinear_rank = cfg.distill.bilinear_rank;
+  dc.student_feature = parse_feature_source(cfg.distill.student_feature);
+  dc.teacher_feature = parse_feature_source(cfg.distill.teacher_feature);
+  dc.grad_clip = static_cast<float>(cfg.optim.grad_clip);
+  dc.famo.lr = static_cast<float>(cfg.distill.famo_lr);
+  dc.famo.weight_decay = static_cast<float>(cfg.distill.famo_weight_decay);
+  dc.diagnostics_every = static_cast<int>(cfg.distill.diagnostics_every);
+  dc.seed = cfg.run.seed + 2;
+  return dc;
+}
+
 std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) {
   const std::string& d = cfg.data.dataset;
   std::string split = train ? "train" : "test";
@@ -275,23 +296,7 @@ void Run::setup() {
     teacher_sha_ = sha256_file(tw);
     teacher_->to(dev_);
     teacher_->eval();
-    DistillConfig dc;
-    dc.method = parse_method(cfg_.distill.method);
-    dc.num_objectives = cfg_.distill.num_objectives;
-    dc.weighting = parse_weighting(cfg_.distill.weighting);
-    dc.fixed_weights.assign(cfg_.distill.fixed_weights.begin(), cfg_.distill.fixed_weights.end());
-    dc.label_smoothing = static_cast<float>(cfg_.optim.label_smoothing);
-    dc.temperature = static_cast<float>(cfg_.distill.temperature);
-    dc.kd_alpha = static_cast<float>(cfg_.distill.kd_alpha);
-    dc.projector = parse_projector(cfg_.distill.projector);
-    dc.bilinear_rank = cfg_.distill.bilinear_rank;
-    dc.student_feature = parse_feature_source(cfg_.distill.student_feature);
-    dc.teacher_feature = parse_feature_source(cfg_.distill.teacher_feature);
-    dc.grad_clip = static_cast<float>(cfg_.optim.grad_clip);
-    dc.famo.lr = static_cast<float>(cfg_.distill.famo_lr);
-    dc.famo.weight_decay = static_cast<float>(cfg_.distill.famo_weight_decay);
-    dc.diagnostics_every = static_cast<int>(cfg_.distill.diagnostics_every);
-    dc.seed = cfg_.run.seed + 2;
+    DistillConfig dc = make_distill_config(cfg_);
     distiller_ = std::make_unique<Distiller>(*model_, *teacher_, dc);
     for (auto& p : distiller_->projector_parameters()) named.push_back(p);
   }

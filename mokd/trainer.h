@@ -18,6 +18,7 @@
 #include "io/dataset.h"
 #include "models/model.h"
 #include "mokd/config.h"
+#include "mokd/distill.h"
 
 namespace mokd {
 
@@ -51,6 +52,9 @@ EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cf
 
 // The datasets of a config (train or test split), limited by data.train_limit / eval_limit.
 std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train);
+
+// The distillation settings of a config (distill.*, optim.label_smoothing/grad_clip, run.seed).
+DistillConfig make_distill_config(const TrainConfig& cfg);
 
 // The device of a config: "auto" means cuda when a CUDA device is available.
 Device resolve_device(const std::string& name);

@@ -62,10 +62,7 @@ int cmd_benchmark(const TrainConfig& cfg) {
              " channels) take different inputs");
   student->to(dev);
   teacher->to(dev);
-  DistillConfig dc;
-  dc.method = parse_method(cfg.distill.method);
-  dc.num_objectives = cfg.distill.num_objectives;
-  dc.temperature = static_cast<float>(cfg.distill.temperature);
+  DistillConfig dc = make_distill_config(cfg);
   if (dc.method == Method::DeitHard && !student->has_dist_head()) dc.method = Method::KD;
   Distiller d(*student, *teacher, dc);
   nn::NamedTensors named = student->named_parameters();
