@@ -18,6 +18,7 @@ struct RunConfig {
   std::string out_dir = "runs/default";  // checkpoints, metrics, the resolved config
   uint64_t seed = 0;
   std::string device = "auto";  // auto (cuda when available), cpu, cuda, cuda:N
+  std::string precision = "f32";  // matmul/linear precision: f32 or bf16 (engine/precision.h)
   int threads = 0;              // OpenMP threads on the CPU; 0 = all cores
   bool resume = false;          // continue from out_dir/checkpoints/state.safetensors
   int64_t stop_after = 0;       // > 0: checkpoint and stop this invocation after N steps

@@ -15,6 +15,7 @@
 
 #include "io/loader.h"
 #include "io/safetensors.h"
+#include "engine/precision.h"
 #include "io/sha256.h"
 #include "models/registry.h"
 #include "mokd/distill.h"
@@ -263,6 +264,7 @@ class Run {
 void Run::setup() {
   if (cfg_.run.threads > 0) omp_set_num_threads(cfg_.run.threads);
   dev_ = resolve_device(cfg_.run.device);
+  set_matmul_precision(parse_precision(cfg_.run.precision.c_str()));
   tty_ = isatty(fileno(stdout));
   ckpt_dir_ = cfg_.run.out_dir + "/checkpoints";
   fs::create_directories(ckpt_dir_);
@@ -508,9 +510,9 @@ void Run::log_step(const StepStats& st, double ips, double eta, bool print) {
 TrainSummary Run::go() {
   auto t_start = std::chrono::steady_clock::now();
   setup();
-  std::printf("%s %s on %s: %ld train / %ld test images, %ld steps (%ld per epoch), %ld parameters\n",
+  std::printf("%s %s on %s (%s matmuls): %ld train / %ld test images, %ld steps (%ld per epoch), %ld parameters\n",
               mode_ == TrainMode::Teacher ? "teacher" : "distill", model_->name().c_str(),
-              dev_.str().c_str(), (long)train_set_->size(), (long)test_set_->size(),
+              dev_.str().c_str(), cfg_.run.precision.c_str(), (long)train_set_->size(), (long)test_set_->size(),
               (long)total_steps_, (long)steps_per_epoch_, (long)model_->num_parameters());
   if (distiller_)
     std::printf("method %s, teacher %s (%s)\n", cfg_.distill.method.c_str(), cfg_.model.teacher.c_str(),

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
 #include "mokd/config.h"
@@ -53,6 +54,7 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
 
 int cmd_benchmark(const TrainConfig& cfg) {
   Device dev = resolve_device(cfg.run.device);
+  set_matmul_precision(parse_precision(cfg.run.precision.c_str()));
   ModelOverrides o;
   auto student = create_model(cfg.model.student, o);
   auto teacher = create_model(cfg.model.teacher, o);
@@ -82,8 +84,9 @@ int cmd_benchmark(const TrainConfig& cfg) {
   for (int64_t i = 0; i < cfg.bench.steps; ++i) d.step(opt, x, y);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double ms = 1000 * s / std::max<int64_t>(cfg.bench.steps, 1);
-  std::printf("benchmark %s <- %s, method %s, batch %ld, %ldpx, on %s\n", cfg.model.student.c_str(),
-              cfg.model.teacher.c_str(), method_name(dc.method), (long)B, (long)S, dev.str().c_str());
+  std::printf("benchmark %s <- %s, method %s, batch %ld, %ldpx, on %s, %s matmuls\n", cfg.model.student.c_str(),
+              cfg.model.teacher.c_str(), method_name(dc.method), (long)B, (long)S, dev.str().c_str(),
+              cfg.run.precision.c_str());
   std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
   return 0;

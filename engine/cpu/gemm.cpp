@@ -39,6 +39,11 @@ void gemm_one(const float* pa, const float* pb, float* pc, const GemmDims& da, c
 
 void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
                       float alpha, float beta) {
+  if (a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && c.dtype() == DType::F32) {
+    // bf16 operands, f32 accumulation and output (MatmulPrecision::BF16): widen exactly, then f32.
+    gemm(a.to(DType::F32), b.to(DType::F32), c, trans_a, trans_b, alpha, beta);
+    return;
+  }
   cpu_expect_f32(a, "gemm", "a");
   cpu_expect_f32(b, "gemm", "b");
   cpu_expect_f32(c, "gemm", "c");

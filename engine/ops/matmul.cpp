@@ -1,5 +1,6 @@
 // Matrix products: batched matmul (with a shared rank-2 right operand) and linear layers.
 #include "engine/ops/common.h"
+#include "engine/precision.h"
 
 namespace mokd {
 
@@ -10,6 +11,10 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
   for (size_t i = begin; i < end; ++i) p *= s[i];
   return p;
 }
+
+// Under MatmulPrecision::BF16 the operands of every product are rounded to bf16 (engine/precision.h).
+bool bf16_products() { return matmul_precision() == MatmulPrecision::BF16; }
+Tensor operand(const Tensor& t, bool bf16) { return bf16 ? t.to(DType::BF16) : t; }
 
 }  // namespace
 
@@ -31,7 +36,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Shape out_shape(as.begin(), as.end() - 2);
   out_shape.push_back(M);
   out_shape.push_back(N);
-  Tensor ac = a.contiguous(), bc = b.contiguous();
+  const bool bf16 = bf16_products();
+  Tensor ac = operand(a.contiguous(), bf16), bc = operand(b.contiguous(), bf16);
   const int64_t batch = prod(as, 0, ra - 2);
   // A shared b turns the batch into rows of one big rank-2 product; otherwise rank-3 batched.
   Tensor a3 = shared_b ? ac.view({batch * M, K}) : ac.view({batch, M, K});
@@ -46,15 +52,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   const Shape a_shape = as, b_shape = bs;
   record("matmul", out, {a, b}, [=](const Tensor& g) -> std::vector<Tensor> {
-    Tensor g3 = g.contiguous().view(c_shape);
+    Tensor g3 = operand(g.contiguous().view(c_shape), bf16);
     Tensor ga, gb;
     if (need_a) {  // ga = g b^T
-      ga = detail::empty_as(sa, sa.shape());
+      ga = detail::empty_as(g, sa.shape());
       backend_for(g3).gemm(g3, sb, ga, false, true, 1.f, 0.f);
       ga = ga.view(a_shape);
     }
     if (need_b) {  // gb = a^T g (for a shared b, the flattened rows sum over the batch)
-      gb = detail::empty_as(sb, sb.shape());
+      gb = detail::empty_as(g, sb.shape());
       backend_for(g3).gemm(sa, g3, gb, true, false, 1.f, 0.f);
       gb = gb.view(b_shape);
     }
@@ -81,8 +87,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape out_shape = x.shape();
   out_shape.back() = outf;
 
-  Tensor x2 = x.contiguous().view({rows, in});
-  Tensor wc = w.contiguous();
+  const bool bf16 = bf16_products();
+  Tensor x2 = operand(x.contiguous().view({rows, in}), bf16);
+  Tensor wc = operand(w.contiguous(), bf16);
   Tensor out = detail::empty_as(x, {rows, outf});
   Backend& be = backend_for(x);
   if (has_bias) {
@@ -101,16 +108,17 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const Shape x_shape = x.shape();
   record("linear", out, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor g2 = g.contiguous().view({rows, outf});
+    Tensor g2p = operand(g2, bf16);  // the products' operand; the bias gradient sums g2 in f32
     Backend& bk = backend_for(g2);
     Tensor gx, gw, gb;
     if (need_x) {  // gx = g w
-      gx = detail::empty_as(sx, {rows, in});
-      bk.gemm(g2, sw, gx, false, false, 1.f, 0.f);
+      gx = detail::empty_as(g2, {rows, in});
+      bk.gemm(g2p, sw, gx, false, false, 1.f, 0.f);
       gx = gx.view(x_shape);
     }
     if (need_w) {  // gw = g^T x
-      gw = detail::empty_as(sw, {outf, in});
-      bk.gemm(g2, sx, gw, true, false, 1.f, 0.f);
+      gw = detail::empty_as(g2, {outf, in});
+      bk.gemm(g2p, sx, gw, true, false, 1.f, 0.f);
     }
     if (need_b) {  // gb = sum of g over rows
       gb = detail::empty_as(g2, {1, outf});
