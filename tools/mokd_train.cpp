@@ -7,6 +7,8 @@
 //   models     list the model names
 //   keys       print every configuration key as a Markdown table
 // Configuration: --config FILE (TOML) and --section.key=value overrides; see --help.
+#include <omp.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -53,6 +55,7 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
 }
 
 int cmd_benchmark(const TrainConfig& cfg) {
+  if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
   Device dev = resolve_device(cfg.run.device);
   set_matmul_precision(parse_precision(cfg.run.precision.c_str()));
   ModelOverrides o;
