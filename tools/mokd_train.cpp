@@ -24,6 +24,15 @@ using namespace mokd;
 
 namespace {
 
+// Strict load of a weights file, naming the file and the model on a mismatch.
+void load_weights(Model& model, const io::TensorMap& w, const std::string& path, const std::string& name) {
+  try {
+    model.load_state_dict(w);
+  } catch (const Error& e) {
+    MOKD_FAIL(path, " does not fit model ", name, " (pick the model with --model): ", e.what());
+  }
+}
+
 int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::string& model_name) {
   Device dev = resolve_device(cfg.run.device);
   auto test = open_dataset(cfg, false);
@@ -31,7 +40,7 @@ int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::stri
   io::TensorMap w = io::load_safetensors(weights, {}, &meta);
   std::string name = !model_name.empty() ? model_name : (meta.count("model") ? meta.at("model") : cfg.model.student);
   auto model = make_model(name, cfg, *test, 0, false);
-  model->load_state_dict(w);
+  load_weights(*model, w, weights, name);
   model->to(dev);
   EvalResult r = evaluate(*model, *test, cfg, dev);
   std::printf("%s (%s) on %s test (%ld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n",
@@ -46,7 +55,7 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
   std::string name = !model_name.empty() ? model_name : (meta.count("model") ? meta.at("model") : cfg.model.student);
   auto ds = open_dataset(cfg, false);
   auto model = make_model(name, cfg, *ds, 0, false);
-  model->load_state_dict(w);  // strict: names and shapes must be the model's
+  load_weights(*model, w, weights, name);  // strict: names and shapes must be the model's
   io::save_safetensors(out, model->state_dict(), {{"model", name}, {"format", "pt"}});
   std::printf("exported %s (%s, %ld parameters) to %s\n"
               "load it in PyTorch with timm.create_model(...) + load_state_dict(safetensors.torch.load_file(\"%s\"))\n",
