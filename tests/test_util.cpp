@@ -1,6 +1,7 @@
 #include "tests/test_util.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 namespace mokd::test {
@@ -110,7 +111,10 @@ void gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
 }
 
 io::TensorMap load_fixture(const std::string& file) {
-  std::string path = std::string(MOKD_TEST_DATA) + "/" + file;
+  // MOKD_TEST_DATA in the environment overrides the build's path: binaries built on one machine
+  // run from another checkout (tools/gpu_check.sh carries prebuilt tests to the GPU machine).
+  const char* dir = std::getenv("MOKD_TEST_DATA");
+  std::string path = std::string(dir && *dir ? dir : MOKD_TEST_DATA) + "/" + file;
   if (!std::filesystem::exists(path))
     throw Error("missing fixture " + path + ": regenerate with `python3 tools/make_reference.py`");
   return io::load_safetensors(path);
