@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 
 #include "engine/backend.h"
 #include "engine/error.h"
@@ -12,6 +13,10 @@ namespace mokd {
 
 // t is defined, f32, on a device of type `on` and contiguous.
 void expect_f32(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
+// Operands of a kernel that takes f32 or bf16 (mixed precision): each defined, contiguous, on a
+// device of type `on`, all of one float dtype, which is returned. Errors name every operand.
+DType expect_float_operands(const char* kernel, DeviceType on,
+                            std::initializer_list<std::pair<const Tensor*, const char*>> ts);
 // t is defined, on a device of type `on` and contiguous (any dtype).
 void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
 

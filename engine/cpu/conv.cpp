@@ -63,10 +63,31 @@ void col2im_add(const ConvGeom& g, const float* col, int64_t grp, float* gx) {
 // GEMM (Eigen runs single-threaded inside an OpenMP parallel region).
 bool batch_parallel(int64_t n) { return n > 1 && n >= omp_get_max_threads(); }
 
+// bf16 operands (mixed precision, engine/precision.h): f32 math on the (exactly widened) bf16
+// values, the result rounded to bf16 on the way out: what cuDNN's bf16 convolutions compute,
+// up to the order of f32 accumulation. Returns false for f32 operands.
+template <class Run>
+bool bf16_via_f32(const char* kernel, const Tensor& a, const char* na, const Tensor& b,
+                  const char* nb, Tensor& out, const char* nout, Run run) {
+  if (expect_float_operands(kernel, DeviceType::CPU, {{&a, na}, {&b, nb}, {&out, nout}}) !=
+      DType::BF16)
+    return false;
+  Tensor af = a.to(DType::F32), bf = b.to(DType::F32);
+  Tensor of = Tensor::empty(out.shape(), DType::F32, Device::cpu());
+  run(af, bf, of);
+  out.copy_(of);
+  return true;
+}
+
 }  // namespace
 
 void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
                         const Conv2dParams& p, Tensor& y) {
+  if (bf16_via_f32("conv2d", x, "x", w, "w", y, "y", [&](const Tensor& xf, const Tensor& wf, Tensor& yf) {
+        MOKD_CHECK(!bias, "conv2d: bf16 operands take no bias (add it in f32), got ", bias->str());
+        conv2d(xf, wf, nullptr, p, yf);
+      }))
+    return;
   cpu_expect_f32(x, "conv2d", "x");
   cpu_expect_f32(w, "conv2d", "w");
   cpu_expect_f32(y, "conv2d", "y");
@@ -113,6 +134,11 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
 
 void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
                                       Tensor& gx) {
+  if (bf16_via_f32("conv2d_backward_data", gy, "gy", w, "w", gx, "gx",
+                   [&](const Tensor& gyf, const Tensor& wf, Tensor& gxf) {
+                     conv2d_backward_data(gyf, wf, p, gxf);
+                   }))
+    return;
   cpu_expect_f32(gy, "conv2d_backward_data", "gy");
   cpu_expect_f32(w, "conv2d_backward_data", "w");
   cpu_expect_f32(gx, "conv2d_backward_data", "gx");
@@ -149,6 +175,11 @@ void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const C
 
 void CpuBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                                         Tensor& gw) {
+  if (bf16_via_f32("conv2d_backward_weight", gy, "gy", x, "x", gw, "gw",
+                   [&](const Tensor& gyf, const Tensor& xf, Tensor& gwf) {
+                     conv2d_backward_weight(gyf, xf, p, gwf);
+                   }))
+    return;
   cpu_expect_f32(gy, "conv2d_backward_weight", "gy");
   cpu_expect_f32(x, "conv2d_backward_weight", "x");
   cpu_expect_f32(gw, "conv2d_backward_weight", "gw");

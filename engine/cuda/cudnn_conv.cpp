@@ -2,7 +2,9 @@
 // backward data and backward weight. Algorithms come from cudnnGet*_v7 heuristics, cached per
 // shape/params key. FFT and Winograd algorithms are skipped (their f32 error is far above the
 // 1e-5 parity budget), and without TF32 mode only FMA-math algorithms are taken (cuDNN's default
-// math, with a warning, for a shape that has none).
+// math, with a warning, for a shape that has none). bf16 operands (mixed precision) take cuDNN's
+// BFLOAT16 configuration: bf16 x, w, y, f32 compute, tensor-core algorithms; no bias (the op adds
+// it in f32).
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
@@ -33,17 +35,18 @@ struct Descs {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
-  Descs(const ConvGeom& g, cudnnMathType_t math) {
+  Descs(const ConvGeom& g, cudnnMathType_t math, DType dt) {
+    const cudnnDataType_t data = dt == DType::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     MOKD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     MOKD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(g.N),
+    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, data, int(g.N),
                                                 int(g.C), int(g.H), int(g.W)));
-    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(g.N),
+    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, data, int(g.N),
                                                 int(g.O), int(g.Ho), int(g.Wo)));
     // NHWC filter format = [O, kh, kw, C/groups] in memory: our OHWI layout.
-    MOKD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, int(g.O),
+    MOKD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, data, CUDNN_TENSOR_NHWC, int(g.O),
                                                 int(g.Cg), int(g.kh), int(g.kw)));
     MOKD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, g.ph, g.pw, g.sh, g.sw, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -69,8 +72,8 @@ struct Choice {
 std::mutex g_mu;
 std::unordered_map<std::string, Choice> g_cache;
 
-std::string key_of(const char* kind, const ConvGeom& g, bool tf32) {
-  return detail::concat(kind, ':', g.N, ',', g.H, ',', g.W, ',', g.C, ',', g.O, ',', g.kh, ',',
+std::string key_of(const char* kind, const ConvGeom& g, bool tf32, DType dt) {
+  return detail::concat(kind, ':', dtype_name(dt), ':', g.N, ',', g.H, ',', g.W, ',', g.C, ',', g.O, ',', g.kh, ',',
                         g.kw, ',', g.Cg, ',', g.sh, ',', g.sw, ',', g.ph, ',', g.pw, ',', g.G, ',',
                         tf32);
 }
@@ -93,7 +96,10 @@ Choice pick(const Perf* perf, int n, bool tf32, Skip skip, const char* kind) {
           fallback->memory};
 }
 
-cudnnMathType_t math_mode(bool tf32) { return tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
+cudnnMathType_t math_mode(bool tf32, DType dt) {
+  if (dt == DType::BF16) return CUDNN_TENSOR_OP_MATH;
+  return tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
 
 // query(allow_tf32) sets the descriptor's math type, asks the heuristics and picks. When no FMA-only
 // algorithm exists for a shape, cuDNN's default math (TF32 on Ampere and newer) is taken rather
@@ -128,11 +134,10 @@ void store(const std::string& key, const Choice& c) {
 
 void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
                          const Conv2dParams& p, Tensor& y) {
-  cuda_expect_f32(x, "conv2d", "x");
-  cuda_expect_f32(w, "conv2d", "w");
-  cuda_expect_f32(y, "conv2d", "y");
+  const DType dt = expect_float_operands("conv2d", DeviceType::CUDA, {{&x, "x"}, {&w, "w"}, {&y, "y"}});
   ConvGeom g = cudnn_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
   if (bias) {
+    MOKD_CHECK(dt == DType::F32, "conv2d: bf16 operands take no bias (add it in f32), got ", bias->str());
     cuda_expect_f32(*bias, "conv2d", "bias");
     MOKD_CHECK(bias->numel() == g.O, "conv2d: bias ", bias->str(), " must have ", g.O, " elements");
   }
@@ -141,13 +146,13 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
     if (x.numel() == 0 || w.numel() == 0) {  // empty reduction: y = bias (or 0)
       fill(y, 0.0);
     } else {
-      const bool tf32 = cuda_tf32();
-      Descs d(g, math_mode(tf32));
-      std::string key = key_of("fwd", g, tf32);
+      const bool tf32 = cuda_tf32() || dt == DType::BF16;  // tensor-core math allowed
+      Descs d(g, math_mode(tf32, dt), dt);
+      std::string key = key_of("fwd", g, tf32, dt);
       Choice ch;
       if (!cached(key, ch)) {
         ch = pick_or_default_math(tf32, key, [&](bool allow_tf32) {
-          MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32)));
+          MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32, dt)));
           cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
           int n = 0;
           MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
@@ -181,9 +186,8 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
 
 void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
                                        Tensor& gx) {
-  cuda_expect_f32(gy, "conv2d_backward_data", "gy");
-  cuda_expect_f32(w, "conv2d_backward_data", "w");
-  cuda_expect_f32(gx, "conv2d_backward_data", "gx");
+  const DType dt = expect_float_operands("conv2d_backward_data", DeviceType::CUDA,
+                                         {{&gy, "gy"}, {&w, "w"}, {&gx, "gx"}});
   ConvGeom g = cudnn_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
   if (gx.numel() == 0) return;
   cuda_guarded("conv2d_backward_data", {&gy, &w, &gx}, [&] {
@@ -191,13 +195,13 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
       fill(gx, 0.0);
       return;
     }
-    const bool tf32 = cuda_tf32();
-    Descs d(g, math_mode(tf32));
-    std::string key = key_of("bwd_data", g, tf32);
+    const bool tf32 = cuda_tf32() || dt == DType::BF16;  // tensor-core math allowed
+    Descs d(g, math_mode(tf32, dt), dt);
+    std::string key = key_of("bwd_data", g, tf32, dt);
     Choice ch;
     if (!cached(key, ch)) {
       ch = pick_or_default_math(tf32, key, [&](bool allow_tf32) {
-        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32)));
+        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32, dt)));
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         int n = 0;
         MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
@@ -227,9 +231,8 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
 
 void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
                                          Tensor& gw) {
-  cuda_expect_f32(gy, "conv2d_backward_weight", "gy");
-  cuda_expect_f32(x, "conv2d_backward_weight", "x");
-  cuda_expect_f32(gw, "conv2d_backward_weight", "gw");
+  const DType dt = expect_float_operands("conv2d_backward_weight", DeviceType::CUDA,
+                                         {{&gy, "gy"}, {&x, "x"}, {&gw, "gw"}});
   ConvGeom g = cudnn_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
   if (gw.numel() == 0) return;
   cuda_guarded("conv2d_backward_weight", {&gy, &x, &gw}, [&] {
@@ -237,13 +240,13 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, cons
       fill(gw, 0.0);
       return;
     }
-    const bool tf32 = cuda_tf32();
-    Descs d(g, math_mode(tf32));
-    std::string key = key_of("bwd_filter", g, tf32);
+    const bool tf32 = cuda_tf32() || dt == DType::BF16;  // tensor-core math allowed
+    Descs d(g, math_mode(tf32, dt), dt);
+    std::string key = key_of("bwd_filter", g, tf32, dt);
     Choice ch;
     if (!cached(key, ch)) {
       ch = pick_or_default_math(tf32, key, [&](bool allow_tf32) {
-        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32)));
+        MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math_mode(allow_tf32, dt)));
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         int n = 0;
         MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(

@@ -1,7 +1,60 @@
-// Scaled-dot-product attention over [B, H, N, D] (non-causal, any token count).
+// Scaled-dot-product attention over [B, H, N, D] (non-causal, any token count): the backend's
+// fused kernel in f32, batched bf16 products around an f32 softmax under MatmulPrecision::BF16.
 #include "engine/ops/common.h"
+#include "engine/precision.h"
 
 namespace mokd {
+
+namespace {
+
+// Attention under MatmulPrecision::BF16 (engine/precision.h): the two products of the forward
+// and the four of the backward run as batched GEMMs with bf16 operands and f32 accumulation
+// (tensor cores on the GPU), softmax and its backward in f32. Costs B*H*N*Nk f32 scores per call
+// (saved for backward) where the fused f32 kernel keeps only a log-sum-exp per row.
+//   S = scale q k^T,  P = softmax(S),  out = P v
+//   dP = g v^T,  dv = P^T g,  dS = P * (dP - rowsum(dP * P)),  dq = scale dS k,  dk = scale dS^T q
+Tensor attention_bf16_products(const Tensor& q, const Tensor& k, const Tensor& v, float scale) {
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), Nk = k.size(2);
+  const int64_t BH = B * H;
+  Backend& be = backend_for(q);
+  Tensor qb = q.contiguous().to(DType::BF16).view({BH, N, D});
+  Tensor kb = k.contiguous().to(DType::BF16).view({BH, Nk, D});
+  Tensor vb = v.contiguous().to(DType::BF16).view({BH, Nk, D});
+  Tensor s = Tensor::empty({BH, N, Nk}, DType::F32, q.device());
+  be.gemm(qb, kb, s, false, true, scale, 0.f);
+  Tensor prob = Tensor::empty({BH, N, Nk}, DType::F32, q.device());
+  be.softmax(s, prob, false);
+  s = Tensor();  // the scores' memory goes back before the next product
+  Tensor out = Tensor::empty({BH, N, D}, DType::F32, q.device());
+  be.gemm(prob.to(DType::BF16), vb, out, false, false, 1.f, 0.f);
+  out = out.view({B, H, N, D});
+  if (!needs_grad({&q, &k, &v})) return out;
+
+  const Shape qs = q.shape(), ks = k.shape();
+  record("scaled_dot_product_attention", out, {q, k, v},
+         [=](const Tensor& g) -> std::vector<Tensor> {
+           Backend& bg = backend_for(g);
+           const Device dev = g.device();
+           Tensor gb = g.contiguous().to(DType::BF16).view({BH, N, D});
+           Tensor dprob = Tensor::empty({BH, N, Nk}, DType::F32, dev);
+           bg.gemm(gb, vb, dprob, false, true, 1.f, 0.f);
+           Tensor gv = Tensor::empty({BH, Nk, D}, DType::F32, dev);
+           bg.gemm(prob.to(DType::BF16), gb, gv, true, false, 1.f, 0.f);
+           Tensor ds = Tensor::empty({BH, N, Nk}, DType::F32, dev);
+           bg.softmax_backward(prob, dprob, ds, false);
+           dprob = Tensor();
+           Tensor dsb = ds.to(DType::BF16);
+           ds = Tensor();
+           Tensor gq = Tensor::empty({BH, N, D}, DType::F32, dev);
+           bg.gemm(dsb, kb, gq, false, false, scale, 0.f);
+           Tensor gk = Tensor::empty({BH, Nk, D}, DType::F32, dev);
+           bg.gemm(dsb, qb, gk, true, false, scale, 0.f);
+           return {gq.view(qs), gk.view(ks), gv.view(ks)};
+         });
+  return out;
+}
+
+}  // namespace
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     float scale) {
@@ -17,6 +70,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
              ": head dims D differ: q ", q.str(), ", k ", k.str(), ", v ", v.str());
   MOKD_CHECK(k.size(2) == v.size(2), op, ": k ", k.str(), " and v ", v.str(),
              " must have the same number of tokens");
+
+  if (matmul_precision() == MatmulPrecision::BF16 && q.dtype() == DType::F32)
+    return attention_bf16_products(q, k, v, scale);
 
   Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor out = detail::empty_like(qc);

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "engine/ops/common.h"
+#include "engine/precision.h"
 
 namespace mokd {
 
@@ -89,11 +90,25 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
                "] for weight ", w.str());
   }
 
-  Tensor xc = x.contiguous(), wc = w.contiguous();
+  // Under MatmulPrecision::BF16 (engine/precision.h) the convolution takes bf16 operands and
+  // gives a bf16 result (f32 accumulation; cuDNN's bf16 configuration), widened to f32; the bias
+  // is added in f32. Its backward products take the incoming gradient rounded to bf16 likewise.
+  const bool bf16 = matmul_precision() == MatmulPrecision::BF16 && x.dtype() == DType::F32;
+  const DType op_dt = bf16 ? DType::BF16 : x.dtype();
+  Tensor xc = x.contiguous().to(op_dt), wc = w.contiguous().to(op_dt);
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  Tensor y = empty_as(xc, {x.size(0), out_extent(x.size(1), kh, p.stride_h, p.pad_h),
-                           out_extent(x.size(2), kw, p.stride_w, p.pad_w), O});
-  backend_for(x).conv2d(xc, wc, bc.defined() ? &bc : nullptr, p, y);
+  const Shape y_shape = {x.size(0), out_extent(x.size(1), kh, p.stride_h, p.pad_h),
+                         out_extent(x.size(2), kw, p.stride_w, p.pad_w), O};
+  Tensor y;
+  if (bf16) {
+    Tensor yb = Tensor::empty(y_shape, DType::BF16, x.device());
+    backend_for(x).conv2d(xc, wc, nullptr, p, yb);
+    y = yb.to(DType::F32);
+    if (bc.defined()) backend_for(x).binary(BinaryOp::Add, y, bc.view({1, 1, 1, O}).expand_view(y_shape), y);
+  } else {
+    y = empty_as(xc, y_shape);
+    backend_for(x).conv2d(xc, wc, bc.defined() ? &bc : nullptr, p, y);
+  }
   if (!needs_grad({&x, &w, &bias})) return y;
 
   const bool gx_needed = x.requires_grad(), gw_needed = w.requires_grad();
@@ -104,14 +119,17 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   Shape x_shape = x.shape(), w_shape = w.shape();
   record(op, y, {x, w, bias}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor gc = g.contiguous();
+    Tensor go = gc.to(op_dt);  // the products' operand; the bias gradient sums gc in f32
     Tensor gx, gw, gb;
     if (gx_needed) {
-      gx = empty_as(gc, x_shape);
-      backend_for(gc).conv2d_backward_data(gc, ws, p, gx);
+      gx = Tensor::empty(x_shape, op_dt, gc.device());
+      backend_for(gc).conv2d_backward_data(go, ws, p, gx);
+      gx = gx.to(gc.dtype());
     }
     if (gw_needed) {
-      gw = empty_as(gc, w_shape);
-      backend_for(gc).conv2d_backward_weight(gc, xs, p, gw);
+      gw = Tensor::empty(w_shape, op_dt, gc.device());
+      backend_for(gc).conv2d_backward_weight(go, xs, p, gw);
+      gw = gw.to(gc.dtype());
     }
     if (gb_needed) gb = channel_sum(gc);
     return {gx, gw, gb};
