@@ -21,6 +21,13 @@ Backend& backend_for(Device d) {
   return *b;
 }
 
+void Backend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
+  MOKD_CHECK(c.dim() == 2 && bias.numel() == c.size(-1), "gemm_bias: bias ", bias.str(),
+             " must have one element per column of c ", c.str());
+  copy(bias.view({1, c.size(1)}).expand_view(c.shape()), c);
+  gemm(a, b, c, false, true, 1.f, 1.f);
+}
+
 const char* unary_name(UnaryOp op) {
   switch (op) {
     case UnaryOp::Neg: return "neg";

@@ -2,6 +2,9 @@
 // operands with f32 accumulation. Row-major C = op(A) op(B) is computed as the column-major
 // C^T = op(B)^T op(A)^T, so B is cuBLASLt's first operand. Heuristic results are cached per shape,
 // dtype, transpose and alignment key; the workspace is one 32 MiB block of the caching allocator.
+// Linear layers add their bias in cuBLASLt's epilogue (CUBLASLT_EPILOGUE_BIAS: one pass over c
+// fewer than copying the bias in and accumulating). The GELU epilogues are not used: ViT/DeiT use
+// the erf GELU, and the epilogue's GELU is not documented to be that form.
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -52,7 +55,8 @@ std::unordered_map<std::string, cublasLtMatmulHeuristicResult_t> g_algo_cache;
 // with the given element strides (never 0 here).
 void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType ta_t, DType tc_t,
                int64_t batch, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
-               int64_t sa, int64_t sb, int64_t sc, float alpha, float beta) {
+               int64_t sa, int64_t sb, int64_t sc, float alpha, float beta,
+               const float* bias = nullptr) {
   const bool tf32 = ta_t == DType::F32 && cuda_tf32();
   const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t at = cuda_type(ta_t), ct = cuda_type(tc_t);
@@ -69,6 +73,13 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
   cublasOperation_t t2 = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t1, sizeof(t1)));
   MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &t2, sizeof(t2)));
+  if (bias) {  // a vector over the rows of the column-major result, i.e. over our N columns
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_t = CUDA_R_32F;
+    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof(bias_t)));
+  }
 
   LayoutGuard l1, l2, lc;
   // b stored row-major [K, N] = column-major N x K (ld N); trans: [N, K] = column-major K x N.
@@ -85,7 +96,7 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
 
   std::string key = detail::concat(batch, ',', M, ',', N, ',', K, ',', trans_a, trans_b, ',',
                                    int(ta_t), int(tc_t), tf32, ',', sa, ',', sb, ',', al1, ',',
-                                   al2, ',', alc, ',', beta != 0.f);
+                                   al2, ',', alc, ',', beta != 0.f, ',', bias ? alignment(bias) : 0u);
   cublasLtMatmulHeuristicResult_t res{};
   bool cached = false;
   {
@@ -178,6 +189,30 @@ void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a
                   trans_b, 0, 0, 0, alpha, beta);
       }
     }
+  });
+}
+
+void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
+  for (auto [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair{&bias, "bias"},
+                         std::pair<const Tensor*, const char*>{&c, "c"}})
+    cuda_expect_on_gpu(*t, "gemm_bias", name);
+  MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::F32 || a.dtype() == DType::BF16) &&
+                 c.dtype() == DType::F32 && bias.dtype() == DType::F32,
+             "gemm_bias: a ", a.str(), " and b ", b.str(), " must be both f32 or both bf16, c ",
+             c.str(), " and bias ", bias.str(), " f32");
+  MOKD_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "gemm_bias: a ", a.str(), ", b ",
+             b.str(), " and c ", c.str(), " must have rank 2");
+  const GemmShape s = gemm_shape(a, b, c, false, true);
+  MOKD_CHECK(bias.numel() == s.N, "gemm_bias: bias ", bias.str(), " must have ", s.N,
+             " elements (the columns of c ", c.str(), ")");
+  if (s.M == 0 || s.N == 0) return;
+  if (s.K == 0) {  // an empty product: c = bias
+    Backend::gemm_bias(a, b, bias, c);
+    return;
+  }
+  cuda_guarded("gemm_bias", {&a, &b, &bias, &c}, [&] {
+    lt_matmul(*this, a.raw_data(), b.raw_data(), c.raw_data(), a.dtype(), c.dtype(), 1, s.M, s.N,
+              s.K, false, true, 0, 0, 0, 1.f, 0.f, static_cast<const float*>(bias.raw_data()));
   });
 }
 

@@ -93,9 +93,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor out = detail::empty_as(x, {rows, outf});
   Backend& be = backend_for(x);
   if (has_bias) {
-    // Broadcast the bias into every row, then accumulate the product on top (beta = 1).
-    be.copy(b.contiguous().view({1, outf}).expand_view({rows, outf}), out);
-    be.gemm(x2, wc, out, false, true, 1.f, 1.f);
+    be.gemm_bias(x2, wc, b.contiguous(), out);
   } else {
     be.gemm(x2, wc, out, false, true, 1.f, 0.f);
   }
