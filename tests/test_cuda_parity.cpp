@@ -361,6 +361,32 @@ TEST(CudaParity, Optimizers) {
   expect_match(acc_g, acc_c, 1e-6, "sum_squares_accumulate");
 }
 
+// Uploads go through a ring of pinned buffers without a stream sync: back-to-back uploads from
+// one host buffer rewritten in between, more uploads than slots, and one larger than a slot's
+// 256 MiB cap (sent in pieces) must each land intact.
+TEST(CudaParity, UploadsThroughPinnedStaging) {
+  SKIP_WITHOUT_CUDA();
+  std::vector<Tensor> dev;
+  std::vector<std::vector<float>> want;
+  std::vector<float> host(1000);
+  for (int round = 0; round < 9; ++round) {  // > 4 slots: each slot is reused
+    for (size_t i = 0; i < host.size(); ++i) host[i] = float(round * 10000 + int(i));
+    dev.push_back(Tensor::from_vector(host, {1000}).to(Device::cuda()));
+    want.push_back(host);
+  }
+  for (size_t r = 0; r < dev.size(); ++r)
+    EXPECT_EQ(dev[r].to(Device::cpu()).to_vector(), want[r]) << "upload " << r;
+  const int64_t big = (int64_t(256) << 20) / 4 + 12345;  // f32 elements: over one slot
+  Tensor hb = Tensor::empty({big}, DType::F32, Device::cpu());
+  float* p = hb.data<float>();
+  for (int64_t i = 0; i < big; ++i) p[i] = float(i % 65521);
+  Tensor back = hb.to(Device::cuda()).to(Device::cpu());
+  const float* q = back.data<float>();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < big; ++i) bad += q[i] != p[i];
+  EXPECT_EQ(bad, 0) << "elements of a " << big * 4 << "-byte upload differ";
+}
+
 TEST(CudaParity, CopiesAndDtypes) {
   SKIP_WITHOUT_CUDA();
   Tensor x = randn({5, 6, 7}, 120);

@@ -3,6 +3,7 @@
 // pooling, attention, one-hot, optimizers). GEMM: gemm_cublaslt.cpp; convolution: cudnn_conv.cpp.
 #include "engine/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -182,9 +183,28 @@ void CudaBackend::copy_to_host(void* host_dst, const void* dev_src, size_t nbyte
 void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nbytes) {
   if (nbytes == 0) return;
   cuda_guarded("copy_from_host", {}, [&] {
-    MOKD_CUDA_CHECK(cudaMemcpyAsync(dev_dst, host_src, nbytes, cudaMemcpyHostToDevice, stream()));
-    // The host buffer may be freed as soon as we return.
-    MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    std::lock_guard<std::mutex> lock(staging_mu_);
+    const char* src = static_cast<const char*>(host_src);
+    char* dst = static_cast<char*>(dev_dst);
+    for (size_t off = 0; off < nbytes;) {
+      const size_t n = std::min(kStagingMaxBytes, nbytes - off);
+      StagingSlot& s = staging_[staging_next_];
+      staging_next_ = (staging_next_ + 1) % kStagingSlots;
+      if (!s.done) MOKD_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+      else MOKD_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last DMA has finished
+      if (s.bytes < n) {
+        if (s.buf) MOKD_CUDA_CHECK(cudaFreeHost(s.buf));
+        s.buf = nullptr;
+        s.bytes = 0;
+        MOKD_CUDA_CHECK(cudaHostAlloc(&s.buf, n, cudaHostAllocDefault));
+        s.bytes = n;
+      }
+      // The caller's buffer may be freed as soon as we return: it is copied out now.
+      std::memcpy(s.buf, src + off, n);
+      MOKD_CUDA_CHECK(cudaMemcpyAsync(dst + off, s.buf, n, cudaMemcpyHostToDevice, stream()));
+      MOKD_CUDA_CHECK(cudaEventRecord(s.done, stream()));
+      off += n;
+    }
   });
 }
 
