@@ -156,6 +156,28 @@ class Backend {
   // ---- losses helpers ----
   // out [B, C] = off everywhere, on at labels[b] (i64 [B]); throws naming a label outside [0, C).
   virtual void one_hot(const Tensor& labels, Tensor& out, float on, float off) = 0;
+  // Fused cross-entropy over logits x [B, C] against targets q = (1 - s) t + s / C, where t is
+  // one_hot(labels) (labels: i64 [B]) or the soft rows `soft` [B, C]: exactly one is non-null.
+  // loss_rows [B] = lse_b sum_c q_bc - sum_c q_bc x_bc (= -sum_c q log_softmax(x));
+  // lse [B] = logsumexp of each row, saved for backward. Throws naming a label outside [0, C).
+  virtual void cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
+                             float smoothing, Tensor& loss_rows, Tensor& lse) = 0;
+  // With g_b = grad_scale * gloss_rows[b] (gloss_rows: [B], or one element for every row):
+  // glogits[b, c] = g_b (sum_c' q_bc' softmax(x)_bc - q_bc); gsoft[b, c] = g_b (1 - s)
+  // (lse_b - x_bc). Either output may be nullptr (not needed).
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor* labels,
+                                      const Tensor* soft, float smoothing, const Tensor& lse,
+                                      const Tensor& gloss_rows, float grad_scale, Tensor* glogits,
+                                      Tensor* gsoft) = 0;
+  // Distillation KL at temperature T over student, teacher [B, C], with p = softmax(x / T):
+  // loss_rows [B] = sum_c p_t (log p_t - log p_s); lse_s, lse_t [B] = logsumexp(x / T) of each
+  // row, saved for backward.
+  virtual void kl_div(const Tensor& student, const Tensor& teacher, float temperature,
+                      Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) = 0;
+  // gstudent[b, c] = g_b / T (p_s - p_t)[b, c], g_b as in cross_entropy_backward.
+  virtual void kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
+                               const Tensor& lse_s, const Tensor& lse_t, const Tensor& gloss_rows,
+                               float grad_scale, Tensor& gstudent) = 0;
 
   // ---- optimizers (in place; f32 params and state) ----
   virtual void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v,

@@ -75,6 +75,16 @@ class CpuBackend final : public Backend {
                           Tensor& gk, Tensor& gv) override;
 
   void one_hot(const Tensor& labels, Tensor& out, float on, float off) override;
+  void cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
+                     float smoothing, Tensor& loss_rows, Tensor& lse) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor* labels, const Tensor* soft,
+                              float smoothing, const Tensor& lse, const Tensor& gloss_rows,
+                              float grad_scale, Tensor* glogits, Tensor* gsoft) override;
+  void kl_div(const Tensor& student, const Tensor& teacher, float temperature, Tensor& loss_rows,
+              Tensor& lse_s, Tensor& lse_t) override;
+  void kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
+                       const Tensor& lse_s, const Tensor& lse_t, const Tensor& gloss_rows,
+                       float grad_scale, Tensor& gstudent) override;
 
   void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) override;
   void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) override;

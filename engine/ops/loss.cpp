@@ -1,4 +1,6 @@
-// Losses (scalars), composed from differentiable ops so their gradients come from autograd.
+// Losses (scalars). Cross-entropy and the distillation KL run as fused backend kernels (one
+// forward kernel writing a loss per row and the saved row log-sum-exps, a row reduction, and one
+// backward kernel); smooth-L1 and MSE are composed from differentiable ops.
 #include "engine/ops/common.h"
 
 namespace mokd {
@@ -23,16 +25,52 @@ void check_same_shape(const char* op, const Tensor& a, const Tensor& b, const ch
              shape_str(b.shape()), " must have the same shape");
 }
 
-// -sum(q * log_softmax(logits)) / B for targets q [B, C] (q may be differentiable).
-Tensor soft_target_ce(const Tensor& logits, const Tensor& q) {
-  float inv_b = 1.f / static_cast<float>(logits.size(0));
-  return scale(sum(mul(q, log_softmax(logits, -1))), -inv_b);
+// scale * sum of the per-row losses, as a scalar (shape []).
+Tensor scaled_row_sum(const Tensor& rows, float scale) {
+  Tensor out = Tensor::empty({1}, rows.dtype(), rows.device());
+  backend_for(rows).reduce_sum(rows, out, scale);
+  return out.view({});
+}
+
+// mean_b -sum_c q log_softmax(logits) with q = (1 - s) t + s / C, t = one_hot(labels) (labels
+// given) or the soft targets (differentiable when they require grad).
+Tensor fused_cross_entropy(const char* op, const Tensor& logits, const Tensor* labels,
+                           const Tensor& soft, float smoothing) {
+  Tensor x = logits.contiguous();
+  Tensor t = soft.defined() ? soft.contiguous() : Tensor();
+  Tensor lab = labels ? labels->contiguous() : Tensor();
+  const int64_t B = x.size(0);
+  Tensor rows = Tensor::empty({B}, x.dtype(), x.device());
+  Tensor lse = Tensor::empty({B}, x.dtype(), x.device());
+  backend_for(x).cross_entropy(x, labels ? &lab : nullptr, t.defined() ? &t : nullptr, smoothing,
+                               rows, lse);
+  const float k = 1.f / static_cast<float>(B);
+  Tensor out = scaled_row_sum(rows, k);
+  const bool grad_x = logits.requires_grad();
+  const bool grad_t = soft.defined() && soft.requires_grad();
+  if (!needs_grad({&logits, &soft})) return out;
+  Tensor sx = x.detach(), st = t.defined() ? t.detach() : Tensor(), sl = lse.detach();
+  std::vector<Tensor> inputs{logits};
+  if (soft.defined()) inputs.push_back(soft);
+  record(op, out, inputs, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = grad_x ? detail::empty_like(sx) : Tensor();
+    Tensor gt = grad_t ? detail::empty_like(st) : Tensor();
+    // g is the scalar loss's gradient: the kernel reads it for every row (one element).
+    backend_for(sx).cross_entropy_backward(sx, lab.defined() ? &lab : nullptr,
+                                           st.defined() ? &st : nullptr, smoothing, sl,
+                                           g.contiguous(), k, grad_x ? &gx : nullptr,
+                                           grad_t ? &gt : nullptr);
+    if (st.defined()) return {gx, gt};
+    return {gx};
+  });
+  return out;
 }
 
 }  // namespace
 
 // Hard labels with label smoothing s: targets q = (1 - s) one_hot + s / C, so
 // loss = mean_b -sum_c q[b, c] log_softmax(logits)[b, c] (torch.nn.functional.cross_entropy).
+// A label outside [0, C) throws naming cross_entropy, the label, its index and C.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing) {
   check_logits("cross_entropy", logits);
   MOKD_CHECK(labels.defined() && labels.dtype() == DType::I64 && labels.dim() == 1,
@@ -44,16 +82,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float label_smo
              " and logits ", logits.str(), " are on different devices");
   MOKD_CHECK(label_smoothing >= 0.f && label_smoothing < 1.f,
              "cross_entropy: label_smoothing must be in [0, 1), got ", label_smoothing);
-  int64_t c = logits.size(1);
-  float off = label_smoothing / static_cast<float>(c);
-  Tensor q = detail::empty_as(logits, logits.shape());
-  try {
-    backend_for(logits).one_hot(labels, q, 1.f - label_smoothing + off, off);
-  } catch (const Error& e) {  // e.g. a label outside [0, C): say which op it came from
-    throw Error(std::string("cross_entropy: ") + e.what() + " (logits " +
-                shape_str(logits.shape()) + ")");
-  }
-  return soft_target_ce(logits, q);
+  return fused_cross_entropy("cross_entropy", logits, &labels, Tensor(), label_smoothing);
 }
 
 // Soft targets q [B, C]: mean_b -sum_c q log_softmax(logits). A target that requires grad gets
@@ -61,29 +90,34 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float label_smo
 Tensor cross_entropy_soft(const Tensor& logits, const Tensor& target_probs) {
   check_logits("cross_entropy_soft", logits);
   check_same_shape("cross_entropy_soft", logits, target_probs, "logits", "target_probs");
-  return soft_target_ce(logits, target_probs);
+  return fused_cross_entropy("cross_entropy_soft", logits, nullptr, target_probs, 0.f);
 }
 
 // Distillation KL at temperature T: with p_t = softmax(teacher / T),
 //   loss = T^2 / B * sum_{b,c} p_t (log p_t - log_softmax(student / T)),
-// which is F.kl_div(log_softmax(s/T), softmax(t/T), reduction='batchmean') * T^2. The teacher
-// side is computed under NoGrad, so only the student receives a gradient; T^2 keeps the gradient
-// scale independent of T (Hinton et al.).
+// which is F.kl_div(log_softmax(s/T), softmax(t/T), reduction='batchmean') * T^2. Only the
+// student receives a gradient (the teacher is a constant target, even if it requires grad); T^2
+// keeps the gradient scale independent of T (Hinton et al.).
 Tensor kl_div(const Tensor& student_logits, const Tensor& teacher_logits, float temperature) {
   check_logits("kl_div", student_logits, "student_logits");
   check_same_shape("kl_div", student_logits, teacher_logits, "student_logits", "teacher_logits");
   MOKD_CHECK(temperature > 0.f, "kl_div: temperature must be > 0, got ", temperature);
-  float inv_t = 1.f / temperature;
-  Tensor pt, log_pt;
-  {
-    NoGrad ng;
-    Tensor tt = scale(teacher_logits, inv_t);
-    pt = softmax(tt, -1);
-    log_pt = log_softmax(tt, -1);  // not log(pt): exact where pt underflows to 0
-  }
-  Tensor ls = log_softmax(scale(student_logits, inv_t), -1);
-  float k = temperature * temperature / static_cast<float>(student_logits.size(0));
-  return scale(sum(mul(pt, sub(log_pt, ls))), k);
+  Tensor s = student_logits.contiguous(), t = teacher_logits.contiguous();
+  const int64_t B = s.size(0);
+  Tensor rows = Tensor::empty({B}, s.dtype(), s.device());
+  Tensor lse_s = Tensor::empty({B}, s.dtype(), s.device());
+  Tensor lse_t = Tensor::empty({B}, s.dtype(), s.device());
+  backend_for(s).kl_div(s, t, temperature, rows, lse_s, lse_t);
+  const float k = temperature * temperature / static_cast<float>(B);
+  Tensor out = scaled_row_sum(rows, k);
+  if (!needs_grad({&student_logits})) return out;
+  Tensor ss = s.detach(), st = t.detach(), sls = lse_s.detach(), slt = lse_t.detach();
+  record("kl_div", out, {student_logits}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gs = detail::empty_like(ss);
+    backend_for(ss).kl_div_backward(ss, st, temperature, sls, slt, g.contiguous(), k, gs);
+    return {gs};
+  });
+  return out;
 }
 
 // mean over elements of smooth_l1(a - b): 0.5 d^2 / beta where |d| < beta, |d| - beta / 2
