@@ -1,5 +1,6 @@
 // Optimizers, parameter groups and gradient clipping: host-side bookkeeping around the backend's
-// adam_update / sgd_update / sum_squares_accumulate kernels.
+// multi-tensor kernels (adam_update_multi / sgd_update_multi / sum_squares_multi / scale_multi),
+// called once per device for all parameters of all groups.
 #include "mokd/optim.h"
 
 #include <charconv>
@@ -82,25 +83,38 @@ Optimizer::Optimizer(const char* name, std::vector<ParamGroup> groups)
 }
 
 void Optimizer::step() {
+  // Every gradient is checked before any parameter or state changes.
+  std::vector<Pending> pending;
   for (size_t g = 0; g < groups_.size(); ++g) {
     ParamGroup& pg = groups_[g];
     for (size_t i = 0; i < pg.params.size(); ++i) {
-      Tensor& p = pg.params[i];
+      const Tensor& p = pg.params[i];
       Tensor grad = p.grad();
       if (!grad.defined()) continue;  // PyTorch: parameters without a gradient are skipped
       MOKD_CHECK(grad.dtype() == DType::F32 && grad.shape() == p.shape() &&
                      grad.device() == p.device(),
                  name_, ".step: the grad of param ", g, ".", i, " is ", grad.str(),
                  ", expected f32 with the param's shape and device ", p.str());
-      ParamState& st = state_[g][i];
-      if (st.slots.empty()) {
-        for (size_t s = 0; s < slot_names().size(); ++s)
-          st.slots.push_back(Tensor::zeros(p.shape(), DType::F32, p.device()));
-      }
-      ++st.step;
-      update(p, grad.contiguous(), st, lr_[g], pg.weight_decay);
+      pending.push_back({p, grad.contiguous(), &state_[g][i], lr_[g], pg.weight_decay});
     }
   }
+  const size_t nslots = slot_names().size();
+  // Parameters by device, in order (normally one device: one backend call per step).
+  std::vector<std::pair<Device, std::vector<Pending>>> by_device;
+  for (Pending& u : pending) {
+    ParamState& st = *u.st;
+    if (st.slots.empty()) {
+      for (size_t s = 0; s < nslots; ++s)
+        st.slots.push_back(Tensor::zeros(u.p.shape(), DType::F32, u.p.device()));
+    }
+    ++st.step;
+    const Device d = u.p.device();
+    size_t k = 0;
+    while (k < by_device.size() && !(by_device[k].first == d)) ++k;
+    if (k == by_device.size()) by_device.emplace_back(d, std::vector<Pending>{});
+    by_device[k].second.push_back(std::move(u));
+  }
+  for (const auto& [dev, list] : by_device) update(list, dev);
   ++steps_;
 }
 
@@ -233,16 +247,21 @@ AdamW::AdamW(const char* name, std::vector<ParamGroup> groups, const AdamOptions
   check_adam_options(name, opt);
 }
 
-void AdamW::update(Tensor& p, const Tensor& g, ParamState& st, float lr, float weight_decay) {
-  AdamHyper h;
-  h.lr = lr;
-  h.beta1 = opt_.beta1;
-  h.beta2 = opt_.beta2;
-  h.eps = opt_.eps;
-  h.weight_decay = weight_decay;
-  h.step = st.step;
-  h.decoupled = decoupled_;
-  backend_for(p).adam_update(p, g, st.slots[0], st.slots[1], h);
+void AdamW::update(const std::vector<Pending>& list, Device dev) {
+  std::vector<AdamTensorRef> refs;
+  refs.reserve(list.size());
+  for (const Pending& u : list) {
+    AdamTensorRef r{u.p, u.g, u.st->slots[0], u.st->slots[1], {}};
+    r.h.lr = u.lr;
+    r.h.beta1 = opt_.beta1;
+    r.h.beta2 = opt_.beta2;
+    r.h.eps = opt_.eps;
+    r.h.weight_decay = u.weight_decay;
+    r.h.step = u.st->step;
+    r.h.decoupled = decoupled_;
+    refs.push_back(std::move(r));
+  }
+  backend_for(dev).adam_update_multi(refs);
 }
 
 Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& opt)
@@ -266,16 +285,20 @@ std::vector<std::string> SGD::slot_names() const {
   return {"momentum_buffer"};
 }
 
-void SGD::update(Tensor& p, const Tensor& g, ParamState& st, float lr, float weight_decay) {
-  SgdHyper h;
-  h.lr = lr;
-  h.momentum = opt_.momentum;
-  h.dampening = opt_.dampening;
-  h.weight_decay = weight_decay;
-  h.nesterov = opt_.nesterov;
-  h.first_step = st.step == 1;  // the buffer starts as the gradient itself
-  Tensor none;
-  backend_for(p).sgd_update(p, g, st.slots.empty() ? none : st.slots[0], h);
+void SGD::update(const std::vector<Pending>& list, Device dev) {
+  std::vector<SgdTensorRef> refs;
+  refs.reserve(list.size());
+  for (const Pending& u : list) {
+    SgdTensorRef r{u.p, u.g, u.st->slots.empty() ? Tensor() : u.st->slots[0], {}};
+    r.h.lr = u.lr;
+    r.h.momentum = opt_.momentum;
+    r.h.dampening = opt_.dampening;
+    r.h.weight_decay = u.weight_decay;
+    r.h.nesterov = opt_.nesterov;
+    r.h.first_step = u.st->step == 1;  // the buffer starts as the gradient itself
+    refs.push_back(std::move(r));
+  }
+  backend_for(dev).sgd_update_multi(refs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,21 +325,32 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
                                   : Device::cpu();
   Tensor total = Tensor::zeros({}, DType::F32, dev);
   if (with_grad.empty()) return total;
+  // The in-place scale needs contiguous gradients: replace any other first (same values).
+  std::vector<Tensor> grads;
+  grads.reserve(with_grad.size());
+  for (const Tensor& cp : with_grad) {
+    Tensor p = cp;  // a handle: set_grad changes the shared parameter
+    Tensor g = p.grad();
+    if (!g.is_contiguous()) {
+      g = g.contiguous();
+      p.set_grad(g);
+    }
+    grads.push_back(g);
+  }
+  std::vector<const Tensor*> read;
+  std::vector<Tensor*> write;
+  for (Tensor& g : grads) {
+    read.push_back(&g);
+    write.push_back(&g);
+  }
+  // Norm, clip factor and scale all stay on the device: the factor is read by the kernel.
   Backend& be = backend_for(dev);
-  for (const Tensor& p : with_grad) be.sum_squares_accumulate(p.grad().contiguous(), total);
+  be.sum_squares_multi(read, total);
   Tensor norm = Tensor::empty({}, DType::F32, dev);
   be.unary(UnaryOp::Sqrt, total, norm, 0.f);
   Tensor coef = Tensor::empty({}, DType::F32, dev);
   be.unary(UnaryOp::ClipCoef, norm, coef, max_norm);
-  for (const Tensor& cp : with_grad) {
-    Tensor p = cp;  // a handle: set_grad changes the shared parameter
-    Tensor g = p.grad();
-    if (!g.is_contiguous()) {  // the in-place scale writes a contiguous output
-      g = g.contiguous();
-      p.set_grad(g);
-    }
-    be.binary(BinaryOp::Mul, g, coef.expand_view(g.shape()), g);
-  }
+  be.scale_multi(write, coef);
   return norm;
 }
 

@@ -2,8 +2,10 @@
 //
 // Semantics follow torch.optim: parameters without a .grad are skipped by step() (their state
 // and per-parameter step count do not advance); state is created lazily on a parameter's first
-// update, on the parameter's device; every update runs through backend_for(p).adam_update /
-// sgd_update, so no update loops on the host and nothing synchronises with the device.
+// update, on the parameter's device; a step checks every gradient first (a bad one throws before
+// any parameter moves), then updates all parameters of a device in one multi-tensor backend call
+// (adam_update_multi / sgd_update_multi: a few kernel launches for a whole model), so no update
+// loops on the host and nothing synchronises with the device.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -75,8 +77,14 @@ class Optimizer {
     int64_t step = 0;            // updates applied to this parameter
     std::vector<Tensor> slots;   // per slot_names(), created on the first update
   };
-  // Applies one update to p (its grad g, contiguous); st.step is already incremented.
-  virtual void update(Tensor& p, const Tensor& g, ParamState& st, float lr, float weight_decay) = 0;
+  // One parameter to update: p, its grad g (contiguous), its state (step already incremented).
+  struct Pending {
+    Tensor p, g;
+    ParamState* st;
+    float lr, weight_decay;
+  };
+  // Applies the updates of one step, every parameter on device `dev`, in one backend call.
+  virtual void update(const std::vector<Pending>& list, Device dev) = 0;
   virtual std::vector<std::string> slot_names() const = 0;
 
   std::vector<ParamGroup> groups_;
@@ -101,7 +109,7 @@ class AdamW : public Optimizer {
 
  protected:
   AdamW(const char* name, std::vector<ParamGroup> groups, const AdamOptions& opt, bool decoupled);
-  void update(Tensor& p, const Tensor& g, ParamState& st, float lr, float weight_decay) override;
+  void update(const std::vector<Pending>& list, Device dev) override;
   std::vector<std::string> slot_names() const override { return {"m", "v"}; }
 
  private:
@@ -128,7 +136,7 @@ class SGD : public Optimizer {
   const SgdOptions& options() const { return opt_; }
 
  protected:
-  void update(Tensor& p, const Tensor& g, ParamState& st, float lr, float weight_decay) override;
+  void update(const std::vector<Pending>& list, Device dev) override;
   std::vector<std::string> slot_names() const override;
 
  private:

@@ -88,6 +88,10 @@ class CpuBackend final : public Backend {
 
   void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) override;
   void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) override;
+  void adam_update_multi(const std::vector<AdamTensorRef>& list) override;
+  void sgd_update_multi(const std::vector<SgdTensorRef>& list) override;
+  void sum_squares_multi(const std::vector<const Tensor*>& xs, Tensor& out) override;
+  void scale_multi(const std::vector<Tensor*>& xs, const Tensor& s) override;
 };
 
 // Kernel preconditions shared by the CPU files: f32, on the CPU, contiguous.

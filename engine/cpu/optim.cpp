@@ -1,9 +1,13 @@
-// CPU optimizer updates: Adam/AdamW and SGD (momentum, dampening, nesterov, weight decay), in place.
+// CPU optimizer updates: Adam/AdamW and SGD (momentum, dampening, nesterov, weight decay), in place,
+// one tensor at a time or over a list (the multi forms check every entry first, then run the very
+// same per-tensor code on each, so both paths agree bit for bit), plus the multi-tensor sum of
+// squares and in-place scale used by gradient clipping.
 //
 // Each update follows torch.optim's single-tensor code path operation by operation (same order,
 // f32 element math, scalar coefficients formed in double and rounded once to f32), so a CPU run
 // reproduces PyTorch's trajectory to rounding.
 #include <cmath>
+#include <string>
 
 #include "engine/cpu/cpu_backend.h"
 
@@ -21,10 +25,8 @@ inline float lerp(float self, float end, float w) {
   return std::fabs(w) < 0.5f ? self + w * (end - self) : end - (end - self) * (1.f - w);
 }
 
-}  // namespace
-
-void CpuBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
-  const char* k = "adam_update";
+void check_adam(const char* k, const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
+                const AdamHyper& h) {
   cpu_expect_f32(p, k, "param");
   cpu_expect_f32(g, k, "grad");
   cpu_expect_f32(m, k, "exp_avg");
@@ -33,7 +35,10 @@ void CpuBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, c
   expect_same_size(m, p, k, "exp_avg");
   expect_same_size(v, p, k, "exp_avg_sq");
   MOKD_CHECK(h.step >= 1, k, ": step must be >= 1 (1-based, after increment), got ", h.step);
+}
 
+// The update itself, on checked operands.
+void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
   // Scalars as PyTorch forms them in Python (double), each rounded once when the f32 kernel
   // receives it.
   const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, wd = h.weight_decay;
@@ -71,16 +76,19 @@ void CpuBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, c
   }
 }
 
-void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
-  const char* k = "sgd_update";
+void check_sgd(const char* k, const Tensor& p, const Tensor& g, const Tensor& buf,
+               const SgdHyper& h) {
   cpu_expect_f32(p, k, "param");
   cpu_expect_f32(g, k, "grad");
   expect_same_size(g, p, k, "grad");
-  const bool use_momentum = h.momentum != 0.f;
-  if (use_momentum) {  // without momentum the buffer is unused and may be undefined
+  if (h.momentum != 0.f) {  // without momentum the buffer is unused and may be undefined
     cpu_expect_f32(buf, k, "momentum_buffer");
     expect_same_size(buf, p, k, "momentum_buffer");
   }
+}
+
+void sgd_apply(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
+  const bool use_momentum = h.momentum != 0.f;
   const float wd = h.weight_decay, mom = h.momentum;
   const float keep = static_cast<float>(1.0 - static_cast<double>(h.dampening));
   const float neg_lr = -h.lr;
@@ -101,6 +109,67 @@ void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHy
       gi = nesterov ? gi + mom * b : b;
     }
     pp[i] = pp[i] + neg_lr * gi;
+  }
+}
+
+// "<kernel> entry <i>": names the list entry in a multi-tensor error.
+std::string entry_name(const char* kernel, size_t i) { return detail::concat(kernel, " entry ", i); }
+
+}  // namespace
+
+void CpuBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
+  check_adam("adam_update", p, g, m, v, h);
+  adam_apply(p, g, m, v, h);
+}
+
+void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
+  check_sgd("sgd_update", p, g, buf, h);
+  sgd_apply(p, g, buf, h);
+}
+
+// Every entry is checked before any is updated, so a bad entry leaves the whole list unchanged.
+void CpuBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
+  for (size_t i = 0; i < list.size(); ++i) {
+    const AdamTensorRef& r = list[i];
+    check_adam(entry_name("adam_update_multi", i).c_str(), r.p, r.g, r.m, r.v, r.h);
+  }
+  for (const AdamTensorRef& r : list) {
+    Tensor p = r.p, m = r.m, v = r.v;  // handles: the updates land in the shared storage
+    adam_apply(p, r.g, m, v, r.h);
+  }
+}
+
+void CpuBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {
+  for (size_t i = 0; i < list.size(); ++i) {
+    const SgdTensorRef& r = list[i];
+    check_sgd(entry_name("sgd_update_multi", i).c_str(), r.p, r.g, r.buf, r.h);
+  }
+  for (const SgdTensorRef& r : list) {
+    Tensor p = r.p, buf = r.buf;
+    sgd_apply(p, r.g, buf, r.h);
+  }
+}
+
+void CpuBackend::sum_squares_multi(const std::vector<const Tensor*>& xs, Tensor& out) {
+  for (size_t i = 0; i < xs.size(); ++i)
+    MOKD_CHECK(xs[i] != nullptr, "sum_squares_multi: entry ", i, " is null");
+  // In list order, as a loop of sum_squares_accumulate calls would add them.
+  for (const Tensor* x : xs) sum_squares_accumulate(*x, out);
+}
+
+void CpuBackend::scale_multi(const std::vector<Tensor*>& xs, const Tensor& s) {
+  cpu_expect_f32(s, "scale_multi", "scale");
+  MOKD_CHECK(s.numel() == 1, "scale_multi: scale must have one element, got ", s.str());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    MOKD_CHECK(xs[i] != nullptr, "scale_multi: entry ", i, " is null");
+    cpu_expect_f32(*xs[i], entry_name("scale_multi", i).c_str(), "x");
+  }
+  const float c = s.data<float>()[0];
+  for (Tensor* x : xs) {
+    float* px = x->data<float>();
+    const int64_t n = x->numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) px[i] = px[i] * c;
   }
 }
 
