@@ -118,5 +118,32 @@ void adam_update(float* p, const float* g, float* m, float* v, int64_t n, const 
                  cudaStream_t stream);
 void sgd_update(float* p, const float* g, float* buf, int64_t n, const SgdHyper& h,
                 cudaStream_t stream);
+// Multi-tensor forms: a few launches for the whole list (entries with n == 0 are skipped); each
+// element gets the per-tensor update. Entries must not alias one another.
+struct AdamMultiEntry {
+  float* p;
+  const float* g;
+  float* m;
+  float* v;
+  int64_t n;
+  AdamHyper h;
+};
+struct SgdMultiEntry {
+  float* p;
+  const float* g;
+  float* buf;  // null without momentum
+  int64_t n;
+  SgdHyper h;
+};
+void adam_update_multi(const AdamMultiEntry* list, size_t count, cudaStream_t stream);
+void sgd_update_multi(const SgdMultiEntry* list, size_t count, cudaStream_t stream);
+// out[0] += sum over the xs of sum(x^2) (accumulated in double, rounded once);
+// partials: sum_squares_multi_partials(ns, count) doubles of scratch.
+int64_t sum_squares_multi_partials(const int64_t* ns, size_t count);
+void sum_squares_multi(const float* const* xs, const int64_t* ns, size_t count, float* out,
+                       double* partials, cudaStream_t stream);
+// xs[e][i] *= scale[0] (scale: one f32 in device memory).
+void scale_multi(float* const* xs, const int64_t* ns, size_t count, const float* scale,
+                 cudaStream_t stream);
 
 }  // namespace mokd::kernels

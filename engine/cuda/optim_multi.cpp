@@ -1,0 +1,111 @@
+// CUDA backend: the multi-tensor optimizer kernels (Adam/AdamW, SGD) and the multi-tensor sum of
+// squares and scale behind gradient clipping. Host glue only: checks every entry (all before any
+// launch, so a bad entry leaves the whole list untouched), gathers raw pointers and queues the
+// chunked launches of kernels/optim.cu on the compute stream. Nothing here waits for the device.
+#include <string>
+#include <vector>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/kernel_args.h"
+#include "kernels/launch.cuh"
+
+namespace mokd {
+
+namespace {
+
+std::string entry_name(const char* kernel, size_t i) { return detail::concat(kernel, " entry ", i); }
+
+void expect_same_size(const Tensor& t, const Tensor& p, const std::string& k, const char* arg) {
+  MOKD_CHECK(t.numel() == p.numel(), k, ": ", arg, " ", t.str(), " does not match param ", p.str());
+}
+
+float* mf(const Tensor& t) { return static_cast<float*>(t.raw_data()); }
+
+}  // namespace
+
+void CudaBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
+  const char* k = "adam_update_multi";
+  std::vector<kernels::AdamMultiEntry> entries;
+  entries.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    const AdamTensorRef& r = list[i];
+    const std::string e = entry_name(k, i);
+    cuda_expect_f32(r.p, e.c_str(), "param");
+    cuda_expect_f32(r.g, e.c_str(), "grad");
+    cuda_expect_f32(r.m, e.c_str(), "exp_avg");
+    cuda_expect_f32(r.v, e.c_str(), "exp_avg_sq");
+    expect_same_size(r.g, r.p, e, "grad");
+    expect_same_size(r.m, r.p, e, "exp_avg");
+    expect_same_size(r.v, r.p, e, "exp_avg_sq");
+    MOKD_CHECK(r.h.step >= 1, e, ": step must be >= 1 (1-based, after increment), got ", r.h.step);
+    entries.push_back({mf(r.p), mf(r.g), mf(r.m), mf(r.v), r.p.numel(), r.h});
+  }
+  cuda_guarded(k, {}, [&] { kernels::adam_update_multi(entries.data(), entries.size(), stream()); });
+}
+
+void CudaBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {
+  const char* k = "sgd_update_multi";
+  std::vector<kernels::SgdMultiEntry> entries;
+  entries.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    const SgdTensorRef& r = list[i];
+    const std::string e = entry_name(k, i);
+    cuda_expect_f32(r.p, e.c_str(), "param");
+    cuda_expect_f32(r.g, e.c_str(), "grad");
+    expect_same_size(r.g, r.p, e, "grad");
+    const bool use_momentum = r.h.momentum != 0.f;
+    if (use_momentum) {  // without momentum the buffer is unused and may be undefined
+      cuda_expect_f32(r.buf, e.c_str(), "momentum_buffer");
+      expect_same_size(r.buf, r.p, e, "momentum_buffer");
+    }
+    entries.push_back({mf(r.p), mf(r.g), use_momentum ? mf(r.buf) : nullptr, r.p.numel(), r.h});
+  }
+  cuda_guarded(k, {}, [&] { kernels::sgd_update_multi(entries.data(), entries.size(), stream()); });
+}
+
+void CudaBackend::sum_squares_multi(const std::vector<const Tensor*>& xs, Tensor& out) {
+  const char* k = "sum_squares_multi";
+  cuda_expect_f32(out, k, "out");
+  MOKD_CHECK(out.numel() == 1, k, ": out must have one element, got ", out.str());
+  std::vector<const float*> ptrs;
+  std::vector<int64_t> ns;
+  ptrs.reserve(xs.size());
+  ns.reserve(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    MOKD_CHECK(xs[i] != nullptr, k, ": entry ", i, " is null");
+    cuda_expect_f32(*xs[i], entry_name(k, i).c_str(), "x");
+    ptrs.push_back(mf(*xs[i]));
+    ns.push_back(xs[i]->numel());
+  }
+  const int64_t np = kernels::sum_squares_multi_partials(ns.data(), ns.size());
+  if (np == 0) return;
+  cuda_guarded(k, {&out}, [&] {
+    // Dropped as soon as the kernels are queued: the stream orders any reuse after them.
+    Tensor part = scratch(np);
+    kernels::sum_squares_multi(ptrs.data(), ns.data(), ns.size(), mf(out),
+                               static_cast<double*>(part.raw_data()), stream());
+  });
+}
+
+void CudaBackend::scale_multi(const std::vector<Tensor*>& xs, const Tensor& s) {
+  const char* k = "scale_multi";
+  cuda_expect_f32(s, k, "scale");
+  MOKD_CHECK(s.numel() == 1, k, ": scale must have one element, got ", s.str());
+  std::vector<float*> ptrs;
+  std::vector<int64_t> ns;
+  ptrs.reserve(xs.size());
+  ns.reserve(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    MOKD_CHECK(xs[i] != nullptr, k, ": entry ", i, " is null");
+    cuda_expect_f32(*xs[i], entry_name(k, i).c_str(), "x");
+    ptrs.push_back(mf(*xs[i]));
+    ns.push_back(xs[i]->numel());
+  }
+  cuda_guarded(k, {&s}, [&] {
+    kernels::scale_multi(ptrs.data(), ns.data(), ns.size(), static_cast<const float*>(s.raw_data()),
+                         stream());
+  });
+}
+
+}  // namespace mokd
