@@ -139,7 +139,7 @@ PY
   fi
   if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
     # At most 8 files come back: the logs that matter.
-    for f in preflight.log tests.log memcheck.log racecheck.log bench.json train_bench.log; do
+    for f in preflight.log tests.log memcheck.log racecheck.log bench.json train_bench.log peer.log; do
       [[ -f "$LOG/$f" ]] && cp "$LOG/$f" "$OUT/" 2> /dev/null
     done
     [[ -f "$BUILD/configure.log" ]] && cp "$BUILD/configure.log" "$OUT/" 2> /dev/null
@@ -345,6 +345,22 @@ if [[ $built_train == yes ]]; then
 e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20
 e2e_deit_t<-b_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=deit_base_patch16_224 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 e2e_res18<-50_bf16 --model.student=resnet18 --model.teacher=resnet50 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
+EOF_RUNS
+fi
+
+# ---- the PyTorch + timm peer of the same steps, same card, same run (tools/peer_bench.py) -------
+if [[ ${PEER:-1} == 1 ]] && python3 -c 'import torch, timm' 2> /dev/null; then
+  echo "== PyTorch peer (tools/peer_bench.py)"
+  : > "$LOG/peer.log"
+  while read -r label args; do
+    t=$(cap 60)
+    ((t < 25)) && { record "$label" "skipped" "no time left"; continue; }
+    timeout "$t" python3 tools/peer_bench.py $args >> "$LOG/peer.log" 2>&1
+    rc=$?
+    record "$label" "$rc" "$(tail -1 "$LOG/peer.log" | cut -c1-150)"
+  done << 'EOF_RUNS'
+peer_deit_t<-b_bf16 --student deit_tiny_patch16_224 --teacher deit_base_patch16_224 --batch 256 --precision bf16
+peer_res18<-50_bf16 --student resnet18 --teacher resnet50 --batch 256 --precision bf16
 EOF_RUNS
 fi
 
