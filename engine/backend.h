@@ -60,6 +60,16 @@ struct SgdHyper {
   bool first_step = true;  // momentum buffer starts as the gradient itself (PyTorch)
 };
 
+// One parameter of a multi-tensor update (handles share storage: updated in place).
+struct AdamTensorRef {
+  Tensor p, g, m, v;
+  AdamHyper h;
+};
+struct SgdTensorRef {
+  Tensor p, g, buf;  // buf may be undefined when h.momentum == 0
+  SgdHyper h;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -102,6 +112,10 @@ class Backend {
   // c: [batch, M, N]; rank-2 operands are batch 1; batch_a and batch_b are equal or 1 (broadcast).
   virtual void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
                     float alpha, float beta) = 0;
+  // Linear layers: c [M, N] = a [M, K] @ b^T (b [N, K]) + bias [N] on every row; a, b f32 or
+  // bf16 (one dtype), c and bias f32. This default copies the bias into c and accumulates the
+  // product on top (beta = 1); the CUDA backend adds it in cuBLASLt's epilogue instead.
+  virtual void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c);
 
   // ---- softmax family, over the last dim ----
   virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
@@ -183,6 +197,17 @@ class Backend {
   virtual void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v,
                            const AdamHyper& h) = 0;
   virtual void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) = 0;
+  // Multi-tensor forms: one call (one or a few launches) updates a whole model. Each entry carries
+  // its own hyper-parameters (param groups differ in lr and weight decay, parameters in step), and
+  // gets exactly the per-tensor update above (bit-identical). All on this backend's device; the
+  // tensors of an entry must not alias another entry's.
+  virtual void adam_update_multi(const std::vector<AdamTensorRef>& list) = 0;
+  virtual void sgd_update_multi(const std::vector<SgdTensorRef>& list) = 0;
+  // out (f32 scalar) += sum over xs of sum_squares_accumulate(x): the global gradient norm.
+  virtual void sum_squares_multi(const std::vector<const Tensor*>& xs, Tensor& out) = 0;
+  // x *= s[0] for every x (in place), s an f32 scalar read on the device (the clip coefficient):
+  // no host sync. Equals binary(Mul, x, s expanded, x) element for element.
+  virtual void scale_multi(const std::vector<Tensor*>& xs, const Tensor& s) = 0;
 };
 
 // The backend of a device / of the device a tensor lives on.

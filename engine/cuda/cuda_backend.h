@@ -46,6 +46,7 @@ class CudaBackend final : public Backend {
 
   void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, float alpha,
             float beta) override;
+  void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
 
   void softmax(const Tensor& x, Tensor& y, bool log) override;
   void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
@@ -98,6 +99,10 @@ class CudaBackend final : public Backend {
 
   void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) override;
   void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) override;
+  void adam_update_multi(const std::vector<AdamTensorRef>& list) override;
+  void sgd_update_multi(const std::vector<SgdTensorRef>& list) override;
+  void sum_squares_multi(const std::vector<const Tensor*>& xs, Tensor& out) override;
+  void scale_multi(const std::vector<Tensor*>& xs, const Tensor& s) override;
 
   // ---- CUDA specifics ----
   // Created on first use, each on its own: the stream (non-blocking), the cuBLASLt handle, the
@@ -121,6 +126,21 @@ class CudaBackend final : public Backend {
   cudnnHandle_t dnn_ = nullptr;
   Tensor lt_ws_;
   std::mutex ws_mu_;
+  // Uploads go through pinned buffers (copy_from_host): the host copies into one, the DMA runs
+  // asynchronously on the stream, and a buffer is reused once the event recorded after its last
+  // DMA has fired, so an upload (a training batch) costs no stream synchronisation. A slot grows
+  // to the largest upload it has served, up to kStagingMaxBytes (bigger uploads go in pieces).
+  // The buffers live as long as the process (the backend is never destroyed before exit).
+  struct StagingSlot {
+    void* buf = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done = nullptr;
+  };
+  static constexpr int kStagingSlots = 4;
+  static constexpr size_t kStagingMaxBytes = size_t(256) << 20;
+  StagingSlot staging_[kStagingSlots];
+  int staging_next_ = 0;
+  std::mutex staging_mu_;
 };
 
 // The registered backend and allocator (null when no device was found at start-up).
