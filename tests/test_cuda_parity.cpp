@@ -277,13 +277,13 @@ TEST(CudaParity, CrossAttention) {
   }
 }
 
-// TF32 GEMM and convolution (opt-in) against the f32 CPU reference. The budget is 1e-3;
-// simulating these shapes, inputs rounded to TF32 give up to 7e-4 but truncated ones (what a
-// tensor core does with raw f32 bits) up to 1.2e-3, hence 2e-3.
+// TF32 GEMM and convolution (opt-in) against the f32 CPU reference, with the budget 1e-3.
+// A simulation of truncated TF32 inputs on these shapes reached 1.2e-3; the H200 gave 3.8e-4
+// (2026-11-26: cuBLASLt and cuDNN round rather than truncate).
 TEST(CudaParity, Tf32MatmulConv) {
   SKIP_WITHOUT_CUDA();
 #ifdef MOKD_WITH_CUDA
-  constexpr double kTf32Tol = 2e-3;
+  constexpr double kTf32Tol = 1e-3;
   g_worst = 0;
   struct Tf32On {
     bool was = cuda_tf32();

@@ -21,7 +21,9 @@
 # several at a time; so does memcheck.
 #
 # Env: BUILD (build dir, default build-gpu), BUILD_PRE (--prebuild's, default build-gpu-pre), LOG,
-# BUDGET, JOBS (default nproc), PAR (parallel test processes, default 4), MOKD_TF32.
+# BUDGET, JOBS (default nproc), PAR (parallel test processes, default 4), MOKD_TF32, ONLY (a
+# comma list of the steps to run: tests,bench,e2e,peer,memcheck; default all), PROFILE=1 (the
+# mokd_train benchmarks print per-op GPU time, MOKD_CUDA_PROFILE), PEER=0 (no PyTorch peer).
 # From a session with the device tool: run(command="tools/gpu_check.sh", carry=[".gpu_deps"],
 # timeout_s=600); the summary is the end of the output, the logs come back as files.
 set -uo pipefail
@@ -75,6 +77,8 @@ LOG=${LOG:-$BUILD/gpu_check}
 BUDGET=${BUDGET:-480}
 JOBS=${JOBS:-$(nproc)}
 PAR=${PAR:-4}
+ONLY=${ONLY:-tests,bench,e2e,peer,memcheck}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$BUILD" "$LOG"
 
@@ -288,7 +292,9 @@ cuda_tests() {
 }
 
 # ---- the CUDA tests ----------------------------------------------------------------------------
-if [[ $built_tests == yes ]]; then
+if ! want tests; then
+  :
+elif [[ $built_tests == yes ]]; then
   echo "== CUDA tests ($PAR processes at a time)"
   t=$(cap 200)
   ((t < 60)) && t=60  # the tests are the point: they run even when the build ate the budget
@@ -313,7 +319,9 @@ else
 fi
 
 # ---- GPU microbenchmarks (alone on the GPU) ----------------------------------------------------
-if [[ $built_bench == yes ]]; then
+if ! want bench; then
+  :
+elif [[ $built_bench == yes ]]; then
   echo "== GPU microbenchmarks"
   t=$(cap 100)
   if ((t >= 20)); then
@@ -332,15 +340,17 @@ else
 fi
 
 # ---- a whole MoKD step on the GPU (mokd_train benchmark, synthetic data) ------------------------
-if [[ $built_train == yes ]]; then
+if [[ $built_train == yes ]] && want e2e; then
   echo "== mokd_train benchmark"
   : > "$LOG/train_bench.log"
   while read -r label args; do
     t=$(cap 60)
     ((t < 20)) && { record "$label" "skipped" "no time left"; continue; }
-    timeout "$t" "$TRAIN" benchmark --device cuda $args >> "$LOG/train_bench.log" 2>&1
+    MOKD_CUDA_PROFILE=${PROFILE:-0} timeout "$t" "$TRAIN" benchmark --device cuda $args > "$LOG/one.log" 2>&1
     rc=$?
-    record "$label" "$rc" "$(tail -1 "$LOG/train_bench.log" | cut -c1-150)"
+    cat "$LOG/one.log" >> "$LOG/train_bench.log"
+    record "$label" "$rc" "$(grep 'ms/step' "$LOG/one.log" | tail -1 | cut -c1-150)"
+    [[ ${PROFILE:-0} == 1 ]] && grep -A16 'GPU time per op' "$LOG/one.log"
   done << 'EOF_RUNS'
 e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20
 e2e_deit_t<-b_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=deit_base_patch16_224 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
@@ -349,7 +359,7 @@ EOF_RUNS
 fi
 
 # ---- the PyTorch + timm peer of the same steps, same card, same run (tools/peer_bench.py) -------
-if [[ ${PEER:-1} == 1 ]] && python3 -c 'import torch, timm' 2> /dev/null; then
+if [[ ${PEER:-1} == 1 ]] && want peer && python3 -c 'import torch, timm' 2> /dev/null; then
   echo "== PyTorch peer (tools/peer_bench.py)"
   : > "$LOG/peer.log"
   while read -r label args; do
@@ -365,7 +375,9 @@ EOF_RUNS
 fi
 
 # ---- compute-sanitizer (slow: last, with what is left of the budget) ---------------------------
-if [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
+if ! want memcheck; then
+  :
+elif [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
   echo "== compute-sanitizer memcheck"
   t=$(cap 150)
   if ((t >= 30)); then

@@ -13,6 +13,9 @@
 #include <chrono>
 #include <cstdio>
 
+#ifdef MOKD_WITH_CUDA
+#include "engine/cuda/op_profile.h"  // MOKD_CUDA_PROFILE=1 in `benchmark`
+#endif
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
@@ -92,6 +95,9 @@ int cmd_benchmark(const TrainConfig& cfg) {
   Allocator& alloc = allocator_for(dev);
   for (int64_t i = 0; i < cfg.bench.warmup; ++i) d.step(opt, x, y);
   alloc.reset_peak();
+#ifdef MOKD_WITH_CUDA
+  cuda_profile::reset();  // MOKD_CUDA_PROFILE=1: per-op GPU time of the timed steps only
+#endif
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < cfg.bench.steps; ++i) d.step(opt, x, y);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -101,6 +107,9 @@ int cmd_benchmark(const TrainConfig& cfg) {
               cfg.run.precision.c_str());
   std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
+#ifdef MOKD_WITH_CUDA
+  if (dev.is_cuda()) cuda_profile::report(stdout);
+#endif
   return 0;
 }
 

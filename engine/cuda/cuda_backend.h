@@ -165,10 +165,12 @@ void cuda_guarded(const char* op, std::initializer_list<const Tensor*> tensors, 
 }  // namespace mokd
 
 #include "engine/cuda/check.h"
+#include "engine/cuda/op_profile.h"
 
 namespace mokd {
 template <class F>
 void cuda_guarded(const char* op, std::initializer_list<const Tensor*> tensors, F&& f) {
+  cuda_profile::Scope profile(op);
   try {
     f();
   } catch (const CudaError& e) {
