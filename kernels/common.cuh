@@ -30,6 +30,44 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Strided element-wise kernels index through a StridedDesc (kernels/launch.cuh). Merging the
+// dims both operands walk contiguously (and dropping size-1 dims) before the launch leaves fewer
+// div/mod steps per element: a contiguous pair becomes rank 1.
+template <class Desc>
+inline void collapse_dims(Desc& d) {
+  int r = 0;
+  for (int k = 0; k < d.rank; ++k) {
+    if (d.shape[k] == 1) continue;
+    if (r > 0 && d.sa[r - 1] == d.sa[k] * d.shape[k] && d.sb[r - 1] == d.sb[k] * d.shape[k]) {
+      d.shape[r - 1] *= d.shape[k];
+      d.sa[r - 1] = d.sa[k];
+      d.sb[r - 1] = d.sb[k];
+      continue;
+    }
+    d.shape[r] = d.shape[k];
+    d.sa[r] = d.sa[k];
+    d.sb[r] = d.sb[k];
+    ++r;
+  }
+  d.rank = r;
+}
+
+// Element offsets of linear index i in the two operands of d. I = uint32_t when every index fits
+// (32-bit div/mod are several times cheaper than 64-bit ones on the GPU).
+template <class I, class Desc>
+__device__ __forceinline__ void strided_offsets(const Desc& d, int64_t i, int64_t& oa, int64_t& ob) {
+  I rem = static_cast<I>(i);
+  oa = 0;
+  ob = 0;
+  for (int k = d.rank - 1; k >= 0; --k) {
+    const I n = static_cast<I>(d.shape[k]);
+    const I idx = rem % n;
+    rem /= n;
+    oa += static_cast<int64_t>(idx) * d.sa[k];
+    ob += static_cast<int64_t>(idx) * d.sb[k];
+  }
+}
+
 // Column reduction: grid (ceil(C / 32), S), block (32, 8). Block (cx, s) sums f(r, c) over the rows
 // of chunk s for 32 columns and writes partials[s * C + c].
 constexpr int kColChunks = 64;

@@ -1,6 +1,9 @@
 // Strided copy with dtype conversion (f32/bf16/i32/i64/f64, any strides, same shape) and fill.
 // Memory traffic: copy reads each source element once and writes each destination element once
 // (gathers through the strides, so bandwidth drops for transposed sources); fill writes n elements.
+// Dims both sides walk contiguously are merged first: a contiguous conversion (f32 <-> bf16 casts
+// of mixed precision) runs without index math, strided ones with 32-bit div/mod where they fit.
+#include <climits>
 #include <type_traits>
 
 #include "engine/bf16.h"
@@ -34,34 +37,53 @@ template <> struct Io<bf16> {
   static __device__ void store(bf16* p, double v) { *p = float_to_bf16(static_cast<float>(v)); }
 };
 
+// One element converted: same type copied exactly (also i64 beyond 2^53), f32 <-> bf16 directly
+// (the same rounding as through double), the rest through double as the CPU backend does.
 template <class S, class D>
+__device__ __forceinline__ void convert(const S* src, D* dst) {
+  if constexpr (std::is_same_v<S, D>) *dst = *src;
+  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, bf16>) *dst = float_to_bf16(*src);
+  else if constexpr (std::is_same_v<S, bf16> && std::is_same_v<D, float>) *dst = bf16_to_float(*src);
+  else Io<D>::store(dst, Io<S>::load(src));
+}
+
+// Both sides contiguous (after collapse_dims): no index math.
+template <class S, class D>
+__global__ void copy_contig_kernel(const S* src, D* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    convert(src + i, dst + i);
+}
+
+template <class I, class S, class D>
 __global__ void copy_kernel(const S* src, D* dst, StridedDesc d, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int64_t rem = i, so = 0, dof = 0;
-    for (int k = d.rank - 1; k >= 0; --k) {
-      int64_t idx = rem % d.shape[k];
-      rem /= d.shape[k];
-      so += idx * d.sa[k];
-      dof += idx * d.sb[k];
-    }
-    if constexpr (std::is_same_v<S, D>) {
-      dst[dof] = src[so];  // exact, also for i64 beyond 2^53
-    } else {
-      Io<D>::store(dst + dof, Io<S>::load(src + so));
-    }
+    int64_t so, dof;
+    strided_offsets<I>(d, i, so, dof);
+    convert(src + so, dst + dof);
   }
+}
+
+template <class S, class D>
+void launch_copy(const S* src, D* dst, const StridedDesc& d, int64_t n, cudaStream_t st) {
+  unsigned grid = grid_for(n);
+  if (d.rank <= 1 && (d.rank == 0 || (d.sa[0] == 1 && d.sb[0] == 1)))
+    copy_contig_kernel<<<grid, kThreads, 0, st>>>(src, dst, n);
+  else if (n <= INT32_MAX)
+    copy_kernel<uint32_t><<<grid, kThreads, 0, st>>>(src, dst, d, n);
+  else
+    copy_kernel<int64_t><<<grid, kThreads, 0, st>>>(src, dst, d, n);
 }
 
 template <class S>
 void copy_from(const S* src, void* dst, DType dt, const StridedDesc& d, int64_t n, cudaStream_t st) {
-  unsigned grid = grid_for(n);
   switch (dt) {
-    case DType::F32: copy_kernel<<<grid, kThreads, 0, st>>>(src, static_cast<float*>(dst), d, n); break;
-    case DType::F64: copy_kernel<<<grid, kThreads, 0, st>>>(src, static_cast<double*>(dst), d, n); break;
-    case DType::I32: copy_kernel<<<grid, kThreads, 0, st>>>(src, static_cast<int32_t*>(dst), d, n); break;
-    case DType::I64: copy_kernel<<<grid, kThreads, 0, st>>>(src, static_cast<int64_t*>(dst), d, n); break;
-    case DType::BF16: copy_kernel<<<grid, kThreads, 0, st>>>(src, static_cast<bf16*>(dst), d, n); break;
+    case DType::F32: launch_copy(src, static_cast<float*>(dst), d, n, st); break;
+    case DType::F64: launch_copy(src, static_cast<double*>(dst), d, n, st); break;
+    case DType::I32: launch_copy(src, static_cast<int32_t*>(dst), d, n, st); break;
+    case DType::I64: launch_copy(src, static_cast<int64_t*>(dst), d, n, st); break;
+    case DType::BF16: launch_copy(src, static_cast<bf16*>(dst), d, n, st); break;
   }
   check_launch("copy_strided");
 }
@@ -81,9 +103,11 @@ void fill_typed(T* dst, T v, int64_t n, cudaStream_t st) {
 
 }  // namespace
 
-void copy_strided(const void* src, DType st, void* dst, DType dt, const StridedDesc& d, int64_t n,
-                  cudaStream_t stream) {
+void copy_strided(const void* src, DType st, void* dst, DType dt, const StridedDesc& desc,
+                  int64_t n, cudaStream_t stream) {
   if (n == 0) return;
+  StridedDesc d = desc;
+  collapse_dims(d);
   switch (st) {
     case DType::F32: copy_from(static_cast<const float*>(src), dst, dt, d, n, stream); break;
     case DType::F64: copy_from(static_cast<const double*>(src), dst, dt, d, n, stream); break;

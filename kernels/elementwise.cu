@@ -2,6 +2,8 @@
 // broadcast/strided binary ops, and a bias add over the last dim. Memory traffic: unary reads n
 // and writes n floats; unary_backward reads 2n, writes n; binary reads up to 2n (broadcast
 // operands are re-read from cache), writes n.
+#include <climits>
+
 #include "kernels/common.cuh"
 #include "kernels/launch.cuh"
 
@@ -87,17 +89,12 @@ __global__ void binary_contig_kernel(const float* a, const float* b, float* out,
   MOKD_GRID_STRIDE(i, n) out[i] = bin<OP>(a[i], b[i]);
 }
 
-template <BinaryOp OP>
+template <BinaryOp OP, class I>
 __global__ void binary_strided_kernel(const float* a, const float* b, float* out, StridedDesc d,
                                       int64_t n) {
   MOKD_GRID_STRIDE(i, n) {
-    int64_t rem = i, oa = 0, ob = 0;
-    for (int k = d.rank - 1; k >= 0; --k) {
-      int64_t idx = rem % d.shape[k];
-      rem /= d.shape[k];
-      oa += idx * d.sa[k];
-      ob += idx * d.sb[k];
-    }
+    int64_t oa, ob;
+    strided_offsets<I>(d, i, oa, ob);
     out[i] = bin<OP>(a[oa], b[ob]);
   }
 }
@@ -105,8 +102,14 @@ __global__ void binary_strided_kernel(const float* a, const float* b, float* out
 template <BinaryOp OP>
 void binary_typed(const float* a, const float* b, float* out, const StridedDesc& d, int64_t n,
                   bool contiguous, cudaStream_t st) {
-  if (contiguous) binary_contig_kernel<OP><<<grid_for(n), kThreads, 0, st>>>(a, b, out, n);
-  else binary_strided_kernel<OP><<<grid_for(n), kThreads, 0, st>>>(a, b, out, d, n);
+  StridedDesc dc = d;
+  if (!contiguous) collapse_dims(dc);  // out is contiguous: merging a's and b's runs is enough
+  if (contiguous || (dc.rank == 1 && dc.sa[0] == 1 && dc.sb[0] == 1))
+    binary_contig_kernel<OP><<<grid_for(n), kThreads, 0, st>>>(a, b, out, n);
+  else if (n <= INT32_MAX)
+    binary_strided_kernel<OP, uint32_t><<<grid_for(n), kThreads, 0, st>>>(a, b, out, dc, n);
+  else
+    binary_strided_kernel<OP, int64_t><<<grid_for(n), kThreads, 0, st>>>(a, b, out, dc, n);
 }
 
 __global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int64_t c) {

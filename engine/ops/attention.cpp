@@ -17,9 +17,9 @@ Tensor attention_bf16_products(const Tensor& q, const Tensor& k, const Tensor& v
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), Nk = k.size(2);
   const int64_t BH = B * H;
   Backend& be = backend_for(q);
-  Tensor qb = q.contiguous().to(DType::BF16).view({BH, N, D});
-  Tensor kb = k.contiguous().to(DType::BF16).view({BH, Nk, D});
-  Tensor vb = v.contiguous().to(DType::BF16).view({BH, Nk, D});
+  Tensor qb = detail::contiguous_as(q, DType::BF16).view({BH, N, D});
+  Tensor kb = detail::contiguous_as(k, DType::BF16).view({BH, Nk, D});
+  Tensor vb = detail::contiguous_as(v, DType::BF16).view({BH, Nk, D});
   Tensor s = Tensor::empty({BH, N, Nk}, DType::F32, q.device());
   be.gemm(qb, kb, s, false, true, scale, 0.f);
   Tensor prob = Tensor::empty({BH, N, Nk}, DType::F32, q.device());
@@ -35,7 +35,7 @@ Tensor attention_bf16_products(const Tensor& q, const Tensor& k, const Tensor& v
          [=](const Tensor& g) -> std::vector<Tensor> {
            Backend& bg = backend_for(g);
            const Device dev = g.device();
-           Tensor gb = g.contiguous().to(DType::BF16).view({BH, N, D});
+           Tensor gb = detail::contiguous_as(g, DType::BF16).view({BH, N, D});
            Tensor dprob = Tensor::empty({BH, N, Nk}, DType::F32, dev);
            bg.gemm(gb, vb, dprob, false, true, 1.f, 0.f);
            Tensor gv = Tensor::empty({BH, Nk, D}, DType::F32, dev);

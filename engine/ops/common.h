@@ -27,6 +27,14 @@ inline void check_rank(const char* op, const Tensor& x, int64_t rank, const char
 }
 
 // An output tensor like x (shape, dtype, device), uninitialised.
+// t as a contiguous tensor of dtype dt in one pass: t itself when it already is one, else a
+// single strided converting copy (not contiguous() then to(): that would be two).
+inline Tensor contiguous_as(const Tensor& t, DType dt) {
+  if (t.is_contiguous() && t.dtype() == dt) return t;
+  Tensor out = Tensor::empty(t.shape(), dt, t.device());
+  out.copy_(t);
+  return out;
+}
 inline Tensor empty_like(const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), x.device()); }
 inline Tensor empty_as(const Tensor& x, const Shape& shape) {
   return Tensor::empty(shape, x.dtype(), x.device());

@@ -95,7 +95,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   // is added in f32. Its backward products take the incoming gradient rounded to bf16 likewise.
   const bool bf16 = matmul_precision() == MatmulPrecision::BF16 && x.dtype() == DType::F32;
   const DType op_dt = bf16 ? DType::BF16 : x.dtype();
-  Tensor xc = x.contiguous().to(op_dt), wc = w.contiguous().to(op_dt);
+  Tensor xc = detail::contiguous_as(x, op_dt), wc = detail::contiguous_as(w, op_dt);
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
   const Shape y_shape = {x.size(0), out_extent(x.size(1), kh, p.stride_h, p.pad_h),
                          out_extent(x.size(2), kw, p.stride_w, p.pad_w), O};

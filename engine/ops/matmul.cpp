@@ -14,7 +14,10 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
 
 // Under MatmulPrecision::BF16 the operands of every product are rounded to bf16 (engine/precision.h).
 bool bf16_products() { return matmul_precision() == MatmulPrecision::BF16; }
-Tensor operand(const Tensor& t, bool bf16) { return bf16 ? t.to(DType::BF16) : t; }
+// The contiguous operand of a product: one pass, rounding to bf16 under BF16.
+Tensor operand(const Tensor& t, bool bf16) {
+  return detail::contiguous_as(t, bf16 ? DType::BF16 : t.dtype());
+}
 
 }  // namespace
 
@@ -37,7 +40,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   out_shape.push_back(M);
   out_shape.push_back(N);
   const bool bf16 = bf16_products();
-  Tensor ac = operand(a.contiguous(), bf16), bc = operand(b.contiguous(), bf16);
+  Tensor ac = operand(a, bf16), bc = operand(b, bf16);
   const int64_t batch = prod(as, 0, ra - 2);
   // A shared b turns the batch into rows of one big rank-2 product; otherwise rank-3 batched.
   Tensor a3 = shared_b ? ac.view({batch * M, K}) : ac.view({batch, M, K});
@@ -52,7 +55,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   const Shape a_shape = as, b_shape = bs;
   record("matmul", out, {a, b}, [=](const Tensor& g) -> std::vector<Tensor> {
-    Tensor g3 = operand(g.contiguous().view(c_shape), bf16);
+    Tensor g3 = operand(g, bf16).view(c_shape);
     Tensor ga, gb;
     if (need_a) {  // ga = g b^T
       ga = detail::empty_as(g, sa.shape());
@@ -88,8 +91,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   out_shape.back() = outf;
 
   const bool bf16 = bf16_products();
-  Tensor x2 = operand(x.contiguous().view({rows, in}), bf16);
-  Tensor wc = operand(w.contiguous(), bf16);
+  Tensor x2 = operand(x, bf16).view({rows, in});
+  Tensor wc = operand(w, bf16);
   Tensor out = detail::empty_as(x, {rows, outf});
   Backend& be = backend_for(x);
   if (has_bias) {
