@@ -82,6 +82,10 @@ Tensor global_avg_pool2d(const Tensor& x);  // [N, H, W, C] -> [N, C]
 // Non-causal softmax(q k^T * scale) v over [B, H, N, D]; any N.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     float scale);
+// Multi-head self-attention on a packed projection qkv [B, N, 3 * heads * Dh] (timm's layout:
+// q, k, v, then heads, then head dim) -> [B, N, heads * Dh] (heads merged). Equals splitting
+// q, k, v into [B, heads, N, Dh], scaled_dot_product_attention and merging, with fewer copies.
+Tensor self_attention_packed(const Tensor& qkv, int64_t heads, float scale);
 
 // ---- losses (engine/ops/loss.cpp); each returns a scalar ----
 // Mean over the batch of cross-entropy against hard labels (i64 [B]) with label smoothing

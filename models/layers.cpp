@@ -150,13 +150,9 @@ Attention::Attention(int64_t dim_, int64_t heads, bool qkv_bias, Generator& gen)
 Tensor Attention::forward(const Tensor& x) const {
   MOKD_CHECK(x.dim() == 3 && x.size(2) == dim, "Attention: x must be [B, N, ", dim, "], got ",
              x.str());
-  const int64_t B = x.size(0), N = x.size(1);
-  // [B, N, 3D] -> [B, N, 3, H, Dh] -> [3, B, H, N, Dh]
-  Tensor qkv5 = permute(reshape(qkv->forward(x), {B, N, 3, num_heads, head_dim}), {2, 0, 3, 1, 4});
-  auto part = [&](int64_t i) { return reshape(narrow(qkv5, 0, i, 1), {B, num_heads, N, head_dim}); };
+  // qkv [B, N, 3D] (q, k, v, then heads) -> attention per head -> heads merged [B, N, D]
   const float sc = 1.f / std::sqrt(static_cast<float>(head_dim));
-  Tensor o = scaled_dot_product_attention(part(0), part(1), part(2), sc);  // [B, H, N, Dh]
-  return proj->forward(reshape(permute(o, {0, 2, 1, 3}), {B, N, dim}));
+  return proj->forward(self_attention_packed(qkv->forward(x), num_heads, sc));
 }
 
 // ---- Block ----

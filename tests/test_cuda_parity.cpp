@@ -262,6 +262,14 @@ TEST(CudaParity, Attention) {
   }
 }
 
+TEST(CudaParity, AttentionPacked) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t n : {50, 197})
+    parity("self_attention_packed N=" + std::to_string(n),
+           [](auto& v) { return self_attention_packed(v[0], 3, 0.125f); },
+           {randn({2, n, 3 * 3 * 64}, 150)}, {true});
+}
+
 TEST(CudaParity, CrossAttention) {
   SKIP_WITHOUT_CUDA();
   // Different query and key counts, neither a multiple of the 32-row tile or of 4 rows per block.

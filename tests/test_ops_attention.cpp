@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "engine/precision.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -135,6 +136,42 @@ TEST(OpsAttention, RecordsOneNode) {
   ASSERT_FALSE(y.is_leaf());
   EXPECT_EQ(std::string(y.impl()->grad_fn->name), "scaled_dot_product_attention");
   EXPECT_EQ(y.impl()->grad_fn->inputs.size(), 3u);
+}
+
+// The packed form against the split / attend / merge composition it replaces (timm's layout).
+Tensor composed_packed(const Tensor& qkv, int64_t H, float sc) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), Dh = qkv.size(2) / (3 * H);
+  Tensor p5 = permute(reshape(qkv, {B, N, 3, H, Dh}), {2, 0, 3, 1, 4});
+  auto part = [&](int64_t i) { return reshape(narrow(p5, 0, i, 1), {B, H, N, Dh}); };
+  Tensor o = scaled_dot_product_attention(part(0), part(1), part(2), sc);
+  return reshape(permute(o, {0, 2, 1, 3}), {B, N, H * Dh});
+}
+
+TEST(OpsAttention, PackedEqualsSplitAttendMerge) {
+  for (bool bf16 : {false, true}) {
+    set_matmul_precision(bf16 ? MatmulPrecision::BF16 : MatmulPrecision::F32);
+    Tensor a = requires_grad(randn({2, 7, 3 * 3 * 4}, 11)), b = requires_grad(a.detach().clone());
+    Tensor ya = self_attention_packed(a, 3, 0.5f), yb = composed_packed(b, 3, 0.5f);
+    Tensor r = randn(ya.shape(), 12);
+    sum(mul(ya, r)).backward();
+    sum(mul(yb, r)).backward();
+    set_matmul_precision(MatmulPrecision::F32);
+    EXPECT_EQ(ya.shape(), (Shape{2, 7, 12}));
+    EXPECT_LT(rel_error(ya, yb), 1e-6) << (bf16 ? "bf16" : "f32") << " forward";
+    EXPECT_LT(rel_error(a.grad(), b.grad()), 1e-6) << (bf16 ? "bf16" : "f32") << " gradient";
+  }
+}
+
+TEST(OpsAttention, GradcheckPacked) {
+  gradcheck([](const std::vector<Tensor>& x) { return self_attention_packed(x[0], 2, 0.7f); },
+            {requires_grad(randn({2, 5, 3 * 2 * 3}, 13))}, {}, "self_attention_packed");
+}
+
+TEST(OpsAttention, PackedBadShapeNamesOpAndShape) {
+  std::string msg = error_of([] { self_attention_packed(randn({2, 5, 20}, 1), 3, 1.f); });
+  EXPECT_NE(msg.find("self_attention_packed"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2, 5, 20]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("heads 3"), std::string::npos) << msg;
 }
 
 TEST(OpsAttention, BadShapesNameOpAndShapes) {

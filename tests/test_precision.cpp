@@ -215,6 +215,13 @@ TEST(CudaPrecision, AttentionBf16MatchesCpu) {
   }
 }
 
+TEST(CudaPrecision, AttentionPackedBf16MatchesCpu) {
+  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU attention needs one";
+  bf16_parity("self_attention_packed N=197",
+              [](const std::vector<Tensor>& t) { return self_attention_packed(t[0], 3, 0.125f); },
+              {test::randn({2, 197, 3 * 3 * 64}, 63)});
+}
+
 // Whole models in bf16 on the GPU against the f32 CPU model: logits within the bf16 tolerance.
 TEST(CudaPrecision, ModelsBf16MatchF32Cpu) {
   if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU models need one";
