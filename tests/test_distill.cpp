@@ -2,9 +2,15 @@
 // tools/make_reference.py mokd_step), plus the baselines, K = 2 modes and diagnostics.
 #include <cmath>
 
+#include "engine/precision.h"
+#include "models/registry.h"
 #include "models/vit.h"
 #include "mokd/distill.h"
 #include "tests/test_util.h"
+
+#ifdef MOKD_WITH_CUDA
+#include "engine/cuda/cuda_backend.h"  // cuda_allocator()
+#endif
 
 namespace mokd {
 namespace {
@@ -112,6 +118,34 @@ TEST(Distill, MoKDMatchesPyTorchReferenceOver20Steps) { check_mokd_reference(Dev
 TEST(CudaDistill, MoKDMatchesPyTorchReferenceOver20Steps) {
   if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the GPU variant of the MoKD reference test needs one";
   check_mokd_reference(Device::cuda());
+}
+
+// The caching allocator's promise (issue 3): once warm, a training step gets all its device
+// memory from the cache: no cudaMalloc, in f32 and in the bf16 mode.
+TEST(CudaDistill, SteadyStateStepsMakeNoCudaMalloc) {
+  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the allocator check needs one";
+#ifdef MOKD_WITH_CUDA
+  for (MatmulPrecision prec : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
+    set_matmul_precision(prec);
+    ModelOverrides o;
+    auto student = create_model("vit_fmnist_micro_distilled", o);
+    auto teacher = create_model("resnet_fmnist_small", o);
+    student->to(Device::cuda());
+    teacher->to(Device::cuda());
+    Distiller d(*student, *teacher, DistillConfig{});
+    std::vector<Tensor> params = student->parameters();
+    for (auto& [n, p] : d.projector_parameters()) params.push_back(p);
+    AdamW opt({ParamGroup{params, 1e-3f, 0.05f}});
+    Tensor x = test::randn({16, 28, 28, 1}, 5).to(Device::cuda());
+    Tensor y = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16}, Device::cuda());
+    for (int i = 0; i < 3; ++i) d.step(opt, x, y);  // warm: the cache fills
+    const size_t before = cuda_allocator()->cuda_malloc_calls();
+    for (int i = 0; i < 5; ++i) d.step(opt, x, y);
+    EXPECT_EQ(cuda_allocator()->cuda_malloc_calls(), before)
+        << precision_name(prec) << ": cudaMalloc called in steady-state steps";
+  }
+  set_matmul_precision(MatmulPrecision::F32);
+#endif
 }
 
 TEST(Distill, BaselinesRunAndReduceTheirLoss) {

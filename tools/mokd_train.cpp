@@ -14,7 +14,8 @@
 #include <cstdio>
 
 #ifdef MOKD_WITH_CUDA
-#include "engine/cuda/op_profile.h"  // MOKD_CUDA_PROFILE=1 in `benchmark`
+#include "engine/cuda/cuda_backend.h"  // cuda_allocator(): cudaMalloc calls in `benchmark`
+#include "engine/cuda/op_profile.h"    // MOKD_CUDA_PROFILE=1 in `benchmark`
 #endif
 #include "engine/precision.h"
 #include "io/safetensors.h"
@@ -97,6 +98,7 @@ int cmd_benchmark(const TrainConfig& cfg) {
   alloc.reset_peak();
 #ifdef MOKD_WITH_CUDA
   cuda_profile::reset();  // MOKD_CUDA_PROFILE=1: per-op GPU time of the timed steps only
+  const size_t mallocs0 = cuda_allocator() ? cuda_allocator()->cuda_malloc_calls() : 0;
 #endif
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < cfg.bench.steps; ++i) d.step(opt, x, y);
@@ -108,7 +110,11 @@ int cmd_benchmark(const TrainConfig& cfg) {
   std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
 #ifdef MOKD_WITH_CUDA
-  if (dev.is_cuda()) cuda_profile::report(stdout);
+  if (dev.is_cuda()) {
+    std::printf("  cudaMalloc calls in the timed steps: %zu (the caching allocator's steady state: 0)\n",
+                cuda_allocator()->cuda_malloc_calls() - mallocs0);
+    cuda_profile::report(stdout);
+  }
 #endif
   return 0;
 }
