@@ -382,7 +382,8 @@ elif [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
   t=$(cap 150)
   if ((t >= 30)); then
     # Poisoning off: memcheck itself reports out-of-bounds accesses. The op tests, one process each.
-    grep -E '^CudaParity\.|^CudaErrors\.Unsupported' "$LOG/test_list" | grep -v PoisonIsOn > "$LOG/memcheck_list"
+    grep -E '^CudaParity\.|^CudaErrors\.Unsupported|^CudaLosses\.|^CudaOptim\.|^CudaPrecision\.' "$LOG/test_list" |
+      grep -v PoisonIsOn > "$LOG/memcheck_list"
     MOKD_CUDA_POISON=0 timeout "$t" bash -c "$(declare -f run_each); PAR=$PAR TESTS=$TESTS; run_each '$LOG/m' $t compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20" < "$LOG/memcheck_list"
     for n in $(cat "$LOG/memcheck_list"); do
       echo "######## $n"; [[ -f "$LOG/m/$n.log" ]] && cat "$LOG/m/$n.log"
@@ -396,14 +397,15 @@ elif [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
   fi
   t=$(cap 60)
   if ((t >= 30)); then
-    echo "== compute-sanitizer racecheck (attention, reductions, layer/batch norm)"
-    printf '%s\n' CudaParity.Attention CudaParity.Reductions CudaParity.SoftmaxLayerNorm CudaParity.BatchNorm > "$LOG/race_list"
+    echo "== compute-sanitizer racecheck (attention, reductions, layer/batch norm, losses, global norm)"
+    printf '%s\n' CudaParity.Attention CudaParity.Reductions CudaParity.SoftmaxLayerNorm CudaParity.BatchNorm \
+      CudaLosses.CrossEntropyHardLabels CudaLosses.KlDivTemperatures CudaOptim.GlobalNormMatchesCpu > "$LOG/race_list"
     MOKD_CUDA_POISON=0 timeout "$t" bash -c "$(declare -f run_each); PAR=$PAR TESTS=$TESTS; run_each '$LOG/r' $t compute-sanitizer --tool racecheck --error-exitcode 99 --print-limit 10" < "$LOG/race_list"
     for n in $(cat "$LOG/race_list"); do
       echo "######## $n"; [[ -f "$LOG/r/$n.log" ]] && cat "$LOG/r/$n.log"
     done > "$LOG/racecheck.log"
     dirty=$(awk '$2 == 99 {print $1}' "$LOG/r/rcs" | tr '\n' ' ')
-    record racecheck "$([[ -z "$dirty" ]] && echo 0 || echo 1)" "$(grep -c . "$LOG/r/rcs")/4 ran${dirty:+; hazards in: $dirty}"
+    record racecheck "$([[ -z "$dirty" ]] && echo 0 || echo 1)" "$(grep -c . "$LOG/r/rcs")/$(grep -c . "$LOG/race_list") ran${dirty:+; hazards in: $dirty}"
   else
     record racecheck "skipped" "no time left"
   fi
