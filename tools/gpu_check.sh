@@ -22,7 +22,7 @@
 #
 # Env: BUILD (build dir, default build-gpu), BUILD_PRE (--prebuild's, default build-gpu-pre), LOG,
 # BUDGET, JOBS (default nproc), PAR (parallel test processes, default 4), MOKD_TF32, ONLY (a
-# comma list of the steps to run: tests,bench,e2e,peer,memcheck; default all), PROFILE=1 (the
+# comma list of the steps to run: tests,bench,e2e,train,peer,memcheck; default all), PROFILE=1 (the
 # mokd_train benchmarks print per-op GPU time, MOKD_CUDA_PROFILE), PEER=0 (no PyTorch peer).
 # From a session with the device tool: run(command="tools/gpu_check.sh", carry=[".gpu_deps"],
 # timeout_s=600); the summary is the end of the output, the logs come back as files.
@@ -64,6 +64,10 @@ if [[ "${1:-}" == "--prebuild" ]]; then
   ninja -C "$pre" -j "${JOBS:-2}" mokd_tests mokd_bench mokd_train || exit 1
   mkdir -p .gpu_deps/bin
   for b in mokd_tests mokd_bench mokd_train; do strip -o ".gpu_deps/bin/$b" "$pre/$b" || exit 1; done
+  # Fashion-MNIST (the Debian package's gz files, 30 MB) for the end-to-end training step.
+  if [[ -d /usr/share/datasets/fashion-mnist ]]; then
+    mkdir -p .gpu_deps/fashion-mnist && cp -u /usr/share/datasets/fashion-mnist/*.gz .gpu_deps/fashion-mnist/
+  fi
   git rev-parse HEAD > .gpu_deps/bin/COMMIT
   git diff --quiet HEAD -- . ':!NOTES.md' || echo "(uncommitted changes)" >> .gpu_deps/bin/COMMIT
   [[ -f $DEPS_TAR ]] || "$0" --pack-deps || exit 1
@@ -77,7 +81,7 @@ LOG=${LOG:-$BUILD/gpu_check}
 BUDGET=${BUDGET:-480}
 JOBS=${JOBS:-$(nproc)}
 PAR=${PAR:-4}
-ONLY=${ONLY:-tests,bench,e2e,peer,memcheck}
+ONLY=${ONLY:-tests,bench,e2e,train,peer,memcheck}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$BUILD" "$LOG"
@@ -143,7 +147,7 @@ PY
   fi
   if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
     # At most 8 files come back: the logs that matter.
-    for f in preflight.log tests.log memcheck.log racecheck.log bench.json train_bench.log peer.log; do
+    for f in preflight.log tests.log memcheck.log racecheck.log bench.json train_bench.log train.log peer.log; do
       [[ -f "$LOG/$f" ]] && cp "$LOG/$f" "$OUT/" 2> /dev/null
     done
     [[ -f "$BUILD/configure.log" ]] && cp "$BUILD/configure.log" "$OUT/" 2> /dev/null
@@ -356,6 +360,39 @@ e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20
 e2e_deit_t<-b_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=deit_base_patch16_224 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 e2e_res18<-50_bf16 --model.student=resnet18 --model.teacher=resnet50 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 EOF_RUNS
+fi
+
+# ---- real training on the GPU: Fashion-MNIST teacher, then a MoKD student (the CI end-to-end
+# test's schedule on the full dataset, bf16), each checked against the CI thresholds -----------
+if [[ $built_train == yes ]] && want train; then
+  DS=/usr/share/datasets/fashion-mnist
+  [[ -d $DS ]] || DS=$ROOT/.gpu_deps/fashion-mnist
+  if [[ ! -f $DS/train-images-idx3-ubyte.gz && ! -f $DS/train-images-idx3-ubyte ]]; then
+    record train "skipped" "no Fashion-MNIST (carry .gpu_deps/fashion-mnist: --prebuild packs it)"
+  else
+    echo "== training on the GPU (Fashion-MNIST from $DS)"
+    R=$LOG/run
+    rm -rf "$R"
+    common=(--device cuda --data.dir="$DS" --data.eval_limit=2000 --data.batch_size=128 --run.precision=bf16 --log.log_every=100)
+    t=$(cap 60)
+    timeout "$t" "$TRAIN" teacher "${common[@]}" --run.out_dir="$R/teacher" --model.teacher=resnet_fmnist_small \
+      --optim.steps=400 --optim.lr=3e-3 --optim.warmup_steps=10 > "$LOG/train.log" 2>&1
+    rc=$?
+    acc=$(grep -o 'best top-1 [0-9.]*' "$LOG/train.log" | tail -1 | awk '{print $3}')
+    ok=$(awk -v a="${acc:-0}" 'BEGIN {print (a >= 65) ? 0 : 1}')
+    record train_teacher "$((rc ? rc : ok))" "best top-1 ${acc:-?}% after 400 steps (CI bar 65%)"
+    t=$(cap 90)
+    if ((rc == 0 && t >= 20)); then
+      timeout "$t" "$TRAIN" distill "${common[@]}" --run.out_dir="$R/student" --model.student=vit_fmnist_micro_distilled \
+        --model.teacher=resnet_fmnist_small --model.teacher_weights="$R/teacher/checkpoints/best.safetensors" \
+        --distill.method=mokd --optim.steps=600 --optim.lr=3e-3 --optim.warmup_steps=20 >> "$LOG/train.log" 2>&1
+      rc=$?
+      acc=$(grep -o 'best top-1 [0-9.]*' "$LOG/train.log" | tail -1 | awk '{print $3}')
+      ok=$(awk -v a="${acc:-0}" 'BEGIN {print (a >= 55) ? 0 : 1}')
+      record train_mokd "$((rc ? rc : ok))" "best top-1 ${acc:-?}% after 600 steps (CI bar 55%)"
+    fi
+    ((rc != 0)) && tail -5 "$LOG/train.log"
+  fi
 fi
 
 # ---- the PyTorch + timm peer of the same steps, same card, same run (tools/peer_bench.py) -------
