@@ -175,4 +175,103 @@ AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Ten
   return a;
 }
 
+// ---- fused losses ----
+
+namespace {
+
+LossDims loss_logits(const char* k, DeviceType on, const Tensor& x, const char* arg) {
+  expect_f32(x, on, k, arg);
+  MOKD_CHECK(x.dim() == 2, k, ": ", arg, " must be [B, C], got ", x.str());
+  return {x.size(0), x.size(1)};
+}
+
+void loss_like(const char* k, DeviceType on, const Tensor& t, const Tensor& x, const char* arg) {
+  expect_f32(t, on, k, arg);
+  MOKD_CHECK(t.shape() == x.shape(), k, ": ", arg, " ", t.str(), " must match ", x.str());
+  MOKD_CHECK(t.device() == x.device(), k, ": ", arg, " ", t.str(), " and ", x.str(),
+             " are on different devices");
+}
+
+void loss_rows_arg(const char* k, DeviceType on, const Tensor& t, int64_t B, const char* arg) {
+  expect_f32(t, on, k, arg);
+  MOKD_CHECK(t.numel() == B, k, ": ", arg, " ", t.str(), " must have one element per row (", B,
+             ")");
+}
+
+void loss_targets(const char* k, DeviceType on, const Tensor& x, const Tensor* labels,
+                  const Tensor* soft, float smoothing) {
+  MOKD_CHECK((labels == nullptr) != (soft == nullptr), k,
+             ": needs exactly one of labels and soft targets");
+  if (labels) {
+    expect_on(*labels, on, k, "labels");
+    MOKD_CHECK(labels->dtype() == DType::I64 && labels->dim() == 1 &&
+                   labels->size(0) == x.size(0) && labels->device() == x.device(),
+               k, ": labels must be i64 [", x.size(0), "] on ", x.device().str(),
+               " for logits ", x.str(), ", got ", labels->str());
+  }
+  if (soft) loss_like(k, on, *soft, x, "soft targets");
+  MOKD_CHECK(smoothing >= 0.f && smoothing < 1.f, k, ": smoothing must be in [0, 1), got ",
+             smoothing);
+}
+
+void loss_grad_rows(const char* k, DeviceType on, const Tensor& g, int64_t B) {
+  expect_f32(g, on, k, "grad_loss_rows");
+  MOKD_CHECK(g.numel() == B || g.numel() == 1, k, ": grad_loss_rows ", g.str(), " must have ", B,
+             " elements or one");
+}
+
+}  // namespace
+
+LossDims ce_args(DeviceType on, const Tensor& logits, const Tensor* labels, const Tensor* soft,
+                 float smoothing, const Tensor& loss_rows, const Tensor& lse) {
+  const char* k = "cross_entropy";
+  LossDims d = loss_logits(k, on, logits, "logits");
+  loss_targets(k, on, logits, labels, soft, smoothing);
+  loss_rows_arg(k, on, loss_rows, d.B, "loss_rows");
+  loss_rows_arg(k, on, lse, d.B, "lse");
+  return d;
+}
+
+LossDims ce_backward_args(DeviceType on, const Tensor& logits, const Tensor* labels,
+                          const Tensor* soft, float smoothing, const Tensor& lse,
+                          const Tensor& gloss_rows, const Tensor* glogits, const Tensor* gsoft) {
+  const char* k = "cross_entropy_backward";
+  LossDims d = loss_logits(k, on, logits, "logits");
+  loss_targets(k, on, logits, labels, soft, smoothing);
+  loss_rows_arg(k, on, lse, d.B, "lse");
+  loss_grad_rows(k, on, gloss_rows, d.B);
+  if (glogits) loss_like(k, on, *glogits, logits, "grad_logits");
+  if (gsoft) {
+    MOKD_CHECK(soft, k, ": a soft-target gradient needs soft targets");
+    loss_like(k, on, *gsoft, logits, "grad_soft");
+  }
+  return d;
+}
+
+LossDims kl_args(DeviceType on, const Tensor& student, const Tensor& teacher, float temperature,
+                 const Tensor& loss_rows, const Tensor& lse_s, const Tensor& lse_t) {
+  const char* k = "kl_div";
+  LossDims d = loss_logits(k, on, student, "student");
+  loss_like(k, on, teacher, student, "teacher");
+  MOKD_CHECK(temperature > 0.f, k, ": temperature must be > 0, got ", temperature);
+  loss_rows_arg(k, on, loss_rows, d.B, "loss_rows");
+  loss_rows_arg(k, on, lse_s, d.B, "lse_student");
+  loss_rows_arg(k, on, lse_t, d.B, "lse_teacher");
+  return d;
+}
+
+LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& teacher,
+                          float temperature, const Tensor& lse_s, const Tensor& lse_t,
+                          const Tensor& gloss_rows, const Tensor& gstudent) {
+  const char* k = "kl_div_backward";
+  LossDims d = loss_logits(k, on, student, "student");
+  loss_like(k, on, teacher, student, "teacher");
+  MOKD_CHECK(temperature > 0.f, k, ": temperature must be > 0, got ", temperature);
+  loss_rows_arg(k, on, lse_s, d.B, "lse_student");
+  loss_rows_arg(k, on, lse_t, d.B, "lse_teacher");
+  loss_grad_rows(k, on, gloss_rows, d.B);
+  loss_like(k, on, gstudent, student, "grad_student");
+  return d;
+}
+
 }  // namespace mokd

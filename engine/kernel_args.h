@@ -72,4 +72,21 @@ struct AttnDims {
 AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Tensor& k,
                    const Tensor& v, const Tensor& out, const Tensor& lse);
 
+// Fused losses (cross_entropy, kl_div and their backwards): logits [B, C] f32; targets exactly
+// one of labels (i64 [B]) and soft targets ([B, C]); per-row outputs [B]; an incoming per-row
+// gradient has B elements or one (read for every row). Label values are the backend's to check.
+struct LossDims {
+  int64_t B, C;
+};
+LossDims ce_args(DeviceType on, const Tensor& logits, const Tensor* labels, const Tensor* soft,
+                 float smoothing, const Tensor& loss_rows, const Tensor& lse);
+LossDims ce_backward_args(DeviceType on, const Tensor& logits, const Tensor* labels,
+                          const Tensor* soft, float smoothing, const Tensor& lse,
+                          const Tensor& gloss_rows, const Tensor* glogits, const Tensor* gsoft);
+LossDims kl_args(DeviceType on, const Tensor& student, const Tensor& teacher, float temperature,
+                 const Tensor& loss_rows, const Tensor& lse_s, const Tensor& lse_t);
+LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& teacher,
+                          float temperature, const Tensor& lse_s, const Tensor& lse_t,
+                          const Tensor& gloss_rows, const Tensor& gstudent);
+
 }  // namespace mokd

@@ -16,6 +16,7 @@
 
 #include "engine/backend.h"
 #include "mokd/optim.h"
+#include "tests/cuda_test_util.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -23,14 +24,6 @@ namespace {
 
 using test::randn;
 using test::rel_error;
-
-struct PoisonEnv {
-  PoisonEnv() { setenv("MOKD_CUDA_POISON", "1", 0); }
-} g_poison_env;
-
-#define SKIP_WITHOUT_CUDA()              \
-  if (!device_available(Device::cuda())) \
-  GTEST_SKIP() << "no CUDA device: this build or machine cannot run the CUDA optimizer tests"
 
 constexpr int kTensors = 140;
 constexpr int kSteps = 5;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "tests/cuda_test_util.h"
 #include "tests/test_util.h"
 
 #ifdef MOKD_WITH_CUDA
@@ -26,14 +27,6 @@ namespace {
 using test::randn;
 using test::rel_error;
 using test::uniform;
-
-struct PoisonEnv {
-  PoisonEnv() { setenv("MOKD_CUDA_POISON", "1", 0); }
-} g_poison_env;
-
-#define SKIP_WITHOUT_CUDA()                    \
-  if (!device_available(Device::cuda()))       \
-  GTEST_SKIP() << "no CUDA device: this build or machine cannot run the CUDA parity tests"
 
 bool has_nan(const Tensor& t) {
   for (float v : t.to_vector())

@@ -10,43 +10,6 @@ namespace mokd {
 
 namespace {
 
-// x [B, C] f32 contiguous on the CPU; returns B and C.
-void expect_logits(const char* k, const Tensor& x, const char* arg, int64_t& B, int64_t& C) {
-  cpu_expect_f32(x, k, arg);
-  MOKD_CHECK(x.dim() == 2, k, ": ", arg, " must be [B, C], got ", x.str());
-  B = x.size(0);
-  C = x.size(1);
-}
-
-void expect_like(const char* k, const Tensor& t, const Tensor& x, const char* arg) {
-  cpu_expect_f32(t, k, arg);
-  MOKD_CHECK(t.shape() == x.shape(), k, ": ", arg, " ", t.str(), " must match ", x.str());
-}
-
-// One f32 value per row.
-void expect_rows(const char* k, const Tensor& t, int64_t B, const char* arg) {
-  cpu_expect_f32(t, k, arg);
-  MOKD_CHECK(t.numel() == B, k, ": ", arg, " ", t.str(), " must have one element per row (", B,
-             ")");
-}
-
-// The targets: exactly one of labels (i64 [B]) and soft ([B, C] like x).
-void expect_targets(const char* k, const Tensor& x, const Tensor* labels, const Tensor* soft,
-                    float smoothing) {
-  MOKD_CHECK((labels == nullptr) != (soft == nullptr), k,
-             ": needs exactly one of labels and soft targets");
-  if (labels) {
-    expect_on(*labels, DeviceType::CPU, k, "labels");
-    MOKD_CHECK(labels->dtype() == DType::I64 && labels->dim() == 1 &&
-                   labels->size(0) == x.size(0),
-               k, ": labels must be i64 [", x.size(0), "] for logits ", x.str(), ", got ",
-               labels->str());
-  }
-  if (soft) expect_like(k, *soft, x, "soft targets");
-  MOKD_CHECK(smoothing >= 0.f && smoothing < 1.f, k, ": smoothing must be in [0, 1), got ",
-             smoothing);
-}
-
 // The first label outside [0, C) throws, naming it and its index (as one_hot does).
 void check_labels(const int64_t* l, int64_t B, int64_t C, const Tensor& x) {
   for (int64_t b = 0; b < B; ++b)
@@ -72,12 +35,7 @@ float row_grad(const Tensor& gloss, int64_t b, float grad_scale) {
 
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
                                float smoothing, Tensor& loss_rows, Tensor& lse) {
-  const char* k = "cross_entropy";
-  int64_t B, C;
-  expect_logits(k, logits, "logits", B, C);
-  expect_targets(k, logits, labels, soft, smoothing);
-  expect_rows(k, loss_rows, B, "loss_rows");
-  expect_rows(k, lse, B, "lse");
+  const auto [B, C] = ce_args(DeviceType::CPU, logits, labels, soft, smoothing, loss_rows, lse);
   if (B == 0 || C == 0) return;
   const int64_t* pl = labels ? labels->data<int64_t>() : nullptr;
   if (pl) check_labels(pl, B, C, logits);
@@ -114,19 +72,8 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor* labe
                                         const Tensor* soft, float smoothing, const Tensor& lse,
                                         const Tensor& gloss_rows, float grad_scale,
                                         Tensor* glogits, Tensor* gsoft) {
-  const char* k = "cross_entropy_backward";
-  int64_t B, C;
-  expect_logits(k, logits, "logits", B, C);
-  expect_targets(k, logits, labels, soft, smoothing);
-  expect_rows(k, lse, B, "lse");
-  cpu_expect_f32(gloss_rows, k, "grad_loss_rows");
-  MOKD_CHECK(gloss_rows.numel() == B || gloss_rows.numel() == 1, k, ": grad_loss_rows ",
-             gloss_rows.str(), " must have ", B, " elements or one");
-  if (glogits) expect_like(k, *glogits, logits, "grad_logits");
-  if (gsoft) {
-    MOKD_CHECK(soft, k, ": a soft-target gradient needs soft targets");
-    expect_like(k, *gsoft, logits, "grad_soft");
-  }
+  const auto [B, C] = ce_backward_args(DeviceType::CPU, logits, labels, soft, smoothing, lse,
+                                       gloss_rows, glogits, gsoft);
   if (B == 0 || C == 0) return;
   const int64_t* pl = labels ? labels->data<int64_t>() : nullptr;
   if (pl) check_labels(pl, B, C, logits);
@@ -165,14 +112,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor* labe
 
 void CpuBackend::kl_div(const Tensor& student, const Tensor& teacher, float temperature,
                         Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) {
-  const char* k = "kl_div";
-  int64_t B, C;
-  expect_logits(k, student, "student", B, C);
-  expect_like(k, teacher, student, "teacher");
-  MOKD_CHECK(temperature > 0.f, k, ": temperature must be > 0, got ", temperature);
-  expect_rows(k, loss_rows, B, "loss_rows");
-  expect_rows(k, lse_s, B, "lse_student");
-  expect_rows(k, lse_t, B, "lse_teacher");
+  const auto [B, C] = kl_args(DeviceType::CPU, student, teacher, temperature, loss_rows, lse_s, lse_t);
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;
   const float* ps = student.data<float>();
@@ -200,17 +140,8 @@ void CpuBackend::kl_div(const Tensor& student, const Tensor& teacher, float temp
 void CpuBackend::kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
                                  const Tensor& lse_s, const Tensor& lse_t,
                                  const Tensor& gloss_rows, float grad_scale, Tensor& gstudent) {
-  const char* k = "kl_div_backward";
-  int64_t B, C;
-  expect_logits(k, student, "student", B, C);
-  expect_like(k, teacher, student, "teacher");
-  MOKD_CHECK(temperature > 0.f, k, ": temperature must be > 0, got ", temperature);
-  expect_rows(k, lse_s, B, "lse_student");
-  expect_rows(k, lse_t, B, "lse_teacher");
-  cpu_expect_f32(gloss_rows, k, "grad_loss_rows");
-  MOKD_CHECK(gloss_rows.numel() == B || gloss_rows.numel() == 1, k, ": grad_loss_rows ",
-             gloss_rows.str(), " must have ", B, " elements or one");
-  expect_like(k, gstudent, student, "grad_student");
+  const auto [B, C] = kl_backward_args(DeviceType::CPU, student, teacher, temperature, lse_s,
+                                       lse_t, gloss_rows, gstudent);
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;
   const float* ps = student.data<float>();

@@ -20,60 +20,12 @@ const int64_t* labels_ptr(const Tensor* t) {
   return t ? static_cast<const int64_t*>(t->raw_data()) : nullptr;
 }
 
-// x [B, C] f32 contiguous on the GPU.
-void expect_logits(const char* k, const Tensor& x, const char* arg, int64_t& B, int64_t& C) {
-  cuda_expect_f32(x, k, arg);
-  MOKD_CHECK(x.dim() == 2, k, ": ", arg, " must be [B, C], got ", x.str());
-  B = x.size(0);
-  C = x.size(1);
-}
-
-void expect_like(const char* k, const Tensor& t, const Tensor& x, const char* arg) {
-  cuda_expect_f32(t, k, arg);
-  MOKD_CHECK(t.shape() == x.shape(), k, ": ", arg, " ", t.str(), " must match ", x.str());
-  MOKD_CHECK(t.device() == x.device(), k, ": ", arg, " ", t.str(), " and ", x.str(),
-             " are on different devices");
-}
-
-void expect_rows(const char* k, const Tensor& t, int64_t B, const char* arg) {
-  cuda_expect_f32(t, k, arg);
-  MOKD_CHECK(t.numel() == B, k, ": ", arg, " ", t.str(), " must have one element per row (", B,
-             ")");
-}
-
-void expect_targets(const char* k, const Tensor& x, const Tensor* labels, const Tensor* soft,
-                    float smoothing) {
-  MOKD_CHECK((labels == nullptr) != (soft == nullptr), k,
-             ": needs exactly one of labels and soft targets");
-  if (labels) {
-    cuda_expect_on_gpu(*labels, k, "labels");
-    MOKD_CHECK(labels->dtype() == DType::I64 && labels->dim() == 1 &&
-                   labels->size(0) == x.size(0) && labels->device() == x.device(),
-               k, ": labels must be i64 [", x.size(0), "] on ", x.device().str(),
-               " for logits ", x.str(), ", got ", labels->str());
-  }
-  if (soft) expect_like(k, *soft, x, "soft targets");
-  MOKD_CHECK(smoothing >= 0.f && smoothing < 1.f, k, ": smoothing must be in [0, 1), got ",
-             smoothing);
-}
-
-// gloss_rows: [B] or one element read for every row.
-void expect_gloss(const char* k, const Tensor& g, int64_t B) {
-  cuda_expect_f32(g, k, "grad_loss_rows");
-  MOKD_CHECK(g.numel() == B || g.numel() == 1, k, ": grad_loss_rows ", g.str(), " must have ", B,
-             " elements or one");
-}
-
 }  // namespace
 
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
                                 float smoothing, Tensor& loss_rows, Tensor& lse) {
   const char* k = "cross_entropy";
-  int64_t B, C;
-  expect_logits(k, logits, "logits", B, C);
-  expect_targets(k, logits, labels, soft, smoothing);
-  expect_rows(k, loss_rows, B, "loss_rows");
-  expect_rows(k, lse, B, "lse");
+  const auto [B, C] = ce_args(DeviceType::CUDA, logits, labels, soft, smoothing, loss_rows, lse);
   if (B == 0 || C == 0) return;
   int64_t bad = B;
   cuda_guarded(k, {&logits, labels, soft, &loss_rows, &lse}, [&] {
@@ -101,16 +53,8 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor* lab
                                          const Tensor& gloss_rows, float grad_scale,
                                          Tensor* glogits, Tensor* gsoft) {
   const char* k = "cross_entropy_backward";
-  int64_t B, C;
-  expect_logits(k, logits, "logits", B, C);
-  expect_targets(k, logits, labels, soft, smoothing);
-  expect_rows(k, lse, B, "lse");
-  expect_gloss(k, gloss_rows, B);
-  if (glogits) expect_like(k, *glogits, logits, "grad_logits");
-  if (gsoft) {
-    MOKD_CHECK(soft, k, ": a soft-target gradient needs soft targets");
-    expect_like(k, *gsoft, logits, "grad_soft");
-  }
+  const auto [B, C] = ce_backward_args(DeviceType::CUDA, logits, labels, soft, smoothing, lse,
+                                       gloss_rows, glogits, gsoft);
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&logits, soft, &lse, &gloss_rows, glogits, gsoft}, [&] {
     kernels::cross_entropy_backward(cf(logits), labels_ptr(labels), cf_opt(soft), smoothing,
@@ -122,13 +66,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor* lab
 void CudaBackend::kl_div(const Tensor& student, const Tensor& teacher, float temperature,
                          Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) {
   const char* k = "kl_div";
-  int64_t B, C;
-  expect_logits(k, student, "student", B, C);
-  expect_like(k, teacher, student, "teacher");
-  MOKD_CHECK(temperature > 0.f, k, ": temperature must be > 0, got ", temperature);
-  expect_rows(k, loss_rows, B, "loss_rows");
-  expect_rows(k, lse_s, B, "lse_student");
-  expect_rows(k, lse_t, B, "lse_teacher");
+  const auto [B, C] = kl_args(DeviceType::CUDA, student, teacher, temperature, loss_rows, lse_s, lse_t);
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&student, &teacher, &loss_rows}, [&] {
     kernels::kl_div(cf(student), cf(teacher), temperature, B, C, mf(loss_rows), mf(lse_s),
@@ -141,14 +79,8 @@ void CudaBackend::kl_div_backward(const Tensor& student, const Tensor& teacher, 
                                   const Tensor& gloss_rows, float grad_scale,
                                   Tensor& gstudent) {
   const char* k = "kl_div_backward";
-  int64_t B, C;
-  expect_logits(k, student, "student", B, C);
-  expect_like(k, teacher, student, "teacher");
-  MOKD_CHECK(temperature > 0.f, k, ": temperature must be > 0, got ", temperature);
-  expect_rows(k, lse_s, B, "lse_student");
-  expect_rows(k, lse_t, B, "lse_teacher");
-  expect_gloss(k, gloss_rows, B);
-  expect_like(k, gstudent, student, "grad_student");
+  const auto [B, C] = kl_backward_args(DeviceType::CUDA, student, teacher, temperature, lse_s,
+                                       lse_t, gloss_rows, gstudent);
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&student, &teacher, &gloss_rows, &gstudent}, [&] {
     kernels::kl_div_backward(cf(student), cf(teacher), temperature, cf(lse_s), cf(lse_t),
