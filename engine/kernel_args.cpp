@@ -26,20 +26,20 @@ void expect_f32(const Tensor& t, DeviceType on, const char* kernel, const char* 
 
 DType expect_float_operands(const char* kernel, DeviceType on,
                             std::initializer_list<std::pair<const Tensor*, const char*>> ts) {
-  DType dt = DType::F32;
-  std::string all;
-  bool first = true;
-  for (const auto& [t, name] : ts) {
-    all += std::string(first ? "" : ", ") + name + " " + (t->defined() ? t->str() : "undefined");
-    if (first && t->defined()) dt = t->dtype();
-    first = false;
-  }
+  auto all = [&] {  // every operand, for the message (built only on failure)
+    std::string m;
+    for (const auto& [t, name] : ts)
+      m += std::string(m.empty() ? "" : ", ") + name + " " + (t->defined() ? t->str() : "undefined");
+    return m;
+  };
+  const Tensor* first = ts.size() ? ts.begin()->first : nullptr;
+  const DType dt = first && first->defined() ? first->dtype() : DType::F32;
   MOKD_CHECK(dt == DType::F32 || dt == DType::BF16, kernel,
-             ": operands must be all f32 or all bf16, got ", all);
+             ": operands must be all f32 or all bf16, got ", all());
   for (const auto& [t, name] : ts) {
     MOKD_CHECK(t->defined() && t->device().type == on, kernel, ": ", name, " must be on ",
                device_type_name(on), ", got ", t->defined() ? t->str() : std::string("undefined"));
-    MOKD_CHECK(t->dtype() == dt, kernel, ": operands must be all f32 or all bf16, got ", all);
+    MOKD_CHECK(t->dtype() == dt, kernel, ": operands must be all f32 or all bf16, got ", all());
     expect_contiguous(*t, kernel, name);
   }
   return dt;

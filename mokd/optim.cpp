@@ -3,6 +3,7 @@
 // called once per device for all parameters of all groups.
 #include "mokd/optim.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <set>
@@ -107,14 +108,23 @@ void Optimizer::step() {
       for (size_t s = 0; s < nslots; ++s)
         st.slots.push_back(Tensor::zeros(u.p.shape(), DType::F32, u.p.device()));
     }
-    ++st.step;
     const Device d = u.p.device();
     size_t k = 0;
     while (k < by_device.size() && !(by_device[k].first == d)) ++k;
     if (k == by_device.size()) by_device.emplace_back(d, std::vector<Pending>{});
     by_device[k].second.push_back(std::move(u));
   }
-  for (const auto& [dev, list] : by_device) update(list, dev);
+  // A parameter's step count advances with its update: when a device's call throws (out of
+  // memory, say), its counts go back, so bias correction stays in step with the real updates.
+  for (const auto& [dev, list] : by_device) {
+    for (const Pending& u : list) ++u.st->step;
+    try {
+      update(list, dev);
+    } catch (...) {
+      for (const Pending& u : list) --u.st->step;
+      throw;
+    }
+  }
   ++steps_;
 }
 
@@ -308,11 +318,14 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
   MOKD_CHECK(std::isfinite(max_norm) && max_norm > 0.f,
              "clip_grad_norm: max_norm must be finite and > 0, got ", max_norm);
   std::vector<Tensor> with_grad;
+  std::vector<const TensorImpl*> seen;  // a parameter listed twice counts once (and is scaled once)
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     MOKD_CHECK(p.defined(), "clip_grad_norm: param ", i, " is undefined");
     Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (std::find(seen.begin(), seen.end(), p.impl()) != seen.end()) continue;
+    seen.push_back(p.impl());
     MOKD_CHECK(g.dtype() == DType::F32, "clip_grad_norm: the grad of param ", i, " is ", g.str(),
                ", expected f32");
     MOKD_CHECK(with_grad.empty() || g.device() == with_grad[0].grad().device(),

@@ -321,6 +321,22 @@ TEST(ClipGradNorm, ClipsWhenNormExceedsMax) {
   }
 }
 
+// A parameter listed twice counts once in the norm and is scaled once (the multi-tensor scale
+// must never see one gradient twice: on the GPU two blocks would race on it).
+TEST(ClipGradNorm, ADuplicatedParameterCountsOnce) {
+  Tensor p = test::requires_grad(test::randn({5}, 31)), q = test::requires_grad(test::randn({3}, 32));
+  p.set_grad(test::randn({5}, 33, 3.f));
+  q.set_grad(test::randn({3}, 34, 3.f));
+  Tensor p2 = test::requires_grad(p.detach().clone()), q2 = test::requires_grad(q.detach().clone());
+  p2.set_grad(p.grad().clone());
+  q2.set_grad(q.grad().clone());
+  Tensor n1 = clip_grad_norm({p, q, p}, 1.f);
+  Tensor n2 = clip_grad_norm({p2, q2}, 1.f);
+  EXPECT_FLOAT_EQ(n1.item(), n2.item());
+  EXPECT_EQ(p.grad().to_vector(), p2.grad().to_vector());
+  EXPECT_EQ(q.grad().to_vector(), q2.grad().to_vector());
+}
+
 TEST(ClipGradNorm, LeavesGradsBelowMaxUnchanged) {
   auto ps = clip_params(nullptr);
   Tensor norm = clip_grad_norm(ps, 100.f);

@@ -196,7 +196,16 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
         if (s.buf) MOKD_CUDA_CHECK(cudaFreeHost(s.buf));
         s.buf = nullptr;
         s.bytes = 0;
-        MOKD_CUDA_CHECK(cudaHostAlloc(&s.buf, n, cudaHostAllocDefault));
+        if (cudaHostAlloc(&s.buf, n, cudaHostAllocDefault) != cudaSuccess) {
+          // No pinned memory to be had (limits, containers): this piece goes the pageable way,
+          // synchronously, as uploads did before the ring.
+          (void)cudaGetLastError();
+          s.buf = nullptr;
+          MOKD_CUDA_CHECK(cudaMemcpyAsync(dst + off, src + off, n, cudaMemcpyHostToDevice, stream()));
+          MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
+          off += n;
+          continue;
+        }
         s.bytes = n;
       }
       // The caller's buffer may be freed as soon as we return: it is copied out now.

@@ -206,7 +206,9 @@ void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias
   MOKD_CHECK(bias.numel() == s.N, "gemm_bias: bias ", bias.str(), " must have ", s.N,
              " elements (the columns of c ", c.str(), ")");
   if (s.M == 0 || s.N == 0) return;
-  if (s.K == 0) {  // an empty product: c = bias
+  // An empty product (c = bias), or a bias view off the 16-byte alignment the epilogue is known
+  // to work with: the unfused default.
+  if (s.K == 0 || alignment(bias.raw_data()) < 16) {
     Backend::gemm_bias(a, b, bias, c);
     return;
   }

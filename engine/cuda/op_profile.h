@@ -2,6 +2,7 @@
 // environment every CUDA backend op (the outermost cuda_guarded call) is bracketed by two CUDA
 // events; report() waits for them and prints, per op name, the GPU time, the calls and the share.
 // Off (the default) it costs one branch per op. Plain C++: tools include it without CUDA headers.
+// Assumes one host thread issues CUDA ops (true today: loader workers only touch host memory).
 #pragma once
 #include <cstdio>
 

@@ -90,12 +90,14 @@ class AttentionCore {
     return {gq.view({B_, H_, N_, D_}), gk.view({B_, H_, Nk_, D_}), gv.view({B_, H_, Nk_, D_})};
   }
 
-  // The saved tensors as detached handles (autograd captures must not hold graph history).
+  // What backward reads, as detached handles (autograd captures must not hold graph history).
+  // The bf16 path's backward never reads the output: its handle goes, so the caller's copy is
+  // the only one kept alive.
   void detach_saved() {
     q_ = q_.detach();
     k_ = k_.detach();
     v_ = v_.detach();
-    out = out.detach();
+    out = bf16_ ? Tensor() : out.detach();
   }
 
  private:
