@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GPU check for the CUDA backend, run on an H100/H200 machine from anywhere in the repo: preflight
-# (tools and libraries found), configure + build with CUDA (sm_90), the CUDA tests, the GPU
-# microbenchmarks, compute-sanitizer memcheck (and racecheck on attention), then a short table.
-# Every step runs even when an earlier one failed (as far as it can), each under a time cap taken
-# from one overall budget (BUDGET seconds, default 480), so one run yields all the information.
-# Full logs land in $LOG (and are copied to $OUT when the device tool sets it).
+# (tools and libraries found), the binaries (carried prebuilt ones, else configure + build for
+# sm_90), every CUDA test, the GPU microbenchmarks, `mokd_train benchmark` on three model pairs,
+# real Fashion-MNIST training on the GPU, the PyTorch peer of the same steps, compute-sanitizer
+# memcheck and racecheck, then a short table. Every step runs even when an earlier one failed (as
+# far as it can), each under a time cap taken from one overall budget (BUDGET seconds, default
+# 480), so one run yields all the information. Full logs land in $LOG (and are copied to $OUT
+# when the device tool sets it). A full run took 74 s on an H200 (2026-11-26).
 #
 # Never installs anything (no network there). Libraries the GPU image may lack (Eigen, nlohmann
 # json, GoogleTest, Google Benchmark, turbojpeg, libpng, zlib, OpenSSL headers) can travel as a
