@@ -1,4 +1,4 @@
-// Model registry: the DeiT and ResNet families of timm plus small Fashion-MNIST variants.
+// Model registry: the DeiT, ResNet and RegNet-Y families of timm plus small Fashion-MNIST variants.
 #include "models/registry.h"
 
 #include <cstdio>
@@ -42,6 +42,24 @@ ModelSpec resnet(const std::string& name, const std::string& desc, ResNetBlock b
   return s;
 }
 
+// Depths, widths and group sizes as timm instantiates them (read off timm.create_model(name)).
+ModelSpec regnet(const std::string& name, const std::string& desc, std::array<int64_t, 4> depths,
+                 std::array<int64_t, 4> widths, int64_t group_size, int64_t stem, int64_t in,
+                 int64_t classes, int64_t img) {
+  ModelSpec s;
+  s.name = name;
+  s.description = desc;
+  s.kind = ModelSpec::Kind::RegNet;
+  s.regnet.depths = depths;
+  s.regnet.widths = widths;
+  s.regnet.group_size = group_size;
+  s.regnet.stem_width = stem;
+  s.regnet.in_chans = in;
+  s.regnet.num_classes = classes;
+  s.regnet.img_size = img;
+  return s;
+}
+
 std::vector<ModelSpec> make_specs() {
   const std::array<int64_t, 4> wide = {64, 128, 256, 512};
   const auto B = ResNetBlock::Basic, K = ResNetBlock::Bottleneck;
@@ -57,19 +75,29 @@ std::vector<ModelSpec> make_specs() {
       resnet("resnet50", "ResNet-50, Bottleneck [3,4,6,3]", K, {3, 4, 6, 3}, wide, 64, 3, 1000, 224, false),
       resnet("resnet101", "ResNet-101, Bottleneck [3,4,23,3]", K, {3, 4, 23, 3}, wide, 64, 3, 1000, 224, false),
       resnet("resnet152", "ResNet-152, Bottleneck [3,8,36,3]", K, {3, 8, 36, 3}, wide, 64, 3, 1000, 224, false),
+      regnet("regnety_008", "RegNetY-800MF (timm), depths [1,3,8,2], widths 64-768, group 16, SE 0.25", {1, 3, 8, 2}, {64, 128, 320, 768}, 16, 32, 3, 1000, 224),
+      regnet("regnety_016", "RegNetY-1.6GF, depths [2,6,17,2], widths 48-888, group 24, SE 0.25", {2, 6, 17, 2}, {48, 120, 336, 888}, 24, 32, 3, 1000, 224),
+      regnet("regnety_040", "RegNetY-4GF, depths [2,6,12,2], widths 128-1088, group 64, SE 0.25", {2, 6, 12, 2}, {128, 192, 512, 1088}, 64, 32, 3, 1000, 224),
+      regnet("regnety_160", "RegNetY-16GF (DeiT's teacher), depths [2,4,11,1], widths 224-3024, group 112, SE 0.25", {2, 4, 11, 1}, {224, 448, 1232, 3024}, 112, 32, 3, 1000, 224),
       vit("vit_fmnist_tiny", "Fashion-MNIST ViT: 28px gray, patch 4, dim 96, depth 6, 3 heads", 28, 4, 1, 10, 96, 6, 3, false),
       vit("vit_fmnist_tiny_distilled", "vit_fmnist_tiny with distillation token and head", 28, 4, 1, 10, 96, 6, 3, true),
       vit("vit_fmnist_micro", "Fashion-MNIST ViT for quick CPU runs: 28px gray, patch 4, dim 64, depth 4, 4 heads", 28, 4, 1, 10, 64, 4, 4, false),
       vit("vit_fmnist_micro_distilled", "vit_fmnist_micro with distillation token and head", 28, 4, 1, 10, 64, 4, 4, true),
       resnet("resnet_fmnist_small", "Fashion-MNIST ResNet: small stem (64 ch, as timm), BasicBlock [1,1,1,1], widths 16-128, gray", B, {1, 1, 1, 1}, {16, 32, 64, 128}, 64, 1, 10, 28, true),
       resnet("resnet18_fmnist", "ResNet-18 with the small stem (3x3 s1, no pool), 28px gray, 10 classes", B, {2, 2, 2, 2}, wide, 64, 1, 10, 28, true),
+      regnet("regnety_fmnist_small", "Fashion-MNIST RegNet-Y: 28px gray, stem 16, depths [1,1,2,1], widths 16-128, group 8, SE 0.25", {1, 1, 2, 1}, {16, 32, 64, 128}, 8, 16, 1, 10, 28),
   };
 }
 
 }  // namespace
 
 int64_t ModelSpec::num_parameters() const {
-  return kind == Kind::ViT ? vit_num_parameters(vit) : resnet_num_parameters(resnet);
+  switch (kind) {
+    case Kind::ViT: return vit_num_parameters(vit);
+    case Kind::ResNet: return resnet_num_parameters(resnet);
+    case Kind::RegNet: return regnet_num_parameters(regnet);
+  }
+  return 0;
 }
 
 const std::vector<ModelSpec>& model_specs() {
@@ -87,6 +115,12 @@ ModelSpec model_spec(const std::string& name, const ModelOverrides& o) {
       if (o.in_chans) s.vit.in_chans = *o.in_chans;
       if (o.drop_path_rate) s.vit.drop_path_rate = *o.drop_path_rate;
       if (o.drop_rate) s.vit.drop_rate = *o.drop_rate;
+    } else if (s.kind == ModelSpec::Kind::RegNet) {
+      if (o.num_classes) s.regnet.num_classes = *o.num_classes;
+      if (o.img_size) s.regnet.img_size = *o.img_size;
+      if (o.in_chans) s.regnet.in_chans = *o.in_chans;
+      if (o.drop_path_rate) s.regnet.drop_path_rate = *o.drop_path_rate;
+      if (o.drop_rate) s.regnet.drop_rate = *o.drop_rate;
     } else {
       if (o.num_classes) s.resnet.num_classes = *o.num_classes;
       if (o.img_size) s.resnet.img_size = *o.img_size;
@@ -104,6 +138,7 @@ ModelSpec model_spec(const std::string& name, const ModelOverrides& o) {
 std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed) {
   std::unique_ptr<Model> m;
   if (spec.kind == ModelSpec::Kind::ViT) m = std::make_unique<VisionTransformer>(spec.vit, seed);
+  else if (spec.kind == ModelSpec::Kind::RegNet) m = std::make_unique<RegNet>(spec.regnet, seed);
   else m = std::make_unique<ResNet>(spec.resnet, seed);
   m->set_name(spec.name);
   return m;

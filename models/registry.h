@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "models/regnet.h"
 #include "models/resnet.h"
 #include "models/vit.h"
 
@@ -23,12 +24,13 @@ struct ModelOverrides {
 };
 
 struct ModelSpec {
-  enum class Kind { ViT, ResNet };
+  enum class Kind { ViT, ResNet, RegNet };
   std::string name;
   std::string description;  // one line, without the parameter count
   Kind kind = Kind::ViT;
   ViTConfig vit;
   ResNetConfig resnet;
+  RegNetConfig regnet;
   int64_t num_parameters() const;
 };
 
