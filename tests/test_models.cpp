@@ -1,7 +1,11 @@
-// Models: module naming, state dicts (timm names, OIHW convs, strict errors), ViT/DeiT/ResNet
-// logits and parameter gradients against timm (tools/reference/models.py), registry.
+// Models: module naming, state dicts (timm names, OIHW convs, strict errors), ViT/DeiT/ResNet/
+// RegNet logits and parameter gradients against timm (tools/reference/models.py), registry.
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <set>
 
 #include "models/registry.h"
@@ -47,6 +51,22 @@ ResNetConfig tiny_resnet() {
   return c;
 }
 
+// What timm instantiates for RegNetCfg(depth 5, w0 8, wa 8, wm 1.5, group_size 8, se 0.25,
+// stem 8) (asserted by tools/reference/models.py): groups [1, 2, 3, 5], SE widths [2, 2, 4, 6, 6].
+RegNetConfig tiny_regnet() {
+  RegNetConfig c;
+  c.stem_width = 8;
+  c.depths = {1, 1, 2, 1};
+  c.widths = {8, 16, 24, 40};
+  c.group_size = 8;
+  c.bottle_ratio = 1.0;
+  c.se_ratio = 0.25;
+  c.in_chans = 3;
+  c.num_classes = 10;
+  c.img_size = 40;
+  return c;
+}
+
 // mokd's state dict has exactly timm's names and shapes.
 void expect_same_names_and_shapes(const nn::Module& m, const io::TensorMap& timm_sd) {
   io::TensorMap sd = m.state_dict();
@@ -62,19 +82,30 @@ void expect_same_names_and_shapes(const nn::Module& m, const io::TensorMap& timm
   }
 }
 
-void expect_grads(const nn::Module& m, const io::TensorMap& grads, double tol) {
+// Returns the largest relative error seen.
+double expect_grads(const nn::Module& m, const io::TensorMap& grads, double tol) {
   size_t n = 0;
+  double worst = 0;
   for (auto& [name, p] : m.named_parameters()) {
     auto it = grads.find("grad." + name);
-    ASSERT_NE(it, grads.end()) << "no reference gradient for " << name;
-    ASSERT_TRUE(p.grad().defined()) << name << " got no gradient";
+    if (it == grads.end()) {
+      ADD_FAILURE() << "no reference gradient for " << name;
+      return INFINITY;
+    }
+    if (!p.grad().defined()) {
+      ADD_FAILURE() << name << " got no gradient";
+      return INFINITY;
+    }
     // Compare in file layout (conv weights OIHW).
     Tensor g = p.grad();
     if (g.dim() == 4) g = g.permute_view({0, 3, 1, 2}).contiguous();
-    EXPECT_LT(rel_error(g, it->second), tol) << "gradient of " << name;
+    const double e = rel_error(g, it->second);
+    EXPECT_LT(e, tol) << "gradient of " << name;
+    worst = std::max(worst, e);
     ++n;
   }
   EXPECT_EQ(n, grads.size());
+  return worst;
 }
 
 TEST(Models, NamesFollowTimm) {
@@ -253,10 +284,163 @@ TEST(Models, BottleneckResNetMatchesTimm) {
   check_resnet_against_timm("models_resnet_bottleneck", c, 32);
 }
 
+void check_regnet_against_timm(Device dev) {
+  auto fx = load_fixture("models_regnet.safetensors");
+  auto gr = load_fixture("models_regnet_grads.safetensors");
+  RegNet m(tiny_regnet(), 9);
+  io::TensorMap sd = with_prefix(fx, "state.");
+  expect_same_names_and_shapes(m, sd);
+  m.load_state_dict(sd);
+  m.to(dev);
+  Tensor input = fx.at("input").to(dev);
+  m.eval();
+  double e_eval;
+  {
+    NoGrad ng;
+    e_eval = rel_error(m.forward(input), fx.at("logits_eval"));
+    EXPECT_LT(e_eval, 1e-4);
+  }
+  m.train();
+  Tensor logits = m.forward(input);
+  const double e_logits = rel_error(logits, fx.at("logits"));
+  EXPECT_LT(e_logits, 1e-4);
+  Tensor loss = cross_entropy(logits, fx.at("labels").to(dev));
+  const double e_loss = rel_error(loss, fx.at("loss"));
+  EXPECT_LT(e_loss, 1e-4);
+  loss.backward();
+  const double e_grad = expect_grads(m, gr, 1e-3);
+  io::TensorMap after = with_prefix(fx, "after.");
+  io::TensorMap now = m.state_dict();
+  ASSERT_FALSE(after.empty());
+  double e_stats = 0;
+  for (auto& [k, v] : after) {
+    if (k.find("num_batches_tracked") != std::string::npos) {
+      EXPECT_EQ(now.at(k).to_vector_i64(), v.to_vector_i64()) << k;
+    } else {
+      const double e = rel_error(now.at(k), v);
+      EXPECT_LT(e, 1e-4) << k;
+      e_stats = std::max(e_stats, e);
+    }
+  }
+  EXPECT_EQ(m.feature_dim(), 40);
+  std::printf("RegNet vs timm (%s): rel error logits_eval %.2e, logits %.2e, loss %.2e, worst of %zu "
+              "parameter gradients %.2e, worst running stat %.2e\n",
+              dev.is_cpu() ? "cpu" : "cuda", e_eval, e_logits, e_loss, gr.size(), e_grad, e_stats);
+}
+
+TEST(Models, RegNetMatchesTimm) { check_regnet_against_timm(Device::cpu()); }
+
+// The full-size teacher: key set, file shapes and parameter count of timm's regnety_160
+// (tests/data/regnety_160_keys.txt), without its 84M-parameter weights.
+TEST(Models, RegNetY160KeysMatchTimm) {
+  const char* dir = std::getenv("MOKD_TEST_DATA");  // as load_fixture: overrides the build's path
+  std::ifstream f(std::string(dir && *dir ? dir : MOKD_TEST_DATA) + "/regnety_160_keys.txt");
+  ASSERT_TRUE(f) << "missing regnety_160_keys.txt: run python3 tools/make_reference.py models";
+  std::map<std::string, std::string> timm_keys;
+  int64_t timm_params = -1;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("# num_parameters ", 0) == 0) {
+      timm_params = std::stoll(line.substr(17));
+      continue;
+    }
+    const auto sp = line.find(' ');
+    ASSERT_NE(sp, std::string::npos) << line;
+    timm_keys[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  ASSERT_EQ(timm_params, 83590140);
+  auto m = create_model("regnety_160");
+  EXPECT_EQ(m->num_parameters(), timm_params);
+  EXPECT_EQ(model_spec("regnety_160").num_parameters(), timm_params);
+  EXPECT_EQ(m->feature_dim(), 3024);
+  io::TensorMap sd = m->state_dict();
+  std::set<std::string> ours;
+  for (auto& [k, v] : sd) {
+    ours.insert(k);
+    auto it = timm_keys.find(k);
+    if (it == timm_keys.end()) ADD_FAILURE() << "mokd has '" << k << "' that timm lacks";
+    else EXPECT_EQ(shape_str(v.shape()), it->second) << k;
+  }
+  for (auto& [k, s] : timm_keys) EXPECT_TRUE(ours.count(k)) << "timm has '" << k << "' that mokd lacks";
+  std::printf("regnety_160: %zu state-dict entries, %lld parameters (timm %lld)\n", sd.size(),
+              static_cast<long long>(m->num_parameters()), static_cast<long long>(timm_params));
+}
+
+// timm's _init_weights: conv N(0, sqrt(2 / (k * k * out / groups))), zero biases, conv3's BN
+// gamma 0 (zero_init_last), head.fc N(0, 0.01) with zero bias.
+TEST(Models, RegNetInitFollowsTimm) {
+  auto m = create_model("regnety_fmnist_small", ModelOverrides{.seed = 4});
+  auto& r = dynamic_cast<RegNet&>(*m);
+  auto std_of = [](const Tensor& t) {
+    auto v = t.to_vector();
+    double s = 0, s2 = 0;
+    for (float x : v) s += x, s2 += static_cast<double>(x) * x;
+    const double mu = s / v.size();
+    return std::sqrt(s2 / v.size() - mu * mu);
+  };
+  auto* b = r.stages[3][0];  // mid 128, groups 16
+  EXPECT_EQ(b->conv2->conv->params.groups, 16);
+  EXPECT_NEAR(std_of(b->conv2->conv->weight), std::sqrt(2.0 * 16 / (9 * 128)), 0.05 * std::sqrt(2.0 * 16 / (9 * 128)));
+  EXPECT_NEAR(std_of(b->conv1->conv->weight), std::sqrt(2.0 / 128), 0.05 * std::sqrt(2.0 / 128));
+  EXPECT_NEAR(std_of(r.fc->weight), 0.01, 0.001);
+  for (auto& [k, p] : m->named_parameters()) {
+    const bool zero = k.find("conv3.bn.weight") != std::string::npos ||
+                      (k.find(".bias") != std::string::npos && k.find(".bn.") == std::string::npos);
+    if (zero) EXPECT_EQ(p.to_vector(), std::vector<float>(p.numel(), 0.f)) << k;
+  }
+  EXPECT_EQ(b->se->fc1->out_channels, 16);  // round(64 input channels * 0.25)
+  EXPECT_EQ(shape_str(m->state_dict().at("s1.b1.se.fc1.weight").shape()), "[4, 16, 1, 1]");  // 16 in -> 4
+  ModelOverrides o;
+  o.drop_path_rate = 0.2f;
+  auto d = create_model("regnety_fmnist_small", o);
+  auto& rd = dynamic_cast<RegNet&>(*d);
+  EXPECT_FLOAT_EQ(rd.stages[0][0]->drop_path_rate, 0.f);
+  EXPECT_FLOAT_EQ(rd.stages[2][1]->drop_path_rate, 0.2f * 3 / 4);
+  EXPECT_FLOAT_EQ(rd.stages[3][0]->drop_path_rate, 0.2f);
+}
+
+// The SE gate saturates without NaNs (sigmoid is composed from a softmax over [0, z]).
+TEST(Models, RegNetSqueezeExciteGateIsStable) {
+  Generator g(5, Stream::Init);
+  nn::SqueezeExcite se(4, 2, g);
+  {
+    NoGrad ng;
+    se.fc2->bias.copy_(Tensor::from_vector({-200.f, 200.f, 0.f, 3.f}, {4}));
+    se.fc2->weight.fill_(0.0);
+  }
+  Tensor x = test::randn({2, 3, 3, 4}, 6);
+  x.set_requires_grad(true);
+  Tensor y = se.forward(x);
+  auto xv = x.to_vector(), yv = y.to_vector();
+  const float gate[4] = {0.f, 1.f, 0.5f, 1.f / (1.f + std::exp(-3.f))};
+  for (size_t i = 0; i < yv.size(); ++i) EXPECT_NEAR(yv[i], xv[i] * gate[i % 4], 1e-6) << i;
+  sum(y).backward();
+  for (float v : x.grad().to_vector()) EXPECT_TRUE(std::isfinite(v));
+  for (float v : se.fc1->weight.grad().to_vector()) EXPECT_TRUE(std::isfinite(v));
+}
+
+TEST(Models, RegNetBadConfigNamesTheValue) {
+  RegNetConfig c = tiny_regnet();
+  c.widths = {8, 12, 24, 40};  // 12 is not a multiple of group size 8
+  try {
+    RegNet m(c);
+    FAIL();
+  } catch (const Error& e) {
+    std::string s = e.what();
+    EXPECT_NE(s.find("RegNet"), std::string::npos) << s;
+    EXPECT_NE(s.find("12"), std::string::npos) << s;
+  }
+  c = tiny_regnet();
+  c.depths[2] = 0;
+  EXPECT_THROW(RegNet{c}, Error);
+  auto r = create_model("regnety_fmnist_small");
+  EXPECT_THROW(r->forward(test::randn({1, 28, 28, 3}, 1)), Error);
+}
+
 TEST(Models, SaveLoadRoundTrip) {
   const auto dir = std::filesystem::temp_directory_path() / "mokd_test_models";
   std::filesystem::create_directories(dir);
-  for (const char* name : {"vit_fmnist_tiny_distilled", "resnet_fmnist_small"}) {
+  for (const char* name : {"vit_fmnist_tiny_distilled", "resnet_fmnist_small", "regnety_fmnist_small"}) {
     ModelOverrides o;
     o.seed = 1;
     auto a = create_model(name, o);
@@ -289,16 +473,21 @@ TEST(Models, RegistryCountsAndShapes) {
                         "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
                         "deit_base_distilled_patch16_224", "resnet18", "resnet34", "resnet50",
                         "resnet101", "resnet152", "vit_fmnist_tiny", "vit_fmnist_tiny_distilled",
-                        "resnet_fmnist_small"})
+                        "resnet_fmnist_small", "regnety_008", "regnety_016", "regnety_040",
+                        "regnety_160", "regnety_fmnist_small"})
     EXPECT_TRUE(names.count(n)) << n;
   // Parameter counts of timm 1.0 (sum of p.numel() over timm.create_model(name).parameters()).
   EXPECT_EQ(model_spec("deit_tiny_patch16_224").num_parameters(), 5717416);
   EXPECT_EQ(model_spec("deit_small_distilled_patch16_224").num_parameters(), 22436432);
   EXPECT_EQ(model_spec("resnet18").num_parameters(), 11689512);
   EXPECT_EQ(model_spec("resnet50").num_parameters(), 25557032);
+  EXPECT_EQ(model_spec("regnety_008").num_parameters(), 6263168);
+  EXPECT_EQ(model_spec("regnety_016").num_parameters(), 11202430);
+  EXPECT_EQ(model_spec("regnety_040").num_parameters(), 20646656);
+  EXPECT_EQ(model_spec("regnety_160").num_parameters(), 83590140);
   // The analytic count equals the built model's.
   for (const char* n : {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "resnet_fmnist_small",
-                        "resnet18_fmnist"}) {
+                        "resnet18_fmnist", "regnety_fmnist_small", "regnety_008"}) {
     auto m = create_model(n);
     EXPECT_EQ(m->num_parameters(), model_spec(n).num_parameters()) << n;
     EXPECT_EQ(m->name(), n);
@@ -331,6 +520,11 @@ TEST(Models, FmnistModelsRunAndPool) {
   EXPECT_EQ(shape_str(o.logits.shape()), "[3, 10]");
   EXPECT_EQ(o.features.pooled.size(1), r->feature_dim());
   EXPECT_FALSE(o.dist_logits.defined());
+  auto g = create_model("regnety_fmnist_small");
+  ModelOutput og = g->forward_train(x);
+  EXPECT_EQ(shape_str(og.logits.shape()), "[3, 10]");
+  EXPECT_EQ(shape_str(og.features.pooled.shape()), "[3, 128]");
+  EXPECT_EQ(g->feature_dim(), 128);
   auto v = create_model("vit_fmnist_tiny_distilled");
   EXPECT_TRUE(v->has_dist_head());
   ModelOutput ov = v->forward_train(x);
@@ -437,6 +631,7 @@ class CudaModels : public ::testing::Test {
 TEST_F(CudaModels, ViTMatchesTimm) { check_vit_against_timm(Device::cuda()); }
 TEST_F(CudaModels, DistilledDeiTMatchesTimm) { check_deit_against_timm(Device::cuda()); }
 TEST_F(CudaModels, ResNetMatchesTimm) { check_resnet_against_timm("models_resnet", tiny_resnet(), 24, Device::cuda()); }
+TEST_F(CudaModels, RegNetMatchesTimm) { check_regnet_against_timm(Device::cuda()); }
 
 }  // namespace
 }  // namespace mokd

@@ -18,7 +18,15 @@ zero biases or unit norm weights; drop-path 0):
              after.<buffer> (running stats and num_batches_tracked after that forward); eval mode
              -> logits_eval from the original running stats.
   resnet_bottleneck  the same with Bottleneck blocks, channels (4,4,8,8) (outputs x4).
+  regnet     timm RegNet(RegNetCfg(depth 5, w0 8, wa 8, wm 1.5, group_size 8, se_ratio 0.25,
+             stem_width 8)), which timm instantiates as depths [1,1,2,1], widths [8,16,24,40],
+             groups [1,2,3,5], SE widths [2,2,4,6]; 40 px (odd map sizes 5 -> 3), batch 3, and the
+             same outputs as resnet.
 The small-image stem has no timm equivalent and is not compared here.
+
+Also regnety_160_keys.txt: every state-dict key of timm.create_model('regnety_160') with its shape
+("key [d0, d1, ...]" per line, after a "# num_parameters N" line), so the full-size name/shape check
+needs no 84M-parameter file.
 
 Full-size name/logit checks (not committed, large):
     python3 tools/reference/models.py --fullsize /tmp/mokd_fullsize
@@ -151,11 +159,51 @@ def _resnet(out_dir, bottleneck=False):
     save(out_dir, name + "_grads", _grads(m))
 
 
+def _regnet(out_dir):
+    from timm.models.regnet import RegNet, RegNetCfg
+    torch.manual_seed(0)
+    cfg = RegNetCfg(depth=5, w0=8, wa=8, wm=1.5, group_size=8, se_ratio=0.25, stem_width=8)
+    m = RegNet(cfg, num_classes=10, in_chans=3)
+    stages = [list(getattr(m, f"s{i}").children()) for i in range(1, 5)]
+    # The shapes tests/test_models.cpp's tiny_regnet() assumes.
+    assert [len(s) for s in stages] == [1, 1, 2, 1]
+    assert [s[0].conv3.conv.out_channels for s in stages] == [8, 16, 24, 40]
+    assert [s[0].conv2.conv.groups for s in stages] == [1, 2, 3, 5]
+    assert [b.se.fc1.out_channels for s in stages for b in s] == [2, 2, 4, 6, 6]
+    _randomize(m, 51)
+    x, y = _io(52, 3, 40)
+    t = _state(m)
+    m.eval()
+    with torch.no_grad():
+        t["logits_eval"] = m(x)
+    m.train()
+    logits = m(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    for k, v in m.state_dict().items():
+        if "running" in k or "num_batches" in k:
+            t[f"after.{k}"] = v.detach().clone()
+    t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
+    save(out_dir, "models_regnet", t)
+    save(out_dir, "models_regnet_grads", _grads(m))
+
+
+def _regnet_keys(out_dir):
+    import timm
+    m = timm.create_model("regnety_160", pretrained=False)
+    n = sum(p.numel() for p in m.parameters())
+    lines = [f"# num_parameters {n}"]
+    lines += [f"{k} [{', '.join(str(d) for d in v.shape)}]" for k, v in m.state_dict().items()]
+    (out_dir / "regnety_160_keys.txt").write_text("\n".join(lines) + "\n")
+
+
 def generate(out_dir):
     _vit(out_dir)
     _deit(out_dir)
     _resnet(out_dir)
     _resnet(out_dir, bottleneck=True)
+    _regnet(out_dir)
+    _regnet_keys(out_dir)
 
 
 def fullsize(out_dir):
