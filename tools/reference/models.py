@@ -32,7 +32,7 @@ Full-size name/logit checks (not committed, large):
     python3 tools/reference/models.py --fullsize /tmp/mokd_fullsize
 writes <timm name>.safetensors (timm's random init, eval mode) and <timm name>_io.safetensors
 (input NHWC [2, 224, 224, 3], logits) for deit_tiny_patch16_224,
-deit_small_distilled_patch16_224 and resnet50; MOKD_FULLSIZE_DIR=/tmp/mokd_fullsize
+deit_small_distilled_patch16_224, resnet50 and regnety_160; MOKD_FULLSIZE_DIR=/tmp/mokd_fullsize
 build/mokd_tests --gtest_filter='Models.FullSize*' loads them into mokd.
 """
 import pathlib
@@ -212,7 +212,8 @@ def fullsize(out_dir):
     from safetensors.torch import save_file
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(["deit_tiny_patch16_224", "deit_small_distilled_patch16_224", "resnet50"]):
+    for i, name in enumerate(["deit_tiny_patch16_224", "deit_small_distilled_patch16_224", "resnet50",
+                              "regnety_160"]):
         torch.manual_seed(100 + i)
         m = timm.create_model(name, pretrained=False)
         _randomize(m, 200 + i)  # non-trivial BN stats and biases
