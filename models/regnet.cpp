@@ -140,13 +140,18 @@ RegNet::RegNet(const RegNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
   for (auto n : cfg.depths) total += n;
   int64_t idx = 0, in = cfg.stem_width;
   for (int s = 0; s < 4; ++s) {
-    auto& stage = register_module("s" + std::to_string(s + 1), std::make_unique<nn::Module>());
+    // Names built with += : GCC 12's -Wrestrict misfires on "s" + std::to_string(...).
+    std::string stage_name = "s";
+    stage_name += std::to_string(s + 1);
+    auto& stage = register_module(stage_name, std::make_unique<nn::Module>());
     stages.emplace_back();
     for (int64_t b = 0; b < cfg.depths[s]; ++b, ++idx) {
       // timm: linspace(0, drop_path_rate, total blocks), split by stage.
       const float dp = total > 1 ? cfg.drop_path_rate * static_cast<float>(idx) / static_cast<float>(total - 1) : 0.f;
+      std::string block_name = "b";
+      block_name += std::to_string(b + 1);
       stages.back().push_back(&stage.register_module(
-          "b" + std::to_string(b + 1),
+          block_name,
           std::make_unique<nn::RegBottleneck>(in, cfg.widths[s], b == 0 ? 2 : 1, cfg.group_size,
                                               cfg.bottle_ratio, cfg.se_ratio, dp, cfg.zero_init_last, gen)));
       in = cfg.widths[s];
