@@ -377,6 +377,7 @@ if [[ $built_train == yes ]] && want e2e; then
 e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20
 e2e_deit_t<-b_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=deit_base_patch16_224 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 e2e_res18<-50_bf16 --model.student=resnet18 --model.teacher=resnet50 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
+e2e_deit_t<-rgy160_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=regnety_160 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 EOF_RUNS
 fi
 
@@ -426,6 +427,7 @@ if [[ ${PEER:-1} == 1 ]] && want peer && python3 -c 'import torch, timm' 2> /dev
   done << 'EOF_RUNS'
 peer_deit_t<-b_bf16 --student deit_tiny_patch16_224 --teacher deit_base_patch16_224 --batch 256 --precision bf16
 peer_res18<-50_bf16 --student resnet18 --teacher resnet50 --batch 256 --precision bf16
+peer_deit_t<-rgy160_bf16 --student deit_tiny_patch16_224 --teacher regnety_160 --batch 256 --precision bf16
 EOF_RUNS
 fi
 
