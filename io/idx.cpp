@@ -77,9 +77,10 @@ Idx read_idx(const std::string& path) {
   for (int d = 0; d < nd; ++d) {
     uint32_t v = be32(bytes.data() + 4 + 4 * d);
     idx.dims.push_back(v);
+    // Checked before multiplying: 2^40 * a 32-bit dim could wrap a 64-bit count (to 0, say).
+    MOKD_CHECK(v == 0 || count <= (uint64_t(1) << 40) / v, path, ": IDX dimension ", d, " = ", v,
+               " at byte offset ", 4 + 4 * d, " makes the array implausibly large");
     count *= v;
-    MOKD_CHECK(count <= (uint64_t(1) << 40), path, ": IDX dimension ", d, " = ", v, " at byte offset ", 4 + 4 * d,
-               " makes the array implausibly large");
   }
   const size_t have = bytes.size() - header;
   if (have != count) {

@@ -190,6 +190,10 @@ TEST(DataIdx, BadFilesNameTheFileAndOffset) {
   for (size_t i = 10; i < corrupt.size() - 8; ++i) corrupt[i] ^= 0x5A;
   write_bytes(t.path("corrupt.gz"), corrupt);
   expect_error([&] { load_idx(t.path("corrupt.gz"), lab); }, {t.path("corrupt.gz"), "byte offset"});
+  // Dims whose product wraps 64 bits (2^24 * 2^16 * 2^24 = 2^64 -> 0) must not pass as an empty
+  // array: the check comes before each multiplication.
+  write_bytes(t.path("wrap"), idx_bytes({1u << 24, 1u << 16, 1u << 24}, {}));
+  expect_error([&] { load_idx(t.path("wrap"), lab); }, {t.path("wrap"), "dimension 2", "byte offset 12", "implausibly large"});
   // Missing file.
   expect_error([&] { load_idx(t.path("absent.gz"), lab); }, {t.path("absent.gz"), "not found"});
 }
