@@ -35,7 +35,8 @@ float row_grad(const Tensor& gloss, int64_t b, float grad_scale) {
 
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
                                float smoothing, Tensor& loss_rows, Tensor& lse) {
-  const auto [B, C] = ce_args(DeviceType::CPU, logits, labels, soft, smoothing, loss_rows, lse);
+  const LossDims dims = ce_args(DeviceType::CPU, logits, labels, soft, smoothing, loss_rows, lse);
+  const int64_t B = dims.B, C = dims.C;  // plain locals: OpenMP regions and lambdas capture them
   if (B == 0 || C == 0) return;
   const int64_t* pl = labels ? labels->data<int64_t>() : nullptr;
   if (pl) check_labels(pl, B, C, logits);
@@ -72,8 +73,9 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor* labe
                                         const Tensor* soft, float smoothing, const Tensor& lse,
                                         const Tensor& gloss_rows, float grad_scale,
                                         Tensor* glogits, Tensor* gsoft) {
-  const auto [B, C] = ce_backward_args(DeviceType::CPU, logits, labels, soft, smoothing, lse,
+  const LossDims dims = ce_backward_args(DeviceType::CPU, logits, labels, soft, smoothing, lse,
                                        gloss_rows, glogits, gsoft);
+  const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   const int64_t* pl = labels ? labels->data<int64_t>() : nullptr;
   if (pl) check_labels(pl, B, C, logits);
@@ -112,7 +114,8 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor* labe
 
 void CpuBackend::kl_div(const Tensor& student, const Tensor& teacher, float temperature,
                         Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) {
-  const auto [B, C] = kl_args(DeviceType::CPU, student, teacher, temperature, loss_rows, lse_s, lse_t);
+  const LossDims dims = kl_args(DeviceType::CPU, student, teacher, temperature, loss_rows, lse_s, lse_t);
+  const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;
   const float* ps = student.data<float>();
@@ -140,8 +143,9 @@ void CpuBackend::kl_div(const Tensor& student, const Tensor& teacher, float temp
 void CpuBackend::kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
                                  const Tensor& lse_s, const Tensor& lse_t,
                                  const Tensor& gloss_rows, float grad_scale, Tensor& gstudent) {
-  const auto [B, C] = kl_backward_args(DeviceType::CPU, student, teacher, temperature, lse_s,
+  const LossDims dims = kl_backward_args(DeviceType::CPU, student, teacher, temperature, lse_s,
                                        lse_t, gloss_rows, gstudent);
+  const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;
   const float* ps = student.data<float>();

@@ -25,7 +25,8 @@ const int64_t* labels_ptr(const Tensor* t) {
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
                                 float smoothing, Tensor& loss_rows, Tensor& lse) {
   const char* k = "cross_entropy";
-  const auto [B, C] = ce_args(DeviceType::CUDA, logits, labels, soft, smoothing, loss_rows, lse);
+  const LossDims dims = ce_args(DeviceType::CUDA, logits, labels, soft, smoothing, loss_rows, lse);
+  const int64_t B = dims.B, C = dims.C;  // plain locals: OpenMP regions and lambdas capture them
   if (B == 0 || C == 0) return;
   int64_t bad = B;
   cuda_guarded(k, {&logits, labels, soft, &loss_rows, &lse}, [&] {
@@ -53,8 +54,9 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor* lab
                                          const Tensor& gloss_rows, float grad_scale,
                                          Tensor* glogits, Tensor* gsoft) {
   const char* k = "cross_entropy_backward";
-  const auto [B, C] = ce_backward_args(DeviceType::CUDA, logits, labels, soft, smoothing, lse,
+  const LossDims dims = ce_backward_args(DeviceType::CUDA, logits, labels, soft, smoothing, lse,
                                        gloss_rows, glogits, gsoft);
+  const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&logits, soft, &lse, &gloss_rows, glogits, gsoft}, [&] {
     kernels::cross_entropy_backward(cf(logits), labels_ptr(labels), cf_opt(soft), smoothing,
@@ -66,7 +68,8 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor* lab
 void CudaBackend::kl_div(const Tensor& student, const Tensor& teacher, float temperature,
                          Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) {
   const char* k = "kl_div";
-  const auto [B, C] = kl_args(DeviceType::CUDA, student, teacher, temperature, loss_rows, lse_s, lse_t);
+  const LossDims dims = kl_args(DeviceType::CUDA, student, teacher, temperature, loss_rows, lse_s, lse_t);
+  const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&student, &teacher, &loss_rows}, [&] {
     kernels::kl_div(cf(student), cf(teacher), temperature, B, C, mf(loss_rows), mf(lse_s),
@@ -79,8 +82,9 @@ void CudaBackend::kl_div_backward(const Tensor& student, const Tensor& teacher, 
                                   const Tensor& gloss_rows, float grad_scale,
                                   Tensor& gstudent) {
   const char* k = "kl_div_backward";
-  const auto [B, C] = kl_backward_args(DeviceType::CUDA, student, teacher, temperature, lse_s,
+  const LossDims dims = kl_backward_args(DeviceType::CUDA, student, teacher, temperature, lse_s,
                                        lse_t, gloss_rows, gstudent);
+  const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&student, &teacher, &gloss_rows, &gstudent}, [&] {
     kernels::kl_div_backward(cf(student), cf(teacher), temperature, cf(lse_s), cf(lse_t),
