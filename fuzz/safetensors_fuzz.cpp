@@ -1,8 +1,8 @@
 // libFuzzer target for the safetensors reader: arbitrary bytes must either load or throw mokd::Error,
 // never crash, hang, read out of bounds or hit undefined behaviour.
 //
-// Not part of the CMake build (libFuzzer needs clang). Build and run from the repository root:
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp -I. -I/usr/include/eigen3 fuzz/safetensors_fuzz.cpp io/safetensors.cpp engine/*.cpp engine/cpu/*.cpp -o /tmp/safetensors_fuzz && mkdir -p /tmp/st_corpus && cp tests/data/safetensors_*.safetensors /tmp/st_corpus/ && /tmp/safetensors_fuzz -max_len=65536 -max_total_time=120 /tmp/st_corpus
+// Not part of the CMake build (libFuzzer needs clang): `bash tools/fuzz.sh safetensors` builds and
+// runs it (with the image, IDX and config targets: `bash tools/fuzz.sh`).
 #include <cstdio>
 #include <cstdlib>
 

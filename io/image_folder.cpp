@@ -20,6 +20,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The largest image decoded: 2^28 pixels (768 MiB as RGB), far above any dataset image. A header
+// that claims more (a corrupt or hostile file) is an error before anything is allocated; it also
+// keeps libpng's 32-bit PNG_IMAGE_SIZE from wrapping.
+constexpr uint64_t kMaxPixels = uint64_t(1) << 28;
+
 std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* h,
                                 int64_t* w) {
   png_image img;
@@ -27,6 +32,11 @@ std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::st
   img.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()))
     MOKD_FAIL(source, ": corrupt PNG (", img.message, ")");
+  if (uint64_t(img.width) * img.height > kMaxPixels) {
+    const uint64_t iw = img.width, ih = img.height;
+    png_image_free(&img);
+    MOKD_FAIL(source, ": PNG of ", iw, "x", ih, " pixels is larger than the decoder's limit of 2^28 pixels");
+  }
   img.format = PNG_FORMAT_RGB;  // gray, palette and alpha are converted (alpha composited on black)
   std::vector<uint8_t> out(PNG_IMAGE_SIZE(img));
   if (!png_image_finish_read(&img, nullptr, out.data(), 0, nullptr)) {
@@ -52,6 +62,8 @@ std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::s
                           &colorspace) != 0)
     MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
   MOKD_CHECK(width > 0 && height > 0, source, ": corrupt JPEG (size ", width, "x", height, ")");
+  MOKD_CHECK(uint64_t(width) * uint64_t(height) <= kMaxPixels, source, ": JPEG of ", width, "x", height,
+             " pixels is larger than the decoder's limit of 2^28 pixels");
   std::vector<uint8_t> out(static_cast<size_t>(width) * height * 3);
   // Warnings (e.g. "Premature end of JPEG file") also return -1: a damaged file is an error here.
   if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), out.data(), width, 0, height,
