@@ -10,6 +10,8 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -564,8 +566,84 @@ Value parse_node(const Key& k, const toml::node& n, const std::string& where) {
   return {};
 }
 
+// TOML 1.0 allows non-ASCII text only inside strings and comments, and toml++ 3.3 reaches
+// undefined behaviour classifying some such characters anywhere else (its whitespace table misses
+// U+00A1..U+0499 and others; found by fuzz/config_fuzz.cpp). So a non-ASCII byte outside strings
+// and comments is refused, with its place, before the document gets to the parser. A scan of the
+// string and comment delimiters only (the parser proper is toml++'s): a quote opens a string
+// only where TOML lets one begin (a line's first token, or after = [ , { .; a multi-line one only
+// after =), so a malformed document cannot hide text from the scan inside a "string" that
+// toml++ does not see.
+void reject_non_ascii_outside_strings(const std::string& t, const std::string& name) {
+  enum class In { Code, Comment, Basic, Literal, MultiBasic, MultiLiteral } in = In::Code;
+  auto at = [&](size_t i, const char* d) { return t.compare(i, std::strlen(d), d) == 0; };
+  int64_t line = 1, col = 0;
+  auto escape = [&](size_t i) {
+    if (i + 1 < t.size() && static_cast<unsigned char>(t[i + 1]) >= 0x80)
+      MOKD_FAIL("config ", name, ":", line, ":", col + 1, ": a non-ASCII character after a backslash (not a TOML escape)");
+  };
+  char prev = '\n';  // the last character of code outside whitespace ('\n': none on this line)
+  for (size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    ++col;
+    if (c == '\n') {
+      ++line;
+      col = 0;
+      if (in == In::Comment || in == In::Basic || in == In::Literal) in = In::Code;
+      if (in == In::Code) prev = '\n';
+      continue;
+    }
+    const bool string_may_start = prev != 0 && std::strchr("\n=[,{.", prev) != nullptr;
+    const char prev_code = prev;
+    switch (in) {
+      case In::Code:
+        if (c != ' ' && c != '\t') prev = c;
+        if (c == '#') {
+          in = In::Comment;
+        } else if (!string_may_start && (c == '"' || c == '\'')) {
+          // not a string: toml++ reports the syntax error
+        } else if (at(i, "\"\"\"") || at(i, "'''")) {
+          // Multi-line strings are values only: right after '=' (none of our keys takes an array
+          // of them). Elsewhere the quotes stay code, and toml++ reports the syntax.
+          if (prev_code == '=') in = c == '"' ? In::MultiBasic : In::MultiLiteral;
+          i += 2, col += 2;
+        } else if (c == '"') {
+          in = In::Basic;
+        } else if (c == '\'') {
+          in = In::Literal;
+        } else if (static_cast<unsigned char>(c) >= 0x80) {
+          MOKD_FAIL("config ", name, ":", line, ":", col,
+                    ": a non-ASCII character outside a string or comment (TOML keys and syntax are ASCII)");
+        }
+        break;
+      case In::Comment:
+        break;
+      case In::Basic:
+        if (c == '\\') {  // an escape: an ASCII character follows (toml++ misreads others)
+          escape(i);
+          ++i, ++col;
+        } else if (c == '"') {
+          in = In::Code;
+        }
+        break;
+      case In::Literal:
+        if (c == '\'') in = In::Code;
+        break;
+      case In::MultiBasic:
+        if (c == '\\') escape(i);
+        if (c == '\\' && i + 1 < t.size() && t[i + 1] != '\n') ++i, ++col;
+        else if (at(i, "\"\"\"")) in = In::Code, i += 2, col += 2;
+        break;
+      case In::MultiLiteral:
+        if (at(i, "'''")) in = In::Code, i += 2, col += 2;
+        break;
+    }
+  }
+}
+
 void apply_toml(TrainConfig& c, const std::string& text, const std::string& name) {
   const std::string where = "config " + name + ": ";
+  reject_non_ascii_outside_strings(text, name);
   toml::table root;
   try {
     root = toml::parse(text, name);
