@@ -274,4 +274,41 @@ LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& te
   return d;
 }
 
+// ---- optimizer updates ----
+
+namespace {
+
+void same_size(const std::string& k, const Tensor& t, const Tensor& p, const char* arg) {
+  MOKD_CHECK(t.numel() == p.numel(), k, ": ", arg, " ", t.str(), " does not match param ", p.str());
+}
+
+}  // namespace
+
+void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
+               const Tensor& m, const Tensor& v, const AdamHyper& h) {
+  const char* k = kernel.c_str();
+  expect_f32(p, on, k, "param");
+  expect_f32(g, on, k, "grad");
+  expect_f32(m, on, k, "exp_avg");
+  expect_f32(v, on, k, "exp_avg_sq");
+  same_size(kernel, g, p, "grad");
+  same_size(kernel, m, p, "exp_avg");
+  same_size(kernel, v, p, "exp_avg_sq");
+  MOKD_CHECK(h.step >= 1, kernel, ": step must be >= 1 (1-based, after increment), got ", h.step);
+}
+
+void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
+              const Tensor& buf, const SgdHyper& h) {
+  const char* k = kernel.c_str();
+  expect_f32(p, on, k, "param");
+  expect_f32(g, on, k, "grad");
+  same_size(kernel, g, p, "grad");
+  if (h.momentum != 0.f) {  // without momentum the buffer is unused and may be undefined
+    expect_f32(buf, on, k, "momentum_buffer");
+    same_size(kernel, buf, p, "momentum_buffer");
+  }
+}
+
+std::string entry_name(const char* kernel, size_t i) { return detail::concat(kernel, " entry ", i); }
+
 }  // namespace mokd

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 #include <utility>
 
 #include "engine/backend.h"
@@ -88,5 +89,15 @@ LossDims kl_args(DeviceType on, const Tensor& student, const Tensor& teacher, fl
 LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& teacher,
                           float temperature, const Tensor& lse_s, const Tensor& lse_t,
                           const Tensor& gloss_rows, const Tensor& gstudent);
+
+// Optimizer updates: every state tensor f32 on `on`, contiguous, with the param's element count;
+// Adam's step 1-based; SGD's momentum buffer only when momentum != 0 (else it may be undefined).
+// `kernel` names the call (e.g. "adam_update_multi entry 3").
+void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
+               const Tensor& m, const Tensor& v, const AdamHyper& h);
+void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
+              const Tensor& buf, const SgdHyper& h);
+// "kernel entry i": how a multi-tensor kernel names one entry of its list in errors.
+std::string entry_name(const char* kernel, size_t i);
 
 }  // namespace mokd

@@ -15,26 +15,9 @@ namespace mokd {
 
 namespace {
 
-void expect_same_size(const Tensor& t, const Tensor& p, const char* kernel, const char* arg) {
-  MOKD_CHECK(t.numel() == p.numel(), kernel, ": ", arg, " ", t.str(), " does not match param ",
-             p.str());
-}
-
 // torch.lerp: self + w (end - self) for |w| < 0.5, else end - (end - self)(1 - w).
 inline float lerp(float self, float end, float w) {
   return std::fabs(w) < 0.5f ? self + w * (end - self) : end - (end - self) * (1.f - w);
-}
-
-void check_adam(const char* k, const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
-                const AdamHyper& h) {
-  cpu_expect_f32(p, k, "param");
-  cpu_expect_f32(g, k, "grad");
-  cpu_expect_f32(m, k, "exp_avg");
-  cpu_expect_f32(v, k, "exp_avg_sq");
-  expect_same_size(g, p, k, "grad");
-  expect_same_size(m, p, k, "exp_avg");
-  expect_same_size(v, p, k, "exp_avg_sq");
-  MOKD_CHECK(h.step >= 1, k, ": step must be >= 1 (1-based, after increment), got ", h.step);
 }
 
 // The update itself, on checked operands.
@@ -76,17 +59,6 @@ void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHype
   }
 }
 
-void check_sgd(const char* k, const Tensor& p, const Tensor& g, const Tensor& buf,
-               const SgdHyper& h) {
-  cpu_expect_f32(p, k, "param");
-  cpu_expect_f32(g, k, "grad");
-  expect_same_size(g, p, k, "grad");
-  if (h.momentum != 0.f) {  // without momentum the buffer is unused and may be undefined
-    cpu_expect_f32(buf, k, "momentum_buffer");
-    expect_same_size(buf, p, k, "momentum_buffer");
-  }
-}
-
 void sgd_apply(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
   const bool use_momentum = h.momentum != 0.f;
   const float wd = h.weight_decay, mom = h.momentum;
@@ -113,17 +85,16 @@ void sgd_apply(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
 }
 
 // "<kernel> entry <i>": names the list entry in a multi-tensor error.
-std::string entry_name(const char* kernel, size_t i) { return detail::concat(kernel, " entry ", i); }
 
 }  // namespace
 
 void CpuBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
-  check_adam("adam_update", p, g, m, v, h);
+  adam_args(DeviceType::CPU, "adam_update", p, g, m, v, h);
   adam_apply(p, g, m, v, h);
 }
 
 void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
-  check_sgd("sgd_update", p, g, buf, h);
+  sgd_args(DeviceType::CPU, "sgd_update", p, g, buf, h);
   sgd_apply(p, g, buf, h);
 }
 
@@ -131,7 +102,7 @@ void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHy
 void CpuBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
   for (size_t i = 0; i < list.size(); ++i) {
     const AdamTensorRef& r = list[i];
-    check_adam(entry_name("adam_update_multi", i).c_str(), r.p, r.g, r.m, r.v, r.h);
+    adam_args(DeviceType::CPU, entry_name("adam_update_multi", i), r.p, r.g, r.m, r.v, r.h);
   }
   for (const AdamTensorRef& r : list) {
     Tensor p = r.p, m = r.m, v = r.v;  // handles: the updates land in the shared storage
@@ -142,7 +113,7 @@ void CpuBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
 void CpuBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {
   for (size_t i = 0; i < list.size(); ++i) {
     const SgdTensorRef& r = list[i];
-    check_sgd(entry_name("sgd_update_multi", i).c_str(), r.p, r.g, r.buf, r.h);
+    sgd_args(DeviceType::CPU, entry_name("sgd_update_multi", i), r.p, r.g, r.buf, r.h);
   }
   for (const SgdTensorRef& r : list) {
     Tensor p = r.p, buf = r.buf;

@@ -634,13 +634,7 @@ void CudaBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off
 
 void CudaBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
   const char* k = "adam_update";
-  cuda_expect_f32(p, k, "param");
-  cuda_expect_f32(g, k, "grad");
-  cuda_expect_f32(m, k, "exp_avg");
-  cuda_expect_f32(v, k, "exp_avg_sq");
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&g, &m, &v})
-    MOKD_CHECK(t->numel() == p.numel(), k, ": ", t->str(), " does not match param ", p.str());
-  MOKD_CHECK(h.step >= 1, k, ": step must be >= 1 (1-based, after increment), got ", h.step);
+  adam_args(DeviceType::CUDA, k, p, g, m, v, h);
   cuda_guarded(k, {&p, &g}, [&] {
     kernels::adam_update(mf(p), cf(g), mf(m), mf(v), p.numel(), h, stream());
   });
@@ -648,15 +642,8 @@ void CudaBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, 
 
 void CudaBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
   const char* k = "sgd_update";
-  cuda_expect_f32(p, k, "param");
-  cuda_expect_f32(g, k, "grad");
-  MOKD_CHECK(g.numel() == p.numel(), k, ": grad ", g.str(), " does not match param ", p.str());
+  sgd_args(DeviceType::CUDA, k, p, g, buf, h);
   const bool use_momentum = h.momentum != 0.f;
-  if (use_momentum) {
-    cuda_expect_f32(buf, k, "momentum_buffer");
-    MOKD_CHECK(buf.numel() == p.numel(), k, ": momentum_buffer ", buf.str(),
-               " does not match param ", p.str());
-  }
   cuda_guarded(k, {&p, &g}, [&] {
     kernels::sgd_update(mf(p), cf(g), use_momentum ? mf(buf) : nullptr, p.numel(), h, stream());
   });

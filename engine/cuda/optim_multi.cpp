@@ -14,12 +14,6 @@ namespace mokd {
 
 namespace {
 
-std::string entry_name(const char* kernel, size_t i) { return detail::concat(kernel, " entry ", i); }
-
-void expect_same_size(const Tensor& t, const Tensor& p, const std::string& k, const char* arg) {
-  MOKD_CHECK(t.numel() == p.numel(), k, ": ", arg, " ", t.str(), " does not match param ", p.str());
-}
-
 float* mf(const Tensor& t) { return static_cast<float*>(t.raw_data()); }
 
 }  // namespace
@@ -30,15 +24,7 @@ void CudaBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
   entries.reserve(list.size());
   for (size_t i = 0; i < list.size(); ++i) {
     const AdamTensorRef& r = list[i];
-    const std::string e = entry_name(k, i);
-    cuda_expect_f32(r.p, e.c_str(), "param");
-    cuda_expect_f32(r.g, e.c_str(), "grad");
-    cuda_expect_f32(r.m, e.c_str(), "exp_avg");
-    cuda_expect_f32(r.v, e.c_str(), "exp_avg_sq");
-    expect_same_size(r.g, r.p, e, "grad");
-    expect_same_size(r.m, r.p, e, "exp_avg");
-    expect_same_size(r.v, r.p, e, "exp_avg_sq");
-    MOKD_CHECK(r.h.step >= 1, e, ": step must be >= 1 (1-based, after increment), got ", r.h.step);
+    adam_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.m, r.v, r.h);
     entries.push_back({mf(r.p), mf(r.g), mf(r.m), mf(r.v), r.p.numel(), r.h});
   }
   cuda_guarded(k, {}, [&] { kernels::adam_update_multi(entries.data(), entries.size(), stream()); });
@@ -50,15 +36,8 @@ void CudaBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {
   entries.reserve(list.size());
   for (size_t i = 0; i < list.size(); ++i) {
     const SgdTensorRef& r = list[i];
-    const std::string e = entry_name(k, i);
-    cuda_expect_f32(r.p, e.c_str(), "param");
-    cuda_expect_f32(r.g, e.c_str(), "grad");
-    expect_same_size(r.g, r.p, e, "grad");
+    sgd_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.buf, r.h);
     const bool use_momentum = r.h.momentum != 0.f;
-    if (use_momentum) {  // without momentum the buffer is unused and may be undefined
-      cuda_expect_f32(r.buf, e.c_str(), "momentum_buffer");
-      expect_same_size(r.buf, r.p, e, "momentum_buffer");
-    }
     entries.push_back({mf(r.p), mf(r.g), use_momentum ? mf(r.buf) : nullptr, r.p.numel(), r.h});
   }
   cuda_guarded(k, {}, [&] { kernels::sgd_update_multi(entries.data(), entries.size(), stream()); });
