@@ -47,6 +47,11 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen, LinearIni
 
 Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
 
+Tensor pooled_head(const Tensor& pooled, float drop_rate, bool training, Generator& gen,
+                   const Linear& fc) {
+  return fc.forward(drop_rate > 0.f ? dropout(pooled, drop_rate, training, gen) : pooled);
+}
+
 // ---- LayerNorm ----
 
 LayerNorm::LayerNorm(int64_t dim, float eps_) : eps(eps_) {

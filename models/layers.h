@@ -28,6 +28,11 @@ class Linear : public Module {
   Tensor weight, bias;
 };
 
+// The classifier of the pooled CNNs (ResNet, RegNet): dropout at rate drop_rate on the pooled
+// feature (training only, masks from gen), then the linear head.
+Tensor pooled_head(const Tensor& pooled, float drop_rate, bool training, Generator& gen,
+                   const Linear& fc);
+
 // Over the last dim; weight/bias [dim] (ones/zeros).
 class LayerNorm : public Module {
  public:

@@ -128,9 +128,7 @@ Features ResNet::forward_features(const Tensor& x) {
 ModelOutput ResNet::forward_train(const Tensor& x) {
   ModelOutput o;
   o.features = forward_features(x);
-  Tensor z = o.features.pooled;
-  if (cfg_.drop_rate > 0.f) z = dropout(z, cfg_.drop_rate, is_training(), dropout_generator());
-  o.logits = fc->forward(z);
+  o.logits = nn::pooled_head(o.features.pooled, cfg_.drop_rate, is_training(), dropout_generator(), *fc);
   return o;
 }
 
