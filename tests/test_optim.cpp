@@ -270,6 +270,48 @@ TEST(OptimErrors, BadHyperParametersNameTheField) {
   expect_error([&] { ok.set_group_lr(0, std::nanf("")); }, {"lr of group 0"});
 }
 
+// An AdamW whose update can be made to throw, as a device's update could (out of memory).
+class FailingAdamW : public AdamW {
+ public:
+  using AdamW::AdamW;
+  bool fail = false;
+
+ protected:
+  void update(const std::vector<Pending>& list, Device dev) override {
+    if (fail) throw Error("injected update failure");
+    AdamW::update(list, dev);
+  }
+};
+
+// A step whose update throws leaves the parameter, its step count and the optimizer's step count
+// as they were, so the next step is the one an uninterrupted run takes (bias correction included).
+TEST(OptimErrors, AFailedUpdateLeavesTheStepCountsAlone) {
+  Tensor p = test::requires_grad(test::randn({7}, 51)), q = test::requires_grad(p.detach().clone());
+  FailingAdamW failing({ParamGroup{{p}, 0.1f, 0.01f}});
+  AdamW plain({ParamGroup{{q}, 0.1f, 0.01f}});
+  auto grads = [&](uint64_t seed) {
+    p.set_grad(test::randn({7}, seed));
+    q.set_grad(test::randn({7}, seed));
+  };
+  grads(52);
+  failing.step();
+  plain.step();
+  grads(53);
+  failing.fail = true;
+  const std::vector<float> before = p.to_vector();
+  expect_error([&] { failing.step(); }, {"injected update failure"});
+  EXPECT_EQ(p.to_vector(), before);
+  EXPECT_EQ(failing.step_count(), 1);
+  int64_t param_steps = -1;
+  for (const auto& [name, t] : failing.state())
+    if (name == failing.name() + std::string(".step.0.0")) param_steps = t.to_vector_i64()[0];
+  EXPECT_EQ(param_steps, 1);
+  failing.fail = false;
+  failing.step();
+  plain.step();
+  EXPECT_EQ(p.to_vector(), q.to_vector());  // the second step's bias correction, as uninterrupted
+}
+
 TEST(OptimErrors, BadGradientsAndKernelInputs) {
   auto ps = initial_params();
   AdamW opt({{ps, 0.1f, 0.f}});
