@@ -133,15 +133,9 @@ def _deit(out_dir):
     save(out_dir, "models_deit_grads", _grads(m))
 
 
-def _resnet(out_dir, bottleneck=False):
-    from timm.models.resnet import ResNet, BasicBlock, Bottleneck
-    torch.manual_seed(0)
-    if bottleneck:
-        m = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(4, 4, 8, 8))
-    else:
-        m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(8, 12, 16, 24))
-    _randomize(m, 41 if bottleneck else 31)
-    x, y = _io(42 if bottleneck else 32, 4, 32)
+def _cnn_fixture(out_dir, name, m, x, y):
+    """A BN network's fixture: weights, eval logits, one train-mode forward/backward (logits, loss,
+    the BN running statistics after it) and the gradients (name_grads)."""
     t = _state(m)
     m.eval()
     with torch.no_grad():
@@ -154,9 +148,20 @@ def _resnet(out_dir, bottleneck=False):
         if "running" in k or "num_batches" in k:
             t[f"after.{k}"] = v.detach().clone()
     t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
-    name = "models_resnet_bottleneck" if bottleneck else "models_resnet"
     save(out_dir, name, t)
     save(out_dir, name + "_grads", _grads(m))
+
+
+def _resnet(out_dir, bottleneck=False):
+    from timm.models.resnet import ResNet, BasicBlock, Bottleneck
+    torch.manual_seed(0)
+    if bottleneck:
+        m = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(4, 4, 8, 8))
+    else:
+        m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(8, 12, 16, 24))
+    _randomize(m, 41 if bottleneck else 31)
+    x, y = _io(42 if bottleneck else 32, 4, 32)
+    _cnn_fixture(out_dir, "models_resnet_bottleneck" if bottleneck else "models_resnet", m, x, y)
 
 
 def _regnet(out_dir):
@@ -172,20 +177,7 @@ def _regnet(out_dir):
     assert [b.se.fc1.out_channels for s in stages for b in s] == [2, 2, 4, 6, 6]
     _randomize(m, 51)
     x, y = _io(52, 3, 40)
-    t = _state(m)
-    m.eval()
-    with torch.no_grad():
-        t["logits_eval"] = m(x)
-    m.train()
-    logits = m(x)
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    for k, v in m.state_dict().items():
-        if "running" in k or "num_batches" in k:
-            t[f"after.{k}"] = v.detach().clone()
-    t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
-    save(out_dir, "models_regnet", t)
-    save(out_dir, "models_regnet_grads", _grads(m))
+    _cnn_fixture(out_dir, "models_regnet", m, x, y)
 
 
 def _regnet_keys(out_dir):
