@@ -85,6 +85,10 @@ JOBS=${JOBS:-$(nproc)}
 PAR=${PAR:-4}
 ONLY=${ONLY:-tests,bench,e2e,train,peer,memcheck}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+for s in ${ONLY//,/ }; do
+  [[ ",tests,bench,e2e,train,peer,memcheck," == *",$s,"* ]] ||
+    { echo "ONLY: unknown step '$s' (steps: tests,bench,e2e,train,peer,memcheck)"; exit 2; }
+done
 export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$BUILD" "$LOG"
 

@@ -51,6 +51,8 @@ void drain() {
 bool enabled() {
   static const bool on = [] {
     const char* e = std::getenv("MOKD_CUDA_PROFILE");
+    if (e && std::strcmp(e, "1") != 0 && std::strcmp(e, "0") != 0 && *e)
+      std::fprintf(stderr, "mokd: MOKD_CUDA_PROFILE=%s is neither 1 nor 0: profiling stays off\n", e);
     return e && std::strcmp(e, "1") == 0;
   }();
   return on;
