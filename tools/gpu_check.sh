@@ -1,33 +1,34 @@
 #!/usr/bin/env bash
-# GPU check for the CUDA backend, run on an H100/H200 machine from anywhere in the repo: preflight
-# (tools and libraries found), the binaries (carried prebuilt ones, else configure + build for
-# sm_90), every CUDA test, the GPU microbenchmarks, `mokd_train benchmark` on three model pairs,
-# real Fashion-MNIST training on the GPU, the PyTorch peer of the same steps, compute-sanitizer
+# GPU check for the CUDA backend, for any Linux machine with an NVIDIA GPU, run from anywhere in
+# the repository: preflight (tools and libraries found), the binaries (prebuilt ones from
+# .gpu_deps/bin, else configure + build here), every CUDA test, the GPU microbenchmarks,
+# `mokd_train benchmark` on three model pairs, real Fashion-MNIST training on the GPU, the
+# PyTorch peer of the same steps (tools/peer_bench.py, needs torch and timm), compute-sanitizer
 # memcheck and racecheck, then a short table. Every step runs even when an earlier one failed (as
 # far as it can), each under a time cap taken from one overall budget (BUDGET seconds, default
-# 480), so one run yields all the information. Full logs land in $LOG (and are copied to $OUT
-# when the device tool sets it). A full run took 74 s on an H200 (2026-11-26).
+# 480), so one run yields all the information. Full logs land in $LOG, and are copied to $OUT when
+# that is set. A full run took 74 s on an H200 (2026-11-26).
 #
-# Never installs anything (no network there). Libraries the GPU image may lack (Eigen, nlohmann
-# json, GoogleTest, Google Benchmark, turbojpeg, libpng, zlib, OpenSSL headers) can travel as a
-# tarball: run `tools/gpu_check.sh --pack-deps` on a Debian/Ubuntu machine that has them installed
-# (it writes .gpu_deps/deps.tar.xz, git-ignored via .git/info/exclude) and carry `.gpu_deps` with
-# the run. It is unpacked and used only when the preflight finds a header missing.
+#   tools/gpu_check.sh                  # on the GPU machine: build if needed, check, summarise
+#   tools/gpu_check.sh --prebuild       # on a build machine: binaries + libraries into .gpu_deps/
+#   tools/gpu_check.sh --pack-deps      # on a build machine: only the libraries, as a tarball
 #
-# Prebuilt binaries save the GPU machine's build minutes: `tools/gpu_check.sh --prebuild` (here)
-# builds mokd_tests, mokd_bench and mokd_train for sm_90 (glibc/libstdc++ of Debian 12 run on the
-# GPU image's Ubuntu 24.04) into .gpu_deps/bin and packs the libraries; the device run uses them
-# when they load there, else it configures and builds from source.
+# A GPU machine without a compiler or without the -dev libraries: on a Debian/Ubuntu build machine
+# with the CUDA toolkit, `tools/gpu_check.sh --prebuild` builds mokd_tests, mokd_bench and
+# mokd_train for CUDA_ARCHS (default 90: H100/H200; glibc/libstdc++ of Debian 12 run on Ubuntu
+# 24.04) into .gpu_deps/bin and packs the libraries the binaries need (.gpu_deps/deps.tar.xz) and
+# the Fashion-MNIST files. Copy the repository with .gpu_deps/ to the GPU machine and run
+# `tools/gpu_check.sh` there: it uses the binaries when they load, else it builds from source, and
+# unpacks the libraries only when the preflight finds one missing. It never installs anything.
 #
 # Each CUDA test runs in its own process (a crash or a sticky CUDA error spoils only that test),
 # several at a time; so does memcheck.
 #
-# Env: BUILD (build dir, default build-gpu), BUILD_PRE (--prebuild's, default build-gpu-pre), LOG,
-# BUDGET, JOBS (default nproc), PAR (parallel test processes, default 4), MOKD_TF32, ONLY (a
-# comma list of the steps to run: tests,bench,e2e,train,peer,memcheck; default all), PROFILE=1 (the
-# mokd_train benchmarks print per-op GPU time, MOKD_CUDA_PROFILE), PEER=0 (no PyTorch peer).
-# From a session with the device tool: run(command="tools/gpu_check.sh", carry=[".gpu_deps"],
-# timeout_s=600); the summary is the end of the output, the logs come back as files.
+# Env: CUDA_ARCHS (default 90), BUILD (build dir, default build-gpu), BUILD_PRE (--prebuild's,
+# default build-gpu-pre), LOG, BUDGET, JOBS (default nproc), PAR (parallel test processes, default
+# 4), MOKD_TF32, ONLY (a comma list of the steps to run: tests,bench,e2e,train,peer,memcheck;
+# default all), PROFILE=1 (the mokd_train benchmarks print per-op GPU time, MOKD_CUDA_PROFILE),
+# PEER=0 (no PyTorch peer). The summary is the end of the output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,14 +55,14 @@ if [[ "${1:-}" == "--pack-deps" ]]; then
   tar -C "$stage" -cJf "$DEPS_TAR" usr
   rm -rf "$stage"
   grep -qxF '/.gpu_deps/' .git/info/exclude 2> /dev/null || echo '/.gpu_deps/' >> .git/info/exclude
-  echo "wrote $DEPS_TAR ($(du -h "$DEPS_TAR" | cut -f1)); carry .gpu_deps with the device run"
+  echo "wrote $DEPS_TAR ($(du -h "$DEPS_TAR" | cut -f1)); copy .gpu_deps/ with the repository to the GPU machine"
   exit 0
 fi
 
 # ---- --prebuild: build the binaries here for sm_90 and put them into .gpu_deps/bin --------------
 if [[ "${1:-}" == "--prebuild" ]]; then
   pre=${BUILD_PRE:-build-gpu-pre}
-  cmake -S . -B "$pre" -G Ninja -DMOKD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DMOKD_BUILD_TESTS=ON \
+  cmake -S . -B "$pre" -G Ninja -DMOKD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90} -DMOKD_BUILD_TESTS=ON \
     -DMOKD_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release > /dev/null || exit 1
   ninja -C "$pre" -j "${JOBS:-2}" mokd_tests mokd_bench mokd_train || exit 1
   mkdir -p .gpu_deps/bin
@@ -264,7 +265,7 @@ fi
 if [[ $built_tests == no ]]; then
   echo "== configure"
   configure() {
-    cmake -S . -B "$BUILD" -G Ninja -DMOKD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DMOKD_BUILD_TESTS=ON \
+    cmake -S . -B "$BUILD" -G Ninja -DMOKD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90} -DMOKD_BUILD_TESTS=ON \
       -DMOKD_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release "${CMAKE_EXTRA[@]}" "$@" > "$BUILD/configure.log" 2>&1
   }
   configure
@@ -391,7 +392,7 @@ if [[ $built_train == yes ]] && want train; then
   DS=/usr/share/datasets/fashion-mnist
   [[ -d $DS ]] || DS=$ROOT/.gpu_deps/fashion-mnist
   if [[ ! -f $DS/train-images-idx3-ubyte.gz && ! -f $DS/train-images-idx3-ubyte ]]; then
-    record train "skipped" "no Fashion-MNIST (carry .gpu_deps/fashion-mnist: --prebuild packs it)"
+    record train "skipped" "no Fashion-MNIST (copy .gpu_deps/fashion-mnist along: --prebuild packs it)"
   else
     echo "== training on the GPU (Fashion-MNIST from $DS)"
     R=$LOG/run
