@@ -18,6 +18,7 @@
 #include <sstream>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "engine/error.h"
 #include "io/sha256.h"
@@ -570,19 +571,53 @@ Value parse_node(const Key& k, const toml::node& n, const std::string& where) {
 // undefined behaviour classifying some such characters anywhere else (its whitespace table misses
 // U+00A1..U+0499 and others; found by fuzz/config_fuzz.cpp). So a non-ASCII byte outside strings
 // and comments is refused, with its place, before the document gets to the parser. A scan of the
-// string and comment delimiters only (the parser proper is toml++'s): a quote opens a string
-// only where TOML lets one begin (a line's first token, or after = [ , { .; a multi-line one only
-// after =), so a malformed document cannot hide text from the scan inside a "string" that
-// toml++ does not see.
+// string and comment delimiters only (the parser proper is toml++'s), which follows TOML's
+// grammar as far as where a string may begin: a quote opens a string only where a key or a value
+// can start, i.e. at a key's start (a line's first token, after a table header's '[', a dotted
+// key's '.', an inline table's '{' or ','), or at a value's start (after '=', an array's '[' or
+// ',', a new line inside an array); a multi-line string only right after '='. A '.' inside a
+// value (a float such as `0.`) opens nothing. So the scan's strings are always strings to toml++
+// too, and a malformed document cannot hide text from the scan inside a "string" that toml++
+// does not see.
 void reject_non_ascii_outside_strings(const std::string& t, const std::string& name) {
   enum class In { Code, Comment, Basic, Literal, MultiBasic, MultiLiteral } in = In::Code;
+  // The brackets open in a value: an array, or an inline table (keys, then after '=' a value).
+  struct Frame {
+    bool inline_table;
+    bool value;  // inline table: after its key's '='
+  };
+  std::vector<Frame> nest;
+  bool top_value = false;  // at depth 0: after the line's '='
+  bool header = false;     // inside a [table] or [[array-of-tables]] header
+  auto key_context = [&] {
+    if (header) return true;
+    if (nest.empty()) return !top_value;
+    return nest.back().inline_table && !nest.back().value;
+  };
+  auto value_context = [&] {
+    if (nest.empty()) return top_value && !header;
+    return !nest.back().inline_table || nest.back().value;
+  };
   auto at = [&](size_t i, const char* d) { return t.compare(i, std::strlen(d), d) == 0; };
   int64_t line = 1, col = 0;
   auto escape = [&](size_t i) {
     if (i + 1 < t.size() && static_cast<unsigned char>(t[i + 1]) >= 0x80)
       MOKD_FAIL("config ", name, ":", line, ":", col + 1, ": a non-ASCII character after a backslash (not a TOML escape)");
   };
-  char prev = '\n';  // the last character of code outside whitespace ('\n': none on this line)
+  // Whether a string may begin after `prev`, the last character of code outside whitespace
+  // ('\n': none yet on this line).
+  auto string_may_start = [&](char prev) {
+    switch (prev) {
+      case '\n': return nest.empty() ? !top_value : !nest.back().inline_table;  // multi-line arrays
+      case '=': return value_context();
+      case '[': return header || (!nest.empty() && !nest.back().inline_table);
+      case ',': return !nest.empty();
+      case '{': return !nest.empty() && nest.back().inline_table;
+      case '.': return key_context();
+      default: return false;
+    }
+  };
+  char prev = '\n';
   for (size_t i = 0; i < t.size(); ++i) {
     const char c = t[i];
     ++col;
@@ -590,32 +625,52 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
       ++line;
       col = 0;
       if (in == In::Comment || in == In::Basic || in == In::Literal) in = In::Code;
-      if (in == In::Code) prev = '\n';
+      if (in == In::Code) {
+        prev = '\n';
+        if (nest.empty()) top_value = header = false;
+      }
       continue;
     }
-    const bool string_may_start = prev != 0 && std::strchr("\n=[,{.", prev) != nullptr;
-    const char prev_code = prev;
     switch (in) {
-      case In::Code:
-        if (c != ' ' && c != '\t') prev = c;
+      case In::Code: {
+        if (c == ' ' || c == '\t') break;
+        const char prev_code = prev;
+        prev = c;
         if (c == '#') {
           in = In::Comment;
-        } else if (!string_may_start && (c == '"' || c == '\'')) {
-          // not a string: toml++ reports the syntax error
-        } else if (at(i, "\"\"\"") || at(i, "'''")) {
-          // Multi-line strings are values only: right after '=' (none of our keys takes an array
-          // of them). Elsewhere the quotes stay code, and toml++ reports the syntax.
-          if (prev_code == '=') in = c == '"' ? In::MultiBasic : In::MultiLiteral;
-          i += 2, col += 2;
-        } else if (c == '"') {
-          in = In::Basic;
-        } else if (c == '\'') {
-          in = In::Literal;
+        } else if (c == '"' || c == '\'') {
+          if (!string_may_start(prev_code)) break;  // not a string: toml++ reports the syntax
+          prev = 's';  // after a string's end no other string begins
+          if (at(i, "\"\"\"") || at(i, "'''")) {
+            // Multi-line strings are values only: right after '='. Elsewhere the quotes stay
+            // code, and toml++ reports the syntax.
+            if (prev_code == '=') in = c == '"' ? In::MultiBasic : In::MultiLiteral;
+            i += 2, col += 2;
+          } else {
+            in = c == '"' ? In::Basic : In::Literal;
+          }
         } else if (static_cast<unsigned char>(c) >= 0x80) {
           MOKD_FAIL("config ", name, ":", line, ":", col,
                     ": a non-ASCII character outside a string or comment (TOML keys and syntax are ASCII)");
+        } else if (c == '=') {
+          if (nest.empty()) top_value = !header;
+          else if (nest.back().inline_table) nest.back().value = true;
+        } else if (c == '[') {
+          if (nest.empty() && !top_value && (prev_code == '\n' || (header && prev_code == '[')))
+            header = true;
+          else if (value_context()) nest.push_back({false, false});
+        } else if (c == ']') {
+          if (!nest.empty() && !nest.back().inline_table) nest.pop_back();
+          else if (header && !(i + 1 < t.size() && t[i + 1] == ']')) header = false, prev = 'h';
+        } else if (c == '{') {
+          if (value_context()) nest.push_back({true, false});
+        } else if (c == '}') {
+          if (!nest.empty() && nest.back().inline_table) nest.pop_back();
+        } else if (c == ',') {
+          if (!nest.empty() && nest.back().inline_table) nest.back().value = false;
         }
         break;
+      }
       case In::Comment:
         break;
       case In::Basic:

@@ -228,9 +228,26 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPlace) {
   // A multi-line string is a value: after a dotted key's '.' it opens nothing.
   msg = error_of([] { resolve(std::string("[op]\nlr = 0.04+'epo.'''[[iN\0EE[mo\xEF\xBB\xBE", 36)); });
   EXPECT_CONTAINS(msg, "config test.toml:2:29");
+  // Nor after a '.' inside a value (a float): the config fuzzer's input
+  // W3B0aWxdCmw9IDAuJwHvtL9OMGU= (base64), on which toml++ reached an unreachable point
+  // classifying the character after the quote.
+  msg = error_of([] { resolve("[ptil]\nl= 0.'\x01\xEF\xB4\xBFN0e"); });
+  EXPECT_CONTAINS(msg, "config test.toml:2:8");
+  EXPECT_CONTAINS(msg, "non-ASCII");
+  // Nor after a closed string, nor after a ',' at the top level.
+  msg = error_of([] { resolve("a = 'x''\xC3\xA9'\n"); });
+  EXPECT_CONTAINS(msg, "config test.toml:1:9");
+  msg = error_of([] { resolve("a = 1, '\xC3\xA9'\n"); });
+  EXPECT_CONTAINS(msg, "config test.toml:1:9");
   // Valid TOML keeps its strings wherever they may begin: arrays over lines, quoted and dotted
   // keys, inline tables.
   EXPECT_NO_THROW(resolve("[data]\nmean = [\n  0.5,\n  0.5, 0.5]\n[\"run\"]\n'out_dir' = \"/o\xC3\xA9\"\n"));
+  // Strings in dotted keys, array-of-tables headers and inline tables (unknown keys here: the
+  // error is about those, not about the text in their strings).
+  msg = error_of([] {
+    resolve("data.'dir' = \"/d\xC3\xA9\"\n[[\"r\xC3\xA9\"]]\nx = {a = \"\xC3\xA9\", b.'c' = ['\xC3\xA9', 'x']}\n");
+  });
+  EXPECT_EQ(msg.find("non-ASCII"), std::string::npos) << msg;
   // Comments and every kind of string may hold it.
   TrainConfig c = resolve("# r\xC3\xA9sum\xC3\xA9 \xEF\xBB\xBE\n[data]\ndir = \"/data/jos\xC3\xA9\\\" \xEF\xB3\xBF\"\n");
   EXPECT_EQ(c.data.dir, "/data/jos\xC3\xA9\" \xEF\xB3\xBF");
