@@ -68,7 +68,7 @@ TEST(Precision, ViTInBf16StaysWithinBf16Tolerance) {
     y16 = m->forward(x);
   }
   double err = test::rel_error(y16, y32);
-  EXPECT_LT(err, 2e-2);   // the bf16 tolerance
+  EXPECT_LT(err, 2e-2);   // the bf16 tolerance (docs/method.md, Decisions)
   EXPECT_GT(err, 1e-6);   // and not simply f32
 }
 
@@ -167,7 +167,7 @@ TEST(CudaPrecision, LinearBf16MatchesCpu) {
 }
 
 // Runs f on the CPU and the GPU under BF16 and compares the output and the inputs' gradients
-// with the bf16 tolerance (2e-2): cuDNN / cuBLASLt with bf16 operands vs the CPU's
+// with the bf16 tolerance (2e-2, docs/method.md): cuDNN / cuBLASLt with bf16 operands vs the CPU's
 // emulation of the same rounding.
 void bf16_parity(const std::string& what, const std::function<Tensor(const std::vector<Tensor>&)>& f,
                  const std::vector<Tensor>& inputs) {

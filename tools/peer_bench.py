@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The PyTorch + timm peer of `mokd_train benchmark`: one MoKD step as ../shared/PEERS.md (section 1)
-and MOKD.md (sections 2-4) define it, timed on synthetic inputs already on the device, so our
+"""The PyTorch + timm peer of `mokd_train benchmark`: one MoKD step as docs/method.md defines it,
+timed on synthetic inputs already on the device, so our
 numbers can be quoted as ratios against the peer measured in the same run on the same card.
 
 One step: teacher forward under no-grad (logits + pooled feature); student forward; L_task (CE,
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 def pooled(model, x):
     """(logits, dist_logits or None, pooled feature): ViT mean of patch tokens after the final norm,
-    ResNet global average pool (MOKD.md section 2)."""
+    ResNet global average pool (docs/method.md, Objectives)."""
     f = model.forward_features(x)
     if f.dim() == 4:  # ResNet: [B, C, H, W]
         z = f.mean(dim=(2, 3))
