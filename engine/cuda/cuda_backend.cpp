@@ -65,11 +65,6 @@ kernels::StridedDesc strided_desc(const char* k, const Shape& shape, const Shape
   return d;
 }
 
-int64_t row_count(const Tensor& x) {
-  int64_t c = x.dim() ? x.size(-1) : 1;
-  return c ? x.numel() / c : 0;
-}
-
 }  // namespace
 
 CudaBackend* cuda_backend() { return g_backend; }
@@ -240,33 +235,21 @@ void CudaBackend::bernoulli_scaled(Tensor& dst, float keep_prob, RngKey key) {
 // ---- elementwise ----
 
 void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) {
-  cuda_expect_f32(x, unary_name(op), "x");
-  cuda_expect_f32(out, unary_name(op), "out");
-  MOKD_CHECK(x.numel() == out.numel(), unary_name(op), ": out ", out.str(), " does not match x ",
-             x.str());
+  unary_args(DeviceType::CUDA, op, x, out);
   cuda_guarded(unary_name(op), {&x, &out},
                [&] { kernels::unary(op, cf(x), mf(out), x.numel(), alpha, stream()); });
 }
 
 void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
                                  float alpha) {
-  cuda_expect_f32(x, unary_name(op), "x");
-  cuda_expect_f32(gout, unary_name(op), "grad_out");
-  cuda_expect_f32(gin, unary_name(op), "grad_in");
-  MOKD_CHECK(x.numel() == gout.numel() && x.numel() == gin.numel(), unary_name(op),
-             ": gradients ", gout.str(), ", ", gin.str(), " do not match x ", x.str());
+  unary_backward_args(DeviceType::CUDA, op, x, gout, gin);
   cuda_guarded(unary_name(op), {&x, &gout, &gin}, [&] {
     kernels::unary_backward(op, cf(x), cf(gout), mf(gin), x.numel(), alpha, stream());
   });
 }
 
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  MOKD_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.device().is_cuda() &&
-                 b.device().is_cuda(),
-             "binary: operands must be f32 on cuda, got ", a.str(), " and ", b.str());
-  cuda_expect_f32(out, "binary", "out");
-  MOKD_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "binary: operands ", a.str(),
-             " and ", b.str(), " must be expanded to the output ", out.str());
+  binary_args(DeviceType::CUDA, a, b, out);
   cuda_guarded("binary", {&a, &b, &out}, [&] {
     bool contiguous = a.is_contiguous() && b.is_contiguous();
     kernels::StridedDesc d;
@@ -278,12 +261,7 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
 // ---- reductions ----
 
 void CudaBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
-  cuda_expect_f32(x, "reduce_sum", "x");
-  cuda_expect_f32(out, "reduce_sum", "out");
-  MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ", x.str());
-  for (int64_t k = 0; k < x.dim(); ++k)
-    MOKD_CHECK(out.shape()[k] == x.shape()[k] || out.shape()[k] == 1, "reduce_sum: out ", out.str(),
-               " does not match x ", x.str());
+  reduce_sum_args(DeviceType::CUDA, x, out);
   cuda_guarded("reduce_sum", {&x, &out}, [&] {
     const int64_t n = x.numel(), on = out.numel();
     if (on == 0) return;
@@ -331,22 +309,14 @@ void CudaBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
 }
 
 void CudaBackend::argmax_lastdim(const Tensor& x, Tensor& out) {
-  cuda_expect_f32(x, "argmax", "x");
-  MOKD_CHECK(x.dim() >= 1 && x.size(-1) > 0, "argmax: needs a non-empty last dim, got ", x.str());
-  MOKD_CHECK(out.dtype() == DType::I64 && out.numel() == x.numel() / x.size(-1), "argmax: out ",
-             out.str(), " must be i64 with one element per row of ", x.str());
-  cuda_expect_on_gpu(out, "argmax", "out");
+  const RowDims d = argmax_args(DeviceType::CUDA, x, out);
   cuda_guarded("argmax", {&x, &out}, [&] {
-    int64_t c = x.size(-1);
-    kernels::argmax_lastdim(cf(x), x.numel() / c, c, static_cast<int64_t*>(out.raw_data()),
-                            stream());
+    kernels::argmax_lastdim(cf(x), d.rows, d.cols, static_cast<int64_t*>(out.raw_data()), stream());
   });
 }
 
 void CudaBackend::sum_squares_accumulate(const Tensor& x, Tensor& out) {
-  cuda_expect_f32(x, "sum_squares", "x");
-  cuda_expect_f32(out, "sum_squares", "out");
-  MOKD_CHECK(out.numel() == 1, "sum_squares: out must have one element, got ", out.str());
+  sum_squares_args(DeviceType::CUDA, x, out);
   if (x.numel() == 0) return;
   cuda_guarded("sum_squares", {&x, &out}, [&] {
     Tensor part = scratch(kernels::kReducePartials);
@@ -358,53 +328,30 @@ void CudaBackend::sum_squares_accumulate(const Tensor& x, Tensor& out) {
 // ---- softmax family ----
 
 void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
-  const char* k = log ? "log_softmax" : "softmax";
-  cuda_expect_f32(x, k, "x");
-  cuda_expect_f32(y, k, "y");
-  MOKD_CHECK(x.shape() == y.shape(), k, ": y ", y.str(), " must match x ", x.str());
-  cuda_guarded(k, {&x, &y}, [&] {
-    int64_t c = x.dim() ? x.size(-1) : 1;
-    kernels::softmax(cf(x), mf(y), row_count(x), c, log, stream());
-  });
+  const RowDims d = softmax_args(DeviceType::CUDA, x, y, log);
+  cuda_guarded(log ? "log_softmax" : "softmax", {&x, &y},
+               [&] { kernels::softmax(cf(x), mf(y), d.rows, d.cols, log, stream()); });
 }
 
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
-  const char* k = log ? "log_softmax_backward" : "softmax_backward";
-  cuda_expect_f32(y, k, "y");
-  cuda_expect_f32(gy, k, "grad_y");
-  cuda_expect_f32(gx, k, "grad_x");
-  MOKD_CHECK(y.shape() == gy.shape() && y.shape() == gx.shape(), k, ": shapes of y ", y.str(),
-             ", grad_y ", gy.str(), " and grad_x ", gx.str(), " differ");
-  cuda_guarded(k, {&y, &gy, &gx}, [&] {
-    int64_t c = y.dim() ? y.size(-1) : 1;
-    kernels::softmax_backward(cf(y), cf(gy), mf(gx), row_count(y), c, log, stream());
+  const RowDims d = softmax_backward_args(DeviceType::CUDA, y, gy, gx, log);
+  cuda_guarded(log ? "log_softmax_backward" : "softmax_backward", {&y, &gy, &gx}, [&] {
+    kernels::softmax_backward(cf(y), cf(gy), mf(gx), d.rows, d.cols, log, stream());
   });
 }
 
 void CudaBackend::logsumexp(const Tensor& x, Tensor& out) {
-  cuda_expect_f32(x, "logsumexp", "x");
-  cuda_expect_f32(out, "logsumexp", "out");
-  MOKD_CHECK(x.dim() >= 1, "logsumexp: x must have rank >= 1, got ", x.str());
-  int64_t c = x.size(-1), rows = out.numel();
-  MOKD_CHECK(rows * c == x.numel(), "logsumexp: out ", out.str(),
-             " must have one element per row of ", x.str());
+  const RowDims d = logsumexp_args(DeviceType::CUDA, x, out);
   cuda_guarded("logsumexp", {&x, &out},
-               [&] { kernels::logsumexp(cf(x), mf(out), rows, c, stream()); });
+               [&] { kernels::logsumexp(cf(x), mf(out), d.rows, d.cols, stream()); });
 }
 
 // ---- layer norm ----
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
-  cuda_expect_f32(x, "layer_norm", "x");
-  cuda_expect_f32(y, "layer_norm", "y");
-  MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
-             x.str());
-  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  expect_row_stats(mean, rows, DeviceType::CUDA, "layer_norm", "mean");
-  expect_row_stats(rstd, rows, DeviceType::CUDA, "layer_norm", "rstd");
-  expect_ln_param(w, d, DeviceType::CUDA, "layer_norm", "weight");
-  expect_ln_param(b, d, DeviceType::CUDA, "layer_norm", "bias");
+  const RowDims dims = layer_norm_args(DeviceType::CUDA, x, w, b, y, mean, rstd);
+  const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm", {&x, w, b, &y}, [&] {
     kernels::layer_norm(cf(x), cf_opt(w), cf_opt(b), eps, mf(y), mf(mean), mf(rstd), rows, d,
                         stream());
@@ -414,19 +361,10 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, 
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w,
                                       const Tensor& mean, const Tensor& rstd, Tensor& gx,
                                       Tensor* gw, Tensor* gb) {
-  const char* k = "layer_norm_backward";
-  cuda_expect_f32(gy, k, "grad_y");
-  cuda_expect_f32(x, k, "x");
-  cuda_expect_f32(gx, k, "grad_x");
-  MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
-             gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
-  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  expect_row_stats(mean, rows, DeviceType::CUDA, k, "mean");
-  expect_row_stats(rstd, rows, DeviceType::CUDA, k, "rstd");
-  expect_ln_param(w, d, DeviceType::CUDA, k, "weight");
-  expect_ln_param(gw, d, DeviceType::CUDA, k, "grad_weight");
-  expect_ln_param(gb, d, DeviceType::CUDA, k, "grad_bias");
-  cuda_guarded(k, {&gy, &x, w, &gx}, [&] {
+  const RowDims dims =
+      layer_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, rstd, gx, gw, gb);
+  const int64_t d = dims.cols, rows = dims.rows;
+  cuda_guarded("layer_norm_backward", {&gy, &x, w, &gx}, [&] {
     Tensor part = scratch((gw || gb) ? kernels::layer_norm_partials_size(rows, d) : 1);
     kernels::layer_norm_backward(cf(gy), cf(x), cf_opt(w), cf(mean), cf(rstd), mf(gx), mf_opt(gw),
                                  mf_opt(gb), rows, d, static_cast<double*>(part.raw_data()),
@@ -439,13 +377,9 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
 void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b,
                                    Tensor& running_mean, Tensor& running_var, float momentum,
                                    float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  cuda_expect_f32(x, "batch_norm_train", "x");
-  cuda_expect_f32(y, "batch_norm_train", "y");
-  MOKD_CHECK(x.shape() == y.shape(), "batch_norm_train: y ", y.str(), " must match x ", x.str());
-  int64_t rows, C;
-  bn_dims("batch_norm_train", DeviceType::CUDA, x,
-          {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd}, rows, C);
-  MOKD_CHECK(rows > 1, "batch_norm_train: needs more than one value per channel, got x ", x.str());
+  const BnDims d = batch_norm_train_args(DeviceType::CUDA, x, w, b, running_mean, running_var, y,
+                                         save_mean, save_invstd);
+  const int64_t rows = d.rows, C = d.C;
   cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
     kernels::batch_norm_train(cf(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum,
@@ -457,11 +391,8 @@ void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tenso
 void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor& b,
                                   const Tensor& running_mean, const Tensor& running_var, float eps,
                                   Tensor& y) {
-  cuda_expect_f32(x, "batch_norm_eval", "x");
-  cuda_expect_f32(y, "batch_norm_eval", "y");
-  MOKD_CHECK(x.shape() == y.shape(), "batch_norm_eval: y ", y.str(), " must match x ", x.str());
-  int64_t rows, C;
-  bn_dims("batch_norm_eval", DeviceType::CUDA, x, {&w, &b, &running_mean, &running_var}, rows, C);
+  const BnDims d = batch_norm_eval_args(DeviceType::CUDA, x, w, b, running_mean, running_var, y);
+  const int64_t rows = d.rows, C = d.C;
   cuda_guarded("batch_norm_eval", {&x, &w, &y}, [&] {
     Tensor s = scratch(C + 1);
     kernels::batch_norm_eval(cf(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps, mf(y),
@@ -472,13 +403,8 @@ void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor
 void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
                                       const Tensor& mean, const Tensor& invstd, bool training,
                                       Tensor& gx, Tensor& gw, Tensor& gb) {
-  cuda_expect_f32(gy, "batch_norm_backward", "gy");
-  cuda_expect_f32(x, "batch_norm_backward", "x");
-  cuda_expect_f32(gx, "batch_norm_backward", "gx");
-  int64_t rows, C;
-  bn_dims("batch_norm_backward", DeviceType::CUDA, x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
-  MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), "batch_norm_backward: gy ",
-             gy.str(), " and gx ", gx.str(), " must match x ", x.str());
+  const BnDims d = batch_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, invstd, gx, gw, gb);
+  const int64_t rows = d.rows, C = d.C;
   cuda_guarded("batch_norm_backward", {&gy, &x, &w, &gx}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
     kernels::batch_norm_backward(cf(gy), cf(x), cf(w), cf(mean), cf(invstd), training, mf(gx),
@@ -490,36 +416,22 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
 // ---- pooling ----
 
 namespace {
-// The shared pooling contract, as the pooling kernels' geometry.
-kernels::PoolDims pool_dims(const char* kernel, const Shape& xs, const Shape& ys,
-                            const Pool2dParams& p) {
-  PoolGeom g = pool_geom(kernel, xs, ys, p);
+// The pooling kernels' geometry from the shared contract's.
+kernels::PoolDims pool_dims(const PoolGeom& g, const Pool2dParams& p) {
   return {g.N, g.H, g.W, g.C, g.Ho, g.Wo, p.kernel_h, p.kernel_w, p.stride_h,
           p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
 }
 }  // namespace
 
 void CudaBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-  cuda_expect_f32(x, "max_pool2d", "x");
-  cuda_expect_f32(y, "max_pool2d", "y");
-  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cuda() && argmax.is_contiguous() &&
-                 argmax.shape() == y.shape(),
-             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
-  kernels::PoolDims g = pool_dims("max_pool2d", x.shape(), y.shape(), p);
+  const kernels::PoolDims g = pool_dims(max_pool2d_args(DeviceType::CUDA, x, p, y, argmax), p);
   cuda_guarded("max_pool2d", {&x, &y}, [&] {
     kernels::max_pool2d(cf(x), mf(y), static_cast<int64_t*>(argmax.raw_data()), g, stream());
   });
 }
 
 void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) {
-  cuda_expect_f32(gy, "max_pool2d_backward", "gy");
-  cuda_expect_f32(gx, "max_pool2d_backward", "gx");
-  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cuda() && argmax.is_contiguous() &&
-                 argmax.shape() == gy.shape(),
-             "max_pool2d_backward: argmax ", argmax.str(), " must be contiguous i64 shaped like gy ",
-             gy.str());
-  MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
-             "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
+  max_pool2d_backward_args(DeviceType::CUDA, gy, argmax, gx);
   cuda_guarded("max_pool2d_backward", {&gy, &gx}, [&] {
     // Indices outside gx are skipped here (the CPU reference throws for them).
     kernels::max_pool2d_backward(cf(gy), static_cast<const int64_t*>(argmax.raw_data()), mf(gx),
@@ -528,16 +440,12 @@ void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Te
 }
 
 void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
-  cuda_expect_f32(x, "avg_pool2d", "x");
-  cuda_expect_f32(y, "avg_pool2d", "y");
-  kernels::PoolDims g = pool_dims("avg_pool2d", x.shape(), y.shape(), p);
+  const kernels::PoolDims g = pool_dims(avg_pool2d_args(DeviceType::CUDA, x, p, y), p);
   cuda_guarded("avg_pool2d", {&x, &y}, [&] { kernels::avg_pool2d(cf(x), mf(y), g, stream()); });
 }
 
 void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
-  cuda_expect_f32(gy, "avg_pool2d_backward", "gy");
-  cuda_expect_f32(gx, "avg_pool2d_backward", "gx");
-  kernels::PoolDims g = pool_dims("avg_pool2d_backward", gx.shape(), gy.shape(), p);
+  const kernels::PoolDims g = pool_dims(avg_pool2d_backward_args(DeviceType::CUDA, gy, p, gx), p);
   cuda_guarded("avg_pool2d_backward", {&gy, &gx},
                [&] { kernels::avg_pool2d_backward(cf(gy), mf(gx), g, stream()); });
 }
@@ -545,10 +453,9 @@ void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, T
 // ---- attention ----
 
 namespace {
-// The shared attention contract plus the CUDA kernel's limits.
-AttnDims cuda_attn_dims(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& out, const Tensor& lse) {
-  const AttnDims a = attn_dims(kernel, DeviceType::CUDA, q, k, v, out, lse);
+// The CUDA kernel's limits, after the shared contract (engine/kernel_args.h).
+AttnDims cuda_attn_limits(const char* kernel, const AttnDims& a, const Tensor& q, const Tensor& k,
+                          const Tensor& v) {
   MOKD_CHECK(a.d <= kernels::kAttnMaxDim && a.dv <= kernels::kAttnMaxDim, kernel,
              ": the CUDA kernel supports head dims up to ", kernels::kAttnMaxDim, ", got q ",
              q.str(), " and v ", v.str());
@@ -560,7 +467,8 @@ AttnDims cuda_attn_dims(const char* kernel, const Tensor& q, const Tensor& k, co
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                             Tensor& out, Tensor& lse) {
-  const AttnDims a = cuda_attn_dims("attention", q, k, v, out, lse);
+  const AttnDims a =
+      cuda_attn_limits("attention", attention_args(DeviceType::CUDA, q, k, v, out, lse), q, k, v);
   cuda_guarded("attention", {&q, &k, &v}, [&] {
     if (a.nk == 0) {  // softmax over nothing: no output, lse = log(0)
       kernels::fill(out.raw_data(), DType::F32, 0.0, out.numel(), stream());
@@ -576,16 +484,9 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, f
 void CudaBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& out, const Tensor& lse, const Tensor& gout,
                                      float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
-  const AttnDims a = cuda_attn_dims("attention_backward", q, k, v, out, lse);
-  cuda_expect_f32(gout, "attention_backward", "gout");
-  cuda_expect_f32(gq, "attention_backward", "gq");
-  cuda_expect_f32(gk, "attention_backward", "gk");
-  cuda_expect_f32(gv, "attention_backward", "gv");
-  MOKD_CHECK(gout.shape() == out.shape() && gq.shape() == q.shape() && gk.shape() == k.shape() &&
-                 gv.shape() == v.shape(),
-             "attention_backward: gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ",
-             gk.str(), ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(),
-             ", k ", k.str(), ", v ", v.str());
+  const AttnDims a = cuda_attn_limits(
+      "attention_backward",
+      attention_backward_args(DeviceType::CUDA, q, k, v, out, lse, gout, gq, gk, gv), q, k, v);
   cuda_guarded("attention_backward", {&q, &k, &v, &gout}, [&] {
     if (a.nk == 0) {
       kernels::fill(gq.raw_data(), DType::F32, 0.0, gq.numel(), stream());
@@ -601,12 +502,8 @@ void CudaBackend::attention_backward(const Tensor& q, const Tensor& k, const Ten
 // ---- losses helpers ----
 
 void CudaBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off) {
-  MOKD_CHECK(labels.dtype() == DType::I64 && labels.device().is_cuda() && labels.dim() == 1,
-             "one_hot: labels must be i64 [B] on cuda, got ", labels.str());
-  cuda_expect_f32(out, "one_hot", "out");
-  MOKD_CHECK(out.dim() == 2 && out.size(0) == labels.size(0), "one_hot: out ", out.str(),
-             " must be [B, C] for labels ", labels.str());
-  const int64_t B = out.size(0), C = out.size(1);
+  const LossDims d = one_hot_args(DeviceType::CUDA, labels, out);
+  const int64_t B = d.B, C = d.C;
   if (B == 0) return;
   Tensor lc = labels.contiguous();
   if (C == 0) {  // no class is valid: the first label is outside [0, 0), as the CPU reports
