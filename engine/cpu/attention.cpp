@@ -1,4 +1,6 @@
 // CPU scaled-dot-product attention (non-causal) and its backward, one (batch, head) per task.
+// f32 only: under MatmulPrecision::BF16 engine/ops/attention.cpp does not call these kernels; it
+// runs batched bf16 Backend::gemm products around an f32 Backend::softmax (and softmax_backward).
 #include <cmath>
 #include <limits>
 
