@@ -12,11 +12,10 @@ void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tenso
                                    float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
   const BnDims d = batch_norm_train_args(DeviceType::CUDA, x, w, b, running_mean, running_var, y,
                                          save_mean, save_invstd);
-  const int64_t rows = d.rows, C = d.C;
   cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
-    Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
+    Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
     kernels::batch_norm_train(cf(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum,
-                              eps, mf(y), mf(save_mean), mf(save_invstd), rows, C,
+                              eps, mf(y), mf(save_mean), mf(save_invstd), d.rows, d.C,
                               static_cast<double*>(s.raw_data()), stream());
   });
 }
@@ -25,11 +24,10 @@ void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor
                                   const Tensor& running_mean, const Tensor& running_var, float eps,
                                   Tensor& y) {
   const BnDims d = batch_norm_eval_args(DeviceType::CUDA, x, w, b, running_mean, running_var, y);
-  const int64_t rows = d.rows, C = d.C;
   cuda_guarded("batch_norm_eval", {&x, &w, &y}, [&] {
-    Tensor s = scratch(C + 1);
+    Tensor s = scratch(d.C + 1);
     kernels::batch_norm_eval(cf(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps, mf(y),
-                             rows, C, static_cast<double*>(s.raw_data()), stream());
+                             d.rows, d.C, static_cast<double*>(s.raw_data()), stream());
   });
 }
 
@@ -37,11 +35,10 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
                                       const Tensor& mean, const Tensor& invstd, bool training,
                                       Tensor& gx, Tensor& gw, Tensor& gb) {
   const BnDims d = batch_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, invstd, gx, gw, gb);
-  const int64_t rows = d.rows, C = d.C;
   cuda_guarded("batch_norm_backward", {&gy, &x, &w, &gx}, [&] {
-    Tensor s = scratch(kernels::batch_norm_scratch_size(rows, C));
+    Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
     kernels::batch_norm_backward(cf(gy), cf(x), cf(w), cf(mean), cf(invstd), training, mf(gx),
-                                 mf(gw), mf(gb), rows, C, static_cast<double*>(s.raw_data()),
+                                 mf(gw), mf(gb), d.rows, d.C, static_cast<double*>(s.raw_data()),
                                  stream());
   });
 }
