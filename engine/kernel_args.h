@@ -57,7 +57,7 @@ struct GemmShape {
   int64_t M, N, K;  // c_i [M, N] = op(a_i) [M, K] op(b_i) [K, N]
 };
 // Ranks 2 or 3, equal inner dims, c [.., M, N], batches of a and b equal or 1 and c's their
-// maximum. Dtype and device are the backend's to check.
+// maximum (gemm_args adds the dtype and device checks).
 GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
                      bool trans_b);
 // The whole gemm contract: a, b, c on `on`, contiguous, f32 or bf16; a and b of one dtype, c f32
