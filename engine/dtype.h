@@ -1,13 +1,13 @@
-// Element types and devices: what a tensor's bytes mean and where they live.
+// Element types and devices: what a tensor's bytes mean and where they live. The DType enum
+// itself is declared in engine/kernel_types.h, which device code includes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-namespace mokd {
+#include "engine/kernel_types.h"  // DType
 
-// f64 exists for CPU-side checks only; kernels compute in f32 (bf16 storage on the GPU).
-enum class DType : uint8_t { F32, BF16, I32, I64, F64 };
+namespace mokd {
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);

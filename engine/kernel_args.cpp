@@ -51,6 +51,101 @@ void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* a
   expect_contiguous(t, kernel, arg);
 }
 
+// ---- elementwise ----
+
+void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out) {
+  const char* k = unary_name(op);
+  expect_f32(x, on, k, "x");
+  expect_f32(out, on, k, "out");
+  MOKD_CHECK(x.numel() == out.numel(), k, ": out ", out.str(), " does not match x ", x.str());
+}
+
+void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& gout,
+                         const Tensor& gin) {
+  const char* k = unary_name(op);
+  expect_f32(x, on, k, "x");
+  expect_f32(gout, on, k, "grad_out");
+  expect_f32(gin, on, k, "grad_in");
+  MOKD_CHECK(x.numel() == gout.numel() && x.numel() == gin.numel(), k, ": gradients ", gout.str(),
+             ", ", gin.str(), " do not match x ", x.str());
+}
+
+void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& out) {
+  MOKD_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.device().type == on &&
+                 b.device().type == on,
+             "binary: operands must be f32 on ", device_type_name(on), ", got ", a.str(), " and ",
+             b.str());
+  expect_f32(out, on, "binary", "out");
+  MOKD_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "binary: operands ", a.str(),
+             " and ", b.str(), " must be expanded to the output ", out.str());
+}
+
+// ---- reductions ----
+
+void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out) {
+  expect_f32(x, on, "reduce_sum", "x");
+  expect_f32(out, on, "reduce_sum", "out");
+  MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ", x.str());
+  for (int64_t k = 0; k < x.dim(); ++k)
+    MOKD_CHECK(out.shape()[k] == x.shape()[k] || out.shape()[k] == 1, "reduce_sum: out ", out.str(),
+               " does not match x ", x.str());
+}
+
+RowDims argmax_args(DeviceType on, const Tensor& x, const Tensor& out) {
+  expect_f32(x, on, "argmax", "x");
+  MOKD_CHECK(x.dim() >= 1 && x.size(-1) > 0, "argmax: needs a non-empty last dim, got ", x.str());
+  MOKD_CHECK(out.dtype() == DType::I64 && out.numel() == x.numel() / x.size(-1), "argmax: out ",
+             out.str(), " must be i64 with one element per row of ", x.str());
+  expect_on(out, on, "argmax", "out");
+  return {x.numel() / x.size(-1), x.size(-1)};
+}
+
+void sum_squares_args(DeviceType on, const Tensor& x, const Tensor& out) {
+  expect_f32(x, on, "sum_squares", "x");
+  expect_f32(out, on, "sum_squares", "out");
+  MOKD_CHECK(out.numel() == 1, "sum_squares: out must have one element, got ", out.str());
+}
+
+// ---- softmax family ----
+
+namespace {
+
+RowDims last_dim_rows(const Tensor& x) {
+  const int64_t c = x.dim() ? x.size(-1) : 1;
+  return {c ? x.numel() / c : 0, c};
+}
+
+}  // namespace
+
+RowDims softmax_args(DeviceType on, const Tensor& x, const Tensor& y, bool log) {
+  const char* k = log ? "log_softmax" : "softmax";
+  expect_f32(x, on, k, "x");
+  expect_f32(y, on, k, "y");
+  MOKD_CHECK(x.shape() == y.shape(), k, ": y ", y.str(), " must match x ", x.str());
+  return last_dim_rows(x);
+}
+
+RowDims softmax_backward_args(DeviceType on, const Tensor& y, const Tensor& gy, const Tensor& gx,
+                              bool log) {
+  const char* k = log ? "log_softmax_backward" : "softmax_backward";
+  expect_f32(y, on, k, "y");
+  expect_f32(gy, on, k, "grad_y");
+  expect_f32(gx, on, k, "grad_x");
+  MOKD_CHECK(y.shape() == gy.shape() && y.shape() == gx.shape(), k, ": shapes of y ", y.str(),
+             ", grad_y ", gy.str(), " and grad_x ", gx.str(), " differ");
+  return last_dim_rows(y);
+}
+
+RowDims logsumexp_args(DeviceType on, const Tensor& x, const Tensor& out) {
+  expect_f32(x, on, "logsumexp", "x");
+  expect_f32(out, on, "logsumexp", "out");
+  MOKD_CHECK(x.dim() >= 1, "logsumexp: x must have rank >= 1, got ", x.str());
+  const int64_t c = x.size(-1), rows = out.numel();
+  MOKD_CHECK(rows * c == x.numel(), "logsumexp: out ", out.str(),
+             " must have one element per row of ", x.str());
+  return {rows, c};
+}
+
 // ---- gemm ----
 
 GemmDims gemm_dims(const Tensor& t) {
@@ -79,6 +174,19 @@ GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool tra
              "gemm: batch sizes of a ", a.str(), ", b ", b.str(), " and c ", c.str(),
              " do not match (a and b equal or 1, c their maximum)");
   return s;
+}
+
+GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& c,
+                    bool trans_a, bool trans_b) {
+  for (auto [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair{&c, "c"}}) {
+    expect_on(*t, on, "gemm", name);
+    MOKD_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, "gemm: ", name,
+               " must be f32 or bf16, got ", t->str());
+  }
+  MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::BF16 || c.dtype() == DType::F32),
+             "gemm: a ", a.str(), " and b ", b.str(),
+             " must share a dtype, and c must be f32 unless they are bf16; c is ", c.str());
+  return gemm_shape(a, b, c, trans_a, trans_b);
 }
 
 // ---- conv2d ----
@@ -122,7 +230,44 @@ PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const P
   return g;
 }
 
+PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y,
+                         const Tensor& argmax) {
+  expect_f32(x, on, "max_pool2d", "x");
+  expect_f32(y, on, "max_pool2d", "y");
+  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().type == on && argmax.is_contiguous() &&
+                 argmax.shape() == y.shape(),
+             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
+  return pool_geom("max_pool2d", x.shape(), y.shape(), p);
+}
+
+void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& argmax,
+                              const Tensor& gx) {
+  expect_f32(gy, on, "max_pool2d_backward", "gy");
+  expect_f32(gx, on, "max_pool2d_backward", "gx");
+  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().type == on && argmax.is_contiguous() &&
+                 argmax.shape() == gy.shape(),
+             "max_pool2d_backward: argmax ", argmax.str(), " must be contiguous i64 shaped like gy ",
+             gy.str());
+  MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
+             "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
+}
+
+PoolGeom avg_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y) {
+  expect_f32(x, on, "avg_pool2d", "x");
+  expect_f32(y, on, "avg_pool2d", "y");
+  return pool_geom("avg_pool2d", x.shape(), y.shape(), p);
+}
+
+PoolGeom avg_pool2d_backward_args(DeviceType on, const Tensor& gy, const Pool2dParams& p,
+                                  const Tensor& gx) {
+  expect_f32(gy, on, "avg_pool2d_backward", "gy");
+  expect_f32(gx, on, "avg_pool2d_backward", "gx");
+  return pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
+}
+
 // ---- layer norm ----
+
+namespace {
 
 void expect_row_stats(const Tensor& t, int64_t rows, DeviceType on, const char* kernel,
                       const char* arg) {
@@ -139,21 +284,100 @@ void expect_ln_param(const Tensor* p, int64_t d, DeviceType on, const char* kern
              " elements (the last dim)");
 }
 
+}  // namespace
+
+RowDims layer_norm_args(DeviceType on, const Tensor& x, const Tensor* w, const Tensor* b,
+                        const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  expect_f32(x, on, "layer_norm", "x");
+  expect_f32(y, on, "layer_norm", "y");
+  MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
+             x.str());
+  const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  expect_row_stats(mean, rows, on, "layer_norm", "mean");
+  expect_row_stats(rstd, rows, on, "layer_norm", "rstd");
+  expect_ln_param(w, d, on, "layer_norm", "weight");
+  expect_ln_param(b, d, on, "layer_norm", "bias");
+  return {rows, d};
+}
+
+RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x, const Tensor* w,
+                                 const Tensor& mean, const Tensor& rstd, const Tensor& gx,
+                                 const Tensor* gw, const Tensor* gb) {
+  const char* k = "layer_norm_backward";
+  expect_f32(gy, on, k, "grad_y");
+  expect_f32(x, on, k, "x");
+  expect_f32(gx, on, k, "grad_x");
+  MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
+             gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
+  const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  expect_row_stats(mean, rows, on, k, "mean");
+  expect_row_stats(rstd, rows, on, k, "rstd");
+  expect_ln_param(w, d, on, k, "weight");
+  expect_ln_param(gw, d, on, k, "grad_weight");
+  expect_ln_param(gb, d, on, k, "grad_bias");
+  return {rows, d};
+}
+
 // ---- batch norm ----
 
-void bn_dims(const char* kernel, DeviceType on, const Tensor& x,
-             std::initializer_list<const Tensor*> per_channel, int64_t& rows, int64_t& C) {
+namespace {
+
+// rows and C of x viewed as [rows, C] (C = last dim); checks the per-channel tensors.
+BnDims bn_dims(const char* kernel, DeviceType on, const Tensor& x,
+               std::initializer_list<const Tensor*> per_channel) {
   MOKD_CHECK(x.dim() >= 1, kernel, ": x must have rank >= 1, got ", x.str());
-  C = x.size(-1);
-  rows = C ? x.numel() / C : 0;
+  const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
   for (const Tensor* t : per_channel) {
     expect_f32(*t, on, kernel, "per-channel tensor");
     MOKD_CHECK(t->numel() == C, kernel, ": per-channel tensor ", t->str(), " must have ", C,
                " elements for x ", x.str());
   }
+  return {rows, C};
+}
+
+// x and y of one shape (the forward kernels).
+void bn_like(const char* kernel, DeviceType on, const Tensor& x, const Tensor& y) {
+  expect_f32(x, on, kernel, "x");
+  expect_f32(y, on, kernel, "y");
+  MOKD_CHECK(x.shape() == y.shape(), kernel, ": y ", y.str(), " must match x ", x.str());
+}
+
+}  // namespace
+
+BnDims batch_norm_train_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& y, const Tensor& save_mean, const Tensor& save_invstd) {
+  const char* k = "batch_norm_train";
+  bn_like(k, on, x, y);
+  const BnDims d =
+      bn_dims(k, on, x, {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd});
+  MOKD_CHECK(d.rows > 1, k, ": needs more than one value per channel, got x ", x.str());
+  return d;
+}
+
+BnDims batch_norm_eval_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
+                            const Tensor& running_mean, const Tensor& running_var,
+                            const Tensor& y) {
+  bn_like("batch_norm_eval", on, x, y);
+  return bn_dims("batch_norm_eval", on, x, {&w, &b, &running_mean, &running_var});
+}
+
+BnDims batch_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x, const Tensor& w,
+                                const Tensor& mean, const Tensor& invstd, const Tensor& gx,
+                                const Tensor& gw, const Tensor& gb) {
+  const char* k = "batch_norm_backward";
+  expect_f32(gy, on, k, "gy");
+  expect_f32(x, on, k, "x");
+  expect_f32(gx, on, k, "gx");
+  const BnDims d = bn_dims(k, on, x, {&w, &mean, &invstd, &gw, &gb});
+  MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": gy ", gy.str(), " and gx ",
+             gx.str(), " must match x ", x.str());
+  return d;
 }
 
 // ---- attention ----
+
+namespace {
 
 AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Tensor& k,
                    const Tensor& v, const Tensor& out, const Tensor& lse) {
@@ -172,6 +396,30 @@ AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Ten
              " does not match q ", q.str(), " and v ", v.str());
   MOKD_CHECK(lse.shape() == (Shape{q.size(0), q.size(1), a.nq}), kernel, ": lse ", lse.str(),
              " must be [B, H, N] for q ", q.str());
+  return a;
+}
+
+}  // namespace
+
+AttnDims attention_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse) {
+  return attn_dims("attention", on, q, k, v, out, lse);
+}
+
+AttnDims attention_backward_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& out, const Tensor& lse, const Tensor& gout,
+                                 const Tensor& gq, const Tensor& gk, const Tensor& gv) {
+  const char* kn = "attention_backward";
+  const AttnDims a = attn_dims(kn, on, q, k, v, out, lse);
+  expect_f32(gout, on, kn, "gout");
+  expect_f32(gq, on, kn, "gq");
+  expect_f32(gk, on, kn, "gk");
+  expect_f32(gv, on, kn, "gv");
+  MOKD_CHECK(gout.shape() == out.shape() && gq.shape() == q.shape() && gk.shape() == k.shape() &&
+                 gv.shape() == v.shape(),
+             kn, ": gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ", gk.str(),
+             ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(), ", k ", k.str(),
+             ", v ", v.str());
   return a;
 }
 
@@ -221,6 +469,15 @@ void loss_grad_rows(const char* k, DeviceType on, const Tensor& g, int64_t B) {
 }
 
 }  // namespace
+
+LossDims one_hot_args(DeviceType on, const Tensor& labels, const Tensor& out) {
+  MOKD_CHECK(labels.dtype() == DType::I64 && labels.device().type == on && labels.dim() == 1,
+             "one_hot: labels must be i64 [B] on ", device_type_name(on), ", got ", labels.str());
+  expect_f32(out, on, "one_hot", "out");
+  MOKD_CHECK(out.dim() == 2 && out.size(0) == labels.size(0), "one_hot: out ", out.str(),
+             " must be [B, C] for labels ", labels.str());
+  return {out.size(0), out.size(1)};
+}
 
 LossDims ce_args(DeviceType on, const Tensor& logits, const Tensor* labels, const Tensor* soft,
                  float smoothing, const Tensor& loss_rows, const Tensor& lse) {

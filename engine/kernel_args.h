@@ -21,6 +21,31 @@ DType expect_float_operands(const char* kernel, DeviceType on,
 // t is defined, on a device of type `on` and contiguous (any dtype).
 void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
 
+// Rows of a row-wise kernel over the last dim: cols = the last dim, rows = numel / cols.
+struct RowDims {
+  int64_t rows, cols;
+};
+
+// Elementwise: every operand f32 on `on`, contiguous (binary's a and b: any strides), and of one
+// element count (binary: a and b already expanded to out's shape).
+void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out);
+void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& gout,
+                         const Tensor& gin);
+void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& out);
+
+// Reductions: reduce_sum's out has x's rank, each dim x's or 1; argmax takes a non-empty last dim
+// and writes one i64 per row; sum_squares accumulates into a one-element f32 out.
+void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out);
+RowDims argmax_args(DeviceType on, const Tensor& x, const Tensor& out);
+void sum_squares_args(DeviceType on, const Tensor& x, const Tensor& out);
+
+// Softmax family over the last dim (a rank-0 x is one row of one). The kernel name ("softmax",
+// "log_softmax", ...) follows `log`.
+RowDims softmax_args(DeviceType on, const Tensor& x, const Tensor& y, bool log);
+RowDims softmax_backward_args(DeviceType on, const Tensor& y, const Tensor& gy, const Tensor& gx,
+                              bool log);
+RowDims logsumexp_args(DeviceType on, const Tensor& x, const Tensor& out);
+
 // gemm: an operand [rows, cols] is a batch of one; [batch, rows, cols] otherwise.
 struct GemmDims {
   int64_t batch, rows, cols;
@@ -32,9 +57,13 @@ struct GemmShape {
   int64_t M, N, K;  // c_i [M, N] = op(a_i) [M, K] op(b_i) [K, N]
 };
 // Ranks 2 or 3, equal inner dims, c [.., M, N], batches of a and b equal or 1 and c's their
-// maximum. Dtype and device are the backend's to check.
+// maximum (gemm_args adds the dtype and device checks).
 GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
                      bool trans_b);
+// The whole gemm contract: a, b, c on `on`, contiguous, f32 or bf16; a and b of one dtype, c f32
+// unless they are bf16; shapes as gemm_shape.
+GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& c,
+                    bool trans_a, bool trans_b);
 
 // conv2d: sizes of one convolution, from x [N, H, W, C], w [O, kh, kw, C/groups] and y [N, Ho,
 // Wo, O] (NHWC activations, OHWI weights).
@@ -54,24 +83,50 @@ struct PoolGeom {
   int64_t N, H, W, C, Ho, Wo;
 };
 PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const Pool2dParams& p);
+// The pooling kernels: x, y (gx, gy) f32 on `on`, contiguous; max pooling's argmax contiguous
+// i64 shaped like y. Index values are the backend's to check.
+PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y,
+                         const Tensor& argmax);
+void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& argmax,
+                              const Tensor& gx);
+PoolGeom avg_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y);
+PoolGeom avg_pool2d_backward_args(DeviceType on, const Tensor& gy, const Pool2dParams& p,
+                                  const Tensor& gx);
 
-// Layer norm: per-row statistics (rows elements) and optional per-feature params (d elements).
-void expect_row_stats(const Tensor& t, int64_t rows, DeviceType on, const char* kernel,
-                      const char* arg);
-void expect_ln_param(const Tensor* p, int64_t d, DeviceType on, const char* kernel,
-                     const char* arg);
+// Layer norm over the last dim d: x, y (gy, gx) f32 of one shape, rank >= 1; mean and rstd f32
+// with one element per row; the optional weight, bias and their gradients f32 with d elements.
+RowDims layer_norm_args(DeviceType on, const Tensor& x, const Tensor* w, const Tensor* b,
+                        const Tensor& y, const Tensor& mean, const Tensor& rstd);
+RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x, const Tensor* w,
+                                 const Tensor& mean, const Tensor& rstd, const Tensor& gx,
+                                 const Tensor* gw, const Tensor* gb);
 
-// Batch norm: rows and C of x viewed as [rows, C] (C = last dim); checks the per-channel tensors.
-void bn_dims(const char* kernel, DeviceType on, const Tensor& x,
-             std::initializer_list<const Tensor*> per_channel, int64_t& rows, int64_t& C);
+// Batch norm over x viewed as [rows, C] (C = last dim): x, y (gy, gx) f32 of one shape, every
+// per-channel tensor f32 with C elements; training needs more than one row.
+struct BnDims {
+  int64_t rows, C;
+};
+BnDims batch_norm_train_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             const Tensor& y, const Tensor& save_mean, const Tensor& save_invstd);
+BnDims batch_norm_eval_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
+                            const Tensor& running_mean, const Tensor& running_var,
+                            const Tensor& y);
+BnDims batch_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x, const Tensor& w,
+                                const Tensor& mean, const Tensor& invstd, const Tensor& gx,
+                                const Tensor& gw, const Tensor& gb);
 
 // Attention: q [B, H, Nq, D], k [B, H, Nk, D], v [B, H, Nk, Dv], out [B, H, Nq, Dv],
 // lse [B, H, Nq], all f32 on `on`.
 struct AttnDims {
   int64_t bh, nq, nk, d, dv;
 };
-AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Tensor& k,
-                   const Tensor& v, const Tensor& out, const Tensor& lse);
+AttnDims attention_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse);
+// The forward's operands, plus the gradients: gout like out, gq, gk, gv like q, k, v.
+AttnDims attention_backward_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& out, const Tensor& lse, const Tensor& gout,
+                                 const Tensor& gq, const Tensor& gk, const Tensor& gv);
 
 // Fused losses (cross_entropy, kl_div and their backwards): logits [B, C] f32; targets exactly
 // one of labels (i64 [B]) and soft targets ([B, C]); per-row outputs [B]; an incoming per-row
@@ -79,6 +134,9 @@ AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Ten
 struct LossDims {
   int64_t B, C;
 };
+// one_hot: labels i64 [B] (any strides) on `on`, out f32 [B, C]. Label values are the backend's
+// to check.
+LossDims one_hot_args(DeviceType on, const Tensor& labels, const Tensor& out);
 LossDims ce_args(DeviceType on, const Tensor& logits, const Tensor* labels, const Tensor* soft,
                  float smoothing, const Tensor& loss_rows, const Tensor& lse);
 LossDims ce_backward_args(DeviceType on, const Tensor& logits, const Tensor* labels,

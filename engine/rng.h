@@ -10,8 +10,8 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/backend.h"
-#include "engine/bf16.h"  // MOKD_HD
+#include "engine/bf16.h"          // MOKD_HD
+#include "engine/kernel_types.h"  // RngKey
 
 namespace mokd {
 

@@ -5,6 +5,8 @@
 // for the accumulations. Forward uses an online softmax and stores lse = max + log(sum exp);
 // backward recomputes P = exp(scale q.k - lse) (flash-attention style) in two kernels: gq per
 // query row, gk/gv per key row.
+// f32 only: under MatmulPrecision::BF16 engine/ops/attention.cpp does not reach these kernels; it
+// runs batched bf16 Backend::gemm products around an f32 Backend::softmax (and softmax_backward).
 // Memory traffic per (batch, head): forward reads q and out-side once and k, v once per 4 query
 // rows (ceil(Nq / 4) times, from L2 for short sequences), writes out and lse once; backward reads
 // k, v (gq kernel) and q, gout (gk/gv kernel) once per 4 rows and writes gq, gk, gv once.

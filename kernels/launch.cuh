@@ -1,13 +1,15 @@
-// Host-side declarations of the kernel launchers in kernels/*.cu (plain C++: the backend's .cpp
-// files include this). Each launcher takes raw device pointers and sizes, queues its kernels on
-// `stream` and checks the launch (mokd::CudaError naming the kernel). Shapes, dtypes and
-// contiguity are checked by the caller (engine/cuda/cuda_backend.cpp).
+// Host-side declarations of the kernel launchers in kernels/*.cu, except the fused losses
+// (kernels/loss.cuh). Plain C++: the CUDA backend's .cpp files include it. Each launcher takes raw
+// device pointers and sizes, queues its kernels on `stream` and checks the launch
+// (mokd::CudaError naming the kernel). Shapes, dtypes and contiguity are checked by the caller
+// (engine/cuda/*.cpp, through engine/kernel_args.h). Device code sees only the plain-data types of
+// engine/kernel_types.h, never engine/tensor.h.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "engine/backend.h"
+#include "engine/kernel_types.h"
 
 namespace mokd::kernels {
 

@@ -1,5 +1,5 @@
 // Host-side declarations of the fused loss launchers in kernels/loss.cu (plain C++: included by
-// engine/cuda/losses.cpp). Each takes raw device pointers and sizes of row-major [B, C] f32
+// engine/cuda/loss.cpp). Each takes raw device pointers and sizes of row-major [B, C] f32
 // logits, queues its kernel on `stream` and checks the launch (mokd::CudaError naming it). Shapes,
 // dtypes and contiguity are checked by the caller.
 #pragma once

@@ -1,4 +1,6 @@
 // CPU scaled-dot-product attention (non-causal) and its backward, one (batch, head) per task.
+// f32 only: under MatmulPrecision::BF16 engine/ops/attention.cpp does not call these kernels; it
+// runs batched bf16 Backend::gemm products around an f32 Backend::softmax (and softmax_backward).
 #include <cmath>
 #include <limits>
 
@@ -19,7 +21,7 @@ using ColVec = Eigen::Matrix<float, Eigen::Dynamic, 1>;
 
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                            Tensor& out, Tensor& lse) {
-  const AttnDims a = attn_dims("attention", DeviceType::CPU, q, k, v, out, lse);
+  const AttnDims a = attention_args(DeviceType::CPU, q, k, v, out, lse);
   const float* pq = q.data<float>();
   const float* pk = k.data<float>();
   const float* pv = v.data<float>();
@@ -56,16 +58,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, fl
 void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& out, const Tensor& lse, const Tensor& gout,
                                     float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
-  const AttnDims a = attn_dims("attention_backward", DeviceType::CPU, q, k, v, out, lse);
-  cpu_expect_f32(gout, "attention_backward", "gout");
-  cpu_expect_f32(gq, "attention_backward", "gq");
-  cpu_expect_f32(gk, "attention_backward", "gk");
-  cpu_expect_f32(gv, "attention_backward", "gv");
-  MOKD_CHECK(gout.shape() == out.shape() && gq.shape() == q.shape() && gk.shape() == k.shape() &&
-                 gv.shape() == v.shape(),
-             "attention_backward: gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ",
-             gk.str(), ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(),
-             ", k ", k.str(), ", v ", v.str());
+  const AttnDims a =
+      attention_backward_args(DeviceType::CPU, q, k, v, out, lse, gout, gq, gk, gv);
   const float* pq = q.data<float>();
   const float* pk = k.data<float>();
   const float* pv = v.data<float>();

@@ -37,12 +37,9 @@ void channel_sums(int64_t rows, int64_t C, std::vector<double>& out, F f) {
 void CpuBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b,
                                   Tensor& running_mean, Tensor& running_var, float momentum,
                                   float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  cpu_expect_f32(x, "batch_norm_train", "x");
-  cpu_expect_f32(y, "batch_norm_train", "y");
-  int64_t rows, C;
-  bn_dims("batch_norm_train", DeviceType::CPU, x,
-          {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd}, rows, C);
-  MOKD_CHECK(rows > 1, "batch_norm_train: needs more than one value per channel, got x ", x.str());
+  const BnDims d = batch_norm_train_args(DeviceType::CPU, x, w, b, running_mean, running_var, y,
+                                         save_mean, save_invstd);
+  const int64_t rows = d.rows, C = d.C;
   const float* px = x.data<float>();
   std::vector<double> mean, m2;
   channel_sums(rows, C, mean, [&](int64_t r, int64_t c) { return double(px[r * C + c]); });
@@ -79,10 +76,8 @@ void CpuBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tensor
 void CpuBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor& b,
                                  const Tensor& running_mean, const Tensor& running_var, float eps,
                                  Tensor& y) {
-  cpu_expect_f32(x, "batch_norm_eval", "x");
-  cpu_expect_f32(y, "batch_norm_eval", "y");
-  int64_t rows, C;
-  bn_dims("batch_norm_eval", DeviceType::CPU, x, {&w, &b, &running_mean, &running_var}, rows, C);
+  const BnDims d = batch_norm_eval_args(DeviceType::CPU, x, w, b, running_mean, running_var, y);
+  const int64_t rows = d.rows, C = d.C;
   const float* pw = w.data<float>();
   const float* pb = b.data<float>();
   const float* rm = running_mean.data<float>();
@@ -103,13 +98,8 @@ void CpuBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor&
 void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w,
                                      const Tensor& mean, const Tensor& invstd, bool training,
                                      Tensor& gx, Tensor& gw, Tensor& gb) {
-  cpu_expect_f32(gy, "batch_norm_backward", "gy");
-  cpu_expect_f32(x, "batch_norm_backward", "x");
-  cpu_expect_f32(gx, "batch_norm_backward", "gx");
-  int64_t rows, C;
-  bn_dims("batch_norm_backward", DeviceType::CPU, x, {&w, &mean, &invstd, &gw, &gb}, rows, C);
-  MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), "batch_norm_backward: gy ",
-             gy.str(), " and gx ", gx.str(), " must match x ", x.str());
+  const BnDims d = batch_norm_backward_args(DeviceType::CPU, gy, x, w, mean, invstd, gx, gw, gb);
+  const int64_t rows = d.rows, C = d.C;
   const float* px = x.data<float>();
   const float* pg = gy.data<float>();
   const float* pm = mean.data<float>();

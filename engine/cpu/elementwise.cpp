@@ -61,8 +61,7 @@ inline float unary_deriv(UnaryOp op, float x, float a) {
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) {
-  cpu_expect_f32(x, unary_name(op), "x");
-  cpu_expect_f32(out, unary_name(op), "out");
+  unary_args(DeviceType::CPU, op, x, out);
   const float* px = x.data<float>();
   float* po = out.data<float>();
   int64_t n = x.numel();
@@ -72,9 +71,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) {
 
 void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
                                 float alpha) {
-  cpu_expect_f32(x, unary_name(op), "x");
-  cpu_expect_f32(gout, unary_name(op), "grad_out");
-  cpu_expect_f32(gin, unary_name(op), "grad_in");
+  unary_backward_args(DeviceType::CPU, op, x, gout, gin);
   const float* px = x.data<float>();
   const float* pg = gout.data<float>();
   float* pi = gin.data<float>();
@@ -120,12 +117,7 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
 }  // namespace
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  MOKD_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.device().is_cpu() &&
-                 b.device().is_cpu(),
-             "binary: operands must be f32 on cpu, got ", a.str(), " and ", b.str());
-  cpu_expect_f32(out, "binary", "out");
-  MOKD_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "binary: operands ", a.str(),
-             " and ", b.str(), " must be expanded to the output ", out.str());
+  binary_args(DeviceType::CPU, a, b, out);
   switch (op) {
     case BinaryOp::Add: binary_loop(a, b, out, [](float x, float y) { return x + y; }); break;
     case BinaryOp::Sub: binary_loop(a, b, out, [](float x, float y) { return x - y; }); break;
@@ -135,12 +127,7 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
 }
 
 void CpuBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
-  cpu_expect_f32(x, "reduce_sum", "x");
-  cpu_expect_f32(out, "reduce_sum", "out");
-  MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ", x.str());
-  for (int64_t k = 0; k < x.dim(); ++k)
-    MOKD_CHECK(out.shape()[k] == x.shape()[k] || out.shape()[k] == 1, "reduce_sum: out ", out.str(),
-               " does not match x ", x.str());
+  reduce_sum_args(DeviceType::CPU, x, out);
   const float* px = x.data<float>();
   float* po = out.data<float>();
   int64_t on = out.numel(), n = x.numel();
@@ -180,11 +167,8 @@ void CpuBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
 }
 
 void CpuBackend::argmax_lastdim(const Tensor& x, Tensor& out) {
-  cpu_expect_f32(x, "argmax", "x");
-  MOKD_CHECK(x.dim() >= 1 && x.size(-1) > 0, "argmax: needs a non-empty last dim, got ", x.str());
-  MOKD_CHECK(out.dtype() == DType::I64 && out.numel() == x.numel() / x.size(-1), "argmax: out ",
-             out.str(), " must be i64 with one element per row of ", x.str());
-  int64_t c = x.size(-1), rows = x.numel() / c;
+  const RowDims d = argmax_args(DeviceType::CPU, x, out);
+  const int64_t c = d.cols, rows = d.rows;
   const float* px = x.data<float>();
   int64_t* po = out.data<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
@@ -197,9 +181,7 @@ void CpuBackend::argmax_lastdim(const Tensor& x, Tensor& out) {
 }
 
 void CpuBackend::sum_squares_accumulate(const Tensor& x, Tensor& out) {
-  cpu_expect_f32(x, "sum_squares", "x");
-  cpu_expect_f32(out, "sum_squares", "out");
-  MOKD_CHECK(out.numel() == 1, "sum_squares: out must have one element, got ", out.str());
+  sum_squares_args(DeviceType::CPU, x, out);
   const float* p = x.data<float>();
   double s = 0;
   for (int64_t i = 0; i < x.numel(); ++i) s += static_cast<double>(p[i]) * p[i];
@@ -207,12 +189,8 @@ void CpuBackend::sum_squares_accumulate(const Tensor& x, Tensor& out) {
 }
 
 void CpuBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off) {
-  MOKD_CHECK(labels.dtype() == DType::I64 && labels.device().is_cpu() && labels.dim() == 1,
-             "one_hot: labels must be i64 [B] on cpu, got ", labels.str());
-  cpu_expect_f32(out, "one_hot", "out");
-  MOKD_CHECK(out.dim() == 2 && out.size(0) == labels.size(0), "one_hot: out ", out.str(),
-             " must be [B, C] for labels ", labels.str());
-  int64_t B = out.size(0), C = out.size(1);
+  const LossDims d = one_hot_args(DeviceType::CPU, labels, out);
+  const int64_t B = d.B, C = d.C;
   Tensor lc = labels.contiguous();
   const int64_t* l = lc.data<int64_t>();
   float* po = out.data<float>();

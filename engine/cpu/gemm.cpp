@@ -39,15 +39,14 @@ void gemm_one(const float* pa, const float* pb, float* pc, const GemmDims& da, c
 
 void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
                       float alpha, float beta) {
-  if (a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && c.dtype() == DType::F32) {
+  const GemmShape s = gemm_args(DeviceType::CPU, a, b, c, trans_a, trans_b);
+  if (a.dtype() == DType::BF16) {
     // bf16 operands, f32 accumulation and output (MatmulPrecision::BF16): widen exactly, then f32.
+    MOKD_CHECK(c.dtype() == DType::F32, "gemm: the CPU backend writes bf16 products to f32 c, got ",
+               c.str());
     gemm(a.to(DType::F32), b.to(DType::F32), c, trans_a, trans_b, alpha, beta);
     return;
   }
-  cpu_expect_f32(a, "gemm", "a");
-  cpu_expect_f32(b, "gemm", "b");
-  cpu_expect_f32(c, "gemm", "c");
-  const GemmShape s = gemm_shape(a, b, c, trans_a, trans_b);
   const GemmDims &da = s.a, &db = s.b, &dc = s.c;
   const int64_t M = s.M, N = s.N, K = s.K;
 

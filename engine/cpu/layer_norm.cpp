@@ -9,15 +9,8 @@ namespace mokd {
 
 void CpuBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
                             Tensor& mean, Tensor& rstd) {
-  cpu_expect_f32(x, "layer_norm", "x");
-  cpu_expect_f32(y, "layer_norm", "y");
-  MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
-             x.str());
-  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  expect_row_stats(mean, rows, DeviceType::CPU, "layer_norm", "mean");
-  expect_row_stats(rstd, rows, DeviceType::CPU, "layer_norm", "rstd");
-  expect_ln_param(w, d, DeviceType::CPU, "layer_norm", "weight");
-  expect_ln_param(b, d, DeviceType::CPU, "layer_norm", "bias");
+  const RowDims dims = layer_norm_args(DeviceType::CPU, x, w, b, y, mean, rstd);
+  const int64_t d = dims.cols, rows = dims.rows;
   const float* px = x.data<float>();
   const float* pw = w ? w->data<float>() : nullptr;
   const float* pb = b ? b->data<float>() : nullptr;
@@ -54,18 +47,8 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, f
 void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w,
                                      const Tensor& mean, const Tensor& rstd, Tensor& gx, Tensor* gw,
                                      Tensor* gb) {
-  const char* k = "layer_norm_backward";
-  cpu_expect_f32(gy, k, "grad_y");
-  cpu_expect_f32(x, k, "x");
-  cpu_expect_f32(gx, k, "grad_x");
-  MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
-             gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
-  int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
-  expect_row_stats(mean, rows, DeviceType::CPU, k, "mean");
-  expect_row_stats(rstd, rows, DeviceType::CPU, k, "rstd");
-  expect_ln_param(w, d, DeviceType::CPU, k, "weight");
-  expect_ln_param(gw, d, DeviceType::CPU, k, "grad_weight");
-  expect_ln_param(gb, d, DeviceType::CPU, k, "grad_bias");
+  const RowDims dims = layer_norm_backward_args(DeviceType::CPU, gy, x, w, mean, rstd, gx, gw, gb);
+  const int64_t d = dims.cols, rows = dims.rows;
   const float* pg = gy.data<float>();
   const float* px = x.data<float>();
   const float* pw = w ? w->data<float>() : nullptr;

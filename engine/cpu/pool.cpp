@@ -29,12 +29,7 @@ Window window(const PoolGeom& g, const Pool2dParams& p, int64_t oh, int64_t ow) 
 }  // namespace
 
 void CpuBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
-  cpu_expect_f32(x, "max_pool2d", "x");
-  cpu_expect_f32(y, "max_pool2d", "y");
-  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().is_cpu() && argmax.is_contiguous() &&
-                 argmax.shape() == y.shape(),
-             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
-  PoolGeom g = pool_geom("max_pool2d", x.shape(), y.shape(), p);
+  const PoolGeom g = max_pool2d_args(DeviceType::CPU, x, p, y, argmax);
   const float* px = x.data<float>();
   float* py = y.data<float>();
   int64_t* pa = argmax.data<int64_t>();
@@ -70,13 +65,7 @@ void CpuBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, T
 }
 
 void CpuBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) {
-  cpu_expect_f32(gy, "max_pool2d_backward", "gy");
-  cpu_expect_f32(gx, "max_pool2d_backward", "gx");
-  MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.is_contiguous() && argmax.shape() == gy.shape(),
-             "max_pool2d_backward: argmax ", argmax.str(), " must be contiguous i64 shaped like gy ",
-             gy.str());
-  MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
-             "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
+  max_pool2d_backward_args(DeviceType::CPU, gy, argmax, gx);
   const float* pg = gy.data<float>();
   const int64_t* pa = argmax.data<int64_t>();
   float* px = gx.data<float>();
@@ -102,9 +91,7 @@ void CpuBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Ten
 }
 
 void CpuBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
-  cpu_expect_f32(x, "avg_pool2d", "x");
-  cpu_expect_f32(y, "avg_pool2d", "y");
-  PoolGeom g = pool_geom("avg_pool2d", x.shape(), y.shape(), p);
+  const PoolGeom g = avg_pool2d_args(DeviceType::CPU, x, p, y);
   const float* px = x.data<float>();
   float* py = y.data<float>();
 #pragma omp parallel for collapse(2) if (y.numel() > 16384)
@@ -127,9 +114,7 @@ void CpuBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
 }
 
 void CpuBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
-  cpu_expect_f32(gy, "avg_pool2d_backward", "gy");
-  cpu_expect_f32(gx, "avg_pool2d_backward", "gx");
-  PoolGeom g = pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
+  const PoolGeom g = avg_pool2d_backward_args(DeviceType::CPU, gy, p, gx);
   const float* pg = gy.data<float>();
   float* px = gx.data<float>();
   // Scatter per image: windows overlap within an image, never across images.

@@ -8,12 +8,6 @@ namespace mokd {
 
 namespace {
 
-// Rows of a row-wise kernel: numel / last dim (0 when the last dim is empty).
-int64_t row_count(const Tensor& x) {
-  int64_t c = x.dim() ? x.size(-1) : 1;
-  return c ? x.numel() / c : 0;
-}
-
 float row_max(const float* r, int64_t c) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < c; ++i) m = r[i] > m ? r[i] : m;
@@ -30,11 +24,8 @@ double row_sum_exp(const float* r, int64_t c, float m) {
 }  // namespace
 
 void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
-  const char* k = log ? "log_softmax" : "softmax";
-  cpu_expect_f32(x, k, "x");
-  cpu_expect_f32(y, k, "y");
-  MOKD_CHECK(x.shape() == y.shape(), k, ": y ", y.str(), " must match x ", x.str());
-  int64_t c = x.dim() ? x.size(-1) : 1, rows = row_count(x);
+  const RowDims d = softmax_args(DeviceType::CPU, x, y, log);
+  const int64_t c = d.cols, rows = d.rows;
   const float* px = x.data<float>();
   float* py = y.data<float>();
 #pragma omp parallel for if (rows * c > 32768)
@@ -55,13 +46,8 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
 }
 
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
-  const char* k = log ? "log_softmax_backward" : "softmax_backward";
-  cpu_expect_f32(y, k, "y");
-  cpu_expect_f32(gy, k, "grad_y");
-  cpu_expect_f32(gx, k, "grad_x");
-  MOKD_CHECK(y.shape() == gy.shape() && y.shape() == gx.shape(), k, ": shapes of y ", y.str(),
-             ", grad_y ", gy.str(), " and grad_x ", gx.str(), " differ");
-  int64_t c = y.dim() ? y.size(-1) : 1, rows = row_count(y);
+  const RowDims d = softmax_backward_args(DeviceType::CPU, y, gy, gx, log);
+  const int64_t c = d.cols, rows = d.rows;
   const float* py = y.data<float>();
   const float* pg = gy.data<float>();
   float* po = gx.data<float>();
@@ -87,12 +73,8 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx,
 }
 
 void CpuBackend::logsumexp(const Tensor& x, Tensor& out) {
-  cpu_expect_f32(x, "logsumexp", "x");
-  cpu_expect_f32(out, "logsumexp", "out");
-  MOKD_CHECK(x.dim() >= 1, "logsumexp: x must have rank >= 1, got ", x.str());
-  int64_t c = x.size(-1), rows = out.numel();
-  MOKD_CHECK(rows * c == x.numel(), "logsumexp: out ", out.str(), " must have one element per row of ",
-             x.str());
+  const RowDims d = logsumexp_args(DeviceType::CPU, x, out);
+  const int64_t c = d.cols, rows = d.rows;
   const float* px = x.data<float>();
   float* po = out.data<float>();
 #pragma omp parallel for if (rows * c > 32768)

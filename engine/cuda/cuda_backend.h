@@ -1,11 +1,19 @@
 // The CUDA backend: every kernel of engine/backend.h on one compute stream, matching the CPU
-// reference (engine/cpu). Host glue lives in engine/cuda (this class, the caching allocator,
-// cuBLASLt GEMM, cuDNN convolution); device code in kernels/*.cu. It registers itself for
-// DeviceType::CUDA at start-up when a device is present, so op code never tests for CUDA.
+// reference (engine/cpu). Host glue lives in engine/cuda, one file per kernel family as in
+// engine/cpu; device code in kernels/*.cu. It registers itself for DeviceType::CUDA at start-up
+// when a device is present, so op code never tests for CUDA.
+//   cuda_backend.cpp  registration, stream, handles,  elementwise.cpp  unary/binary/reductions,
+//                     memory, host copies, random                      one-hot
+//   gemm.cpp          cuBLASLt matrix products         softmax.cpp      softmax, logsumexp
+//   conv.cpp          cuDNN conv2d                     layer_norm.cpp   layer norm
+//   batch_norm.cpp    batch norm                       pool.cpp         max/avg pooling
+//   attention.cpp     scaled-dot-product attention     loss.cpp         fused cross-entropy, KL
+//   optim.cpp         Adam(W), SGD, clipping helpers   caching_allocator.cpp, op_profile.cpp
 //
 // Float kernels take f32, contiguous tensors on the GPU (as the CPU backend); gemm also takes
-// bf16 operands (f32 accumulation). Errors from CUDA, cuBLAS and cuDNN surface as mokd::Error
-// naming the op, the tensors and the library's error string.
+// bf16 operands (f32 accumulation). Operand checks are the shared contracts of
+// engine/kernel_args.h, then this backend's own limits. Errors from CUDA, cuBLAS and cuDNN surface
+// as mokd::Error naming the op, the tensors and the library's error string.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -21,88 +29,21 @@
 
 namespace mokd {
 
+namespace kernels {
+struct StridedDesc;  // kernels/launch.cuh
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {}
   Device device() const override { return Device::cuda(device_); }
 
-  void copy(const Tensor& src, Tensor& dst) override;
-  void fill(Tensor& dst, double value) override;
-  void copy_to_host(void* host_dst, const void* dev_src, size_t nbytes) override;
-  void copy_from_host(void* dev_dst, const void* host_src, size_t nbytes) override;
-
-  void fill_uniform(Tensor& dst, float lo, float hi, RngKey key) override;
-  void fill_normal(Tensor& dst, float mean, float std, RngKey key) override;
-  void bernoulli_scaled(Tensor& dst, float keep_prob, RngKey key) override;
-
-  void unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) override;
-  void unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
-                      float alpha) override;
-  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
-
-  void reduce_sum(const Tensor& x, Tensor& out, float scale) override;
-  void argmax_lastdim(const Tensor& x, Tensor& out) override;
-  void sum_squares_accumulate(const Tensor& x, Tensor& out) override;
-
-  void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, float alpha,
-            float beta) override;
+  // Every kernel of engine/backend.h (engine/backend_kernels.inc).
+#define MOKD_BACKEND_KERNEL(name, params) void name params override;
+#include "engine/backend_kernels.inc"
+#undef MOKD_BACKEND_KERNEL
+  // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default).
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
-
-  void softmax(const Tensor& x, Tensor& y, bool log) override;
-  void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
-  void logsumexp(const Tensor& x, Tensor& out) override;
-
-  void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
-                  Tensor& mean, Tensor& rstd) override;
-  void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w, const Tensor& mean,
-                           const Tensor& rstd, Tensor& gx, Tensor* gw, Tensor* gb) override;
-
-  void conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
-              Tensor& y) override;
-  void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Conv2dParams& p,
-                            Tensor& gx) override;
-  void conv2d_backward_weight(const Tensor& gy, const Tensor& x, const Conv2dParams& p,
-                              Tensor& gw) override;
-
-  void batch_norm_train(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
-                        Tensor& running_var, float momentum, float eps, Tensor& y,
-                        Tensor& save_mean, Tensor& save_invstd) override;
-  void batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor& b,
-                       const Tensor& running_mean, const Tensor& running_var, float eps,
-                       Tensor& y) override;
-  void batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& mean,
-                           const Tensor& invstd, bool training, Tensor& gx, Tensor& gw,
-                           Tensor& gb) override;
-
-  void max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) override;
-  void max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) override;
-  void avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) override;
-  void avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) override;
-
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out,
-                 Tensor& lse) override;
-  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                          const Tensor& lse, const Tensor& gout, float scale, Tensor& gq,
-                          Tensor& gk, Tensor& gv) override;
-
-  void one_hot(const Tensor& labels, Tensor& out, float on, float off) override;
-  void cross_entropy(const Tensor& logits, const Tensor* labels, const Tensor* soft,
-                     float smoothing, Tensor& loss_rows, Tensor& lse) override;
-  void cross_entropy_backward(const Tensor& logits, const Tensor* labels, const Tensor* soft,
-                              float smoothing, const Tensor& lse, const Tensor& gloss_rows,
-                              float grad_scale, Tensor* glogits, Tensor* gsoft) override;
-  void kl_div(const Tensor& student, const Tensor& teacher, float temperature, Tensor& loss_rows,
-              Tensor& lse_s, Tensor& lse_t) override;
-  void kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
-                       const Tensor& lse_s, const Tensor& lse_t, const Tensor& gloss_rows,
-                       float grad_scale, Tensor& gstudent) override;
-
-  void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) override;
-  void sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) override;
-  void adam_update_multi(const std::vector<AdamTensorRef>& list) override;
-  void sgd_update_multi(const std::vector<SgdTensorRef>& list) override;
-  void sum_squares_multi(const std::vector<const Tensor*>& xs, Tensor& out) override;
-  void scale_multi(const std::vector<Tensor*>& xs, const Tensor& s) override;
 
   // ---- CUDA specifics ----
   // Created on first use, each on its own: the stream (non-blocking), the cuBLASLt handle, the
@@ -155,6 +96,18 @@ bool cuda_tf32();
 // Preconditions shared by the CUDA host files: f32 on this backend's device, contiguous.
 void cuda_expect_f32(const Tensor& t, const char* kernel, const char* arg);
 void cuda_expect_on_gpu(const Tensor& t, const char* kernel, const char* arg);
+
+// Raw f32 device pointers of checked operands, for the launchers (null for an absent optional
+// one). A const handle still names writable storage (the multi-tensor lists hold const handles).
+inline const float* cf(const Tensor& t) { return static_cast<const float*>(t.raw_data()); }
+inline float* mf(const Tensor& t) { return static_cast<float*>(t.raw_data()); }
+inline const float* cf_opt(const Tensor* t) { return t ? cf(*t) : nullptr; }
+inline float* mf_opt(const Tensor* t) { return t ? mf(*t) : nullptr; }
+
+// A shape and the strides of up to two operands over it, as the strided kernels take them;
+// throws naming kernel k past kernels::kMaxDims dims.
+kernels::StridedDesc cuda_strided_desc(const char* k, const Shape& shape, const Shape& sa,
+                                       const Shape& sb);
 
 // Runs f; a CudaError from CUDA/cuBLAS/cuDNN is rethrown as mokd::Error naming op and tensors.
 void cuda_rethrow_with_context(const char* op, std::initializer_list<const Tensor*> tensors,

@@ -143,15 +143,7 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
 
 void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
                        float alpha, float beta) {
-  for (auto [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair<const Tensor*, const char*>{&c, "c"}}) {
-    cuda_expect_on_gpu(*t, "gemm", name);
-    MOKD_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, "gemm: ", name,
-               " must be f32 or bf16, got ", t->str());
-  }
-  MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::BF16 || c.dtype() == DType::F32),
-             "gemm: a ", a.str(), " and b ", b.str(),
-             " must share a dtype, and c must be f32 unless they are bf16; c is ", c.str());
-  const GemmShape s = gemm_shape(a, b, c, trans_a, trans_b);
+  const GemmShape s = gemm_args(DeviceType::CUDA, a, b, c, trans_a, trans_b);
   const GemmDims &da = s.a, &db = s.b, &dc = s.c;
   const int64_t M = s.M, N = s.N, K = s.K;
 

@@ -1,7 +1,8 @@
-// CUDA backend: the multi-tensor optimizer kernels (Adam/AdamW, SGD) and the multi-tensor sum of
-// squares and scale behind gradient clipping. Host glue only: checks every entry (all before any
-// launch, so a bad entry leaves the whole list untouched), gathers raw pointers and queues the
-// chunked launches of kernels/optim.cu on the compute stream. Nothing here waits for the device.
+// CUDA optimizer updates, as engine/cpu/optim.cpp: Adam/AdamW and SGD one tensor at a time or over
+// a list, plus the multi-tensor sum of squares and scale behind gradient clipping. Host glue only:
+// checks every entry (all before any launch, so a bad entry leaves the whole list untouched),
+// gathers raw pointers and queues the launches of kernels/optim.cu. Nothing here waits for the
+// device.
 #include <string>
 #include <vector>
 
@@ -12,11 +13,22 @@
 
 namespace mokd {
 
-namespace {
+void CudaBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
+  const char* k = "adam_update";
+  adam_args(DeviceType::CUDA, k, p, g, m, v, h);
+  cuda_guarded(k, {&p, &g}, [&] {
+    kernels::adam_update(mf(p), cf(g), mf(m), mf(v), p.numel(), h, stream());
+  });
+}
 
-float* mf(const Tensor& t) { return static_cast<float*>(t.raw_data()); }
-
-}  // namespace
+void CudaBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
+  const char* k = "sgd_update";
+  sgd_args(DeviceType::CUDA, k, p, g, buf, h);
+  const bool use_momentum = h.momentum != 0.f;
+  cuda_guarded(k, {&p, &g}, [&] {
+    kernels::sgd_update(mf(p), cf(g), use_momentum ? mf(buf) : nullptr, p.numel(), h, stream());
+  });
+}
 
 void CudaBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
   const char* k = "adam_update_multi";

@@ -1,6 +1,6 @@
-// CUDA backend: the fused losses (cross-entropy with labels or soft targets, distillation KL),
-// forward and backward: operand checks (as the CPU reference in engine/cpu/loss.cpp) and
-// launches of kernels/loss.cu on the compute stream.
+// CUDA fused losses, as engine/cpu/loss.cpp: cross-entropy (labels or soft targets) and the
+// distillation KL, forward and backward; the shared contracts (ce_args, kl_args, ...), then
+// launches of kernels/loss.cu. one_hot lives in elementwise.cpp, as on the CPU.
 #include <string>
 
 #include "engine/cuda/cuda_backend.h"
@@ -12,10 +12,6 @@ namespace mokd {
 
 namespace {
 
-const float* cf(const Tensor& t) { return static_cast<const float*>(t.raw_data()); }
-float* mf(Tensor& t) { return static_cast<float*>(t.raw_data()); }
-const float* cf_opt(const Tensor* t) { return t ? cf(*t) : nullptr; }
-float* mf_opt(Tensor* t) { return t ? mf(*t) : nullptr; }
 const int64_t* labels_ptr(const Tensor* t) {
   return t ? static_cast<const int64_t*>(t->raw_data()) : nullptr;
 }

@@ -1,0 +1,45 @@
+// CUDA max and average pooling in NHWC, with their backwards: the shared contracts, then launches
+// of kernels/pool.cu.
+#include "engine/cuda/cuda_backend.h"
+
+#include "engine/kernel_args.h"
+#include "kernels/launch.cuh"
+
+namespace mokd {
+
+namespace {
+// The pooling kernels' geometry from the shared contract's.
+kernels::PoolDims pool_dims(const PoolGeom& g, const Pool2dParams& p) {
+  return {g.N, g.H, g.W, g.C, g.Ho, g.Wo, p.kernel_h, p.kernel_w, p.stride_h,
+          p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
+}
+}  // namespace
+
+void CudaBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
+  const kernels::PoolDims g = pool_dims(max_pool2d_args(DeviceType::CUDA, x, p, y, argmax), p);
+  cuda_guarded("max_pool2d", {&x, &y}, [&] {
+    kernels::max_pool2d(cf(x), mf(y), static_cast<int64_t*>(argmax.raw_data()), g, stream());
+  });
+}
+
+void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Tensor& gx) {
+  max_pool2d_backward_args(DeviceType::CUDA, gy, argmax, gx);
+  cuda_guarded("max_pool2d_backward", {&gy, &gx}, [&] {
+    // Indices outside gx are skipped here (the CPU reference throws for them).
+    kernels::max_pool2d_backward(cf(gy), static_cast<const int64_t*>(argmax.raw_data()), mf(gx),
+                                 gy.numel(), gx.numel(), stream());
+  });
+}
+
+void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
+  const kernels::PoolDims g = pool_dims(avg_pool2d_args(DeviceType::CUDA, x, p, y), p);
+  cuda_guarded("avg_pool2d", {&x, &y}, [&] { kernels::avg_pool2d(cf(x), mf(y), g, stream()); });
+}
+
+void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
+  const kernels::PoolDims g = pool_dims(avg_pool2d_backward_args(DeviceType::CUDA, gy, p, gx), p);
+  cuda_guarded("avg_pool2d_backward", {&gy, &gx},
+               [&] { kernels::avg_pool2d_backward(cf(gy), mf(gx), g, stream()); });
+}
+
+}  // namespace mokd
