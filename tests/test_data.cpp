@@ -436,16 +436,20 @@ std::vector<uint8_t> fixture_u8(const Tensor& t) {
 }
 
 TEST(AugmentResize, MatchesPilBilinearWithinOneLevel) {
-  auto fx = test::load_fixture("data.safetensors");  // tools/reference/data.py
+  test::Fixture fx("data.safetensors");  // tools/reference/data.py
   std::vector<uint8_t> in = fixture_u8(fx["resize_input"]);
-  const int h = 13, w = 17;
+  const int h = static_cast<int>(fx.param_iv("image").at(0)), w = static_cast<int>(fx.param_iv("image").at(1));
   struct Case {
-    const char* name;
+    std::string name;
     Box box;
     int oh, ow;
   };
-  for (const Case& cs : {Case{"resize_down_6x8", {0, 0, h, w}, 6, 8}, Case{"resize_up_29x31", {0, 0, h, w}, 29, 31},
-                         Case{"resize_box_7x5", {2, 3, 9, 11}, 7, 5}}) {
+  // Crop box (top, left, height, width) and output size (h, w) of each case from the params.
+  auto resize_case = [&](const std::string& name) {
+    auto b = fx.param_iv("resize." + name + ".box"), o = fx.param_iv("resize." + name + ".size");
+    return Case{name, {b.at(0), b.at(1), b.at(2), b.at(3)}, static_cast<int>(o.at(0)), static_cast<int>(o.at(1))};
+  };
+  for (const Case& cs : {resize_case("resize_down_6x8"), resize_case("resize_up_29x31"), resize_case("resize_box_7x5")}) {
     std::vector<uint8_t> out(cs.oh * cs.ow * 3);
     resize_bilinear(in.data(), h, w, 3, cs.box, cs.oh, cs.ow, out.data());
     std::vector<uint8_t> ref = fixture_u8(fx[cs.name]);
@@ -462,12 +466,13 @@ TEST(AugmentResize, MatchesPilBilinearWithinOneLevel) {
 }
 
 TEST(AugmentNormalize, MatchesTorchvision) {
-  auto fx = test::load_fixture("data.safetensors");
+  test::Fixture fx("data.safetensors");
   std::vector<uint8_t> in = fixture_u8(fx["resize_input"]);
+  const std::vector<int64_t> hwc = fx.param_iv("image");
   Normalize norm{fx["norm_mean"].to_vector(), fx["norm_std"].to_vector()};
   std::vector<float> out(in.size());
-  normalize(in.data(), 13 * 17, 3, normalize_table(norm, 3), out.data());
-  test::expect_close(Tensor::from_vector(out, {13, 17, 3}), fx["norm_out"], 1e-6, 1e-6, "normalize");
+  normalize(in.data(), hwc.at(0) * hwc.at(1), hwc.at(2), normalize_table(norm, hwc.at(2)), out.data());
+  test::expect_close(Tensor::from_vector(out, {hwc.at(0), hwc.at(1), hwc.at(2)}), fx["norm_out"], 1e-6, 1e-6, "normalize");
   expect_error([&] { normalize_table(Normalize{{0.5f}, {0.5f}}, 3); }, {"one per channel"});
 }
 
@@ -517,11 +522,12 @@ TEST(AugmentRng, GammaAndBetaMoments) {
 }
 
 TEST(AugmentMixup, TargetsMatchTimm) {
-  auto fx = test::load_fixture("data.safetensors");
+  test::Fixture fx("data.safetensors");
   std::vector<int64_t> labels = fx["mixup_labels"].to_vector_i64();
-  std::vector<float> soft(labels.size() * 5);
-  mixup_targets(labels.data(), 5, 5, 0.3, 0.1, soft.data());
-  test::expect_close(Tensor::from_vector(soft, {5, 5}), fx["mixup_soft"], 1e-6, 1e-7, "mixup_target");
+  const int64_t nc = fx.param_i("mixup.num_classes"), n = static_cast<int64_t>(labels.size());
+  std::vector<float> soft(labels.size() * nc);
+  mixup_targets(labels.data(), n, nc, fx.param_d("mixup.lam"), fx.param_d("mixup.smoothing"), soft.data());
+  test::expect_close(Tensor::from_vector(soft, {n, nc}), fx["mixup_soft"], 1e-6, 1e-7, "mixup_target");
 }
 
 // lam-weighted smoothed one-hots of (labels, flipped labels), in double.

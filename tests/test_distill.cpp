@@ -1,5 +1,6 @@
 // MoKD step: 20 steps against the PyTorch reference (tests/data/mokd_step.safetensors from
-// tools/make_reference.py mokd_step), plus the baselines, K = 2 modes and diagnostics.
+// tools/make_reference.py mokd_step; the models, shapes and hyper-parameters come from its params),
+// plus the baselines, K = 2 modes and diagnostics.
 #include <cmath>
 
 #include "engine/precision.h"
@@ -22,16 +23,17 @@ io::TensorMap with_prefix(const io::TensorMap& all, const std::string& prefix) {
   return out;
 }
 
-ViTConfig tiny_vit(int64_t dim, bool distilled) {
+// The reference's teacher ("teacher") or student ("student"), from the fixture's params.
+ViTConfig tiny_vit(const test::Fixture& fx, const std::string& which, bool distilled) {
   ViTConfig c;
-  c.img_size = 16;
-  c.patch_size = 4;
-  c.in_chans = 3;
-  c.num_classes = 10;
-  c.embed_dim = dim;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.mlp_ratio = 2.0;
+  c.img_size = fx.param_i("img_size");
+  c.patch_size = fx.param_i("patch_size");
+  c.in_chans = fx.param_i("in_chans");
+  c.num_classes = fx.param_i("num_classes");
+  c.embed_dim = fx.param_i(which + ".embed_dim");
+  c.depth = fx.param_i(which + ".depth");
+  c.num_heads = fx.param_i(which + ".num_heads");
+  c.mlp_ratio = fx.param_d(which + ".mlp_ratio");
   c.distilled = distilled;
   return c;
 }
@@ -40,39 +42,54 @@ struct Pair {
   std::unique_ptr<VisionTransformer> teacher, student;
 };
 
-Pair load_pair(const io::TensorMap& fx, Device dev = Device::cpu()) {
+Pair load_pair(const test::Fixture& fx, Device dev = Device::cpu()) {
   Pair p;
-  p.teacher = std::make_unique<VisionTransformer>(tiny_vit(48, false));
-  p.student = std::make_unique<VisionTransformer>(tiny_vit(32, true));
-  p.teacher->load_state_dict(with_prefix(fx, "teacher."));
-  p.student->load_state_dict(with_prefix(fx, "student."));
+  p.teacher = std::make_unique<VisionTransformer>(tiny_vit(fx, "teacher", false));
+  p.student = std::make_unique<VisionTransformer>(tiny_vit(fx, "student", true));
+  p.teacher->load_state_dict(with_prefix(fx.tensors(), "teacher."));
+  p.student->load_state_dict(with_prefix(fx.tensors(), "student."));
   p.teacher->to(dev);
   p.student->to(dev);
   return p;
 }
 
+// Batch b of the fixture's inputs: images [B, H, W, C] and labels [B].
+std::pair<Tensor, Tensor> batch(const test::Fixture& fx, int64_t b) {
+  const int64_t B = fx.param_i("batch"), H = fx.param_i("img_size"), C = fx.param_i("in_chans");
+  return {narrow(fx.at("images"), 0, b, 1).view({B, H, H, C}), narrow(fx.at("labels"), 0, b, 1).view({B})};
+}
+
 void check_mokd_reference(Device dev) {
-  auto fx = test::load_fixture("mokd_step.safetensors");
+  test::Fixture fx("mokd_step.safetensors");
   Pair m = load_pair(fx, dev);
   DistillConfig cfg;
   cfg.method = Method::MoKD;
-  cfg.temperature = 2.f;
-  cfg.label_smoothing = 0.1f;
-  cfg.grad_clip = 1.f;
+  cfg.temperature = fx.param_f("temperature");
+  cfg.label_smoothing = fx.param_f("label_smoothing");
+  cfg.feat_beta = fx.param_f("feat_beta");
+  cfg.grad_clip = fx.param_f("grad_clip");
+  cfg.famo.lr = fx.param_f("famo.lr");
+  cfg.famo.weight_decay = fx.param_f("famo.weight_decay");
+  cfg.famo.beta1 = fx.param_fv("famo.betas").at(0);
+  cfg.famo.beta2 = fx.param_fv("famo.betas").at(1);
+  cfg.famo.adam_eps = fx.param_f("famo.adam_eps");
+  cfg.famo.eps = fx.param_f("famo.eps");
   Distiller d(*m.student, *m.teacher, cfg);
   auto proj = d.projector_parameters();
   ASSERT_EQ(proj.size(), 1u);
   proj[0].second.copy_(fx.at("projector0"));
   std::vector<Tensor> params = m.student->parameters();
   params.push_back(proj[0].second);
-  AdamW opt({ParamGroup{params, 2e-3f, 0.05f}});
+  const std::vector<float> betas = fx.param_fv("optimizer.betas");
+  AdamW opt({ParamGroup{params, fx.param_f("optimizer.lr"), fx.param_f("optimizer.weight_decay")}},
+            {betas.at(0), betas.at(1), fx.param_f("optimizer.eps")});
 
-  const Tensor& images = fx.at("images");
-  const Tensor& labels = fx.at("labels");
-  for (int64_t s = 0; s < 20; ++s) {
+  const int64_t steps = fx.param_i("steps"), batches = fx.param_i("batches");
+  const int64_t dt = fx.param_i("teacher.embed_dim"), ds = fx.param_i("student.embed_dim");
+  for (int64_t s = 0; s < steps; ++s) {
     std::string step = "step " + std::to_string(s + 1);
-    Tensor x = narrow(images, 0, s % 4, 1).view({4, 16, 16, 3}).to(dev);
-    Tensor y = narrow(labels, 0, s % 4, 1).view({4}).to(dev);
+    auto [xs, ys] = batch(fx, s % batches);
+    Tensor x = xs.to(dev), y = ys.to(dev);
     test::expect_close(d.famo()->weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z before");
     if (s == 0) {
       // Gradients of step 1, after backward and before clipping: run the step's first half here.
@@ -108,7 +125,7 @@ void check_mokd_reference(Device dev) {
     // leaves ~5e-7 absolute; the other objectives agree to 1e-5 relative.
     test::expect_close(Tensor::from_vector(st.losses, {3}), narrow(fx.at("losses"), 0, s, 1).view({3}), 1e-5, 1e-6, step + " losses");
     test::expect_close(d.famo()->weights(), narrow(fx.at("z_after"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z after");
-    test::expect_close(proj[0].second, narrow(fx.at("projector"), 0, s, 1).view({48, 32}), 1e-4, 1e-5, step + " projector");
+    test::expect_close(proj[0].second, narrow(fx.at("projector"), 0, s, 1).view({dt, ds}), 1e-4, 1e-5, step + " projector");
   }
 }
 
@@ -149,9 +166,8 @@ TEST(CudaDistill, SteadyStateStepsMakeNoCudaMalloc) {
 }
 
 TEST(Distill, BaselinesRunAndReduceTheirLoss) {
-  auto fx = test::load_fixture("mokd_step.safetensors");
-  Tensor x = narrow(fx.at("images"), 0, 0, 1).view({4, 16, 16, 3});
-  Tensor y = narrow(fx.at("labels"), 0, 0, 1).view({4});
+  test::Fixture fx("mokd_step.safetensors");
+  auto [x, y] = batch(fx, 0);
   for (const char* name : {"none", "kd", "deit-hard", "vkd", "mokd"}) {
     Pair m = load_pair(fx);
     DistillConfig cfg;
@@ -168,9 +184,8 @@ TEST(Distill, BaselinesRunAndReduceTheirLoss) {
 }
 
 TEST(Distill, K2ModesAndDiagnostics) {
-  auto fx = test::load_fixture("mokd_step.safetensors");
-  Tensor x = narrow(fx.at("images"), 0, 1, 1).view({4, 16, 16, 3});
-  Tensor y = narrow(fx.at("labels"), 0, 1, 1).view({4});
+  test::Fixture fx("mokd_step.safetensors");
+  auto [x, y] = batch(fx, 1);
   for (Weighting w : {Weighting::Famo, Weighting::Exact2, Weighting::Fixed}) {
     Pair m = load_pair(fx);
     DistillConfig cfg;
@@ -216,7 +231,7 @@ TEST(Distill, ExactTwoObjectiveSolutionMatchesBruteForce) {
 }
 
 TEST(Distill, BadConfigurationsAreErrors) {
-  auto fx = test::load_fixture("mokd_step.safetensors");
+  test::Fixture fx("mokd_step.safetensors");
   Pair m = load_pair(fx);
   DistillConfig c;
   c.temperature = 0.f;

@@ -1,5 +1,6 @@
 // FAMO: the official algorithm's weights and loss gradients (tests/data/famo.safetensors from
-// tools/make_reference.py famo), invariants, and clear errors for non-positive losses.
+// tools/make_reference.py famo, whose params give the settings), invariants, and clear errors for
+// non-positive losses.
 #include <cmath>
 
 #include "mokd/famo.h"
@@ -20,9 +21,16 @@ std::vector<Tensor> row_losses(const Tensor& m, int64_t s, bool requires_grad) {
 }
 
 TEST(Famo, MatchesOfficialAlgorithmOver20Steps) {
-  auto fx = test::load_fixture("famo.safetensors");
+  test::Fixture fx("famo.safetensors");
   const Tensor &before = fx.at("before"), &after = fx.at("after");
-  Famo famo({"task", "kl", "feat"});
+  FamoConfig cfg;  // OfficialFAMO's settings, from the fixture's params
+  cfg.lr = fx.param_f("famo.lr");
+  cfg.weight_decay = fx.param_f("famo.weight_decay");
+  cfg.beta1 = fx.param_fv("famo.betas").at(0);
+  cfg.beta2 = fx.param_fv("famo.betas").at(1);
+  cfg.adam_eps = fx.param_f("famo.adam_eps");
+  cfg.eps = fx.param_f("famo.eps");
+  Famo famo({"task", "kl", "feat"}, cfg);
   for (int64_t s = 0; s < before.size(0); ++s) {
     std::string step = "step " + std::to_string(s);
     test::expect_close(famo.weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z before");

@@ -25,45 +25,54 @@ io::TensorMap with_prefix(const io::TensorMap& m, const std::string& prefix) {
   return out;
 }
 
+// The tiny models' configs come from their fixtures' params ("config": timm's constructor
+// arguments; tools/reference/models.py).
 ViTConfig tiny_vit(bool distilled) {
+  test::Fixture fx(distilled ? "models_deit.safetensors" : "models_vit.safetensors");
   ViTConfig c;
-  c.img_size = 32;
-  c.patch_size = 8;
-  c.in_chans = 3;
-  c.num_classes = 10;
-  c.embed_dim = 32;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.mlp_ratio = 2.0;
+  c.img_size = fx.param_i("config.img_size");
+  c.patch_size = fx.param_i("config.patch_size");
+  c.in_chans = fx.param_i("config.in_chans");
+  c.num_classes = fx.param_i("config.num_classes");
+  c.embed_dim = fx.param_i("config.embed_dim");
+  c.depth = fx.param_i("config.depth");
+  c.num_heads = fx.param_i("config.num_heads");
+  c.mlp_ratio = fx.param_d("config.mlp_ratio");
+  c.drop_path_rate = fx.param_f("config.drop_path_rate");
   c.distilled = distilled;
   return c;
 }
 
-ResNetConfig tiny_resnet() {
+ResNetConfig tiny_resnet(const std::string& fixture = "models_resnet") {
+  test::Fixture fx(fixture + ".safetensors");
   ResNetConfig c;
-  c.block = ResNetBlock::Basic;
-  c.layers = {1, 1, 1, 1};
-  c.channels = {8, 12, 16, 24};
-  c.stem_width = 64;  // timm's plain stem is always 64 wide
-  c.in_chans = 3;
-  c.num_classes = 10;
-  c.img_size = 32;
+  const std::string block = fx.param_s("config.block");
+  if (block != "BasicBlock" && block != "Bottleneck") throw Error(fixture + ": unknown block " + block);
+  c.block = block == "Bottleneck" ? ResNetBlock::Bottleneck : ResNetBlock::Basic;
+  auto layers = fx.param_iv("config.layers"), channels = fx.param_iv("config.channels");
+  for (size_t i = 0; i < 4; ++i) c.layers[i] = layers.at(i), c.channels[i] = channels.at(i);
+  c.stem_width = fx.param_i("stem_width");  // timm's plain stem is always 64 wide
+  c.in_chans = fx.param_i("config.in_chans");
+  c.num_classes = fx.param_i("config.num_classes");
+  c.img_size = fx.param_i("img_size");
   return c;
 }
 
-// What timm instantiates for RegNetCfg(depth 5, w0 8, wa 8, wm 1.5, group_size 8, se 0.25,
-// stem 8) (asserted by tools/reference/models.py): groups [1, 2, 3, 5], SE widths [2, 2, 4, 6, 6].
+// What timm instantiates for the fixture's RegNetCfg (depth 5, w0 8, wa 8, wm 1.5, group_size 8,
+// se 0.25, stem 8): the "stages" params, depths [1, 1, 2, 1], widths [8, 16, 24, 40] (groups
+// [1, 2, 3, 5], SE widths [2, 2, 4, 6, 6] follow from group_size and se_ratio).
 RegNetConfig tiny_regnet() {
+  test::Fixture fx("models_regnet.safetensors");
   RegNetConfig c;
-  c.stem_width = 8;
-  c.depths = {1, 1, 2, 1};
-  c.widths = {8, 16, 24, 40};
-  c.group_size = 8;
-  c.bottle_ratio = 1.0;
-  c.se_ratio = 0.25;
-  c.in_chans = 3;
-  c.num_classes = 10;
-  c.img_size = 40;
+  c.stem_width = fx.param_i("config.stem_width");
+  auto depths = fx.param_iv("stages.depths"), widths = fx.param_iv("stages.widths");
+  for (size_t i = 0; i < 4; ++i) c.depths[i] = depths.at(i), c.widths[i] = widths.at(i);
+  c.group_size = fx.param_i("config.group_size");
+  c.bottle_ratio = fx.param_d("config.bottle_ratio");
+  c.se_ratio = fx.param_d("config.se_ratio");
+  c.in_chans = fx.param_i("config.in_chans");
+  c.num_classes = fx.param_i("config.num_classes");
+  c.img_size = fx.param_i("img_size");
   return c;
 }
 
@@ -278,10 +287,7 @@ void check_resnet_against_timm(const std::string& fixture, const ResNetConfig& c
 TEST(Models, ResNetMatchesTimm) { check_resnet_against_timm("models_resnet", tiny_resnet(), 24); }
 
 TEST(Models, BottleneckResNetMatchesTimm) {
-  ResNetConfig c = tiny_resnet();
-  c.block = ResNetBlock::Bottleneck;
-  c.channels = {4, 4, 8, 8};
-  check_resnet_against_timm("models_resnet_bottleneck", c, 32);
+  check_resnet_against_timm("models_resnet_bottleneck", tiny_resnet("models_resnet_bottleneck"), 32);
 }
 
 void check_regnet_against_timm(Device dev) {
@@ -331,11 +337,10 @@ void check_regnet_against_timm(Device dev) {
 TEST(Models, RegNetMatchesTimm) { check_regnet_against_timm(Device::cpu()); }
 
 // The full-size teacher: key set, file shapes and parameter count of timm's regnety_160
-// (tests/data/regnety_160_keys.txt), without its 84M-parameter weights.
+// (tests/data/models_regnety_160_keys.txt), without its 84M-parameter weights.
 TEST(Models, RegNetY160KeysMatchTimm) {
-  const char* dir = std::getenv("MOKD_TEST_DATA");  // as load_fixture: overrides the build's path
-  std::ifstream f(std::string(dir && *dir ? dir : MOKD_TEST_DATA) + "/regnety_160_keys.txt");
-  ASSERT_TRUE(f) << "missing regnety_160_keys.txt: run python3 tools/make_reference.py models";
+  std::ifstream f(test::fixture_path("models_regnety_160_keys.txt"));
+  ASSERT_TRUE(f) << "cannot read models_regnety_160_keys.txt";
   std::map<std::string, std::string> timm_keys;
   int64_t timm_params = -1;
   std::string line;
@@ -344,6 +349,7 @@ TEST(Models, RegNetY160KeysMatchTimm) {
       timm_params = std::stoll(line.substr(17));
       continue;
     }
+    if (line.rfind("#", 0) == 0) continue;  // the writer's metadata ("# key: value")
     const auto sp = line.find(' ');
     ASSERT_NE(sp, std::string::npos) << line;
     timm_keys[line.substr(0, sp)] = line.substr(sp + 1);

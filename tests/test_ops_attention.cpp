@@ -1,5 +1,5 @@
 // scaled_dot_product_attention: gradient checks, the saved log-sum-exp, PyTorch fixtures
-// (tools/reference/ops_matmul.py writes ops_attention.safetensors), a composed-ops cross-check,
+// (tools/reference/ops_attention.py writes ops_attention.safetensors; the scales come from its params), a composed-ops cross-check,
 // and bad input.
 #include <cmath>
 #include <string>
@@ -119,12 +119,12 @@ TEST(OpsAttention, BackwardMatchesComposedOps) {
 }
 
 TEST(OpsAttention, MatchesTorchSdpa) {
-  auto f = test::load_fixture("ops_attention.safetensors");
+  test::Fixture f("ops_attention.safetensors");
   Tensor out = scaled_dot_product_attention(f.at("small_q"), f.at("small_k"), f.at("small_v"),
-                                            1.f / std::sqrt(4.f));
+                                            f.param_f("small.scale"));
   EXPECT_LT(rel_error(out, f.at("small_out")), 1e-5);
   out = scaled_dot_product_attention(f.at("vit_q"), f.at("vit_k"), f.at("vit_v"),
-                                     1.f / std::sqrt(64.f));
+                                     f.param_f("vit.scale"));
   EXPECT_EQ(shape_str(out.shape()), "[1, 1, 197, 64]");
   EXPECT_LT(rel_error(out, f.at("vit_out")), 1e-5);
 }

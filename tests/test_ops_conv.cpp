@@ -181,17 +181,19 @@ TEST(OpsConv, PoolGradients) {
 // ---- against PyTorch ----
 
 TEST(OpsConv, Conv2dMatchesTorch) {
-  auto f = test::load_fixture("ops_conv.safetensors");
+  test::Fixture f("ops_conv.safetensors");
   struct Case { const char* name; Conv2dParams p; };
-  // Must match CONV_CASES in tools/reference/ops_conv.py.
-  std::vector<Case> cases = {
-      {"conv_s1_p1_bias", conv_params(1, 1, 1, 1, 1)},
-      {"conv_s2_p0", conv_params(2, 2, 0, 0, 1)},
-      {"conv_s2_p1_g2", conv_params(2, 2, 1, 1, 2)},
-      {"conv_depthwise", conv_params(1, 1, 1, 1, 3)},
-      {"conv_1x1_g2", conv_params(1, 1, 0, 0, 2)},
-      {"conv_7x7_s2_p3", conv_params(2, 2, 3, 3, 1)},
+  // Stride, padding and groups of each case from the fixture's params (CONV_CASES of
+  // tools/reference/ops_conv.py).
+  auto params = [&](const std::string& n) {
+    const std::string c = "conv." + n + ".";
+    const int s = static_cast<int>(f.param_i(c + "stride")), p = static_cast<int>(f.param_i(c + "padding"));
+    return conv_params(s, s, p, p, static_cast<int>(f.param_i(c + "groups")));
   };
+  std::vector<Case> cases;
+  for (const char* n : {"conv_s1_p1_bias", "conv_s2_p0", "conv_s2_p1_g2", "conv_depthwise", "conv_1x1_g2",
+                        "conv_7x7_s2_p3"})
+    cases.push_back({n, params(n)});
   for (const auto& c : cases) {
     std::string n = c.name;
     ASSERT_TRUE(f.count(n + ".x")) << n;
@@ -208,10 +210,11 @@ TEST(OpsConv, Conv2dMatchesTorch) {
 }
 
 TEST(OpsConv, BatchNormMatchesTorch) {
-  auto f = test::load_fixture("ops_conv.safetensors");
+  test::Fixture f("ops_conv.safetensors");
+  const float momentum = f.param_f("bn.momentum"), eps = f.param_f("bn.eps");
   Tensor x = requires_grad(f.at("bn_train.x")), w = requires_grad(f.at("bn_train.w")), b = requires_grad(f.at("bn_train.b"));
   Tensor rm = f.at("bn_train.rm0").clone(), rv = f.at("bn_train.rv0").clone();
-  Tensor y = batch_norm2d(x, w, b, rm, rv, true, 0.1f, 1e-5f);
+  Tensor y = batch_norm2d(x, w, b, rm, rv, true, momentum, eps);
   EXPECT_LT(rel_error(y, f.at("bn_train.y")), 1e-5);
   EXPECT_LT(rel_error(rm, f.at("bn_train.rm1")), 1e-5) << "running_mean";
   EXPECT_LT(rel_error(rv, f.at("bn_train.rv1")), 1e-5) << "running_var";
@@ -222,21 +225,26 @@ TEST(OpsConv, BatchNormMatchesTorch) {
 
   Tensor rm0 = f.at("bn_train.rm0").clone(), rv0 = f.at("bn_train.rv0").clone();
   Tensor ye = batch_norm2d(f.at("bn_eval.x"), f.at("bn_train.w"), f.at("bn_train.b"), rm0, rv0,
-                           false, 0.1f, 1e-5f);
+                           false, momentum, eps);
   EXPECT_LT(rel_error(ye, f.at("bn_eval.y")), 1e-5) << "eval";
 }
 
 TEST(OpsConv, PoolsMatchTorch) {
-  auto f = test::load_fixture("ops_conv.safetensors");
+  test::Fixture f("ops_conv.safetensors");
+  // Kernel, stride, padding ([h, w]) and count_include_pad of each case from the fixture's params.
+  auto params = [&](const std::string& n) {
+    const std::string c = "pool." + n + ".";
+    auto k = f.param_iv(c + "kernel"), s = f.param_iv(c + "stride"), p = f.param_iv(c + "padding");
+    const bool include_pad = f.param_s(c + "op") == "avg" ? f.param_b(c + "count_include_pad") : true;
+    return pool_params(static_cast<int>(k.at(0)), static_cast<int>(k.at(1)), static_cast<int>(s.at(0)),
+                       static_cast<int>(s.at(1)), static_cast<int>(p.at(0)), static_cast<int>(p.at(1)), include_pad);
+  };
   Tensor x = f.at("pool.x");
-  EXPECT_LT(rel_error(max_pool2d(x, pool_params(3, 3, 2, 2, 1, 1)), f.at("maxpool_k3s2p1.y")), 1e-5);
-  EXPECT_LT(rel_error(max_pool2d(x, pool_params(2, 2, 2, 2, 0, 0)), f.at("maxpool_k2s2p0.y")), 1e-5);
-  EXPECT_LT(rel_error(avg_pool2d(x, pool_params(3, 3, 2, 2, 1, 1)), f.at("avgpool_k3s2p1.y")), 1e-5);
-  EXPECT_LT(rel_error(avg_pool2d(x, pool_params(3, 3, 2, 2, 1, 1, false)),
-                      f.at("avgpool_k3s2p1_nopad.y")),
-            1e-5);
-  EXPECT_LT(rel_error(avg_pool2d(x, pool_params(3, 2, 1, 2, 1, 0)), f.at("avgpool_k3x2s1p1x0.y")),
-            1e-5);
+  EXPECT_LT(rel_error(max_pool2d(x, params("maxpool_k3s2p1")), f.at("maxpool_k3s2p1.y")), 1e-5);
+  EXPECT_LT(rel_error(max_pool2d(x, params("maxpool_k2s2p0")), f.at("maxpool_k2s2p0.y")), 1e-5);
+  EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3s2p1")), f.at("avgpool_k3s2p1.y")), 1e-5);
+  EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3s2p1_nopad")), f.at("avgpool_k3s2p1_nopad.y")), 1e-5);
+  EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3x2s1p1x0")), f.at("avgpool_k3x2s1p1x0.y")), 1e-5);
   EXPECT_LT(rel_error(global_avg_pool2d(x), f.at("gap.y")), 1e-5);
 }
 

@@ -1,5 +1,6 @@
-// Losses: forward values and input gradients against PyTorch (tools/reference/ops_nn.py writes
-// tests/data/ops_loss.safetensors), finite-difference gradient checks and bad input.
+// Losses: forward values and input gradients against PyTorch (tools/reference/ops_loss.py writes
+// tests/data/ops_loss.safetensors; smoothing, temperatures and beta come from its params),
+// finite-difference gradient checks and bad input.
 #include <cmath>
 
 #include "tests/test_util.h"
@@ -23,22 +24,23 @@ void expect_scalar(const Tensor& loss, const Tensor& expected, const char* what)
 
 class OpsLossFixture : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { f_ = new io::TensorMap(test::load_fixture("ops_loss.safetensors")); }
+  static void SetUpTestSuite() { f_ = new test::Fixture("ops_loss.safetensors"); }
   static void TearDownTestSuite() {
     delete f_;
     f_ = nullptr;
   }
-  const Tensor& at(const char* k) { return f_->at(k); }
-  static io::TensorMap* f_;
+  const Tensor& at(const std::string& k) { return f_->at(k); }
+  static test::Fixture* f_;
 };
-io::TensorMap* OpsLossFixture::f_ = nullptr;
+test::Fixture* OpsLossFixture::f_ = nullptr;
 
 TEST_F(OpsLossFixture, CrossEntropyHardLabels) {
-  for (auto [s, loss_key, grad_key] : {std::tuple{0.f, "ce_loss", "ce_grad"},
-                                        std::tuple{0.1f, "ce_ls_loss", "ce_ls_grad"}}) {
+  for (std::string c : {"ce", "ce_ls"}) {
+    const float s = f_->param_f("ce.label_smoothing." + c);
+    const std::string loss_key = c + "_loss", grad_key = c + "_grad";
     Tensor x = requires_grad(at("ce_logits").clone());
     Tensor loss = cross_entropy(x, at("ce_labels"), s);
-    expect_scalar(loss, at(loss_key), loss_key);
+    expect_scalar(loss, at(loss_key), loss_key.c_str());
     loss.backward();
     EXPECT_LT(rel_error(x.grad(), at(grad_key)), 1e-5) << grad_key;
   }
@@ -54,11 +56,13 @@ TEST_F(OpsLossFixture, CrossEntropySoftTargets) {
 }
 
 TEST_F(OpsLossFixture, KlDivTemperatures) {
-  for (auto [T, loss_key, grad_key] : {std::tuple{1.f, "kl_T1_loss", "kl_T1_grad"},
-                                        std::tuple{4.f, "kl_T4_loss", "kl_T4_grad"}}) {
+  const std::vector<int64_t> temperatures = f_->param_iv("kl.temperatures");
+  for (int64_t ti : temperatures) {
+    const float T = static_cast<float>(ti);
+    const std::string loss_key = "kl_T" + std::to_string(ti) + "_loss", grad_key = "kl_T" + std::to_string(ti) + "_grad";
     Tensor s = requires_grad(at("kl_student").clone()), t = requires_grad(at("kl_teacher").clone());
     Tensor loss = kl_div(s, t, T);
-    expect_scalar(loss, at(loss_key), loss_key);
+    expect_scalar(loss, at(loss_key), loss_key.c_str());
     loss.backward();
     EXPECT_LT(rel_error(s.grad(), at(grad_key)), 1e-5) << grad_key;
     EXPECT_FALSE(t.grad().defined()) << "the teacher must get no gradient";
@@ -67,7 +71,7 @@ TEST_F(OpsLossFixture, KlDivTemperatures) {
 
 TEST_F(OpsLossFixture, SmoothL1AndMse) {
   Tensor a = requires_grad(at("sl1_a").clone()), b = requires_grad(at("sl1_b").clone());
-  Tensor l1 = smooth_l1(a, b, 0.5f);
+  Tensor l1 = smooth_l1(a, b, f_->param_f("smooth_l1.beta"));
   expect_scalar(l1, at("sl1_loss"), "sl1_loss");
   l1.backward();
   EXPECT_LT(rel_error(a.grad(), at("sl1_grad_a")), 1e-5);

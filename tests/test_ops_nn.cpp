@@ -111,10 +111,11 @@ TEST(OpsNnLayerNorm, GradcheckAffineAndPlain) {
 }
 
 TEST(OpsNnLayerNorm, MatchesPyTorch) {
-  auto f = test::load_fixture("ops_nn.safetensors");
+  test::Fixture f("ops_nn.safetensors");
+  const float eps = f.param_f("ln.eps");
   Tensor x = requires_grad(f.at("ln_x").clone()), w = requires_grad(f.at("ln_w").clone()), b = requires_grad(f.at("ln_b").clone());
   Tensor gy = f.at("ln_gy");
-  Tensor y = layer_norm(x, w, b, 1e-5f);
+  Tensor y = layer_norm(x, w, b, eps);
   EXPECT_LT(rel_error(y, f.at("ln_y_affine")), 1e-5);
   sum(mul(y, gy)).backward();
   EXPECT_LT(rel_error(x.grad(), f.at("ln_gx_affine")), 1e-5);
@@ -122,7 +123,7 @@ TEST(OpsNnLayerNorm, MatchesPyTorch) {
   EXPECT_LT(rel_error(b.grad(), f.at("ln_gb")), 1e-5);
 
   Tensor x2 = requires_grad(f.at("ln_x").clone());
-  Tensor y2 = layer_norm(x2, Tensor(), Tensor(), 1e-5f);
+  Tensor y2 = layer_norm(x2, Tensor(), Tensor(), eps);
   EXPECT_LT(rel_error(y2, f.at("ln_y_plain")), 1e-5);
   sum(mul(y2, gy)).backward();
   EXPECT_LT(rel_error(x2.grad(), f.at("ln_gx_plain")), 1e-5);

@@ -1,6 +1,6 @@
 // Optimizers (AdamW, Adam with L2, SGD), gradient clipping, lr schedules and weight-decay groups
 // against PyTorch/timm. Fixture: tests/data/optim.safetensors from tools/reference/optim.py
-// (`python3 tools/make_reference.py optim`); the hyper-parameters below repeat that script's.
+// (`python3 tools/make_reference.py optim`); the hyper-parameters come from the fixture's params.
 #include <cmath>
 #include <limits>
 #include <map>
@@ -15,13 +15,25 @@ namespace {
 
 using test::expect_error;
 
-constexpr int kSteps = 10;
-constexpr int kParams = 3;
-
-const io::TensorMap& fixture() {
-  static const io::TensorMap fx = test::load_fixture("optim.safetensors");
+const test::Fixture& fixture() {
+  static const test::Fixture fx("optim.safetensors");
   return fx;
 }
+
+const int kSteps = static_cast<int>(fixture().param_i("steps"));
+const int kParams = static_cast<int>(fixture().param("shapes").size());
+
+AdamOptions adam_options(const std::string& c) {
+  const std::vector<float> b = fixture().param_fv(c + ".betas");
+  return {b.at(0), b.at(1), fixture().param_f(c + ".eps")};
+}
+
+SgdOptions sgd_options(const std::string& c) {
+  return {fixture().param_f(c + ".momentum"), fixture().param_f(c + ".dampening"), fixture().param_b(c + ".nesterov")};
+}
+
+float lr(const std::string& c) { return fixture().param_f(c + ".lr"); }
+float wd(const std::string& c) { return fixture().param_f(c + ".weight_decay"); }
 
 std::string key(const std::string& a, int t, int i) {
   return a + "." + std::to_string(t) + "." + std::to_string(i);
@@ -40,8 +52,8 @@ std::vector<Tensor> initial_params() {
 // Gives each parameter the fixture's gradient of step t (none where the fixture has none).
 void set_grads(std::vector<Tensor>& ps, int t) {
   for (int i = 0; i < kParams; ++i) {
-    auto it = fixture().find(key("g", t, i));
-    if (it == fixture().end()) ps[i].zero_grad();
+    auto it = fixture().tensors().find(key("g", t, i));
+    if (it == fixture().tensors().end()) ps[i].zero_grad();
     else ps[i].set_grad(it->second.clone());
   }
 }
@@ -79,7 +91,14 @@ std::map<std::string, Tensor> state_map(const Optimizer& opt) {
 
 TEST(OptimTrajectory, AdamWTwoGroupsWithLrScaleMatchesTorch) {
   auto ps = initial_params();
-  AdamW opt({{{ps[0], ps[2]}, 0.05f, 0.05f}, {{ps[1]}, 0.05f, 0.f}}, {0.9f, 0.999f, 1e-8f});
+  // The fixture's two groups: params 0 and 2 with decay, param 1 without.
+  std::vector<ParamGroup> groups;
+  for (const auto& g : fixture().param("adamw.groups")) {
+    std::vector<Tensor> members;
+    for (const auto& i : g.at("params")) members.push_back(ps.at(i.get<size_t>()));
+    groups.push_back({members, lr("adamw"), g.at("weight_decay").get<float>()});
+  }
+  AdamW opt(groups, adam_options("adamw"));
   run_case("adamw", opt, ps, "adamw.lr_scale");
   // Per-parameter step counts: the fixture has no gradient for (step 6, param 0) and
   // (step 3, param 2), so those skipped one update (bias correction follows their own count).
@@ -94,32 +113,32 @@ TEST(OptimTrajectory, AdamWTwoGroupsWithLrScaleMatchesTorch) {
 
 TEST(OptimTrajectory, AdamWSmallBeta1MatchesTorch) {
   auto ps = initial_params();
-  AdamW opt({{ps, 0.01f, 0.1f}}, {0.3f, 0.95f, 1e-3f});
+  AdamW opt({{ps, lr("adamw_b"), wd("adamw_b")}}, adam_options("adamw_b"));
   run_case("adamw_b", opt, ps);
 }
 
 TEST(OptimTrajectory, AdamCoupledL2MatchesTorch) {
   auto ps = initial_params();
-  Adam opt({{ps, 0.025f, 0.01f}});
+  Adam opt({{ps, lr("adam_l2"), wd("adam_l2")}}, adam_options("adam_l2"));
   EXPECT_STREQ(opt.name(), "adam");
   run_case("adam_l2", opt, ps);
 }
 
 TEST(OptimTrajectory, SgdMomentumDampeningMatchesTorch) {
   auto ps = initial_params();
-  SGD opt({{ps, 0.05f, 0.01f}}, {0.9f, 0.1f, false});
+  SGD opt({{ps, lr("sgd_momentum"), wd("sgd_momentum")}}, sgd_options("sgd_momentum"));
   run_case("sgd_momentum", opt, ps);
 }
 
 TEST(OptimTrajectory, SgdNesterovMatchesTorch) {
   auto ps = initial_params();
-  SGD opt({{ps, 0.05f, 0.01f}}, {0.9f, 0.f, true});
+  SGD opt({{ps, lr("sgd_nesterov"), wd("sgd_nesterov")}}, sgd_options("sgd_nesterov"));
   run_case("sgd_nesterov", opt, ps);
 }
 
 TEST(OptimTrajectory, SgdWithoutMomentumMatchesTorch) {
   auto ps = initial_params();
-  SGD opt({{ps, 0.1f, 0.01f}});
+  SGD opt({{ps, lr("sgd_plain"), wd("sgd_plain")}}, sgd_options("sgd_plain"));
   run_case("sgd_plain", opt, ps);
   for (const auto& [k, t] : opt.state()) EXPECT_EQ(t.dtype(), DType::I64) << k;  // no buffers
 }
@@ -350,7 +369,7 @@ TEST(ClipGradNorm, ClipsWhenNormExceedsMax) {
   Tensor spare = Tensor::ones({4});
   spare.set_requires_grad(true);
   auto ps = clip_params(&spare);
-  Tensor norm = clip_grad_norm(ps, 1.f);
+  Tensor norm = clip_grad_norm(ps, fixture().param_f("clip.small.max_norm"));
   EXPECT_EQ(norm.dim(), 0);
   EXPECT_TRUE(norm.device() == ps[0].device());
   EXPECT_LE(std::fabs(norm.item() / fixture().at("clip.small.norm").item() - 1.f), 1e-6);
@@ -381,7 +400,7 @@ TEST(ClipGradNorm, ADuplicatedParameterCountsOnce) {
 
 TEST(ClipGradNorm, LeavesGradsBelowMaxUnchanged) {
   auto ps = clip_params(nullptr);
-  Tensor norm = clip_grad_norm(ps, 100.f);
+  Tensor norm = clip_grad_norm(ps, fixture().param_f("clip.large.max_norm"));
   EXPECT_LE(std::fabs(norm.item() / fixture().at("clip.large.norm").item() - 1.f), 1e-6);
   for (int i = 0; i < kParams; ++i) {
     EXPECT_EQ(ps[i].grad().to_vector(), fixture().at("clip.large.g." + std::to_string(i)).to_vector())
@@ -444,20 +463,29 @@ void expect_schedule(const LrSchedule& s, const std::string& fixture_key) {
   }
 }
 
-TEST(Schedule, CosineMatchesTimm) {
+// timm's CosineLRScheduler arguments of fixture case `name` as a CosineScheduleConfig: with
+// warmup_prefix the cosine's t_initial steps follow the warm-up, so the whole schedule is
+// warmup_t + t_initial long; without it, t_initial long.
+CosineScheduleConfig cosine_config(const std::string& name) {
+  const test::Fixture& f = fixture();
+  const std::string p = "sched." + name + ".";
   CosineScheduleConfig c;
-  c.base_lr = 5e-4f;
-  c.min_lr = 1e-5f;
-  c.warmup_start_lr = 1e-6f;
-  c.warmup_steps = 5;
-  c.total_steps = 50;
-  expect_schedule(CosineSchedule(c), "sched.cosine_prefix");
-  c.warmup_prefix = false;
-  expect_schedule(CosineSchedule(c), "sched.cosine_overlay");
-  CosineScheduleConfig n;
-  n.base_lr = 5e-4f;
-  n.total_steps = 20;
-  expect_schedule(CosineSchedule(n), "sched.cosine_nowarmup");
+  c.base_lr = f.param_f(p + "base_lr");
+  c.min_lr = f.param_f(p + "lr_min");
+  const bool warmup = f.param(p.substr(0, p.size() - 1)).contains("warmup_t");
+  if (warmup) {
+    c.warmup_start_lr = f.param_f(p + "warmup_lr_init");
+    c.warmup_steps = f.param_i(p + "warmup_t");
+    c.warmup_prefix = f.param_b(p + "warmup_prefix");
+  }
+  c.total_steps = f.param_i(p + "t_initial") + (warmup && c.warmup_prefix ? c.warmup_steps : 0);
+  return c;
+}
+
+TEST(Schedule, CosineMatchesTimm) {
+  expect_schedule(CosineSchedule(cosine_config("cosine_prefix")), "sched.cosine_prefix");
+  expect_schedule(CosineSchedule(cosine_config("cosine_overlay")), "sched.cosine_overlay");
+  expect_schedule(CosineSchedule(cosine_config("cosine_nowarmup")), "sched.cosine_nowarmup");
 }
 
 TEST(Schedule, CosineClosedFormPoints) {
@@ -479,7 +507,8 @@ TEST(Schedule, CosineClosedFormPoints) {
 }
 
 TEST(Schedule, StepMatchesTorchStepLR) {
-  StepSchedule s(0.1f, 7, 0.5f);
+  const test::Fixture& f = fixture();
+  StepSchedule s(f.param_f("sched.step.base_lr"), f.param_i("sched.step.step_size"), f.param_f("sched.step.gamma"));
   expect_schedule(s, "sched.step");
   EXPECT_FLOAT_EQ(s.lr_at(6), 0.1f);
   EXPECT_FLOAT_EQ(s.lr_at(7), 0.05f);
@@ -519,7 +548,7 @@ TEST(Schedule, BadValuesNameTheField) {
 TEST(DecayGroups, MatchesTimmOnDeiT) {
   NamedTensors named;
   std::map<const TensorImpl*, std::pair<std::string, bool>> want;
-  for (const auto& [k, t] : fixture()) {
+  for (const auto& [k, t] : fixture().tensors()) {
     if (k.rfind("groups.", 0) != 0) continue;
     std::vector<int64_t> v = t.to_vector_i64();
     Tensor p = Tensor::zeros(Shape(v.begin() + 1, v.end()));
@@ -531,10 +560,11 @@ TEST(DecayGroups, MatchesTimmOnDeiT) {
   ASSERT_GT(named.size(), 10u);
   Tensor frozen = Tensor::zeros({4, 4});  // not requiring grad: left out
   named.emplace_back("frozen.weight", frozen);
-  auto groups = decay_groups(named, 0.3f, 0.05f);
+  const float group_wd = fixture().param_f("groups.weight_decay");
+  auto groups = decay_groups(named, 0.3f, group_wd);
   ASSERT_EQ(groups.size(), 2u);
   EXPECT_EQ(groups[0].weight_decay, 0.f);
-  EXPECT_EQ(groups[1].weight_decay, 0.05f);
+  EXPECT_EQ(groups[1].weight_decay, group_wd);
   EXPECT_EQ(groups[0].lr, 0.3f);
   EXPECT_EQ(groups[1].lr, 0.3f);
   EXPECT_EQ(groups[0].params.size() + groups[1].params.size(), want.size());

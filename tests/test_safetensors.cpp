@@ -229,8 +229,7 @@ void expect_bits_equal(const Tensor& a, const Tensor& b, const std::string& what
 
 // The expected values (they hold torch's bf16 infinities, so non-finite values are allowed).
 io::TensorMap load_expected(DType float_dtype = DType::F32) {
-  std::string p = std::string(MOKD_TEST_DATA) + "/safetensors_torch_expected.safetensors";
-  if (!fs::exists(p)) throw Error("missing fixture " + p + ": run `python3 tools/make_reference.py safetensors_files`");
+  std::string p = test::fixture_path("safetensors_torch_expected.safetensors");
   io::LoadOptions opts;
   opts.allow_non_finite = true;
   opts.float_dtype = float_dtype;
@@ -239,7 +238,7 @@ io::TensorMap load_expected(DType float_dtype = DType::F32) {
 
 TEST_F(Safetensors, TorchWrittenFileLoadsExactly) {
   io::Metadata meta;
-  io::TensorMap got = io::load_safetensors(std::string(MOKD_TEST_DATA) + "/safetensors_torch.safetensors", {}, &meta);
+  io::TensorMap got = io::load_safetensors(test::fixture_path("safetensors_torch.safetensors"), {}, &meta);
   io::TensorMap want = load_expected();
   EXPECT_EQ(meta.at("format"), "pt");
   EXPECT_EQ(meta.at("unicode"), "\xc3\xa9\xe4\xb8\xad");
@@ -254,7 +253,7 @@ TEST_F(Safetensors, TorchWrittenFileLoadsExactly) {
   EXPECT_EQ(got.at("empty").shape(), (Shape{0, 3}));
   EXPECT_GT(got.at("f16").numel(), 2000);  // the sweep really is there
 
-  auto entries = io::inspect_safetensors(std::string(MOKD_TEST_DATA) + "/safetensors_torch.safetensors");
+  auto entries = io::inspect_safetensors(test::fixture_path("safetensors_torch.safetensors"));
   EXPECT_EQ(entries.at("f16").dtype, "F16");
   EXPECT_EQ(entries.at("bf16_matrix").dtype, "BF16");
   EXPECT_EQ(entries.at("bf16_matrix").shape, (Shape{3, 4}));
@@ -263,7 +262,7 @@ TEST_F(Safetensors, TorchWrittenFileLoadsExactly) {
 TEST_F(Safetensors, TorchWrittenFileConvertsToBf16LikeTorch) {
   io::LoadOptions opts;
   opts.float_dtype = DType::BF16;
-  const std::string file = std::string(MOKD_TEST_DATA) + "/safetensors_torch.safetensors";
+  const std::string file = test::fixture_path("safetensors_torch.safetensors");
   // f32 max rounds to bf16 infinity (as in torch): an error by default, naming the tensor.
   expect_rejected(file, {"'f32'", "overflows bf16"}, opts, true);
   opts.allow_non_finite = true;
@@ -275,7 +274,7 @@ TEST_F(Safetensors, TorchWrittenFileConvertsToBf16LikeTorch) {
 }
 
 TEST_F(Safetensors, TorchWrittenNonFiniteValuesNeedPermission) {
-  const std::string file = std::string(MOKD_TEST_DATA) + "/safetensors_torch_nonfinite.safetensors";
+  const std::string file = test::fixture_path("safetensors_torch_nonfinite.safetensors");
   expect_rejected(file, {"'a_f32'", "non-finite", "index 2"}, {}, true);
   io::LoadOptions opts;
   opts.allow_non_finite = true;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 namespace mokd::test {
 
@@ -110,15 +111,169 @@ void gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
   }
 }
 
-io::TensorMap load_fixture(const std::string& file) {
-  // MOKD_TEST_DATA in the environment overrides the build's path: binaries built on one machine
-  // run from another checkout (tools/gpu_check.sh carries prebuilt tests to the GPU machine).
+namespace {
+
+namespace fs = std::filesystem;
+
+// MOKD_TEST_DATA in the environment overrides the build's path: binaries built on one machine
+// run from another checkout (tools/gpu_check.sh carries prebuilt tests to the GPU machine).
+fs::path data_dir() {
   const char* dir = std::getenv("MOKD_TEST_DATA");
-  std::string path = std::string(dir && *dir ? dir : MOKD_TEST_DATA) + "/" + file;
-  if (!std::filesystem::exists(path))
-    throw Error("missing fixture " + path + ": regenerate with `python3 tools/make_reference.py`");
-  return io::load_safetensors(path);
+  return fs::path(dir && *dir ? dir : MOKD_TEST_DATA);
 }
+
+// tools/reference/ of the checkout holding the data folder (<root>/tests/data).
+fs::path scripts_dir() {
+  fs::path d = data_dir().lexically_normal();
+  if (!d.has_filename()) d = d.parent_path();  // a trailing slash
+  return d.parent_path().parent_path() / "tools" / "reference";
+}
+
+std::string script_stem(const std::string& file) {
+  const std::string stem = file.substr(0, file.find('.'));
+  std::string best;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(scripts_dir(), ec)) {
+    const fs::path p = e.path();
+    const std::string s = p.stem().string();
+    if (p.extension() != ".py" || s.empty() || s[0] == '_') continue;
+    const bool match = stem == s || (stem.size() > s.size() && stem.compare(0, s.size(), s) == 0 && stem[s.size()] == '_');
+    if (match && s.size() > best.size()) best = s;
+  }
+  return best;
+}
+
+// The packages of the script's `REQUIRES = ("torch", ...)` line, joined by ", "; "" if absent.
+std::string script_requires(const fs::path& script) {
+  std::ifstream in(script);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("REQUIRES = ", 0) != 0) continue;
+    std::string out;
+    for (size_t q = line.find('"'); q != std::string::npos; q = line.find('"', q)) {
+      const size_t end = line.find('"', q + 1);
+      if (end == std::string::npos) break;
+      out += (out.empty() ? "" : ", ") + line.substr(q + 1, end - q - 1);
+      q = end + 1;
+    }
+    return out;
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string fixture_script(const std::string& file) {
+  const std::string s = script_stem(file);
+  return s.empty() ? "" : "tools/reference/" + s + ".py";
+}
+
+std::string fixture_path(const std::string& file) {
+  const fs::path path = data_dir() / file;
+  if (fs::exists(path)) return path.string();
+  const std::string stem = script_stem(file);
+  if (stem.empty())
+    throw Error(path.string() + " not found, and no script in " + scripts_dir().string() +
+                " matches its name (fixture X.safetensors or X_<suffix>.safetensors is written by "
+                "tools/reference/X.py)");
+  const std::string req = script_requires(scripts_dir() / (stem + ".py"));
+  throw Error(path.string() + " not found: it is written by tools/reference/" + stem +
+              ".py (python3 tools/make_reference.py " + stem +
+              (req.empty() ? "" : "; needs " + req) + ")");
+}
+
+Fixture::Fixture(const std::string& file, const io::LoadOptions& opts) : file_(file) {
+  tensors_ = io::load_safetensors(fixture_path(file), opts, &metadata_);
+  auto it = metadata_.find("params");
+  if (it == metadata_.end()) return;  // param() names the missing key
+  try {
+    params_ = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    fail(std::string("params is not valid JSON (") + e.what() + ")");
+  }
+}
+
+void Fixture::fail(const std::string& what) const {
+  auto meta = [&](const char* key, const std::string& fallback) {
+    auto it = metadata_.find(key);
+    return it != metadata_.end() ? it->second : fallback;
+  };
+  const std::string stem = script_stem(file_);
+  const std::string script = meta("script", stem.empty() ? "?" : "tools/reference/" + stem + ".py");
+  const std::string command = meta("command", "python3 tools/make_reference.py " + stem);
+  throw Error("fixture tests/data/" + file_ + ": " + what + " (written by " + script + "; rerun " +
+              command + ")");
+}
+
+const Tensor& Fixture::at(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) fail("no tensor '" + name + "'");
+  return it->second;
+}
+
+const nlohmann::json& Fixture::param(const std::string& path) const {
+  if (!metadata_.count("params")) fail("no params in its metadata (looking for '" + path + "')");
+  const nlohmann::json* j = &params_;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = path.find('.', start);
+    const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!j->is_object() || !j->contains(key)) fail("no parameter '" + path + "' in its params");
+    j = &(*j)[key];
+    if (dot == std::string::npos) return *j;
+    start = dot + 1;
+  }
+}
+
+double Fixture::param_d(const std::string& path) const {
+  const nlohmann::json& j = param(path);
+  if (!j.is_number()) fail("parameter '" + path + "' is " + j.dump() + ", not a number");
+  return j.get<double>();
+}
+
+float Fixture::param_f(const std::string& path) const { return static_cast<float>(param_d(path)); }
+
+int64_t Fixture::param_i(const std::string& path) const {
+  const nlohmann::json& j = param(path);
+  if (!j.is_number_integer()) fail("parameter '" + path + "' is " + j.dump() + ", not an integer");
+  return j.get<int64_t>();
+}
+
+bool Fixture::param_b(const std::string& path) const {
+  const nlohmann::json& j = param(path);
+  if (!j.is_boolean()) fail("parameter '" + path + "' is " + j.dump() + ", not a boolean");
+  return j.get<bool>();
+}
+
+std::string Fixture::param_s(const std::string& path) const {
+  const nlohmann::json& j = param(path);
+  if (!j.is_string()) fail("parameter '" + path + "' is " + j.dump() + ", not a string");
+  return j.get<std::string>();
+}
+
+std::vector<float> Fixture::param_fv(const std::string& path) const {
+  const nlohmann::json& j = param(path);
+  std::vector<float> out;
+  if (!j.is_array()) fail("parameter '" + path + "' is " + j.dump() + ", not an array");
+  for (const auto& v : j) {
+    if (!v.is_number()) fail("parameter '" + path + "' is " + j.dump() + ", not an array of numbers");
+    out.push_back(static_cast<float>(v.get<double>()));
+  }
+  return out;
+}
+
+std::vector<int64_t> Fixture::param_iv(const std::string& path) const {
+  const nlohmann::json& j = param(path);
+  std::vector<int64_t> out;
+  if (!j.is_array()) fail("parameter '" + path + "' is " + j.dump() + ", not an array");
+  for (const auto& v : j) {
+    if (!v.is_number_integer()) fail("parameter '" + path + "' is " + j.dump() + ", not an array of integers");
+    out.push_back(v.get<int64_t>());
+  }
+  return out;
+}
+
+io::TensorMap load_fixture(const std::string& file) { return Fixture(file).tensors(); }
 
 Tensor requires_grad(Tensor t) {
   t.set_requires_grad(true);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -37,7 +38,52 @@ void gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                const std::vector<Tensor>& inputs, const GradCheckOptions& opt = {},
                const std::string& what = "");
 
-// Tensors of tests/data/<file>; a missing file fails naming the script that writes it.
+// Reference fixtures (tests/data/). Naming rule: fixture X.safetensors or X_<suffix>.safetensors
+// (likewise X_<suffix>.txt) is written by tools/reference/X.py, X being the longest prefix of the
+// name, cut at an underscore, that names a script there; `python3 tools/make_reference.py X`
+// rewrites it. Its metadata (tools/reference/_common.py) records script, command, requires, the
+// package versions and params: the hyper-parameters as one JSON object, which tests read here
+// instead of repeating them.
+
+// The script writing `file` by the rule ("tools/reference/X.py"); "" when no script matches.
+std::string fixture_script(const std::string& file);
+
+// Path of tests/data/<file> (MOKD_TEST_DATA in the environment overrides the build's folder).
+// Throws when the file is missing, naming the script, the command and the packages that write it.
+std::string fixture_path(const std::string& file);
+
+// One safetensors fixture: tensors, metadata and typed access to its params by dotted path
+// ("adamw.lr", "teacher.embed_dim"). A missing tensor or parameter, or one of another type, is an
+// error naming the fixture, the key and the script to rerun.
+class Fixture {
+ public:
+  explicit Fixture(const std::string& file, const io::LoadOptions& opts = {});
+
+  const std::string& file() const { return file_; }
+  const io::TensorMap& tensors() const { return tensors_; }
+  const io::Metadata& metadata() const { return metadata_; }
+  const Tensor& at(const std::string& name) const;
+  const Tensor& operator[](const std::string& name) const { return at(name); }
+  size_t count(const std::string& name) const { return tensors_.count(name); }
+
+  const nlohmann::json& param(const std::string& path) const;
+  float param_f(const std::string& path) const;   // a number, as f32
+  double param_d(const std::string& path) const;  // a number
+  int64_t param_i(const std::string& path) const;
+  bool param_b(const std::string& path) const;
+  std::string param_s(const std::string& path) const;
+  std::vector<float> param_fv(const std::string& path) const;  // an array of numbers
+  std::vector<int64_t> param_iv(const std::string& path) const;
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const;
+  std::string file_;
+  io::TensorMap tensors_;
+  io::Metadata metadata_;
+  nlohmann::json params_;
+};
+
+// Tensors of tests/data/<file> (Fixture(file).tensors()).
 io::TensorMap load_fixture(const std::string& file);
 
 // t with requires_grad set, for inline use: gradcheck(f, {requires_grad(randn(...))}).

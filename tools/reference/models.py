@@ -24,9 +24,13 @@ zero biases or unit norm weights; drop-path 0):
              same outputs as resnet.
 The small-image stem has no timm equivalent and is not compared here.
 
-Also regnety_160_keys.txt: every state-dict key of timm.create_model('regnety_160') with its shape
-("key [d0, d1, ...]" per line, after a "# num_parameters N" line), so the full-size name/shape check
-needs no 84M-parameter file.
+Each fixture's params hold the model's constructor arguments ("config"), what the C++ test's
+config needs beyond them ("stem_width" of the ResNets; "stages" of the RegNet: depths, widths,
+groups, SE widths as timm instantiated them), the seeds and the batch.
+
+Also models_regnety_160_keys.txt: every state-dict key of timm.create_model('regnety_160') with
+its shape ("key [d0, d1, ...]" per line, after "# key: value" metadata lines and a
+"# num_parameters N" line), so the full-size name/shape check needs no 84M-parameter file.
 
 Full-size name/logit checks (not committed, large):
     python3 tools/reference/models.py --fullsize /tmp/mokd_fullsize
@@ -42,10 +46,14 @@ import torch
 import torch.nn.functional as F
 
 if __package__:
-    from ._common import gen, save
+    from ._common import gen, save, save_text
 else:  # run as a script (--fullsize)
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from _common import gen, save  # type: ignore
+    from _common import gen, save, save_text  # type: ignore
+
+REQUIRES = ("torch", "numpy", "safetensors", "timm")
+VIT = {"img_size": 32, "patch_size": 8, "in_chans": 3, "num_classes": 10, "embed_dim": 32, "depth": 2,
+       "num_heads": 2, "mlp_ratio": 2.0, "drop_path_rate": 0.0}
 
 
 def _randomize(model, seed):
@@ -97,28 +105,27 @@ def _grads(model):
 def _vit(out_dir):
     from timm.models.vision_transformer import VisionTransformer
     torch.manual_seed(0)
-    m = VisionTransformer(img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=32,
-                          depth=2, num_heads=2, mlp_ratio=2.0, drop_path_rate=0.0)
+    m = VisionTransformer(**VIT)
     _randomize(m, 11)
     m.train()
-    x, y = _io(12, 4, 32)
+    x, y = _io(12, 4, VIT["img_size"])
+    params = {"config": VIT, "seeds": {"torch": 0, "randomize": 11, "io": 12}, "batch": 4}
     t = _state(m)
     logits = m(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
     t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
-    save(out_dir, "models_vit", t)
-    save(out_dir, "models_vit_grads", _grads(m))
+    save(out_dir, "models_vit", t, params)
+    save(out_dir, "models_vit_grads", _grads(m), params)
 
 
 def _deit(out_dir):
     from timm.models.deit import VisionTransformerDistilled
     torch.manual_seed(0)
-    m = VisionTransformerDistilled(img_size=32, patch_size=8, in_chans=3, num_classes=10,
-                                   embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
-                                   drop_path_rate=0.0)
+    m = VisionTransformerDistilled(**VIT)
     _randomize(m, 21)
-    x, y = _io(22, 4, 32)
+    x, y = _io(22, 4, VIT["img_size"])
+    params = {"config": VIT, "seeds": {"torch": 0, "randomize": 21, "io": 22}, "batch": 4}
     t = _state(m)
     m.eval()
     with torch.no_grad():
@@ -129,11 +136,11 @@ def _deit(out_dir):
     loss = 0.5 * (F.cross_entropy(cls, y) + F.cross_entropy(dist, y))
     loss.backward()
     t.update(input=_nhwc(x), labels=y, logits=cls, dist_logits=dist, loss=loss.reshape(()))
-    save(out_dir, "models_deit", t)
-    save(out_dir, "models_deit_grads", _grads(m))
+    save(out_dir, "models_deit", t, params)
+    save(out_dir, "models_deit_grads", _grads(m), params)
 
 
-def _cnn_fixture(out_dir, name, m, x, y):
+def _cnn_fixture(out_dir, name, m, x, y, params):
     """A BN network's fixture: weights, eval logits, one train-mode forward/backward (logits, loss,
     the BN running statistics after it) and the gradients (name_grads)."""
     t = _state(m)
@@ -148,36 +155,52 @@ def _cnn_fixture(out_dir, name, m, x, y):
         if "running" in k or "num_batches" in k:
             t[f"after.{k}"] = v.detach().clone()
     t.update(input=_nhwc(x), labels=y, logits=logits, loss=loss.reshape(()))
-    save(out_dir, name, t)
-    save(out_dir, name + "_grads", _grads(m))
+    save(out_dir, name, t, params)
+    save(out_dir, name + "_grads", _grads(m), params)
 
 
 def _resnet(out_dir, bottleneck=False):
     from timm.models.resnet import ResNet, BasicBlock, Bottleneck
     torch.manual_seed(0)
     if bottleneck:
-        m = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(4, 4, 8, 8))
+        cfg = {"block": "Bottleneck", "layers": [1, 1, 1, 1], "num_classes": 10, "in_chans": 3,
+               "channels": [4, 4, 8, 8]}
     else:
-        m = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, in_chans=3, channels=(8, 12, 16, 24))
-    _randomize(m, 41 if bottleneck else 31)
-    x, y = _io(42 if bottleneck else 32, 4, 32)
-    _cnn_fixture(out_dir, "models_resnet_bottleneck" if bottleneck else "models_resnet", m, x, y)
+        cfg = {"block": "BasicBlock", "layers": [1, 1, 1, 1], "num_classes": 10, "in_chans": 3,
+               "channels": [8, 12, 16, 24]}
+    block = Bottleneck if bottleneck else BasicBlock
+    m = ResNet(block, cfg["layers"], num_classes=cfg["num_classes"], in_chans=cfg["in_chans"],
+               channels=tuple(cfg["channels"]))
+    seeds = {"torch": 0, "randomize": 41, "io": 42} if bottleneck else {"torch": 0, "randomize": 31, "io": 32}
+    img, batch = 32, 4
+    _randomize(m, seeds["randomize"])
+    x, y = _io(seeds["io"], batch, img)
+    params = {"config": cfg, "stem_width": m.conv1.out_channels, "img_size": img, "seeds": seeds,
+              "batch": batch}
+    _cnn_fixture(out_dir, "models_resnet_bottleneck" if bottleneck else "models_resnet", m, x, y, params)
 
 
 def _regnet(out_dir):
     from timm.models.regnet import RegNet, RegNetCfg
     torch.manual_seed(0)
-    cfg = RegNetCfg(depth=5, w0=8, wa=8, wm=1.5, group_size=8, se_ratio=0.25, stem_width=8)
+    cfg_args = {"depth": 5, "w0": 8, "wa": 8, "wm": 1.5, "group_size": 8, "se_ratio": 0.25, "stem_width": 8}
+    cfg = RegNetCfg(**cfg_args)
     m = RegNet(cfg, num_classes=10, in_chans=3)
     stages = [list(getattr(m, f"s{i}").children()) for i in range(1, 5)]
-    # The shapes tests/test_models.cpp's tiny_regnet() assumes.
-    assert [len(s) for s in stages] == [1, 1, 2, 1]
-    assert [s[0].conv3.conv.out_channels for s in stages] == [8, 16, 24, 40]
-    assert [s[0].conv2.conv.groups for s in stages] == [1, 2, 3, 5]
-    assert [b.se.fc1.out_channels for s in stages for b in s] == [2, 2, 4, 6, 6]
-    _randomize(m, 51)
-    x, y = _io(52, 3, 40)
-    _cnn_fixture(out_dir, "models_regnet", m, x, y)
+    instantiated = {"depths": [len(s) for s in stages],
+                    "widths": [s[0].conv3.conv.out_channels for s in stages],
+                    "groups": [s[0].conv2.conv.groups for s in stages],
+                    "se_widths": [b.se.fc1.out_channels for s in stages for b in s]}
+    # The shapes described above (tests/test_models.cpp builds its RegNet from "stages").
+    assert instantiated == {"depths": [1, 1, 2, 1], "widths": [8, 16, 24, 40], "groups": [1, 2, 3, 5],
+                            "se_widths": [2, 2, 4, 6, 6]}
+    seeds = {"torch": 0, "randomize": 51, "io": 52}
+    img, batch = 40, 3
+    _randomize(m, seeds["randomize"])
+    x, y = _io(seeds["io"], batch, img)
+    params = {"config": dict(cfg_args, bottle_ratio=cfg.bottle_ratio, num_classes=10, in_chans=3),
+              "stages": instantiated, "img_size": img, "seeds": seeds, "batch": batch}
+    _cnn_fixture(out_dir, "models_regnet", m, x, y, params)
 
 
 def _regnet_keys(out_dir):
@@ -186,7 +209,7 @@ def _regnet_keys(out_dir):
     n = sum(p.numel() for p in m.parameters())
     lines = [f"# num_parameters {n}"]
     lines += [f"{k} [{', '.join(str(d) for d in v.shape)}]" for k, v in m.state_dict().items()]
-    (out_dir / "regnety_160_keys.txt").write_text("\n".join(lines) + "\n")
+    save_text(out_dir, "models_regnety_160_keys.txt", lines, {"model": "regnety_160", "pretrained": False})
 
 
 def generate(out_dir):

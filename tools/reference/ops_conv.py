@@ -3,11 +3,16 @@ tests/data/ops_conv.safetensors.
 
 PyTorch computes in NCHW with OIHW weights; the fixture stores mokd's layouts: activations NHWC
 (permute(0, 2, 3, 1)) and conv weights OHWI (permute(0, 2, 3, 1)). Gradients come from torch
-autograd of L = sum(y * r) with r stored as "<case>.r" (NHWC)."""
+autograd of L = sum(y * r) with r stored as "<case>.r" (NHWC).
+
+params: conv.<case> (kernel, stride, padding, groups, bias), bn (momentum, eps) and pool.<case>
+(op max|avg; kernel, stride, padding as [h, w]; count_include_pad for avg) for every "<case>.y"."""
 import torch
 import torch.nn.functional as F
 
 from ._common import randn, save
+
+REQUIRES = ("torch", "numpy", "safetensors")
 
 
 def nhwc(t):
@@ -26,6 +31,17 @@ CONV_CASES = {
     "conv_depthwise": (2, 5, 7, 3, 6, 3, 1, 1, 3, True),  # groups = C, channel multiplier 2
     "conv_1x1_g2": (2, 4, 3, 6, 4, 1, 1, 0, 2, True),     # the im2col-free path
     "conv_7x7_s2_p3": (1, 11, 9, 3, 5, 7, 2, 3, 1, False),  # a ResNet stem shape
+}
+
+
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5
+# name: (op, kernel, stride, padding, count_include_pad), [h, w] each (count_include_pad: avg only)
+POOL_CASES = {
+    "maxpool_k3s2p1": ("max", [3, 3], [2, 2], [1, 1], None),
+    "maxpool_k2s2p0": ("max", [2, 2], [2, 2], [0, 0], None),
+    "avgpool_k3s2p1": ("avg", [3, 3], [2, 2], [1, 1], True),
+    "avgpool_k3s2p1_nopad": ("avg", [3, 3], [2, 2], [1, 1], False),
+    "avgpool_k3x2s1p1x0": ("avg", [3, 2], [1, 2], [1, 0], True),
 }
 
 
@@ -54,7 +70,7 @@ def generate(out_dir):
     b = randn(c, seed=202).requires_grad_(True)
     rm0, rv0 = randn(c, seed=203) * 0.1, randn(c, seed=204).abs() + 0.5
     rm, rv = rm0.clone(), rv0.clone()
-    y = F.batch_norm(x, rm, rv, wt, b, training=True, momentum=0.1, eps=1e-5)
+    y = F.batch_norm(x, rm, rv, wt, b, training=True, momentum=BN_MOMENTUM, eps=BN_EPS)
     r = randn(*y.shape, seed=205)
     (y * r).sum().backward()
     t.update({"bn_train.x": nhwc(x), "bn_train.w": wt, "bn_train.b": b, "bn_train.rm0": rm0,
@@ -64,7 +80,7 @@ def generate(out_dir):
 
     # Batch norm, evaluation with bn_train's weight, bias and initial running stats (rm0, rv0).
     x = randn(2, c, 3, 5, seed=210) * 1.5 + 0.3
-    y = F.batch_norm(x, rm0, rv0, wt.detach(), b.detach(), training=False, eps=1e-5)
+    y = F.batch_norm(x, rm0, rv0, wt.detach(), b.detach(), training=False, eps=BN_EPS)
     t.update({"bn_eval.x": nhwc(x), "bn_eval.y": nhwc(y)})
 
     # Pooling: distinct values (a permutation) so that max pooling has no ties.
@@ -72,11 +88,19 @@ def generate(out_dir):
     x = torch.randperm(n * c * h * w, generator=torch.Generator().manual_seed(220)).float()
     x = (x / (n * c * h * w) - 0.5).reshape(n, c, h, w)
     t["pool.x"] = nhwc(x)
-    t["maxpool_k3s2p1.y"] = nhwc(F.max_pool2d(x, 3, stride=2, padding=1))
-    t["maxpool_k2s2p0.y"] = nhwc(F.max_pool2d(x, 2, stride=2, padding=0))
-    t["avgpool_k3s2p1.y"] = nhwc(F.avg_pool2d(x, 3, stride=2, padding=1))
-    t["avgpool_k3s2p1_nopad.y"] = nhwc(F.avg_pool2d(x, 3, stride=2, padding=1,
-                                                    count_include_pad=False))
-    t["avgpool_k3x2s1p1x0.y"] = nhwc(F.avg_pool2d(x, (3, 2), stride=(1, 2), padding=(1, 0)))
+    for name, (op, k, st, pd, include_pad) in POOL_CASES.items():
+        if op == "max":
+            y = F.max_pool2d(x, k, stride=st, padding=pd)
+        else:
+            y = F.avg_pool2d(x, k, stride=st, padding=pd, count_include_pad=include_pad)
+        t[f"{name}.y"] = nhwc(y)
     t["gap.y"] = x.mean((2, 3))
-    save(out_dir, "ops_conv", t)
+    params = {
+        "conv": {name: {"kernel": k, "stride": s, "padding": p, "groups": g, "bias": b}
+                 for name, (_, _, _, _, _, k, s, p, g, b) in CONV_CASES.items()},
+        "bn": {"momentum": BN_MOMENTUM, "eps": BN_EPS},
+        "pool": {name: {"op": op, "kernel": k, "stride": st, "padding": pd,
+                        **({} if inc is None else {"count_include_pad": inc})}
+                 for name, (op, k, st, pd, inc) in POOL_CASES.items()},
+    }
+    save(out_dir, "ops_conv", t, params)

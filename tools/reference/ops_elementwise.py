@@ -5,6 +5,8 @@ import torch.nn.functional as F
 
 from ._common import randn, save
 
+REQUIRES = ("torch", "numpy", "safetensors")
+
 
 def generate(out_dir):
     t = {}

@@ -5,11 +5,13 @@ safetensors_torch_expected.safetensors  the same values converted by torch: floa
                                         f32 is exact, f64 -> f32 rounds to nearest), integers as they
                                         are, and <name>_as_bf16 = torch's f32/f64 -> bf16 rounding
 safetensors_torch_nonfinite.safetensors NaN/Inf in F32, F16, BF16 (rejected unless allow_non_finite)
+All three are safetensors.torch's bytes (_common.save only sorts their __metadata__).
 """
 import torch
-from safetensors.torch import save_file
 
-from ._common import randn
+from ._common import randn, save
+
+REQUIRES = ("torch", "numpy", "safetensors")
 
 
 def _finite_f16_sweep():
@@ -42,8 +44,8 @@ def generate(out_dir):
         "scalar": torch.tensor(-2.75),
         "layer.0.weight": randn(3, 5, seed=4),
     }
-    save_file(tensors, str(out_dir / "safetensors_torch.safetensors"),
-              metadata={"format": "pt", "writer": "safetensors.torch", "unicode": "\u00e9\u4e2d"})
+    save(out_dir, "safetensors_torch", tensors,
+         extra_metadata={"format": "pt", "writer": "safetensors.torch", "unicode": "\u00e9\u4e2d"})
 
     expected = {}
     for name, t in tensors.items():
@@ -51,11 +53,11 @@ def generate(out_dir):
     expected["f32_as_bf16"] = tensors["f32"].to(torch.bfloat16)
     expected["f64_as_bf16"] = tensors["f64"].to(torch.bfloat16)
     expected["f16_as_bf16"] = tensors["f16"].to(torch.bfloat16)
-    save_file(expected, str(out_dir / "safetensors_torch_expected.safetensors"))
+    save(out_dir, "safetensors_torch_expected", expected)
 
     nan, inf = float("nan"), float("inf")
-    save_file({
+    save(out_dir, "safetensors_torch_nonfinite", {
         "a_f32": torch.tensor([1.0, 2.0, nan, 4.0]),
         "b_f16": torch.tensor([0.5, -inf, inf, nan], dtype=torch.float16),
         "c_bf16": torch.tensor([nan, 2.0], dtype=torch.bfloat16),
-    }, str(out_dir / "safetensors_torch_nonfinite.safetensors"))
+    })
