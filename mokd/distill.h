@@ -93,7 +93,6 @@ class Distiller {
   Famo* famo() { return famo_.get(); }
   std::vector<std::string> objective_names() const;
   int64_t steps() const { return steps_; }  // calls of step()
-  void set_steps(int64_t s) { steps_ = s; }
 
   // Checkpoint state: the projector's tensors as "projector.<name>", FAMO's as "famo.<name>" with
   // counter "famo_step" (when the method has them), and counter "distill_steps" (calls of step(),

@@ -59,11 +59,6 @@ class Famo {
   io::State state() const;
   void load_state(const io::State& s);
 
-  // The trainer's checkpoint code still reads these; they go when it uses state().
-  Tensor& adam_m() { return m_; }
-  Tensor& adam_v() { return v_; }
-  int64_t& adam_step() { return step_; }
-
  private:
   Tensor stack_losses(const std::vector<Tensor>& losses, const char* what) const;
 

@@ -1,5 +1,5 @@
 // Checkpoint state of the training components (io/state.h): composing under prefixes, and each
-// component's state() / load_state() round trip (FAMO, loader position, distiller). Also the
+// component's state() / load_state() round trip (FAMO, loader position, EMA, distiller). Also the
 // usage example of mokd/distill.h, compiled and run here so that the header cannot drift from
 // the class.
 #include <cstring>
@@ -9,6 +9,7 @@
 #include "io/state.h"
 #include "models/registry.h"
 #include "mokd/distill.h"
+#include "mokd/ema.h"
 #include "mokd/famo.h"
 #include "tests/test_util.h"
 
@@ -131,6 +132,32 @@ TEST(State, LoaderPositionResumesTheSameBatches) {
   ASSERT_TRUE(a.next(x));
   EXPECT_FALSE(a.next(x));  // 4 batches of 10 images
   EXPECT_EQ(a.state().counter("batch_in_epoch", "test"), 4);
+}
+
+TEST(State, EmaAveragesParametersAndRestoresThem) {
+  ModelOverrides o;
+  auto m = create_model("resnet_fmnist_small", o);
+  Ema ema(*m, 0.5f);
+  auto params = m->named_parameters();
+  Tensor w0 = params[0].second.detach().clone();
+  {
+    NoGrad ng;
+    Tensor p = params[0].second;
+    p.copy_(add_scalar(w0, 1.f));
+  }
+  ema.update();
+  Tensor want = add_scalar(w0, 0.5f);
+  ema.with_averages([&] {
+    test::expect_close(params[0].second.detach(), want, 1e-6, 1e-7, "averaged parameter");
+    return 0;
+  });
+  test::expect_close(params[0].second.detach(), add_scalar(w0, 1.f), 0, 0, "trained parameter restored");
+  io::State st = detached(ema.state());
+  EXPECT_EQ(st.tensors.size(), params.size());
+  test::expect_close(st.tensor(params[0].first, "test"), want, 1e-6, 1e-7, "saved average");
+  Ema other(*m, 0.5f);
+  other.load_state(st);
+  EXPECT_TRUE(same_bits(other.state().tensor(params[0].first, "test"), st.tensor(params[0].first, "test")));
 }
 
 TEST(State, DistillerRoundTripRestoresProjectorFamoAndSteps) {

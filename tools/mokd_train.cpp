@@ -22,6 +22,8 @@
 #include "models/registry.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
+#include "mokd/evaluate.h"
+#include "mokd/setup.h"
 #include "mokd/trainer.h"
 
 using namespace mokd;
