@@ -46,6 +46,23 @@ class Prefix final : public data::Dataset {
   int64_t n_;
 };
 
+data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels) {
+  data::Normalize n;
+  auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  if (!cfg.data.mean.empty()) {
+    n.mean = to_f(cfg.data.mean);
+    n.std = to_f(cfg.data.std.empty() ? std::vector<double>(cfg.data.mean.size(), 1.0) : cfg.data.std);
+    return n;
+  }
+  const std::string& d = cfg.data.dataset;
+  if (d == "fashion_mnist") n = {{0.2860f}, {0.3530f}};
+  else if (d == "cifar10") n = {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  else if (d == "cifar100") n = {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+  else n = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};  // ImageNet statistics
+  if (channels == 1 && n.mean.size() == 3) n = {{n.mean[0]}, {n.std[0]}};
+  return n;
+}
+
 }  // namespace
 
 std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) {
@@ -67,23 +84,6 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) 
   int64_t limit = train ? cfg.data.train_limit : cfg.data.eval_limit;
   if (limit > 0 && limit < ds->size()) return std::make_unique<Prefix>(std::move(ds), limit);
   return ds;
-}
-
-data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels) {
-  data::Normalize n;
-  auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
-  if (!cfg.data.mean.empty()) {
-    n.mean = to_f(cfg.data.mean);
-    n.std = to_f(cfg.data.std.empty() ? std::vector<double>(cfg.data.mean.size(), 1.0) : cfg.data.std);
-    return n;
-  }
-  const std::string& d = cfg.data.dataset;
-  if (d == "fashion_mnist") n = {{0.2860f}, {0.3530f}};
-  else if (d == "cifar10") n = {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
-  else if (d == "cifar100") n = {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
-  else n = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};  // ImageNet statistics
-  if (channels == 1 && n.mean.size() == 3) n = {{n.mean[0]}, {n.std[0]}};
-  return n;
 }
 
 data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train,

@@ -29,10 +29,9 @@ void apply_runtime_settings(const TrainConfig& cfg);
 // The datasets of a config (train or test split), limited by data.train_limit / eval_limit.
 std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train);
 
-// data.mean/std, or the dataset's usual statistics (ImageNet's for image_folder).
-data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels);
-
-// Loader options for training (augmentation, mixup/cutmix, shuffling, drop_last) or evaluation.
+// Loader options for training (augmentation, mixup/cutmix, shuffling, drop_last) or evaluation;
+// both normalise with data.mean/std, or the dataset's usual statistics (ImageNet's for
+// image_folder).
 data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train, uint64_t seed);
 
 // Builds a model named `name` for the dataset's image size, channels and classes (drop rates
