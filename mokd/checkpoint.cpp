@@ -108,7 +108,7 @@ Progress load_checkpoint(const RunFolder& folder, Training& t, const RunIdentity
   MOKD_CHECK(meta.count("mokd_state"), path, ": not a mokd training state (no mokd_state metadata)");
   nlohmann::json j = nlohmann::json::parse(meta.at("mokd_state"));
   MOKD_CHECK(j.at("config_hash").get<std::string>() == id.config_hash, path,
-             ": the checkpoint was written with a different configuration (only run.*, log.*, data.workers/prefetch, optim.epochs/steps may change on --resume); see ", folder.dir(), "/config.toml");
+             ": the checkpoint was written with a different configuration (only run.resume/stop_after/device/threads, log.*, data.workers/prefetch and optim.epochs/steps may change on --resume); see ", folder.dir(), "/config.toml");
   MOKD_CHECK(j.at("teacher_sha256").get<std::string>() == id.teacher_sha256, path,
              ": the teacher file ", id.teacher_weights, " changed since the checkpoint (SHA-256 differs)");
   Progress p;
