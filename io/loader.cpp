@@ -131,6 +131,17 @@ Batch Loader::to_batch(Built&& b, int64_t index) const {
   return out;
 }
 
+io::State Loader::state() const {
+  io::State s;
+  s.counters["epoch"] = active_ ? epoch_ : 0;
+  s.counters["batch_in_epoch"] = active_ ? consume_ : 0;
+  return s;
+}
+
+void Loader::load_state(const io::State& s) {
+  start_epoch(s.counter("epoch", "loader"), s.counter("batch_in_epoch", "loader"));
+}
+
 bool Loader::next(Batch& batch) {
   if (!active_) start_epoch(0);
   if (workers_.empty()) {

@@ -14,6 +14,7 @@
 #include "engine/tensor.h"
 #include "io/augment.h"
 #include "io/dataset.h"
+#include "io/state.h"
 
 namespace mokd::data {
 
@@ -54,6 +55,13 @@ class Loader {
   int64_t batches_per_epoch() const;
   int64_t epoch() const { return epoch_; }
   int64_t next_index() const { return consume_; }
+
+  // The position for a checkpoint: counters "epoch" and "batch_in_epoch" (the batch next() returns
+  // next; batches_per_epoch() once the epoch is exhausted). Before any start_epoch(): epoch 0,
+  // batch 0. load_state() resumes there (start_epoch(epoch, batch_in_epoch)), so the batches that
+  // follow are those an uninterrupted run would have had.
+  io::State state() const;
+  void load_state(const io::State& s);
   int64_t out_height() const { return out_h_; }
   int64_t out_width() const { return out_w_; }
   int64_t channels() const { return dataset_.channels(); }

@@ -279,4 +279,22 @@ StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& la
   return st;
 }
 
+io::State Distiller::state() const {
+  io::State s;
+  if (stiefel_) s.add("projector", stiefel_->state());
+  if (bilinear_) s.add("projector", bilinear_->state());
+  if (famo_) s.add("famo", famo_->state());
+  s.counters["distill_steps"] = steps_;
+  return s;
+}
+
+void Distiller::load_state(const io::State& s) {
+  int64_t steps = s.counter("distill_steps", "distiller");
+  MOKD_CHECK(steps >= 0, "distiller: the checkpoint's distill_steps must be >= 0, got ", steps);
+  if (stiefel_) stiefel_->load_state(s.part("projector"));
+  if (bilinear_) bilinear_->load_state(s.part("projector"));
+  if (famo_) famo_->load_state(s.part("famo"));
+  steps_ = steps;
+}
+
 }  // namespace mokd

@@ -1,11 +1,16 @@
-// One distillation step, for every method of MOKD.md section 6, as a library function the
-// trainer calls (and the tests drive directly). Works on whichever device the models live on.
+// One distillation step, for every method (none, kd, deit-hard, vkd, mokd; docs/method.md,
+// "Objectives"), as a library function: the trainer runs it through DistillStep
+// (mokd/train_step.h) and the tests drive it directly. Works on whichever device the models live
+// on. Use (the same code is the test DistillerExample.HeaderUsageCompilesAndSteps in
+// tests/test_state.cpp):
 //
-//   Distiller d(student, teacher, cfg, optimizer);       // adds the projector to nothing: call
-//   opt groups += d.projector_parameters()               // (the trainer does this)
-//   StepStats s = d.step(images, labels, soft_targets);  // one full step
+//   Distiller d(student, teacher, cfg);                // builds the projector (and FAMO)
+//   nn::NamedTensors params = student.named_parameters();
+//   for (auto& p : d.projector_parameters()) params.push_back(p);
+//   AdamW opt(decay_groups(params, 1e-3f, 0.05f));     // the optimizer holds both
+//   StepStats s = d.step(opt, images, labels);         // one full step; soft targets optional
 //
-// A MoKD step (MOKD.md section 4):
+// A MoKD step (docs/method.md, "Objectives" and "FAMO update"):
 //   1. teacher forward under NoGrad (eval mode): teacher logits t, teacher feature z_t
 //   2. student forward (train mode): class logits, distillation logits, student feature z_s
 //   3. objectives: task = CE(cls, y) (label smoothing, or soft targets under mixup),
@@ -87,8 +92,14 @@ class Distiller {
   const DistillConfig& config() const { return cfg_; }
   Famo* famo() { return famo_.get(); }
   std::vector<std::string> objective_names() const;
-  int64_t steps() const { return steps_; }
-  void set_steps(int64_t s) { steps_ = s; }
+  int64_t steps() const { return steps_; }  // calls of step()
+
+  // Checkpoint state: the projector's tensors as "projector.<name>", FAMO's as "famo.<name>" with
+  // counter "famo_step" (when the method has them), and counter "distill_steps" (calls of step(),
+  // which time the diagnostics). load_state() restores them from a state holding these names
+  // (other entries are ignored) and throws naming a missing or misshapen entry.
+  io::State state() const;
+  void load_state(const io::State& s);
 
  private:
   struct TeacherOut {

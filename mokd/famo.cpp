@@ -90,4 +90,23 @@ void Famo::update(const std::vector<Tensor>& after) {
   prev_ = Tensor();
 }
 
+io::State Famo::state() const {
+  io::State s;
+  s.tensors = {{"w", w_}, {"m", m_}, {"v", v_}};
+  s.counters["step"] = step_;
+  return s;
+}
+
+void Famo::load_state(const io::State& s) {
+  const Tensor& w = s.tensor("w", w_.shape(), "famo");
+  const Tensor& m = s.tensor("m", m_.shape(), "famo");
+  const Tensor& v = s.tensor("v", v_.shape(), "famo");
+  int64_t step = s.counter("step", "famo");
+  MOKD_CHECK(step >= 0, "famo: the checkpoint's step must be >= 0, got ", step);
+  w_.copy_(w);
+  m_.copy_(m);
+  v_.copy_(v);
+  step_ = step;
+}
+
 }  // namespace mokd

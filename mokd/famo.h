@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "io/state.h"
 
 namespace mokd {
 
@@ -48,11 +49,15 @@ class Famo {
 
   void set_min_losses(const Tensor& min_losses);  // [K]
 
-  // Checkpointing: logits, Adam moments, step count.
+  // The logits w, live (tests set them to start from non-uniform weights).
   Tensor& logits() { return w_; }
-  Tensor& adam_m() { return m_; }
-  Tensor& adam_v() { return v_; }
-  int64_t& adam_step() { return step_; }
+
+  // Checkpoint state: tensors "w" (logits), "m", "v" (Adam moments), counter "step" (Adam
+  // steps). The min losses are configuration, not state. load_state() copies the values into this
+  // FAMO's tensors (on its device) and throws naming the entry for a missing one or a wrong shape,
+  // leaving this FAMO unchanged.
+  io::State state() const;
+  void load_state(const io::State& s);
 
  private:
   Tensor stack_losses(const std::vector<Tensor>& losses, const char* what) const;

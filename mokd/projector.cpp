@@ -91,4 +91,29 @@ Tensor BilinearProjector::loss(const Tensor& z_s, const Tensor& z_t) const {
   return mean(sub(Tensor::ones({}, DType::F32, z_s.device()), sim));
 }
 
+io::State StiefelProjector::state() const {
+  io::State s;
+  s.tensors["weight"] = weight_;
+  return s;
+}
+
+void StiefelProjector::load_state(const io::State& s) {
+  weight_.copy_(s.tensor("weight", weight_.shape(), "stiefel projector"));
+}
+
+io::State BilinearProjector::state() const {
+  io::State s;
+  s.tensors = {{"u", u_}, {"v", v_}, {"d", d_}};
+  return s;
+}
+
+void BilinearProjector::load_state(const io::State& s) {
+  const Tensor& u = s.tensor("u", u_.shape(), "bilinear projector");
+  const Tensor& v = s.tensor("v", v_.shape(), "bilinear projector");
+  const Tensor& d = s.tensor("d", d_.shape(), "bilinear projector");
+  u_.copy_(u);
+  v_.copy_(v);
+  d_.copy_(d);
+}
+
 }  // namespace mokd

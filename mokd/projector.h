@@ -1,5 +1,5 @@
 // Projectors that map the student's pooled feature z_s [B, d_s] into the teacher's space
-// (MOKD.md section 3). Both keep their Stiefel factors on the manifold for the whole run:
+// (docs/method.md, "Projector"). Both keep their Stiefel factors on the manifold for the whole run:
 // call retract() after every optimizer step.
 //
 //  - StiefelProjector: P [d_t, d_s] (stored like nn.Linear's weight, y = z_s P^T) with orthonormal
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "io/state.h"
 
 namespace mokd {
 
@@ -35,6 +36,9 @@ class StiefelProjector {
   void retract() { retract_to_stiefel(weight_); }
   Tensor& weight() { return weight_; }
   std::vector<std::pair<std::string, Tensor>> named_parameters() const { return {{"weight", weight_}}; }
+  // Checkpoint state: tensor "weight". load_state() copies it in (shape checked).
+  io::State state() const;
+  void load_state(const io::State& s);
 
  private:
   Tensor weight_;  // [d_t, d_s]
@@ -51,6 +55,9 @@ class BilinearProjector {
   std::vector<std::pair<std::string, Tensor>> named_parameters() const {
     return {{"u", u_}, {"v", v_}, {"d", d_}};
   }
+  // Checkpoint state: tensors "u", "v", "d". load_state() copies them in (shapes checked).
+  io::State state() const;
+  void load_state(const io::State& s);
 
  private:
   Tensor u_, v_, d_;  // [d_t, k], [d_s, k], [k]

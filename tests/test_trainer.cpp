@@ -9,6 +9,7 @@
 
 #include "io/dataset.h"
 #include "models/registry.h"
+#include "mokd/setup.h"
 #include "mokd/trainer.h"
 #include "tests/test_util.h"
 

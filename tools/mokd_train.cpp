@@ -22,6 +22,8 @@
 #include "models/registry.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
+#include "mokd/evaluate.h"
+#include "mokd/setup.h"
 #include "mokd/trainer.h"
 
 using namespace mokd;
@@ -68,9 +70,8 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
 }
 
 int cmd_benchmark(const TrainConfig& cfg) {
-  if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
   Device dev = resolve_device(cfg.run.device);
-  set_matmul_precision(parse_precision(cfg.run.precision.c_str()));
+  apply_runtime_settings(cfg);  // run.threads, run.precision
   ModelOverrides o;
   auto student = create_model(cfg.model.student, o);
   auto teacher = create_model(cfg.model.teacher, o);

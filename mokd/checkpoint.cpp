@@ -1,0 +1,124 @@
+#include "mokd/checkpoint.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/ops.h"
+
+namespace mokd {
+
+namespace fs = std::filesystem;
+
+RunFolder::RunFolder(const TrainConfig& cfg) : dir_(cfg.run.out_dir) {
+  fs::create_directories(checkpoints());
+  write_text(dir_ + "/config.toml", to_toml(cfg));
+}
+
+bool RunFolder::has_state() const { return fs::exists(state_file()); }
+
+void RunFolder::write_safetensors(const std::string& path, const io::TensorMap& tensors,
+                                  const io::Metadata& meta) const {
+  io::save_safetensors(path, tensors, meta);  // temporary file + rename
+}
+
+void RunFolder::write_text(const std::string& path, const std::string& text) const {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << text;
+    f.flush();
+    MOKD_CHECK(f.good(), "cannot write ", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    MOKD_FAIL("cannot rename ", tmp, " to ", path);
+  }
+}
+
+std::unique_ptr<MetricsLog> RunFolder::open_metrics(bool append) const {
+  return std::make_unique<MetricsLog>(dir_, append);
+}
+
+RunIdentity run_identity(const TrainConfig& cfg, const Training& t) {
+  return {config_hash(cfg), t.teacher_sha256, cfg.model.teacher_weights};
+}
+
+namespace {
+
+// Every part of a Training under its prefix (see the header for the layout).
+io::State training_state(Training& t) {
+  io::State s;
+  io::State weights;
+  weights.tensors = t.model->state_dict();
+  s.add("model", weights);
+  io::State optim;
+  for (auto& [k, v] : t.optimizer->state()) optim.tensors[k] = v;
+  s.add("optim", optim);
+  s.add("", t.step->state());
+  s.add("", t.loader->state());
+  s.add("dropout", io::generator_state(t.model->dropout_generator()));
+  if (t.ema) s.add("ema", t.ema->state());
+  return s;
+}
+
+void load_training_state(Training& t, const io::State& s) {
+  t.model->load_state_dict(s.part("model").tensors);
+  t.optimizer->load_state(s.part("optim").tensors);
+  t.step->load_state(s);
+  t.loader->load_state(s);
+  io::load_generator_state(t.model->dropout_generator(), s.part("dropout"));
+  if (t.ema) t.ema->load_state(s.part("ema"));
+}
+
+}  // namespace
+
+void save_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id, const Progress& p, bool best) {
+  NoGrad ng;
+  io::State s = training_state(t);
+  io::TensorMap weights = s.part("model").tensors;
+  io::Metadata meta{{"model", t.model->name()}, {"step", std::to_string(p.step)},
+                    {"epoch", std::to_string(s.counter("epoch", "checkpoint"))}, {"format", "mokd-weights-1"}};
+  folder.write_safetensors(folder.last_weights(), weights, meta);
+  if (best) folder.write_safetensors(folder.best_weights(), weights, meta);
+
+  nlohmann::json j;
+  for (const auto& [k, v] : s.counters) j[k] = v;
+  MOKD_CHECK(!j.contains("step") && !j.contains("best_top1") && !j.contains("best_top5") &&
+                 !j.contains("config_hash") && !j.contains("teacher_sha256"),
+             "checkpoint: a part's counter uses a name of the run's own entries");
+  j["step"] = p.step;
+  j["best_top1"] = p.best_top1;
+  j["best_top5"] = p.best_top5;
+  j["config_hash"] = id.config_hash;
+  j["teacher_sha256"] = id.teacher_sha256;
+  folder.write_safetensors(folder.state_file(), s.tensors, {{"mokd_state", j.dump()}});
+}
+
+Progress load_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id) {
+  const std::string path = folder.state_file();
+  io::Metadata meta;
+  io::State s;
+  s.tensors = io::load_safetensors(path, {}, &meta);
+  MOKD_CHECK(meta.count("mokd_state"), path, ": not a mokd training state (no mokd_state metadata)");
+  nlohmann::json j = nlohmann::json::parse(meta.at("mokd_state"));
+  MOKD_CHECK(j.at("config_hash").get<std::string>() == id.config_hash, path,
+             ": the checkpoint was written with a different configuration (only run.resume/stop_after/device/threads, log.*, data.workers/prefetch and optim.epochs/steps may change on --resume); see ", folder.dir(), "/config.toml");
+  MOKD_CHECK(j.at("teacher_sha256").get<std::string>() == id.teacher_sha256, path,
+             ": the teacher file ", id.teacher_weights, " changed since the checkpoint (SHA-256 differs)");
+  Progress p;
+  p.step = j.at("step").get<int64_t>();
+  p.best_top1 = j.at("best_top1").get<double>();
+  p.best_top5 = j.at("best_top5").get<double>();
+  for (const auto& [k, v] : j.items())
+    if (v.is_number_integer() && k != "step") s.counters[k] = v.get<int64_t>();
+  load_training_state(t, s);
+  return p;
+}
+
+}  // namespace mokd

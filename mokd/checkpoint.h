@@ -1,0 +1,83 @@
+// A run folder and the checkpoints in it: where mokd_train writes, what a checkpoint holds, and
+// how --resume reads it back.
+//
+// Files under run.out_dir (RunFolder: the one place a run folder is opened and its files named
+// and written):
+//   config.toml                      the resolved configuration
+//   metrics.jsonl, metrics.csv       one row per step and per evaluation (MetricsLog, appended)
+//   checkpoints/last.safetensors     the trained model's weights (timm names), every checkpoint
+//   checkpoints/best.safetensors     the weights with the best test top-1 so far
+//   checkpoints/state.safetensors    everything --resume needs (below)
+// Whole files are written to a temporary name in the same folder and renamed, so a run that
+// stops for any reason leaves the previous checkpoint intact.
+//
+// state.safetensors composes the state() of each part of a Training (mokd/setup.h) under a
+// prefix (io::State: tensors "<prefix>.<name>", counters "<prefix>_<name>" in the JSON metadata
+// entry "mokd_state"):
+//   model.<name>     the trained model's weights (state_dict, file layout)
+//   optim.<name>     the optimizer's state (Optimizer::state)
+//   (no prefix)      the training step's (DistillStep: projector.*, famo.*, famo_step,
+//                    distill_steps; TeacherStep: nothing) and the loader position's (epoch,
+//                    batch_in_epoch)
+//   dropout_counter  the trained model's dropout stream
+//   ema.<name>       the EMA's averages (when optim.ema_decay > 0)
+// and the run's own entries: step, best_top1, best_top5, and its identity, config_hash and
+// teacher_sha256, which a resume must match.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "io/safetensors.h"
+#include "mokd/config.h"
+#include "mokd/metrics.h"
+#include "mokd/setup.h"
+
+namespace mokd {
+
+class RunFolder {
+ public:
+  // Creates run.out_dir and its checkpoints/ folder and writes config.toml.
+  explicit RunFolder(const TrainConfig& cfg);
+
+  const std::string& dir() const { return dir_; }
+  std::string checkpoints() const { return dir_ + "/checkpoints"; }
+  std::string state_file() const { return checkpoints() + "/state.safetensors"; }
+  std::string last_weights() const { return checkpoints() + "/last.safetensors"; }
+  std::string best_weights() const { return checkpoints() + "/best.safetensors"; }
+  bool has_state() const;
+
+  // Every file of the folder is written by one of these: whole files atomically (temporary name,
+  // then rename), the metrics logs appended (append: continue the existing logs, as on resume).
+  void write_safetensors(const std::string& path, const io::TensorMap& tensors, const io::Metadata& meta) const;
+  void write_text(const std::string& path, const std::string& text) const;
+  std::unique_ptr<MetricsLog> open_metrics(bool append) const;
+
+ private:
+  std::string dir_;
+};
+
+// What a checkpoint must match to be resumed: the configuration (config_hash, which leaves out
+// what may change on --resume) and the teacher file's contents.
+struct RunIdentity {
+  std::string config_hash;
+  std::string teacher_sha256;   // "" when training a teacher
+  std::string teacher_weights;  // the file's path, for messages
+};
+RunIdentity run_identity(const TrainConfig& cfg, const Training& t);
+
+// The loop's own progress, saved with the parts' state.
+struct Progress {
+  int64_t step = 0;  // updates done
+  double best_top1 = -1, best_top5 = 0;
+};
+
+// Writes the weights (last, and best when `best`), then the state. The tensors are read from the
+// live objects: call it between steps.
+void save_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id, const Progress& p, bool best);
+
+// Restores a Training built from the same configuration from folder.state_file() and returns the
+// progress saved with it. Throws, before changing anything, when the file is not a mokd state or
+// was written by a run with another identity (a changed configuration or teacher file).
+Progress load_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id);
+
+}  // namespace mokd

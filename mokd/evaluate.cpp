@@ -1,0 +1,44 @@
+#include "mokd/evaluate.h"
+
+#include "engine/ops.h"
+#include "io/loader.h"
+#include "mokd/setup.h"
+
+namespace mokd {
+
+EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev) {
+  NoGrad ng;
+  bool was_training = model.is_training();
+  model.eval();
+  data::Loader loader(ds, loader_options(cfg, ds, false, 0));
+  loader.start_epoch(0);
+  data::Batch b;
+  EvalResult r;
+  double loss_sum = 0;
+  int64_t c1 = 0, c5 = 0;
+  while (loader.next(b)) {
+    Tensor logits = model.forward(b.images.to(dev));
+    int64_t n = b.labels.numel();
+    loss_sum += cross_entropy(logits, b.labels.to(dev), 0.f).item() * n;
+    auto lv = logits.to_vector();
+    auto yv = b.labels.to_vector_i64();
+    int64_t classes = logits.size(1);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = lv.data() + i * classes;
+      float target = row[yv[i]];
+      int64_t above = 0;  // classes scoring strictly higher than the true one
+      for (int64_t c = 0; c < classes; ++c) above += row[c] > target;
+      c1 += above < 1;
+      c5 += above < 5;
+    }
+    r.count += n;
+  }
+  model.train(was_training);
+  MOKD_CHECK(r.count > 0, "evaluate: the evaluation set is empty");
+  r.top1 = 100.0 * c1 / r.count;
+  r.top5 = 100.0 * c5 / r.count;
+  r.loss = loss_sum / r.count;
+  return r;
+}
+
+}  // namespace mokd

@@ -1,0 +1,22 @@
+// Evaluation of a classifier on a dataset: top-1, top-5 and mean cross-entropy, with the
+// config's normalisation and evaluation batch size and no augmentation.
+#pragma once
+#include <cstdint>
+
+#include "io/dataset.h"
+#include "models/model.h"
+#include "mokd/config.h"
+
+namespace mokd {
+
+struct EvalResult {
+  double top1 = 0, top5 = 0, loss = 0;  // percentages; mean cross-entropy (no label smoothing)
+  int64_t count = 0;                    // images evaluated
+};
+
+// Runs the model in eval mode under NoGrad (its train/eval mode is restored afterwards). A sample
+// counts for top-k when fewer than k classes score strictly higher than its label. Throws for an
+// empty dataset.
+EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev);
+
+}  // namespace mokd

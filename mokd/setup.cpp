@@ -1,0 +1,242 @@
+#include "mokd/setup.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "engine/precision.h"
+#include "io/safetensors.h"
+#include "io/sha256.h"
+#include "models/registry.h"
+
+namespace mokd {
+
+namespace fs = std::filesystem;
+
+Device resolve_device(const std::string& name) {
+  if (name == "auto") return device_available(Device::cuda()) ? Device::cuda() : Device::cpu();
+  Device d = parse_device(name);
+  MOKD_CHECK(device_available(d), "run.device = ", name, ": no such device here",
+             d.is_cuda() ? " (no CUDA backend or no GPU; use run.device=cpu)" : "");
+  return d;
+}
+
+void apply_runtime_settings(const TrainConfig& cfg) {
+  if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
+  set_matmul_precision(parse_precision(cfg.run.precision.c_str()));
+}
+
+namespace {
+
+// The first n samples of a dataset (data.train_limit / data.eval_limit).
+class Prefix final : public data::Dataset {
+ public:
+  Prefix(std::unique_ptr<data::Dataset> base, int64_t n) : base_(std::move(base)), n_(n) {}
+  int64_t size() const override { return n_; }
+  int64_t height() const override { return base_->height(); }
+  int64_t width() const override { return base_->width(); }
+  int64_t channels() const override { return base_->channels(); }
+  int64_t num_classes() const override { return base_->num_classes(); }
+  const std::vector<std::string>& class_names() const override { return base_->class_names(); }
+  void read(int64_t i, uint8_t* out, int64_t* label) const override { base_->read(i, out, label); }
+
+ private:
+  std::unique_ptr<data::Dataset> base_;
+  int64_t n_;
+};
+
+data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels) {
+  data::Normalize n;
+  auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  if (!cfg.data.mean.empty()) {
+    n.mean = to_f(cfg.data.mean);
+    n.std = to_f(cfg.data.std.empty() ? std::vector<double>(cfg.data.mean.size(), 1.0) : cfg.data.std);
+    return n;
+  }
+  const std::string& d = cfg.data.dataset;
+  if (d == "fashion_mnist") n = {{0.2860f}, {0.3530f}};
+  else if (d == "cifar10") n = {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  else if (d == "cifar100") n = {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+  else n = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};  // ImageNet statistics
+  if (channels == 1 && n.mean.size() == 3) n = {{n.mean[0]}, {n.std[0]}};
+  return n;
+}
+
+}  // namespace
+
+std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) {
+  const std::string& d = cfg.data.dataset;
+  std::string split = train ? "train" : "test";
+  std::unique_ptr<data::Dataset> ds;
+  if (d == "fashion_mnist") {
+    ds = data::load_fashion_mnist(cfg.data.dir.empty() ? data::kFashionMnistDir : cfg.data.dir, split);
+  } else if (d == "cifar10" || d == "cifar100") {
+    MOKD_CHECK(!cfg.data.dir.empty(), "data.dir: set it to the folder of the CIFAR binary batches");
+    ds = data::load_cifar(cfg.data.dir, d == "cifar10" ? 10 : 100, split);
+  } else if (d == "image_folder") {
+    MOKD_CHECK(!cfg.data.dir.empty(), "data.dir: set it to a folder holding train/ and val/");
+    MOKD_CHECK(cfg.data.image_size > 0, "data.image_size: image_folder needs an image size > 0");
+    ds = data::open_image_folder(cfg.data.dir + (train ? "/train" : "/val"), cfg.data.image_size);
+  } else {
+    MOKD_FAIL("data.dataset: unknown dataset '", d, "'");
+  }
+  int64_t limit = train ? cfg.data.train_limit : cfg.data.eval_limit;
+  if (limit > 0 && limit < ds->size()) return std::make_unique<Prefix>(std::move(ds), limit);
+  return ds;
+}
+
+data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train,
+                                   uint64_t seed) {
+  data::LoaderOptions o;
+  o.batch_size = train ? cfg.data.batch_size : cfg.data.eval_batch_size;
+  o.shuffle = train;
+  o.drop_last = train && ds.size() >= cfg.data.batch_size;
+  o.seed = seed;
+  o.num_workers = cfg.data.workers;
+  o.prefetch = std::max(1, cfg.data.prefetch);
+  o.normalize = dataset_normalize(cfg, ds.channels());
+  if (train) {
+    int64_t pad = cfg.data.crop_padding;
+    if (pad < 0) pad = (cfg.data.dataset == "fashion_mnist") ? 2 : (cfg.data.dataset == "image_folder" ? -1 : 4);
+    o.augment.crop_padding = pad;
+    o.augment.hflip = cfg.data.hflip;
+    o.augment.random_resized_crop = cfg.data.random_resized_crop;
+    o.mixup.mixup_alpha = cfg.data.mixup_alpha;
+    o.mixup.cutmix_alpha = cfg.data.cutmix_alpha;
+    o.mixup.prob = cfg.data.mixup_prob;
+    o.mixup.switch_prob = cfg.data.mixup_switch_prob;
+    // Label smoothing is applied by the loss on hard labels; under mixup/cutmix it is folded into
+    // the soft targets (timm's Mixup).
+    if (o.mixup.mixup_alpha > 0 || o.mixup.cutmix_alpha > 0)
+      o.mixup.label_smoothing = cfg.optim.label_smoothing;
+  }
+  return o;
+}
+
+std::unique_ptr<Model> make_model(const std::string& name, const TrainConfig& cfg,
+                                  const data::Dataset& ds, uint64_t seed, bool is_student) {
+  ModelOverrides o;
+  o.num_classes = ds.num_classes();
+  o.in_chans = ds.channels();
+  o.img_size = ds.height();
+  MOKD_CHECK(ds.height() == ds.width(), "data: images are ", ds.height(), "x", ds.width(),
+             "; models need square images (set data.image_size)");
+  if (is_student) {
+    o.drop_path_rate = static_cast<float>(cfg.model.drop_path_rate);
+    o.drop_rate = static_cast<float>(cfg.model.drop_rate);
+  }
+  o.seed = seed;
+  auto m = create_model(name, o);
+  m->set_name(name);
+  return m;
+}
+
+DistillConfig make_distill_config(const TrainConfig& cfg) {
+  DistillConfig dc;
+  dc.method = parse_method(cfg.distill.method);
+  dc.num_objectives = cfg.distill.num_objectives;
+  dc.weighting = parse_weighting(cfg.distill.weighting);
+  dc.fixed_weights.assign(cfg.distill.fixed_weights.begin(), cfg.distill.fixed_weights.end());
+  dc.label_smoothing = static_cast<float>(cfg.optim.label_smoothing);
+  dc.temperature = static_cast<float>(cfg.distill.temperature);
+  dc.kd_alpha = static_cast<float>(cfg.distill.kd_alpha);
+  dc.projector = parse_projector(cfg.distill.projector);
+  dc.bilinear_rank = cfg.distill.bilinear_rank;
+  dc.student_feature = parse_feature_source(cfg.distill.student_feature);
+  dc.teacher_feature = parse_feature_source(cfg.distill.teacher_feature);
+  dc.grad_clip = static_cast<float>(cfg.optim.grad_clip);
+  dc.famo.lr = static_cast<float>(cfg.distill.famo_lr);
+  dc.famo.weight_decay = static_cast<float>(cfg.distill.famo_weight_decay);
+  dc.diagnostics_every = static_cast<int>(cfg.distill.diagnostics_every);
+  dc.seed = cfg.run.seed + 2;
+  return dc;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, const NamedTensors& params) {
+  float lr = static_cast<float>(cfg.optim.lr), wd = static_cast<float>(cfg.optim.weight_decay);
+  if (cfg.optim.optimizer == "sgd") {
+    SgdOptions so;
+    so.momentum = static_cast<float>(cfg.optim.momentum);
+    so.nesterov = cfg.optim.nesterov;
+    return std::make_unique<SGD>(decay_groups(params, lr, wd), so);
+  }
+  return std::make_unique<AdamW>(decay_groups(params, lr, wd));
+}
+
+std::unique_ptr<CosineSchedule> make_schedule(const TrainConfig& cfg, int64_t total_steps) {
+  float lr = static_cast<float>(cfg.optim.lr);
+  CosineScheduleConfig sc;
+  sc.base_lr = lr;
+  sc.min_lr = std::min(static_cast<float>(cfg.optim.min_lr), lr);
+  sc.warmup_start_lr = static_cast<float>(cfg.optim.warmup_lr);
+  sc.warmup_steps = std::min(cfg.optim.warmup_steps, std::max<int64_t>(total_steps - 1, 0));
+  sc.total_steps = std::max<int64_t>(total_steps, sc.warmup_steps + 1);
+  return std::make_unique<CosineSchedule>(sc);
+}
+
+namespace {
+
+// model.teacher with model.teacher_weights, frozen (eval mode) on dev; sets the SHA-256 too.
+void load_teacher(const TrainConfig& cfg, Training& t) {
+  const std::string& tw = cfg.model.teacher_weights;
+  MOKD_CHECK(!tw.empty(), "model.teacher_weights: distillation needs the teacher's weights (a safetensors file with timm names, e.g. the best.safetensors of a `mokd_train teacher` run)");
+  MOKD_CHECK(fs::exists(tw), "model.teacher_weights: ", tw, " does not exist");
+  t.teacher = make_model(cfg.model.teacher, cfg, *t.train_set, cfg.run.seed + 1, false);
+  try {
+    t.teacher->load_state_dict(io::load_safetensors(tw));
+  } catch (const Error& e) {
+    MOKD_FAIL("model.teacher_weights: ", tw, " does not fit model.teacher = ", cfg.model.teacher, ": ", e.what());
+  }
+  t.teacher_sha256 = sha256_file(tw);
+  t.teacher->to(t.device);
+  t.teacher->eval();
+}
+
+}  // namespace
+
+std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode) {
+  auto t = std::make_unique<Training>();
+  t->mode = mode;
+  t->device = resolve_device(cfg.run.device);
+  apply_runtime_settings(cfg);
+  t->train_set = open_dataset(cfg, true);
+  t->test_set = open_dataset(cfg, false);
+  MOKD_CHECK(t->train_set->num_classes() == t->test_set->num_classes(), "data: train split has ",
+             t->train_set->num_classes(), " classes, test split ", t->test_set->num_classes());
+
+  const bool distill = mode == TrainMode::Distill;
+  t->model = make_model(distill ? cfg.model.student : cfg.model.teacher, cfg, *t->train_set, cfg.run.seed, true);
+  if (distill && !cfg.model.student_init.empty())
+    t->model->load_state_dict(io::load_safetensors(cfg.model.student_init));
+  t->model->to(t->device);
+  t->model->train();
+
+  NamedTensors trained = t->model->named_parameters();
+  if (distill) {
+    load_teacher(cfg, *t);
+    t->distiller = std::make_unique<Distiller>(*t->model, *t->teacher, make_distill_config(cfg));
+    for (auto& p : t->distiller->projector_parameters()) trained.push_back(p);
+  }
+  t->optimizer = make_optimizer(cfg, trained);
+
+  t->loader = std::make_unique<data::Loader>(*t->train_set, loader_options(cfg, *t->train_set, true, cfg.run.seed));
+  t->steps_per_epoch = t->loader->batches_per_epoch();
+  MOKD_CHECK(t->steps_per_epoch > 0, "data: the training set (", t->train_set->size(),
+             " images) yields no batch of data.batch_size = ", cfg.data.batch_size);
+  t->total_steps = cfg.optim.steps > 0 ? cfg.optim.steps : cfg.optim.epochs * t->steps_per_epoch;
+  t->schedule = make_schedule(cfg, t->total_steps);
+
+  if (cfg.optim.ema_decay > 0) t->ema = std::make_unique<Ema>(*t->model, static_cast<float>(cfg.optim.ema_decay));
+  if (distill) {
+    t->step = std::make_unique<DistillStep>(*t->distiller, *t->model, *t->optimizer);
+  } else {
+    TeacherStepConfig tc;
+    tc.label_smoothing = static_cast<float>(cfg.optim.label_smoothing);
+    tc.grad_clip = static_cast<float>(cfg.optim.grad_clip);
+    t->step = std::make_unique<TeacherStep>(*t->model, *t->optimizer, tc);
+  }
+  return t;
+}
+
+}  // namespace mokd

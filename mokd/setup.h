@@ -1,0 +1,79 @@
+// The objects a training run builds from its TrainConfig: device, datasets, models, the frozen
+// teacher, the distiller, optimizer, schedule, loader, EMA and the training step. One place, so
+// that mokd_train's subcommands, the trainer and the tests build them alike, and so that what a
+// run is made of can be read in one function (build_training).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "io/dataset.h"
+#include "io/loader.h"
+#include "models/model.h"
+#include "mokd/config.h"
+#include "mokd/distill.h"
+#include "mokd/ema.h"
+#include "mokd/optim.h"
+#include "mokd/schedule.h"
+#include "mokd/train_step.h"
+
+namespace mokd {
+
+enum class TrainMode { Teacher, Distill };
+
+// The device of a config: "auto" means cuda when a CUDA device is available.
+Device resolve_device(const std::string& name);
+
+// run.threads (OpenMP threads, when > 0) and run.precision (matmul precision), process-wide.
+void apply_runtime_settings(const TrainConfig& cfg);
+
+// The datasets of a config (train or test split), limited by data.train_limit / eval_limit.
+std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train);
+
+// Loader options for training (augmentation, mixup/cutmix, shuffling, drop_last) or evaluation;
+// both normalise with data.mean/std, or the dataset's usual statistics (ImageNet's for
+// image_folder).
+data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train, uint64_t seed);
+
+// Builds a model named `name` for the dataset's image size, channels and classes (drop rates
+// from model.* when is_student: the model being trained).
+std::unique_ptr<Model> make_model(const std::string& name, const TrainConfig& cfg,
+                                  const data::Dataset& ds, uint64_t seed, bool is_student);
+
+// The distillation settings of a config (distill.*, optim.label_smoothing/grad_clip, run.seed).
+DistillConfig make_distill_config(const TrainConfig& cfg);
+
+// optim.optimizer (sgd or adamw) over timm's weight-decay groups of `params`.
+std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, const NamedTensors& params);
+
+// The cosine schedule of optim.lr/min_lr/warmup_lr/warmup_steps over total_steps updates.
+std::unique_ptr<CosineSchedule> make_schedule(const TrainConfig& cfg, int64_t total_steps);
+
+// Everything one run trains with, built by build_training in dependency order. Members refer to
+// each other (the step to the model and optimizer, the loader to the dataset), so a Training is
+// neither copied nor moved after it is built.
+struct Training {
+  TrainMode mode = TrainMode::Teacher;
+  Device device;
+  std::unique_ptr<data::Dataset> train_set, test_set;
+  std::unique_ptr<Model> model;          // the model being trained (teacher or student)
+  std::unique_ptr<Model> teacher;        // Distill: frozen, eval mode
+  std::string teacher_sha256;            // Distill: of model.teacher_weights; "" otherwise
+  std::unique_ptr<Distiller> distiller;  // Distill
+  std::unique_ptr<Optimizer> optimizer;  // the model's parameters (and the projector's)
+  std::unique_ptr<CosineSchedule> schedule;
+  std::unique_ptr<data::Loader> loader;  // the training split
+  std::unique_ptr<Ema> ema;              // when optim.ema_decay > 0
+  std::unique_ptr<TrainStep> step;       // TeacherStep or DistillStep
+  int64_t steps_per_epoch = 0, total_steps = 0;
+
+  Training() = default;
+  Training(const Training&) = delete;
+  Training& operator=(const Training&) = delete;
+};
+
+// Builds a run from scratch (a checkpoint, if resuming, is loaded into it afterwards). Applies
+// the runtime settings. Throws naming the config key for unusable settings: a missing dataset or
+// teacher file, a teacher file that does not fit model.teacher, no batch of data.batch_size.
+std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode);
+
+}  // namespace mokd
