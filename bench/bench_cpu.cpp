@@ -92,8 +92,11 @@ void BM_MokdLinearTrain(benchmark::State& state) {
   }
   set_rate(state, "GFLOP", 3 * 2.0 * kRows * in * out * 1e-9);
 }
-BENCHMARK(BM_MokdLinearTrain)->Args({kDim, 4 * kDim})->ArgNames({"in", "out"})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MokdLinearTrain)
+    ->Args({kDim, 4 * kDim})
+    ->ArgNames({"in", "out"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // conv2d, NHWC: [32, 28, 28, 32] -> 64 channels, 3x3, stride 1, padding 1.
 void BM_Conv2d(benchmark::State& state) {
@@ -113,7 +116,8 @@ BENCHMARK(BM_Conv2d)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // layer_norm over (rows, 192): bytes = read x + write y (weights are negligible).
 void BM_LayerNorm(benchmark::State& state) {
-  Tensor x = random_tensor({kRows, kDim}, 1), w = random_tensor({kDim}, 2), b = random_tensor({kDim}, 3);
+  Tensor x = random_tensor({kRows, kDim}, 1), w = random_tensor({kDim}, 2),
+         b = random_tensor({kDim}, 3);
   NoGrad ng;
   for (auto _ : state) {
     Tensor y = layer_norm(x, w, b, 1e-6f);

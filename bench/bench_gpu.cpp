@@ -78,8 +78,12 @@ void BM_GpuGemm(benchmark::State& state) {
   state.SetLabel(dt == DType::BF16 ? "bf16 (ours)" : "f32 (ours)");
 #endif
 }
-BENCHMARK(BM_GpuGemm)->Args({8192, 8192, 8192, 0})->Args({8192, 8192, 8192, 1})
-    ->Args({50432, 768, 192, 1})->UseManualTime()->Iterations(1);
+BENCHMARK(BM_GpuGemm)
+    ->Args({8192, 8192, 8192, 0})
+    ->Args({8192, 8192, 8192, 1})
+    ->Args({50432, 768, 192, 1})
+    ->UseManualTime()
+    ->Iterations(1);
 
 // The same product through a bare cuBLASLt call (default heuristics): the ceiling ours should meet.
 void BM_GpuGemmDirectLt(benchmark::State& state) {
@@ -103,7 +107,8 @@ void BM_GpuGemmDirectLt(benchmark::State& state) {
   cublasLtMatmulPreference_t pref;
   cublasLtMatmulPreferenceCreate(&pref);
   uint64_t wsb = ws_bytes;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                       sizeof(wsb));
   cublasLtMatmulHeuristicResult_t res{};
   int found = 0;
   cublasLtMatmulAlgoGetHeuristic(h, op, lb, la, lc, lc, pref, 1, &res, &found);
@@ -129,8 +134,12 @@ void BM_GpuGemmDirectLt(benchmark::State& state) {
   cublasLtMatmulDescDestroy(op);
 #endif
 }
-BENCHMARK(BM_GpuGemmDirectLt)->Args({8192, 8192, 8192, 0})->Args({8192, 8192, 8192, 1})
-    ->Args({50432, 768, 192, 1})->UseManualTime()->Iterations(1);
+BENCHMARK(BM_GpuGemmDirectLt)
+    ->Args({8192, 8192, 8192, 0})
+    ->Args({8192, 8192, 8192, 1})
+    ->Args({50432, 768, 192, 1})
+    ->UseManualTime()
+    ->Iterations(1);
 
 // Row-wise kernels at ViT-Tiny's activation size, in GB/s of compulsory traffic, and the
 // device-to-device copy bandwidth of the same bytes as the reference.
@@ -145,9 +154,12 @@ void BM_GpuRowwise(benchmark::State& state) {
   const int which = static_cast<int>(state.range(0));
   double s = 0;
   for (auto _ : state) {
-    if (which == 0) s = time_gpu([&] { be.copy(x, y); }, 200);
-    else if (which == 1) s = time_gpu([&] { be.layer_norm(x, &w, &b, 1e-6f, y, mean, rstd); }, 200);
-    else s = time_gpu([&] { be.softmax(x, y, false); }, 200);
+    if (which == 0)
+      s = time_gpu([&] { be.copy(x, y); }, 200);
+    else if (which == 1)
+      s = time_gpu([&] { be.layer_norm(x, &w, &b, 1e-6f, y, mean, rstd); }, 200);
+    else
+      s = time_gpu([&] { be.softmax(x, y, false); }, 200);
     state.SetIterationTime(s);
   }
   state.counters["GB/s"] = 2.0 * x.nbytes() / s / 1e9;  // read x, write y
@@ -160,7 +172,8 @@ void BM_GpuAttention(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
 #ifdef MOKD_WITH_CUDA
   const int64_t B = 256, H = 3, N = 197, D = 64;
-  Tensor q = gpu_randn({B, H, N, D}, 6), k = gpu_randn({B, H, N, D}, 7), v = gpu_randn({B, H, N, D}, 8);
+  Tensor q = gpu_randn({B, H, N, D}, 6), k = gpu_randn({B, H, N, D}, 7),
+         v = gpu_randn({B, H, N, D}, 8);
   Tensor o = Tensor::empty({B, H, N, D}, DType::F32, Device::cuda());
   Tensor lse = Tensor::empty({B, H, N}, DType::F32, Device::cuda());
   Tensor gq = o.clone(), gk = o.clone(), gv = o.clone();
@@ -168,8 +181,10 @@ void BM_GpuAttention(benchmark::State& state) {
   const bool bwd = state.range(0);
   double s = 0;
   for (auto _ : state) {
-    if (!bwd) s = time_gpu([&] { be.attention(q, k, v, 0.125f, o, lse); }, 5);
-    else s = time_gpu([&] { be.attention_backward(q, k, v, o, lse, o, 0.125f, gq, gk, gv); }, 5);
+    if (!bwd)
+      s = time_gpu([&] { be.attention(q, k, v, 0.125f, o, lse); }, 5);
+    else
+      s = time_gpu([&] { be.attention_backward(q, k, v, o, lse, o, 0.125f, gq, gk, gv); }, 5);
     state.SetIterationTime(s);
   }
   double flops = 4.0 * B * H * N * N * D * (bwd ? 2.5 : 1.0);
@@ -185,7 +200,8 @@ void BM_GpuAttentionBf16Products(benchmark::State& state) {
   if (skip_without_gpu(state)) return;
 #ifdef MOKD_WITH_CUDA
   const int64_t B = 256, H = 3, N = 197, D = 64;
-  Tensor q = gpu_randn({B, H, N, D}, 6), k = gpu_randn({B, H, N, D}, 7), v = gpu_randn({B, H, N, D}, 8);
+  Tensor q = gpu_randn({B, H, N, D}, 6), k = gpu_randn({B, H, N, D}, 7),
+         v = gpu_randn({B, H, N, D}, 8);
   set_matmul_precision(MatmulPrecision::BF16);
   NoGrad ng;
   double s = 0;

@@ -38,8 +38,10 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
   for (const Tensor& t : inputs) {
     Edge e;
     if (t.defined() && t.requires_grad()) {
-      if (t.impl()->grad_fn) e.node = t.impl()->grad_fn;
-      else e.leaf = t.impl_ptr();
+      if (t.impl()->grad_fn)
+        e.node = t.impl()->grad_fn;
+      else
+        e.leaf = t.impl_ptr();
       e.shape = t.shape();
     }
     node->inputs.push_back(std::move(e));
@@ -115,7 +117,8 @@ void Tensor::backward(bool retain_graph) const {
     Tensor gout(found->second);
     pending.erase(found);
     MOKD_CHECK(node->backward, "backward: trying to backward through the graph a second time (op '",
-               node->name, "'): its saved tensors were freed; pass retain_graph=true to the first backward");
+               node->name,
+               "'): its saved tensors were freed; pass retain_graph=true to the first backward");
     std::vector<Tensor> grads = node->backward(gout);
     gout = Tensor();
     MOKD_CHECK(grads.size() == node->inputs.size(), "backward: op '", node->name, "' returned ",
@@ -125,8 +128,10 @@ void Tensor::backward(bool retain_graph) const {
       if (!e.active() || !grads[i].defined()) continue;
       MOKD_CHECK(grads[i].shape() == e.shape, "backward: op '", node->name, "' gave a gradient ",
                  shape_str(grads[i].shape()), " for input ", i, " of shape ", shape_str(e.shape));
-      if (e.node) accumulate(pending[e.node.get()], grads[i]);
-      else accumulate(e.leaf->grad, grads[i]);
+      if (e.node)
+        accumulate(pending[e.node.get()], grads[i]);
+      else
+        accumulate(e.leaf->grad, grads[i]);
     }
     if (!retain_graph) node->backward = nullptr;  // frees the saved tensors now
   }

@@ -21,9 +21,9 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out)>;
 // Where an input's gradient goes: the node that made it, or (for a leaf) its .grad. Edges hold
 // nodes, not the inputs' data, so activations are freed as soon as no saved tensor needs them.
 struct Edge {
-  std::shared_ptr<Node> node;         // non-leaf input
-  std::shared_ptr<TensorImpl> leaf;   // leaf input that requires grad
-  Shape shape;                        // the input's shape (checked against its gradient)
+  std::shared_ptr<Node> node;        // non-leaf input
+  std::shared_ptr<TensorImpl> leaf;  // leaf input that requires grad
+  Shape shape;                       // the input's shape (checked against its gradient)
   bool active() const { return node || leaf; }
 };
 

@@ -12,7 +12,9 @@ Backend& cpu_backend();  // engine/cpu/cpu_backend.cpp
 
 void register_backend(DeviceType t, Backend* b) { g_backends[static_cast<int>(t)] = b; }
 
-bool device_available(Device d) { return d.is_cpu() || g_backends[static_cast<int>(d.type)] != nullptr; }
+bool device_available(Device d) {
+  return d.is_cpu() || g_backends[static_cast<int>(d.type)] != nullptr;
+}
 
 Backend& backend_for(Device d) {
   if (d.is_cpu()) return cpu_backend();
@@ -30,19 +32,32 @@ void Backend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Te
 
 const char* unary_name(UnaryOp op) {
   switch (op) {
-    case UnaryOp::Neg: return "neg";
-    case UnaryOp::Exp: return "exp";
-    case UnaryOp::Log: return "log";
-    case UnaryOp::Sqrt: return "sqrt";
-    case UnaryOp::Square: return "square";
-    case UnaryOp::Abs: return "abs";
-    case UnaryOp::Relu: return "relu";
-    case UnaryOp::Gelu: return "gelu";
-    case UnaryOp::Scale: return "scale";
-    case UnaryOp::AddScalar: return "add_scalar";
-    case UnaryOp::SmoothL1: return "smooth_l1";
-    case UnaryOp::ClipCoef: return "clip_coef";
-    case UnaryOp::Reciprocal: return "reciprocal";
+    case UnaryOp::Neg:
+      return "neg";
+    case UnaryOp::Exp:
+      return "exp";
+    case UnaryOp::Log:
+      return "log";
+    case UnaryOp::Sqrt:
+      return "sqrt";
+    case UnaryOp::Square:
+      return "square";
+    case UnaryOp::Abs:
+      return "abs";
+    case UnaryOp::Relu:
+      return "relu";
+    case UnaryOp::Gelu:
+      return "gelu";
+    case UnaryOp::Scale:
+      return "scale";
+    case UnaryOp::AddScalar:
+      return "add_scalar";
+    case UnaryOp::SmoothL1:
+      return "smooth_l1";
+    case UnaryOp::ClipCoef:
+      return "clip_coef";
+    case UnaryOp::Reciprocal:
+      return "reciprocal";
   }
   return "?";
 }

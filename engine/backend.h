@@ -52,11 +52,13 @@ class Backend {
   // gin = gout * d op(x) / dx.
   virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
                               float alpha) = 0;
-  // out = a op b; a and b have out's shape with any strides (0 for broadcast dims); out may alias a.
+  // out = a op b; a and b have out's shape with any strides (0 for broadcast dims); out may alias
+  // a.
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
 
   // ---- reductions ----
-  // out has x's rank with size 1 in reduced dims (or equal sizes): out = sum over them, times scale.
+  // out has x's rank with size 1 in reduced dims (or equal sizes): out = sum over them, times
+  // scale.
   virtual void reduce_sum(const Tensor& x, Tensor& out, float scale) = 0;
   // out (i64, rows) = index of the largest element of each row (first one on ties).
   virtual void argmax_lastdim(const Tensor& x, Tensor& out) = 0;

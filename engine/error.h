@@ -24,8 +24,8 @@ std::string concat(Args&&... args) {
 }  // namespace mokd
 
 // MOKD_CHECK(cond, parts...): throw mokd::Error with the streamed parts when cond is false.
-#define MOKD_CHECK(cond, ...)                                            \
-  do {                                                                   \
+#define MOKD_CHECK(cond, ...)                                              \
+  do {                                                                     \
     if (!(cond)) throw ::mokd::Error(::mokd::detail::concat(__VA_ARGS__)); \
   } while (0)
 

@@ -29,7 +29,8 @@ DType expect_float_operands(const char* kernel, DeviceType on,
   auto all = [&] {  // every operand, for the message (built only on failure)
     std::string m;
     for (const auto& [t, name] : ts)
-      m += std::string(m.empty() ? "" : ", ") + name + " " + (t->defined() ? t->str() : "undefined");
+      m +=
+          std::string(m.empty() ? "" : ", ") + name + " " + (t->defined() ? t->str() : "undefined");
     return m;
   };
   const Tensor* first = ts.size() ? ts.begin()->first : nullptr;
@@ -85,7 +86,8 @@ void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& 
 void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out) {
   expect_f32(x, on, "reduce_sum", "x");
   expect_f32(out, on, "reduce_sum", "out");
-  MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ", x.str());
+  MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ",
+             x.str());
   for (int64_t k = 0; k < x.dim(); ++k)
     MOKD_CHECK(out.shape()[k] == x.shape()[k] || out.shape()[k] == 1, "reduce_sum: out ", out.str(),
                " does not match x ", x.str());
@@ -176,8 +178,8 @@ GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool tra
   return s;
 }
 
-GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& c,
-                    bool trans_a, bool trans_b) {
+GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
+                    bool trans_b) {
   for (auto [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair{&c, "c"}}) {
     expect_on(*t, on, "gemm", name);
     MOKD_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, "gemm: ", name,
@@ -236,7 +238,8 @@ PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, 
   expect_f32(y, on, "max_pool2d", "y");
   MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().type == on && argmax.is_contiguous() &&
                  argmax.shape() == y.shape(),
-             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ", y.str());
+             "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ",
+             y.str());
   return pool_geom("max_pool2d", x.shape(), y.shape(), p);
 }
 
@@ -246,8 +249,8 @@ void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& arg
   expect_f32(gx, on, "max_pool2d_backward", "gx");
   MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().type == on && argmax.is_contiguous() &&
                  argmax.shape() == gy.shape(),
-             "max_pool2d_backward: argmax ", argmax.str(), " must be contiguous i64 shaped like gy ",
-             gy.str());
+             "max_pool2d_backward: argmax ", argmax.str(),
+             " must be contiguous i64 shaped like gy ", gy.str());
   MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
              "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
 }
@@ -345,8 +348,8 @@ void bn_like(const char* kernel, DeviceType on, const Tensor& x, const Tensor& y
 }  // namespace
 
 BnDims batch_norm_train_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
-                             const Tensor& running_mean, const Tensor& running_var,
-                             const Tensor& y, const Tensor& save_mean, const Tensor& save_invstd) {
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                             const Tensor& save_mean, const Tensor& save_invstd) {
   const char* k = "batch_norm_train";
   bn_like(k, on, x, y);
   const BnDims d =
@@ -454,8 +457,8 @@ void loss_targets(const char* k, DeviceType on, const Tensor& x, const Tensor* l
     expect_on(*labels, on, k, "labels");
     MOKD_CHECK(labels->dtype() == DType::I64 && labels->dim() == 1 &&
                    labels->size(0) == x.size(0) && labels->device() == x.device(),
-               k, ": labels must be i64 [", x.size(0), "] on ", x.device().str(),
-               " for logits ", x.str(), ", got ", labels->str());
+               k, ": labels must be i64 [", x.size(0), "] on ", x.device().str(), " for logits ",
+               x.str(), ", got ", labels->str());
   }
   if (soft) loss_like(k, on, *soft, x, "soft targets");
   MOKD_CHECK(smoothing >= 0.f && smoothing < 1.f, k, ": smoothing must be in [0, 1), got ",
@@ -566,6 +569,8 @@ void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const T
   }
 }
 
-std::string entry_name(const char* kernel, size_t i) { return detail::concat(kernel, " entry ", i); }
+std::string entry_name(const char* kernel, size_t i) {
+  return detail::concat(kernel, " entry ", i);
+}
 
 }  // namespace mokd

@@ -58,12 +58,11 @@ struct GemmShape {
 };
 // Ranks 2 or 3, equal inner dims, c [.., M, N], batches of a and b equal or 1 and c's their
 // maximum (gemm_args adds the dtype and device checks).
-GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
-                     bool trans_b);
+GemmShape gemm_shape(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a, bool trans_b);
 // The whole gemm contract: a, b, c on `on`, contiguous, f32 or bf16; a and b of one dtype, c f32
 // unless they are bf16; shapes as gemm_shape.
-GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& c,
-                    bool trans_a, bool trans_b);
+GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a,
+                    bool trans_b);
 
 // conv2d: sizes of one convolution, from x [N, H, W, C], w [O, kh, kw, C/groups] and y [N, Ho,
 // Wo, O] (NHWC activations, OHWI weights).
@@ -107,11 +106,10 @@ struct BnDims {
   int64_t rows, C;
 };
 BnDims batch_norm_train_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
-                             const Tensor& running_mean, const Tensor& running_var,
-                             const Tensor& y, const Tensor& save_mean, const Tensor& save_invstd);
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                             const Tensor& save_mean, const Tensor& save_invstd);
 BnDims batch_norm_eval_args(DeviceType on, const Tensor& x, const Tensor& w, const Tensor& b,
-                            const Tensor& running_mean, const Tensor& running_var,
-                            const Tensor& y);
+                            const Tensor& running_mean, const Tensor& running_var, const Tensor& y);
 BnDims batch_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x, const Tensor& w,
                                 const Tensor& mean, const Tensor& invstd, const Tensor& gx,
                                 const Tensor& gw, const Tensor& gb);

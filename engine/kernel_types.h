@@ -10,7 +10,14 @@ namespace mokd {
 enum class DType : uint8_t { F32, BF16, I32, I64, F64 };
 
 enum class UnaryOp : uint8_t {
-  Neg, Exp, Log, Sqrt, Square, Abs, Relu, Gelu,  // gelu: erf form
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Square,
+  Abs,
+  Relu,
+  Gelu,       // gelu: erf form
   Scale,      // alpha * x
   AddScalar,  // x + alpha
   SmoothL1,   // 0.5 x^2 / beta if |x| < beta else |x| - 0.5 beta   (alpha = beta)
@@ -43,8 +50,8 @@ struct Pool2dParams {
 
 struct AdamHyper {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
-  int64_t step = 1;        // 1-based, after increment (bias correction)
-  bool decoupled = true;   // true: AdamW (p -= lr*wd*p); false: Adam with L2 (g += wd*p)
+  int64_t step = 1;       // 1-based, after increment (bias correction)
+  bool decoupled = true;  // true: AdamW (p -= lr*wd*p); false: Adam with L2 (g += wd*p)
 };
 
 struct SgdHyper {

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "engine/autograd.h"
-#include "engine/error.h"
 #include "engine/backend.h"
+#include "engine/error.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
 
@@ -39,14 +39,14 @@ inline Tensor operator*(float s, const Tensor& a) { return scale(a, s); }
 // ---- reductions (engine/ops/reduce.cpp) ----
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
-Tensor sum(const Tensor& x);   // all elements -> scalar (shape [])
-Tensor mean(const Tensor& x);  // all elements -> scalar
+Tensor sum(const Tensor& x);     // all elements -> scalar (shape [])
+Tensor mean(const Tensor& x);    // all elements -> scalar
 Tensor argmax(const Tensor& x);  // over the last dim, i64, not differentiable
 
 // ---- shape (engine/ops/shape.cpp) ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; copies only if needed
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // result is contiguous
-Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);         // result is contiguous
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);          // result is contiguous
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);  // a contiguous copy
 Tensor flatten(const Tensor& x, int64_t start_dim = 1);  // dims [start_dim, end) into one
@@ -80,8 +80,7 @@ Tensor global_avg_pool2d(const Tensor& x);  // [N, H, W, C] -> [N, C]
 
 // ---- attention (engine/ops/attention.cpp) ----
 // Non-causal softmax(q k^T * scale) v over [B, H, N, D]; any N.
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    float scale);
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale);
 // Multi-head self-attention on a packed projection qkv [B, N, 3 * heads * Dh] (timm's layout:
 // q, k, v, then heads, then head dim) -> [B, N, heads * Dh] (heads merged). Equals splitting
 // q, k, v into [B, heads, N, Dh], scaled_dot_product_attention and merging, with fewer copies.

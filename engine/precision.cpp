@@ -14,7 +14,9 @@ std::atomic<MatmulPrecision> g_precision{MatmulPrecision::F32};
 void set_matmul_precision(MatmulPrecision p) { g_precision = p; }
 MatmulPrecision matmul_precision() { return g_precision; }
 
-const char* precision_name(MatmulPrecision p) { return p == MatmulPrecision::BF16 ? "bf16" : "f32"; }
+const char* precision_name(MatmulPrecision p) {
+  return p == MatmulPrecision::BF16 ? "bf16" : "f32";
+}
 
 MatmulPrecision parse_precision(const char* s) {
   std::string v = s;

@@ -43,16 +43,20 @@ int64_t wrap_dim(int64_t d, int64_t rank, const char* op) {
 // ---- factories ----
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device dev) {
-  for (int64_t d : shape) MOKD_CHECK(d >= 0, "Tensor::empty: negative size in shape ", shape_str(shape));
+  for (int64_t d : shape)
+    MOKD_CHECK(d >= 0, "Tensor::empty: negative size in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), allocator_for(dev));
+  impl->storage =
+      std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), allocator_for(dev));
   return Tensor(std::move(impl));
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype, Device dev) { return full(shape, 0.0, dtype, dev); }
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device dev) {
+  return full(shape, 0.0, dtype, dev);
+}
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device dev) {
   Tensor t = empty(shape, dtype, dev);
@@ -60,9 +64,10 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device dev) {
   return t;
 }
 
-Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, DType dtype, Device dev) {
-  MOKD_CHECK(static_cast<int64_t>(v.size()) == shape_numel(shape), "Tensor::from_vector: ", v.size(),
-             " values do not fill shape ", shape_str(shape));
+Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, DType dtype,
+                           Device dev) {
+  MOKD_CHECK(static_cast<int64_t>(v.size()) == shape_numel(shape),
+             "Tensor::from_vector: ", v.size(), " values do not fill shape ", shape_str(shape));
   Tensor host = empty(shape, DType::F32, Device::cpu());
   if (!v.empty()) std::memcpy(host.raw_data(), v.data(), v.size() * sizeof(float));
   if (dtype == DType::F32 && dev.is_cpu()) return host;
@@ -72,8 +77,8 @@ Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, DTyp
 }
 
 Tensor Tensor::from_vector_i64(const std::vector<int64_t>& v, const Shape& shape, Device dev) {
-  MOKD_CHECK(static_cast<int64_t>(v.size()) == shape_numel(shape), "Tensor::from_vector_i64: ",
-             v.size(), " values do not fill shape ", shape_str(shape));
+  MOKD_CHECK(static_cast<int64_t>(v.size()) == shape_numel(shape),
+             "Tensor::from_vector_i64: ", v.size(), " values do not fill shape ", shape_str(shape));
   Tensor host = empty(shape, DType::I64, Device::cpu());
   if (!v.empty()) std::memcpy(host.raw_data(), v.data(), v.size() * sizeof(int64_t));
   return dev.is_cpu() ? host : host.to(dev);
@@ -105,12 +110,30 @@ void* Tensor::raw_data() const {
 
 template <class T>
 static DType dtype_of();
-template <> DType dtype_of<float>() { return DType::F32; }
-template <> DType dtype_of<double>() { return DType::F64; }
-template <> DType dtype_of<int32_t>() { return DType::I32; }
-template <> DType dtype_of<int64_t>() { return DType::I64; }
-template <> DType dtype_of<bf16>() { return DType::BF16; }
-template <> DType dtype_of<uint16_t>() { return DType::BF16; }
+template <>
+DType dtype_of<float>() {
+  return DType::F32;
+}
+template <>
+DType dtype_of<double>() {
+  return DType::F64;
+}
+template <>
+DType dtype_of<int32_t>() {
+  return DType::I32;
+}
+template <>
+DType dtype_of<int64_t>() {
+  return DType::I64;
+}
+template <>
+DType dtype_of<bf16>() {
+  return DType::BF16;
+}
+template <>
+DType dtype_of<uint16_t>() {
+  return DType::BF16;
+}
 
 template <class T>
 T* Tensor::data() const {
@@ -154,11 +177,12 @@ Tensor Tensor::view(const Shape& shape) const {
     }
   }
   if (infer >= 0) {
-    MOKD_CHECK(known > 0 && numel() % known == 0, "view: cannot view ", str(), " as ", shape_str(shape));
+    MOKD_CHECK(known > 0 && numel() % known == 0, "view: cannot view ", str(), " as ",
+               shape_str(shape));
     s[infer] = numel() / known;
   }
-  MOKD_CHECK(shape_numel(s) == numel(), "view: cannot view ", str(), " as ", shape_str(shape),
-             " (", numel(), " elements vs ", shape_numel(s), ")");
+  MOKD_CHECK(shape_numel(s) == numel(), "view: cannot view ", str(), " as ", shape_str(shape), " (",
+             numel(), " elements vs ", shape_numel(s), ")");
   return make_view(*this, s, contiguous_strides(s), impl_->offset);
 }
 
@@ -193,7 +217,8 @@ Tensor Tensor::expand_view(const Shape& target) const {
   Shape st(target.size(), 0);
   for (size_t i = 0; i < shape().size(); ++i) {
     int64_t have = shape()[i], want = target[lead + i];
-    MOKD_CHECK(have == want || have == 1, "expand: cannot expand ", str(), " to ", shape_str(target));
+    MOKD_CHECK(have == want || have == 1, "expand: cannot expand ", str(), " to ",
+               shape_str(target));
     st[lead + i] = (have == want) ? strides()[i] : 0;
   }
   return make_view(*this, target, st, impl_->offset);
@@ -277,8 +302,6 @@ Tensor& Tensor::set_requires_grad(bool r) {
   return *this;
 }
 
-Tensor Tensor::detach() const {
-  return make_view(*this, shape(), strides(), impl_->offset);
-}
+Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), impl_->offset); }
 
 }  // namespace mokd

@@ -32,8 +32,8 @@ struct TensorImpl {
 
   // autograd
   bool requires_grad = false;
-  std::shared_ptr<TensorImpl> grad;   // leaf tensors only
-  std::shared_ptr<Node> grad_fn;      // null for leaves and for tensors made without grad
+  std::shared_ptr<TensorImpl> grad;  // leaf tensors only
+  std::shared_ptr<Node> grad_fn;     // null for leaves and for tensors made without grad
 };
 
 class Tensor {
@@ -54,7 +54,9 @@ class Tensor {
                             DType dtype = DType::F32, Device dev = Device::cpu());
   static Tensor from_vector_i64(const std::vector<int64_t>& v, const Shape& shape,
                                 Device dev = Device::cpu());
-  static Tensor scalar(float v, Device dev = Device::cpu()) { return from_vector({v}, {}, DType::F32, dev); }
+  static Tensor scalar(float v, Device dev = Device::cpu()) {
+    return from_vector({v}, {}, DType::F32, dev);
+  }
 
   // ---- metadata ----
   bool defined() const { return impl_ != nullptr; }
@@ -79,15 +81,15 @@ class Tensor {
   void* raw_data() const;  // first element, any device
 
   // ---- views and copies (not recorded by autograd; see engine/ops.h for differentiable ones) ----
-  Tensor view(const Shape& shape) const;               // contiguous only; one -1 allowed
+  Tensor view(const Shape& shape) const;  // contiguous only; one -1 allowed
   Tensor narrow_view(int64_t dim, int64_t start, int64_t len) const;
   Tensor permute_view(const std::vector<int64_t>& dims) const;
-  Tensor expand_view(const Shape& shape) const;        // broadcast: size-1 dims get stride 0
-  Tensor contiguous() const;                            // itself if already contiguous
-  Tensor clone() const;                                 // always a fresh contiguous copy
+  Tensor expand_view(const Shape& shape) const;  // broadcast: size-1 dims get stride 0
+  Tensor contiguous() const;                     // itself if already contiguous
+  Tensor clone() const;                          // always a fresh contiguous copy
   Tensor to(Device dev) const;
   Tensor to(DType dtype) const;
-  void copy_(const Tensor& src);                        // same shape; any strides, dtypes, devices
+  void copy_(const Tensor& src);  // same shape; any strides, dtypes, devices
   void fill_(double value);
 
   // Host copies of the values (converted to float / int64).
@@ -112,7 +114,8 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
-// Normalises a possibly negative dim for a tensor of rank `rank`; throws naming `op` if out of range.
+// Normalises a possibly negative dim for a tensor of rank `rank`; throws naming `op` if out of
+// range.
 int64_t wrap_dim(int64_t d, int64_t rank, const char* op);
 
 }  // namespace mokd

@@ -13,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
     mokd::TrainConfig c = mokd::ConfigParser::resolve(text, "<fuzz>.toml", {});
-    mokd::TrainConfig again = mokd::ConfigParser::resolve(mokd::to_toml(c), "<round trip>.toml", {});
+    mokd::TrainConfig again =
+        mokd::ConfigParser::resolve(mokd::to_toml(c), "<round trip>.toml", {});
     if (mokd::config_hash(c) != mokd::config_hash(again)) std::abort();
   } catch (const mokd::Error&) {
   }

@@ -49,8 +49,10 @@ double Rng::beta(double a, double b) {
 }
 
 RngKey data_key(uint64_t seed, int64_t epoch, DataPurpose purpose, int64_t index) {
-  MOKD_CHECK(epoch >= 0 && epoch < (int64_t(1) << 19), "data_key: epoch ", epoch, " out of range [0, 2^19)");
-  MOKD_CHECK(index >= 0 && index < (int64_t(1) << 31), "data_key: index ", index, " out of range [0, 2^31)");
+  MOKD_CHECK(epoch >= 0 && epoch < (int64_t(1) << 19), "data_key: epoch ", epoch,
+             " out of range [0, 2^19)");
+  MOKD_CHECK(index >= 0 && index < (int64_t(1) << 31), "data_key: index ", index,
+             " out of range [0, 2^31)");
   // Layout of the 64-bit word counter: epoch (19 bits) | purpose (2) | index (31) | word (12).
   uint64_t offset = (static_cast<uint64_t>(epoch) << 45) | (static_cast<uint64_t>(purpose) << 43) |
                     (static_cast<uint64_t>(index) << 12);
@@ -67,8 +69,8 @@ std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n) 
 
 // ---- per-image transforms ----
 
-void crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad, int64_t top,
-                       int64_t left, uint8_t* dst) {
+void crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad,
+                       int64_t top, int64_t left, uint8_t* dst) {
   MOKD_CHECK(pad >= 0 && top >= 0 && left >= 0 && top <= 2 * pad && left <= 2 * pad,
              "crop_with_padding: offset (", top, ", ", left, ") outside [0, ", 2 * pad, "]");
   const int64_t dy = top - pad, dx = left - pad;  // source = destination + (dy, dx)
@@ -86,8 +88,8 @@ void crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int6
   }
 }
 
-void random_crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad, Rng& rng,
-                              uint8_t* dst) {
+void random_crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad,
+                              Rng& rng, uint8_t* dst) {
   int64_t top = rng.randint(0, 2 * pad + 1);
   int64_t left = rng.randint(0, 2 * pad + 1);
   crop_with_padding(src, h, w, c, pad, top, left, dst);
@@ -141,13 +143,13 @@ struct Taps {
   int64_t count;
 };
 
-// Triangle-filter taps mapping the `len` pixels starting at `start` of an axis onto `out` pixels. As
-// torchvision's crop-then-resize, the filter sees only the box (clamped at its edges).
-void make_taps(int64_t start, int64_t len, int64_t out, std::vector<Taps>& taps, std::vector<float>& weights,
-               int64_t* max_count) {
+// Triangle-filter taps mapping the `len` pixels starting at `start` of an axis onto `out` pixels.
+// As torchvision's crop-then-resize, the filter sees only the box (clamped at its edges).
+void make_taps(int64_t start, int64_t len, int64_t out, std::vector<Taps>& taps,
+               std::vector<float>& weights, int64_t* max_count) {
   const double scale = static_cast<double>(len) / static_cast<double>(out);
   const double fscale = std::max(scale, 1.0);  // widen the filter when shrinking (antialias)
-  const double support = fscale;                // bilinear: support 1 in output pixels
+  const double support = fscale;               // bilinear: support 1 in output pixels
   taps.resize(static_cast<size_t>(out));
   const int64_t mc = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
   weights.assign(static_cast<size_t>(out * mc), 0.f);
@@ -177,12 +179,12 @@ void make_taps(int64_t start, int64_t len, int64_t out, std::vector<Taps>& taps,
 
 }  // namespace
 
-void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box, int64_t out_h,
-                     int64_t out_w, uint8_t* dst) {
+void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box,
+                     int64_t out_h, int64_t out_w, uint8_t* dst) {
   MOKD_CHECK(box.height > 0 && box.width > 0 && box.top >= 0 && box.left >= 0 &&
                  box.top + box.height <= h && box.left + box.width <= w && out_h > 0 && out_w > 0,
-             "resize_bilinear: box (top ", box.top, ", left ", box.left, ", ", box.height, "x", box.width,
-             ") outside the ", h, "x", w, " image or empty output ", out_h, "x", out_w);
+             "resize_bilinear: box (top ", box.top, ", left ", box.left, ", ", box.height, "x",
+             box.width, ") outside the ", h, "x", w, " image or empty output ", out_h, "x", out_w);
   std::vector<Taps> tx, ty;
   std::vector<float> wx, wy;
   int64_t mx, my;
@@ -226,7 +228,8 @@ void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const 
   }
 }
 
-void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h, int64_t* out_w) {
+void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h,
+                    int64_t* out_w) {
   *out_h = h;
   *out_w = w;
   if (opt.random_resized_crop) {
@@ -235,15 +238,17 @@ void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* ou
   }
 }
 
-void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c, Rng& rng,
-             uint8_t* dst, std::vector<uint8_t>& scratch) {
+void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c,
+             Rng& rng, uint8_t* dst, std::vector<uint8_t>& scratch) {
   int64_t oh, ow;
   augmented_size(opt, h, w, &oh, &ow);
-  const size_t in_bytes = static_cast<size_t>(h * w * c), out_bytes = static_cast<size_t>(oh * ow * c);
+  const size_t in_bytes = static_cast<size_t>(h * w * c),
+               out_bytes = static_cast<size_t>(oh * ow * c);
   scratch.resize(std::max(in_bytes, out_bytes));
   const uint8_t* cur = src;
   if (opt.random_resized_crop) {
-    Box b = sample_resized_crop(h, w, opt.scale_min, opt.scale_max, opt.ratio_min, opt.ratio_max, rng);
+    Box b =
+        sample_resized_crop(h, w, opt.scale_min, opt.scale_max, opt.ratio_min, opt.ratio_max, rng);
     resize_bilinear(src, h, w, c, b, oh, ow, dst);
     cur = dst;
   }
@@ -276,7 +281,8 @@ std::vector<float> normalize_table(const Normalize& norm, int64_t channels) {
   return table;
 }
 
-void normalize(const uint8_t* src, int64_t pixels, int64_t c, const std::vector<float>& table, float* dst) {
+void normalize(const uint8_t* src, int64_t pixels, int64_t c, const std::vector<float>& table,
+               float* dst) {
   if (c == 1) {
     for (int64_t i = 0; i < pixels; ++i) dst[i] = table[src[i]];
     return;
@@ -287,15 +293,18 @@ void normalize(const uint8_t* src, int64_t pixels, int64_t c, const std::vector<
 
 // ---- mixup / cutmix ----
 
-void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double lam, double smoothing,
-                   float* soft) {
-  // timm's mixup_target: one-hots with off = s / C and on = 1 - s + off, y1 * lam + y2 * (1 - lam), f32.
+void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double lam,
+                   double smoothing, float* soft) {
+  // timm's mixup_target: one-hots with off = s / C and on = 1 - s + off, y1 * lam + y2 * (1 - lam),
+  // f32.
   const float off = static_cast<float>(smoothing / static_cast<double>(num_classes));
-  const float on = static_cast<float>(1.0 - smoothing + smoothing / static_cast<double>(num_classes));
+  const float on =
+      static_cast<float>(1.0 - smoothing + smoothing / static_cast<double>(num_classes));
   const float l = static_cast<float>(lam), l1 = static_cast<float>(1.0 - lam);
   for (int64_t i = 0; i < n; ++i) {
     int64_t a = labels[i], b = labels[n - 1 - i];
-    MOKD_CHECK(a >= 0 && a < num_classes, "mixup: label ", a, " of sample ", i, " outside [0, ", num_classes, ")");
+    MOKD_CHECK(a >= 0 && a < num_classes, "mixup: label ", a, " of sample ", i, " outside [0, ",
+               num_classes, ")");
     float* row = soft + i * num_classes;
     for (int64_t k = 0; k < num_classes; ++k) {
       float y1 = k == a ? on : off, y2 = k == b ? on : off;
@@ -304,14 +313,16 @@ void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double
   }
 }
 
-MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w, int64_t c,
-                        const int64_t* labels, int64_t num_classes, Rng& rng, float* soft_targets) {
+MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w,
+                        int64_t c, const int64_t* labels, int64_t num_classes, Rng& rng,
+                        float* soft_targets) {
   MixupResult res;
   const bool mix = opt.mixup_alpha > 0, cut = opt.cutmix_alpha > 0;
   if ((mix || cut) && rng.uniform() < opt.prob) {
     if (mix && cut) {
       res.cutmix = rng.uniform() < opt.switch_prob;
-      res.lam = res.cutmix ? rng.beta(opt.cutmix_alpha, opt.cutmix_alpha) : rng.beta(opt.mixup_alpha, opt.mixup_alpha);
+      res.lam = res.cutmix ? rng.beta(opt.cutmix_alpha, opt.cutmix_alpha)
+                           : rng.beta(opt.mixup_alpha, opt.mixup_alpha);
     } else if (mix) {
       res.lam = rng.beta(opt.mixup_alpha, opt.mixup_alpha);
     } else {
@@ -326,8 +337,10 @@ MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64
       double r = std::sqrt(1.0 - res.lam);
       int64_t cut_h = static_cast<int64_t>(h * r), cut_w = static_cast<int64_t>(w * r);
       int64_t cy = rng.randint(0, h), cx = rng.randint(0, w);
-      int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h), y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
-      int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w), x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
+      int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h),
+              y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
+      int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w),
+              x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
       res.box = Box{y0, x0, y1 - y0, x1 - x0};
       if (opt.correct_lam)
         res.lam = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(h * w);
@@ -356,7 +369,8 @@ MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64
       }
     }
   }
-  if (soft_targets) mixup_targets(labels, n, num_classes, res.lam, opt.label_smoothing, soft_targets);
+  if (soft_targets)
+    mixup_targets(labels, n, num_classes, res.lam, opt.label_smoothing, soft_targets);
   return res;
 }
 

@@ -23,9 +23,9 @@ class Rng {
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
   // Integer in [lo, hi) (hi > lo); 64-bit multiply-shift, bias below 2^-32 for n < 2^32.
   int64_t randint(int64_t lo, int64_t hi);
-  double normal();                   // Box-Muller
-  double gamma(double alpha);        // Marsaglia-Tsang, alpha > 0
-  double beta(double a, double b);   // two Gamma draws
+  double normal();                  // Box-Muller
+  double gamma(double alpha);       // Marsaglia-Tsang, alpha > 0
+  double beta(double a, double b);  // two Gamma draws
   uint64_t position() const { return i_; }
 
  private:
@@ -38,35 +38,36 @@ class Rng {
 enum class DataPurpose : uint64_t { Order = 0, Sample = 1, Batch = 2 };
 RngKey data_key(uint64_t seed, int64_t epoch, DataPurpose purpose, int64_t index);
 
-// The epoch's sample order: a Fisher-Yates permutation of [0, n) from data_key(seed, epoch, Order, 0).
+// The epoch's sample order: a Fisher-Yates permutation of [0, n) from data_key(seed, epoch, Order,
+// 0).
 std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n);
 
 // ---- per-image transforms (HWC uint8, c channels) ----
 
 // dst (h x w) = the window at (top, left) of src zero-padded by `pad` on every side; top, left in
 // [0, 2 pad]. dst must not alias src.
-void crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad, int64_t top,
-                       int64_t left, uint8_t* dst);
-void random_crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad, Rng& rng,
-                              uint8_t* dst);
+void crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad,
+                       int64_t top, int64_t left, uint8_t* dst);
+void random_crop_with_padding(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t pad,
+                              Rng& rng, uint8_t* dst);
 // Mirrors columns in place.
 void hflip_inplace(uint8_t* img, int64_t h, int64_t w, int64_t c);
 
 struct Box {
   int64_t top = 0, left = 0, height = 0, width = 0;
 };
-// torchvision RandomResizedCrop.get_params: 10 attempts at an area in scale * (h w) and a log-uniform
-// aspect ratio; else the center crop clamped to the ratio range.
+// torchvision RandomResizedCrop.get_params: 10 attempts at an area in scale * (h w) and a
+// log-uniform aspect ratio; else the center crop clamped to the ratio range.
 Box sample_resized_crop(int64_t h, int64_t w, double scale_min, double scale_max, double ratio_min,
                         double ratio_max, Rng& rng);
 // Resamples src's box (as if cropped first) to out_h x out_w: bilinear with half-pixel centres,
 // widened to a triangle filter of the scale's support when shrinking (PIL's / torchvision's
 // antialiased bilinear). Rounds to the nearest uint8.
-void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box, int64_t out_h,
-                     int64_t out_w, uint8_t* dst);
+void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box,
+                     int64_t out_h, int64_t out_w, uint8_t* dst);
 
 struct AugmentOptions {
-  bool random_resized_crop = false;  // first, if on
+  bool random_resized_crop = false;       // first, if on
   int64_t out_height = 0, out_width = 0;  // RRC output (0: the input size)
   double scale_min = 0.08, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
@@ -75,11 +76,12 @@ struct AugmentOptions {
   bool enabled() const { return random_resized_crop || crop_padding >= 0 || hflip; }
 };
 // Output size of augment() for an input of h x w.
-void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h, int64_t* out_w);
-// Applies the options in order (RRC, padded crop, flip) to src; writes augmented_size() x c into dst.
-// `scratch` is reused between calls.
-void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c, Rng& rng,
-             uint8_t* dst, std::vector<uint8_t>& scratch);
+void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h,
+                    int64_t* out_w);
+// Applies the options in order (RRC, padded crop, flip) to src; writes augmented_size() x c into
+// dst. `scratch` is reused between calls.
+void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c,
+             Rng& rng, uint8_t* dst, std::vector<uint8_t>& scratch);
 
 // (x / 255 - mean[c]) / std[c] into f32; empty mean/std mean 0 and 1.
 struct Normalize {
@@ -87,7 +89,8 @@ struct Normalize {
 };
 // Per-channel lookup table (256 entries per channel) of the normalised values.
 std::vector<float> normalize_table(const Normalize& norm, int64_t channels);
-void normalize(const uint8_t* src, int64_t pixels, int64_t c, const std::vector<float>& table, float* dst);
+void normalize(const uint8_t* src, int64_t pixels, int64_t c, const std::vector<float>& table,
+               float* dst);
 
 // ---- batch level: timm's Mixup in "batch" mode ----
 struct MixupOptions {
@@ -103,16 +106,17 @@ struct MixupOptions {
 struct MixupResult {
   double lam = 1.0;  // weight of the un-flipped batch (after the cutmix correction)
   bool cutmix = false;
-  Box box;           // the cutmix box (when cutmix)
+  Box box;  // the cutmix box (when cutmix)
 };
 
 // Mixes images (f32 NHWC, n x h x w x c, in place) with the batch flipped along n, and writes the
 // soft targets [n, num_classes]: lam * onehot_s(y) + (1 - lam) * onehot_s(flip(y)), onehot_s with
 // off = s / C and on = 1 - s + off.
-MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w, int64_t c,
-                        const int64_t* labels, int64_t num_classes, Rng& rng, float* soft_targets);
+MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w,
+                        int64_t c, const int64_t* labels, int64_t num_classes, Rng& rng,
+                        float* soft_targets);
 // Soft targets for given lam (no image change); exposed for tests.
-void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double lam, double smoothing,
-                   float* soft_targets);
+void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double lam,
+                   double smoothing, float* soft_targets);
 
 }  // namespace mokd::data

@@ -1,5 +1,5 @@
-// Image classification datasets: the Dataset interface, an in-memory split (IDX, CIFAR) and a lazily
-// decoded ImageFolder. Images are HWC uint8; labels are class indices in [0, num_classes).
+// Image classification datasets: the Dataset interface, an in-memory split (IDX, CIFAR) and a
+// lazily decoded ImageFolder. Images are HWC uint8; labels are class indices in [0, num_classes).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -33,8 +33,9 @@ class Dataset {
 // A split held decoded in memory.
 class InMemoryDataset final : public Dataset {
  public:
-  InMemoryDataset(int64_t height, int64_t width, int64_t channels, std::vector<std::string> class_names,
-                  std::vector<uint8_t> pixels, std::vector<int64_t> labels);
+  InMemoryDataset(int64_t height, int64_t width, int64_t channels,
+                  std::vector<std::string> class_names, std::vector<uint8_t> pixels,
+                  std::vector<int64_t> labels);
   int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
   int64_t height() const override { return h_; }
   int64_t width() const override { return w_; }
@@ -56,22 +57,25 @@ class InMemoryDataset final : public Dataset {
 // IDX files (http://yann.lecun.com/exdb/mnist/), gzipped or raw: images u8 [N, H, W] (or
 // [N, H, W, C]) and labels u8 [N]. num_classes <= 0: max label + 1. Errors name the file and the
 // byte offset of the problem.
-std::unique_ptr<InMemoryDataset> load_idx(const std::string& images_path, const std::string& labels_path,
-                                          int64_t num_classes = 0,
+std::unique_ptr<InMemoryDataset> load_idx(const std::string& images_path,
+                                          const std::string& labels_path, int64_t num_classes = 0,
                                           std::vector<std::string> class_names = {});
 
-// Fashion-MNIST split "train" or "test" from dir ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]).
-std::unique_ptr<InMemoryDataset> load_fashion_mnist(const std::string& dir, const std::string& split);
+// Fashion-MNIST split "train" or "test" from dir
+// ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]).
+std::unique_ptr<InMemoryDataset> load_fashion_mnist(const std::string& dir,
+                                                    const std::string& split);
 // Where the Debian package dataset-fashion-mnist installs the files.
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
 // CIFAR-10 (data_batch_1..5.bin / test_batch.bin) or CIFAR-100 (train.bin / test.bin, fine labels)
 // binary batches in dir or in its cifar-10-batches-bin / cifar-100-binary subfolder.
-std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes, const std::string& split);
+std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes,
+                                            const std::string& split);
 
 // root/<class>/*.{jpg,jpeg,png}: classes sorted by name, files sorted by name within a class.
-// Images are decoded on read() (JPEG via libturbojpeg, PNG via libpng), converted to RGB and resized
-// to image_size x image_size with bilinear (antialiased when shrinking) resampling.
+// Images are decoded on read() (JPEG via libturbojpeg, PNG via libpng), converted to RGB and
+// resized to image_size x image_size with bilinear (antialiased when shrinking) resampling.
 std::unique_ptr<Dataset> open_image_folder(const std::string& root, int64_t image_size);
 
 // Decodes one JPEG or PNG file to RGB HWC (exposed for tests); `source` names it in errors.

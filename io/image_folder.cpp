@@ -1,4 +1,5 @@
-// ImageFolder: root/<class>/<image>.{jpg,jpeg,png}, decoded lazily (libturbojpeg, libpng) and resized.
+// ImageFolder: root/<class>/<image>.{jpg,jpeg,png}, decoded lazily (libturbojpeg, libpng) and
+// resized.
 #include <png.h>
 #include <turbojpeg.h>
 
@@ -25,8 +26,8 @@ namespace {
 // keeps libpng's 32-bit PNG_IMAGE_SIZE from wrapping.
 constexpr uint64_t kMaxPixels = uint64_t(1) << 28;
 
-std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* h,
-                                int64_t* w) {
+std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::string& source,
+                                int64_t* h, int64_t* w) {
   png_image img;
   std::memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
@@ -35,7 +36,8 @@ std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::st
   if (uint64_t(img.width) * img.height > kMaxPixels) {
     const uint64_t iw = img.width, ih = img.height;
     png_image_free(&img);
-    MOKD_FAIL(source, ": PNG of ", iw, "x", ih, " pixels is larger than the decoder's limit of 2^28 pixels");
+    MOKD_FAIL(source, ": PNG of ", iw, "x", ih,
+              " pixels is larger than the decoder's limit of 2^28 pixels");
   }
   img.format = PNG_FORMAT_RGB;  // gray, palette and alpha are converted (alpha composited on black)
   std::vector<uint8_t> out(PNG_IMAGE_SIZE(img));
@@ -49,8 +51,8 @@ std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::st
   return out;
 }
 
-std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* h,
-                                 int64_t* w) {
+std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& source,
+                                 int64_t* h, int64_t* w) {
   tjhandle tj = tjInitDecompress();
   MOKD_CHECK(tj, source, ": cannot create a TurboJPEG decoder (", tjGetErrorStr2(nullptr), ")");
   struct Guard {
@@ -58,16 +60,16 @@ std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::s
     ~Guard() { tjDestroy(t); }
   } guard{tj};
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
-  if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &width, &height, &subsamp,
-                          &colorspace) != 0)
+  if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &width,
+                          &height, &subsamp, &colorspace) != 0)
     MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
   MOKD_CHECK(width > 0 && height > 0, source, ": corrupt JPEG (size ", width, "x", height, ")");
-  MOKD_CHECK(uint64_t(width) * uint64_t(height) <= kMaxPixels, source, ": JPEG of ", width, "x", height,
-             " pixels is larger than the decoder's limit of 2^28 pixels");
+  MOKD_CHECK(uint64_t(width) * uint64_t(height) <= kMaxPixels, source, ": JPEG of ", width, "x",
+             height, " pixels is larger than the decoder's limit of 2^28 pixels");
   std::vector<uint8_t> out(static_cast<size_t>(width) * height * 3);
   // Warnings (e.g. "Premature end of JPEG file") also return -1: a damaged file is an error here.
-  if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), out.data(), width, 0, height,
-                    TJPF_RGB, TJFLAG_ACCURATEDCT) != 0)
+  if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), out.data(), width,
+                    0, height, TJPF_RGB, TJFLAG_ACCURATEDCT) != 0)
     MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
   *h = height;
   *w = width;
@@ -76,7 +78,8 @@ std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::s
 
 std::string lower_ext(const fs::path& p) {
   std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  std::transform(e.begin(), e.end(), e.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
   return e;
 }
 
@@ -114,11 +117,13 @@ class ImageFolder final : public Dataset {
   const std::vector<std::string>& class_names() const override { return names_; }
 
   void read(int64_t index, uint8_t* hwc_out, int64_t* label) const override {
-    MOKD_CHECK(index >= 0 && index < size(), "ImageFolder: index ", index, " outside [0, ", size(), ")");
+    MOKD_CHECK(index >= 0 && index < size(), "ImageFolder: index ", index, " outside [0, ", size(),
+               ")");
     const Item& it = items_[static_cast<size_t>(index)];
     std::ifstream in(it.path, std::ios::binary);
     MOKD_CHECK(in, it.path, ": cannot open for reading");
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
     int64_t h = 0, w = 0;
     std::vector<uint8_t> rgb = decode_image(bytes, it.path, &h, &w);
     if (h == size_ && w == size_)
@@ -140,14 +145,16 @@ class ImageFolder final : public Dataset {
 
 }  // namespace
 
-std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source, int64_t* height,
-                                  int64_t* width) {
+std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source,
+                                  int64_t* height, int64_t* width) {
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPng, 8) == 0) return decode_png(bytes, source, height, width);
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPng, 8) == 0)
+    return decode_png(bytes, source, height, width);
   if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
     return decode_jpeg(bytes, source, height, width);
-  MOKD_FAIL(source, ": not a JPEG or PNG image (", bytes.size() < 3 ? "file too short" : "unknown signature",
-            ", ", bytes.size(), " bytes)");
+  MOKD_FAIL(source, ": not a JPEG or PNG image (",
+            bytes.size() < 3 ? "file too short" : "unknown signature", ", ", bytes.size(),
+            " bytes)");
 }
 
 std::unique_ptr<Dataset> open_image_folder(const std::string& root, int64_t image_size) {

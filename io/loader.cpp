@@ -8,12 +8,14 @@
 
 namespace mokd::data {
 
-Loader::Loader(const Dataset& dataset, LoaderOptions options) : dataset_(dataset), opt_(std::move(options)) {
+Loader::Loader(const Dataset& dataset, LoaderOptions options)
+    : dataset_(dataset), opt_(std::move(options)) {
   MOKD_CHECK(opt_.batch_size > 0, "Loader: batch_size must be > 0, got ", opt_.batch_size);
   MOKD_CHECK(opt_.num_workers >= 0, "Loader: num_workers must be >= 0, got ", opt_.num_workers);
   MOKD_CHECK(opt_.prefetch >= 1, "Loader: prefetch must be >= 1, got ", opt_.prefetch);
   MOKD_CHECK(dataset_.size() > 0, "Loader: the dataset is empty");
-  MOKD_CHECK(!opt_.mixup.soft_targets() || dataset_.num_classes() > 0, "Loader: mixup needs num_classes > 0");
+  MOKD_CHECK(!opt_.mixup.soft_targets() || dataset_.num_classes() > 0,
+             "Loader: mixup needs num_classes > 0");
   MOKD_CHECK(opt_.mixup.label_smoothing >= 0 && opt_.mixup.label_smoothing < 1,
              "Loader: label_smoothing must be in [0, 1), got ", opt_.mixup.label_smoothing);
   augmented_size(opt_.augment, dataset_.height(), dataset_.width(), &out_h_, &out_w_);
@@ -38,11 +40,12 @@ int64_t Loader::batches_per_epoch() const {
 void Loader::start_epoch(int64_t epoch, int64_t start_batch) {
   const int64_t total = batches_per_epoch();
   MOKD_CHECK(epoch >= 0, "Loader::start_epoch: epoch must be >= 0, got ", epoch);
-  MOKD_CHECK(start_batch >= 0 && start_batch <= total, "Loader::start_epoch: start_batch ", start_batch,
-             " outside [0, ", total, "]");
+  MOKD_CHECK(start_batch >= 0 && start_batch <= total, "Loader::start_epoch: start_batch ",
+             start_batch, " outside [0, ", total, "]");
   std::shared_ptr<const std::vector<int64_t>> order;
   if (opt_.shuffle)
-    order = std::make_shared<const std::vector<int64_t>>(epoch_permutation(opt_.seed, epoch, dataset_.size()));
+    order = std::make_shared<const std::vector<int64_t>>(
+        epoch_permutation(opt_.seed, epoch, dataset_.size()));
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++generation_;  // batches still being built for the previous epoch are discarded
@@ -57,7 +60,8 @@ void Loader::start_epoch(int64_t epoch, int64_t start_batch) {
   cv_.notify_all();
 }
 
-void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t index, Built& out) const {
+void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
+                   Built& out) const {
   const int64_t n = dataset_.size(), first = index * opt_.batch_size;
   const int64_t rows = std::min(opt_.batch_size, n - first);
   const int64_t h = dataset_.height(), w = dataset_.width(), c = dataset_.channels();
@@ -83,15 +87,17 @@ void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t ind
   if (opt_.mixup.soft_targets()) {
     out.soft.resize(static_cast<size_t>(rows * dataset_.num_classes()));
     Rng rng(data_key(opt_.seed, epoch, DataPurpose::Batch, index));
-    mixup_batch(opt_.mixup, out.images.data(), rows, out_h_, out_w_, c, out.labels.data(), dataset_.num_classes(),
-                rng, out.soft.data());
+    mixup_batch(opt_.mixup, out.images.data(), rows, out_h_, out_w_, c, out.labels.data(),
+                dataset_.num_classes(), rng, out.soft.data());
   }
 }
 
 void Loader::worker_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stop_ || (active_ && claim_ < end_ && claim_ < consume_ + opt_.prefetch); });
+    cv_.wait(lock, [&] {
+      return stop_ || (active_ && claim_ < end_ && claim_ < consume_ + opt_.prefetch);
+    });
     if (stop_) return;
     const int64_t index = claim_++;
     const uint64_t gen = generation_;
@@ -116,7 +122,8 @@ void Loader::worker_loop() {
 }
 
 Batch Loader::to_batch(Built&& b, int64_t index) const {
-  // Tensors are allocated here, in the consumer's thread (the CPU allocator's counters are not atomic).
+  // Tensors are allocated here, in the consumer's thread (the CPU allocator's counters are not
+  // atomic).
   Batch out;
   out.images = Tensor::empty({b.rows, out_h_, out_w_, dataset_.channels()}, DType::F32);
   std::memcpy(out.images.data<float>(), b.images.data(), b.images.size() * sizeof(float));

@@ -37,13 +37,13 @@ struct FileDTypeInfo {
   size_t size;
 };
 constexpr FileDTypeInfo kFileDTypes[] = {
-    {"F64", FileDType::F64, 8}, {"F32", FileDType::F32, 4}, {"F16", FileDType::F16, 2},
+    {"F64", FileDType::F64, 8},   {"F32", FileDType::F32, 4}, {"F16", FileDType::F16, 2},
     {"BF16", FileDType::BF16, 2}, {"I64", FileDType::I64, 8}, {"I32", FileDType::I32, 4},
 };
 // Valid safetensors dtypes that mokd has no tensor type for: named as unsupported, not unknown.
-constexpr const char* kUnsupportedDTypes[] = {"BOOL", "U8", "I8", "U16", "I16", "U32", "U64",
-                                              "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3",
-                                              "F6_E3M2", "C64"};
+constexpr const char* kUnsupportedDTypes[] = {"BOOL", "U8",      "I8",      "U16",     "I16",
+                                              "U32",  "U64",     "F8_E4M3", "F8_E5M2", "F8_E8M0",
+                                              "F4",   "F6_E2M3", "F6_E3M2", "C64"};
 
 struct Entry {
   std::string name;
@@ -104,15 +104,15 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
   bool empty = false;
   for (size_t i = 0; i < sh.size(); ++i) {
     uint64_t d = as_u64(sh[i], where + ": shape[" + std::to_string(i) + "]");
-    MOKD_CHECK(d <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where, ": shape[", i,
-               "] = ", d, " is too large");
-    MOKD_CHECK(!__builtin_mul_overflow(nonzero, std::max<uint64_t>(d, 1), &nonzero), where, ": shape ",
-               sh.dump(), " has more elements than fit in 64 bits");
+    MOKD_CHECK(d <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where, ": shape[",
+               i, "] = ", d, " is too large");
+    MOKD_CHECK(!__builtin_mul_overflow(nonzero, std::max<uint64_t>(d, 1), &nonzero), where,
+               ": shape ", sh.dump(), " has more elements than fit in 64 bits");
     empty = empty || d == 0;
     e.shape.push_back(static_cast<int64_t>(d));
   }
-  MOKD_CHECK(nonzero <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where, ": shape ",
-             sh.dump(), " is too large");
+  MOKD_CHECK(nonzero <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), where,
+             ": shape ", sh.dump(), " is too large");
   const uint64_t numel = empty ? 0 : nonzero;
   e.numel = numel;
   uint64_t nbytes = 0;
@@ -124,7 +124,8 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
              ": \"data_offsets\" must be an array [begin, end], got ", off.dump());
   e.begin = as_u64(off[0], where + ": data_offsets[0]");
   e.end = as_u64(off[1], where + ": data_offsets[1]");
-  MOKD_CHECK(e.begin <= e.end, where, ": data_offsets [", e.begin, ", ", e.end, "] has begin > end");
+  MOKD_CHECK(e.begin <= e.end, where, ": data_offsets [", e.begin, ", ", e.end,
+             "] has begin > end");
   MOKD_CHECK(e.end - e.begin == nbytes, where, ": data_offsets [", e.begin, ", ", e.end, "] span ",
              e.end - e.begin, " bytes but shape ", sh.dump(), " of ", dts, " needs ", nbytes);
   return e;
@@ -142,12 +143,15 @@ Header parse_header(const uint8_t* base, size_t size, const std::string& file) {
              "-byte file");
 
   // nlohmann stops at a NUL byte as if the input ended there, which would hide whatever follows it.
-  MOKD_CHECK(std::memchr(base + 8, 0, n) == nullptr, where, ": header is not valid JSON: it contains a NUL byte");
+  MOKD_CHECK(std::memchr(base + 8, 0, n) == nullptr, where,
+             ": header is not valid JSON: it contains a NUL byte");
 
-  // Duplicate keys (nlohmann keeps the last silently) and absurd nesting are rejected while parsing.
+  // Duplicate keys (nlohmann keeps the last silently) and absurd nesting are rejected while
+  // parsing.
   std::vector<std::set<std::string>> keys;
   auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
-    if (depth > kMaxJsonDepth) MOKD_FAIL(where, ": header JSON nests deeper than ", kMaxJsonDepth, " levels");
+    if (depth > kMaxJsonDepth)
+      MOKD_FAIL(where, ": header JSON nests deeper than ", kMaxJsonDepth, " levels");
     if (ev == json::parse_event_t::object_start) {
       keys.emplace_back();
     } else if (ev == json::parse_event_t::object_end) {
@@ -188,8 +192,8 @@ Header parse_header(const uint8_t* base, size_t size, const std::string& file) {
   // The ranges must tile [0, buffer) exactly: in bounds, no overlap, no hole, nothing after.
   std::vector<const Entry*> order;
   for (const Entry& e : out.entries) {
-    MOKD_CHECK(e.end <= buffer, where, ": tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end,
-               "] run past the end of the ", buffer, "-byte data buffer");
+    MOKD_CHECK(e.end <= buffer, where, ": tensor '", e.name, "': data_offsets [", e.begin, ", ",
+               e.end, "] run past the end of the ", buffer, "-byte data buffer");
     order.push_back(&e);
   }
   std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
@@ -199,20 +203,22 @@ Header parse_header(const uint8_t* base, size_t size, const std::string& file) {
   const Entry* prev = nullptr;
   for (const Entry* e : order) {
     if (e->begin < pos)
-      MOKD_FAIL(where, ": tensors '", prev->name, "' [", prev->begin, ", ", prev->end, ") and '", e->name,
-                "' [", e->begin, ", ", e->end, ") overlap");
+      MOKD_FAIL(where, ": tensors '", prev->name, "' [", prev->begin, ", ", prev->end, ") and '",
+                e->name, "' [", e->begin, ", ", e->end, ") overlap");
     if (e->begin > pos) {
       if (prev)
-        MOKD_FAIL(where, ": ", e->begin - pos, "-byte gap in the data buffer between tensor '", prev->name,
-                  "' (ends at ", pos, ") and tensor '", e->name, "' (starts at ", e->begin, ")");
+        MOKD_FAIL(where, ": ", e->begin - pos, "-byte gap in the data buffer between tensor '",
+                  prev->name, "' (ends at ", pos, ") and tensor '", e->name, "' (starts at ",
+                  e->begin, ")");
       MOKD_FAIL(where, ": ", e->begin, "-byte gap at the start of the data buffer before tensor '",
                 e->name, "'");
     }
     pos = e->end;
     prev = e;
   }
-  MOKD_CHECK(pos == buffer, where, ": data buffer has ", buffer - pos, " bytes after the last tensor",
-             prev ? " ('" + prev->name + "')" : std::string(), " that no tensor covers");
+  MOKD_CHECK(pos == buffer, where, ": data buffer has ", buffer - pos,
+             " bytes after the last tensor", prev ? " ('" + prev->name + "')" : std::string(),
+             " that no tensor covers");
   return out;
 }
 
@@ -222,7 +228,8 @@ float f16_to_float(uint16_t h) {
   uint32_t man = h & 0x3ffu;
   uint32_t u;
   if (exp == 0x1f) {
-    u = sign | 0x7f800000u | (man << 13);  // inf, or NaN with its payload (quiet bit maps to quiet bit)
+    u = sign | 0x7f800000u |
+        (man << 13);  // inf, or NaN with its payload (quiet bit maps to quiet bit)
   } else if (exp != 0) {
     u = sign | ((exp + 112) << 23) | (man << 13);  // rebias 15 -> 127
   } else if (man == 0) {
@@ -246,11 +253,16 @@ T load_le(const uint8_t* p) {
 // The exact value of element i of a floating source.
 double source_value(const uint8_t* src, FileDType dt, size_t i) {
   switch (dt) {
-    case FileDType::F64: return load_le<double>(src + 8 * i);
-    case FileDType::F32: return load_le<float>(src + 4 * i);
-    case FileDType::F16: return f16_to_float(load_le<uint16_t>(src + 2 * i));
-    case FileDType::BF16: return bf16_to_float(bf16{load_le<uint16_t>(src + 2 * i)});
-    default: return 0;
+    case FileDType::F64:
+      return load_le<double>(src + 8 * i);
+    case FileDType::F32:
+      return load_le<float>(src + 4 * i);
+    case FileDType::F16:
+      return f16_to_float(load_le<uint16_t>(src + 2 * i));
+    case FileDType::BF16:
+      return bf16_to_float(bf16{load_le<uint16_t>(src + 2 * i)});
+    default:
+      return 0;
   }
 }
 
@@ -273,18 +285,21 @@ void convert(const uint8_t* src, const Entry& e, Dst* dst, bool check, const std
   }
 }
 
-Tensor load_entry(const Header& h, const Entry& e, const LoadOptions& opts, const std::string& file) {
+Tensor load_entry(const Header& h, const Entry& e, const LoadOptions& opts,
+                  const std::string& file) {
   const std::string where = "safetensors " + file + ": tensor '" + e.name + "'";
   const uint8_t* src = h.data + e.begin;
   const bool integer = e.dt.code == FileDType::I64 || e.dt.code == FileDType::I32;
-  DType target = integer ? (e.dt.code == FileDType::I64 ? DType::I64 : DType::I32) : opts.float_dtype;
+  DType target =
+      integer ? (e.dt.code == FileDType::I64 ? DType::I64 : DType::I32) : opts.float_dtype;
   Tensor t = Tensor::empty(e.shape, target, Device::cpu());
   if (e.numel == 0) return t;
   const bool check = !opts.allow_non_finite;
   if (integer) {
     std::memcpy(t.raw_data(), src, e.end - e.begin);
   } else if (target == DType::F32) {
-    convert(src, e, t.data<float>(), check, where, "f32", [](double v) { return static_cast<float>(v); });
+    convert(src, e, t.data<float>(), check, where, "f32",
+            [](double v) { return static_cast<float>(v); });
   } else if (target == DType::F64) {
     convert(src, e, t.data<double>(), check, where, "f64", [](double v) { return v; });
   } else {
@@ -317,7 +332,8 @@ class MappedFile {
       void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       int err = errno;
       ::close(fd);
-      MOKD_CHECK(p != MAP_FAILED, where, ": mmap of ", size_, " bytes failed: ", std::strerror(err));
+      MOKD_CHECK(p != MAP_FAILED, where, ": mmap of ", size_,
+                 " bytes failed: ", std::strerror(err));
       data_ = static_cast<const uint8_t*>(p);
     } else {
       ::close(fd);
@@ -338,11 +354,16 @@ class MappedFile {
 
 const char* file_dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::BF16: return "BF16";
-    case DType::F64: return "F64";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
+    case DType::F32:
+      return "F32";
+    case DType::BF16:
+      return "BF16";
+    case DType::F64:
+      return "F64";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
   }
   return "?";
 }
@@ -362,7 +383,8 @@ void write_all(int fd, const void* p, size_t n, const std::string& tmp) {
 
 TensorMap load_safetensors_bytes(const void* data, size_t size, const std::string& source,
                                  const LoadOptions& opts, Metadata* metadata) {
-  MOKD_CHECK(is_floating(opts.float_dtype), "safetensors ", source, ": LoadOptions::float_dtype must be f32, bf16 or f64, got ",
+  MOKD_CHECK(is_floating(opts.float_dtype), "safetensors ", source,
+             ": LoadOptions::float_dtype must be f32, bf16 or f64, got ",
              dtype_name(opts.float_dtype));
   const uint8_t* base = static_cast<const uint8_t*>(data);
   Header h = parse_header(base, size, source);
@@ -380,7 +402,8 @@ TensorMap load_safetensors(const std::string& path, const LoadOptions& opts, Met
   return load_safetensors_bytes(f.data(), f.size(), path, opts, metadata);
 }
 
-std::map<std::string, TensorEntry> inspect_safetensors(const std::string& path, Metadata* metadata) {
+std::map<std::string, TensorEntry> inspect_safetensors(const std::string& path,
+                                                       Metadata* metadata) {
   MappedFile f(path);
   Header h = parse_header(f.data(), f.size(), path);
   std::map<std::string, TensorEntry> out;
@@ -400,7 +423,8 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   }
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    MOKD_CHECK(name != "__metadata__", "save_safetensors ", path, ": '__metadata__' is reserved, not a tensor name");
+    MOKD_CHECK(name != "__metadata__", "save_safetensors ", path,
+               ": '__metadata__' is reserved, not a tensor name");
     MOKD_CHECK(t.defined(), "save_safetensors ", path, ": tensor '", name, "' is undefined");
     Tensor c = t.to(Device::cpu()).contiguous();
     nlohmann::ordered_json e = nlohmann::ordered_json::object();
@@ -415,11 +439,13 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   try {
     header = h.dump();
   } catch (const nlohmann::json::exception& e) {
-    MOKD_FAIL("save_safetensors ", path, ": cannot encode the header (names and metadata must be UTF-8): ", e.what());
+    MOKD_FAIL("save_safetensors ", path,
+              ": cannot encode the header (names and metadata must be UTF-8): ", e.what());
   }
   header.append((8 - header.size() % 8) % 8, ' ');  // data starts 8-byte aligned
   uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
 
   // Atomic replace: write a temporary file beside the target, fsync, rename over it.
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -430,12 +456,13 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
     write_all(fd, header.data(), header.size(), tmp);
     for (const Tensor& c : host)
       if (c.nbytes() > 0) write_all(fd, c.raw_data(), c.nbytes(), tmp);
-    MOKD_CHECK(::fsync(fd) == 0, "save_safetensors: fsync of ", tmp, " failed: ", std::strerror(errno));
+    MOKD_CHECK(::fsync(fd) == 0, "save_safetensors: fsync of ", tmp,
+               " failed: ", std::strerror(errno));
     int rc = ::close(fd);
     fd = -1;
     MOKD_CHECK(rc == 0, "save_safetensors: closing ", tmp, " failed: ", std::strerror(errno));
-    MOKD_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "save_safetensors: renaming ", tmp, " to ", path,
-               " failed: ", std::strerror(errno));
+    MOKD_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "save_safetensors: renaming ", tmp, " to ",
+               path, " failed: ", std::strerror(errno));
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());

@@ -1,5 +1,6 @@
-// safetensors: the weight format mokd reads and writes (https://github.com/huggingface/safetensors).
-// Layout: 8-byte little-endian header length N, N bytes of JSON header
+// safetensors: the weight format mokd reads and writes
+// (https://github.com/huggingface/safetensors). Layout: 8-byte little-endian header length N, N
+// bytes of JSON header
 // {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
 // then the data buffer; offsets are relative to the buffer start.
 #pragma once
@@ -12,7 +13,8 @@
 namespace mokd::io {
 
 struct LoadOptions {
-  // Floating tensors (F32, BF16, F16, F64) are converted to this dtype; integer tensors keep theirs.
+  // Floating tensors (F32, BF16, F16, F64) are converted to this dtype; integer tensors keep
+  // theirs.
   DType float_dtype = DType::F32;
   // NaN/Inf in a floating tensor is an error naming the file and tensor unless allowed.
   bool allow_non_finite = false;
@@ -24,22 +26,25 @@ using Metadata = std::map<std::string, std::string>;
 
 // Reads every tensor of a file (memory-mapped). Throws mokd::Error naming the file and the
 // tensor for any malformed header, bad offsets, size mismatches, unknown dtypes or duplicates.
-TensorMap load_safetensors(const std::string& path, const LoadOptions& opts = {}, Metadata* metadata = nullptr);
+TensorMap load_safetensors(const std::string& path, const LoadOptions& opts = {},
+                           Metadata* metadata = nullptr);
 
 // Writes tensors (f32, bf16, f64, i32, i64; any device) atomically: a temporary file in the same
 // folder, then rename. Tensors are laid out in name order; the header is padded to 8 bytes.
-void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const Metadata& metadata = {});
 
 // One header entry as stored in the file (no data read).
 struct TensorEntry {
-  std::string dtype;            // the file's dtype name: "F32", "BF16", "F16", "F64", "I32", "I64"
+  std::string dtype;  // the file's dtype name: "F32", "BF16", "F16", "F64", "I32", "I64"
   Shape shape;
   uint64_t begin = 0, end = 0;  // byte range within the data buffer
 };
 
 // Validates the whole header (every check of load_safetensors except the values themselves) and
 // returns its entries by name, reading only the header pages. For strict state_dict checks.
-std::map<std::string, TensorEntry> inspect_safetensors(const std::string& path, Metadata* metadata = nullptr);
+std::map<std::string, TensorEntry> inspect_safetensors(const std::string& path,
+                                                       Metadata* metadata = nullptr);
 
 // load_safetensors on a whole file's bytes already in memory; `source` names them in errors.
 TensorMap load_safetensors_bytes(const void* data, size_t size, const std::string& source,

@@ -54,7 +54,8 @@ std::string sha256_file(const std::string& path) {
   std::vector<unsigned char> buf(1 << 20);  // 1 MiB chunks: teacher weights can be large
   for (;;) {
     size_t got = std::fread(buf.data(), 1, buf.size(), f.get());
-    if (got > 0) MOKD_CHECK(EVP_DigestUpdate(ctx.get(), buf.data(), got) == 1, "sha256: digest update failed");
+    if (got > 0)
+      MOKD_CHECK(EVP_DigestUpdate(ctx.get(), buf.data(), got) == 1, "sha256: digest update failed");
     if (got < buf.size()) {
       MOKD_CHECK(!std::ferror(f.get()), "sha256: read error in '", path, "'");
       break;

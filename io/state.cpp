@@ -50,8 +50,8 @@ const Tensor& State::tensor(const std::string& name, const char* who) const {
 
 const Tensor& State::tensor(const std::string& name, const Shape& shape, const char* who) const {
   const Tensor& t = tensor(name, who);
-  MOKD_CHECK(t.shape() == shape, who, ": the checkpoint's ", name, " is ", t.str(), ", expected shape ",
-             shape_str(shape));
+  MOKD_CHECK(t.shape() == shape, who, ": the checkpoint's ", name, " is ", t.str(),
+             ", expected shape ", shape_str(shape));
   return t;
 }
 

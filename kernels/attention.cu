@@ -1,15 +1,15 @@
 // Non-causal scaled-dot-product attention, forward and backward, f32, head dims up to 128, any N.
 // A straightforward first version (correct rather than fast): one block of 4 warps per
-// (batch*head, 4 rows), grid (B*H, ceil(N / 4)); each warp owns one row and streams the other side in tiles of 32 rows
-// staged in shared memory, one lane per tile row for the dot products, lanes across the head dim
-// for the accumulations. Forward uses an online softmax and stores lse = max + log(sum exp);
-// backward recomputes P = exp(scale q.k - lse) (flash-attention style) in two kernels: gq per
-// query row, gk/gv per key row.
-// f32 only: under MatmulPrecision::BF16 engine/ops/attention.cpp does not reach these kernels; it
-// runs batched bf16 Backend::gemm products around an f32 Backend::softmax (and softmax_backward).
-// Memory traffic per (batch, head): forward reads q and out-side once and k, v once per 4 query
-// rows (ceil(Nq / 4) times, from L2 for short sequences), writes out and lse once; backward reads
-// k, v (gq kernel) and q, gout (gk/gv kernel) once per 4 rows and writes gq, gk, gv once.
+// (batch*head, 4 rows), grid (B*H, ceil(N / 4)); each warp owns one row and streams the other side
+// in tiles of 32 rows staged in shared memory, one lane per tile row for the dot products, lanes
+// across the head dim for the accumulations. Forward uses an online softmax and stores lse = max +
+// log(sum exp); backward recomputes P = exp(scale q.k - lse) (flash-attention style) in two
+// kernels: gq per query row, gk/gv per key row. f32 only: under MatmulPrecision::BF16
+// engine/ops/attention.cpp does not reach these kernels; it runs batched bf16 Backend::gemm
+// products around an f32 Backend::softmax (and softmax_backward). Memory traffic per (batch, head):
+// forward reads q and out-side once and k, v once per 4 query rows (ceil(Nq / 4) times, from L2 for
+// short sequences), writes out and lse once; backward reads k, v (gq kernel) and q, gout (gk/gv
+// kernel) once per 4 rows and writes gq, gk, gv once.
 #include <cmath>
 
 #include "kernels/common.cuh"
@@ -24,7 +24,8 @@ constexpr int kTile = 32;         // other-side rows staged per step (one per la
 constexpr int kPerLane = kAttnMaxDim / 32;
 
 // Loads rows [t0, t0 + 32) of a [n, d] matrix into sm [32][d + 1] (zeros past n).
-__device__ __forceinline__ void load_tile(const float* src, int64_t n, int d, int64_t t0, float* sm) {
+__device__ __forceinline__ void load_tile(const float* src, int64_t n, int d, int64_t t0,
+                                          float* sm) {
   for (int idx = threadIdx.x; idx < kTile * d; idx += blockDim.x) {
     int j = idx / d, c = idx % d;
     sm[j * (d + 1) + c] = (t0 + j < n) ? src[(t0 + j) * d + c] : 0.f;
@@ -38,9 +39,9 @@ __device__ __forceinline__ void load_row(const float* src, int d, float* sm, int
 __global__ void attn_fwd_kernel(const float* q, const float* k, const float* v, float scale,
                                 float* out, float* lse, int64_t nq, int64_t nk, int d, int dv) {
   extern __shared__ float smem[];
-  float* ks = smem;                              // [32][d + 1]
-  float* vs = ks + kTile * (d + 1);              // [32][dv + 1]
-  float* qs = vs + kTile * (dv + 1);             // [4][d]
+  float* ks = smem;                   // [32][d + 1]
+  float* vs = ks + kTile * (d + 1);   // [32][dv + 1]
+  float* qs = vs + kTile * (dv + 1);  // [4][d]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t bh = blockIdx.x;
   const int64_t row = static_cast<int64_t>(blockIdx.y) * kRowsPerBlock + warp;
@@ -110,8 +111,8 @@ __global__ void attn_bwd_q_kernel(const float* q, const float* k, const float* v
   extern __shared__ float smem[];
   float* ks = smem;
   float* vs = ks + kTile * (d + 1);
-  float* qs = vs + kTile * (dv + 1);         // [4][d]
-  float* gs = qs + kRowsPerBlock * d;        // [4][dv]
+  float* qs = vs + kTile * (dv + 1);   // [4][d]
+  float* gs = qs + kRowsPerBlock * d;  // [4][dv]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t bh = blockIdx.x;
   const int64_t row = static_cast<int64_t>(blockIdx.y) * kRowsPerBlock + warp;
@@ -163,16 +164,15 @@ __global__ void attn_bwd_q_kernel(const float* q, const float* k, const float* v
 }
 
 // gv[j] = sum_i p_ij gout_i;  gk[j] = scale * sum_i ds_ij q_i
-__global__ void attn_bwd_kv_kernel(const float* q, const float* k, const float* v,
-                                   const float* lse, const float* gout, const float* delta,
-                                   float scale, float* gk, float* gv, int64_t nq, int64_t nk,
-                                   int d, int dv) {
+__global__ void attn_bwd_kv_kernel(const float* q, const float* k, const float* v, const float* lse,
+                                   const float* gout, const float* delta, float scale, float* gk,
+                                   float* gv, int64_t nq, int64_t nk, int d, int dv) {
   extern __shared__ float smem[];
-  float* qt = smem;                          // [32][d + 1]
-  float* gt = qt + kTile * (d + 1);          // [32][dv + 1]
-  float* lt = gt + kTile * (dv + 1);         // [32]
-  float* dt = lt + kTile;                    // [32]
-  float* kw_all = dt + kTile;                // [4][d]
+  float* qt = smem;                            // [32][d + 1]
+  float* gt = qt + kTile * (d + 1);            // [32][dv + 1]
+  float* lt = gt + kTile * (dv + 1);           // [32]
+  float* dt = lt + kTile;                      // [32]
+  float* kw_all = dt + kTile;                  // [4][d]
   float* vw_all = kw_all + kRowsPerBlock * d;  // [4][dv]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t bh = blockIdx.x;
@@ -238,7 +238,8 @@ size_t bwd_q_smem(int d, int dv) {
   return sizeof(float) * (kTile * (d + 1) + kTile * (dv + 1) + kRowsPerBlock * (d + dv));
 }
 size_t bwd_kv_smem(int d, int dv) {
-  return sizeof(float) * (kTile * (d + 1) + kTile * (dv + 1) + 2 * kTile + kRowsPerBlock * (d + dv));
+  return sizeof(float) *
+         (kTile * (d + 1) + kTile * (dv + 1) + 2 * kTile + kRowsPerBlock * (d + dv));
 }
 
 dim3 attn_grid(int64_t rows, int64_t bh) {
@@ -267,7 +268,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   int64_t rows = bh * nq;
   if (rows > 0) {
     attn_delta_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(out, gout, delta,
-                                                                                  rows, dvi);
+                                                                                 rows, dvi);
     check_launch("attention_backward");
     attn_bwd_q_kernel<<<attn_grid(nq, bh), kRowsPerBlock * 32, bwd_q_smem(di, dvi), stream>>>(
         q, k, v, lse, gout, delta, scale, gq, nq, nk, di, dvi);

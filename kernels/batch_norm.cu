@@ -12,7 +12,7 @@ namespace mokd::kernels {
 
 namespace {
 
-#define MOKD_GRID_STRIDE(i, n)                                                        \
+#define MOKD_GRID_STRIDE(i, n)                                                           \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
@@ -68,8 +68,8 @@ __global__ void bn_bwd_finish(const double* sg, const double* sgx, const float* 
 }
 
 __global__ void bn_bwd_apply(const float* gy, const float* x, const float* mean,
-                             const float* invstd, const float* k, const float* mg,
-                             const float* mgx, float* gx, int64_t n, int64_t C) {
+                             const float* invstd, const float* k, const float* mg, const float* mgx,
+                             float* gx, int64_t n, int64_t C) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t c = i % C;
     float xhat = (x[i] - mean[c]) * invstd[c];
@@ -95,8 +95,9 @@ void batch_norm_train(const float* x, const float* w, const float* b, float* run
   double* m2 = mean + C;
   float* scale = reinterpret_cast<float*>(m2 + C);
   float* shift = scale + C;
-  col_reduce(rows, C, [=] __device__(int64_t r, int64_t c) -> double { return x[r * C + c]; },
-             partials, mean, stream, "batch_norm_train");
+  col_reduce(
+      rows, C, [=] __device__(int64_t r, int64_t c) -> double { return x[r * C + c]; }, partials,
+      mean, stream, "batch_norm_train");
   bn_mean_kernel<<<grid_for(C), kThreads, 0, stream>>>(mean, rows, C);
   check_launch("batch_norm_train");
   const double* cmean = mean;
@@ -108,8 +109,8 @@ void batch_norm_train(const float* x, const float* w, const float* b, float* run
       },
       partials, m2, stream, "batch_norm_train");
   bn_train_finish<<<grid_for(C), kThreads, 0, stream>>>(mean, m2, w, b, running_mean, running_var,
-                                                         momentum, eps, save_mean, save_invstd,
-                                                         scale, shift, rows, C);
+                                                        momentum, eps, save_mean, save_invstd,
+                                                        scale, shift, rows, C);
   check_launch("batch_norm_train");
   bn_apply<<<grid_for(rows * C), kThreads, 0, stream>>>(x, scale, shift, y, rows * C, C);
   check_launch("batch_norm_train");
@@ -122,7 +123,7 @@ void batch_norm_eval(const float* x, const float* w, const float* b, const float
   float* scale = reinterpret_cast<float*>(scratch);
   float* shift = scale + C;
   bn_eval_finish<<<grid_for(C), kThreads, 0, stream>>>(w, b, running_mean, running_var, eps, scale,
-                                                        shift, C);
+                                                       shift, C);
   check_launch("batch_norm_eval");
   if (rows * C == 0) return;
   bn_apply<<<grid_for(rows * C), kThreads, 0, stream>>>(x, scale, shift, y, rows * C, C);
@@ -139,8 +140,9 @@ void batch_norm_backward(const float* gy, const float* x, const float* w, const 
   float* k = reinterpret_cast<float*>(sgx + C);
   float* mg = k + C;
   float* mgx = mg + C;
-  col_reduce(rows, C, [=] __device__(int64_t r, int64_t c) -> double { return gy[r * C + c]; },
-             partials, sg, stream, "batch_norm_backward");
+  col_reduce(
+      rows, C, [=] __device__(int64_t r, int64_t c) -> double { return gy[r * C + c]; }, partials,
+      sg, stream, "batch_norm_backward");
   col_reduce(
       rows, C,
       [=] __device__(int64_t r, int64_t c) -> double {
@@ -148,11 +150,11 @@ void batch_norm_backward(const float* gy, const float* x, const float* w, const 
       },
       partials, sgx, stream, "batch_norm_backward");
   bn_bwd_finish<<<grid_for(C), kThreads, 0, stream>>>(sg, sgx, w, invstd, training, gw, gb, k, mg,
-                                                       mgx, rows, C);
+                                                      mgx, rows, C);
   check_launch("batch_norm_backward");
   if (rows * C == 0) return;
   bn_bwd_apply<<<grid_for(rows * C), kThreads, 0, stream>>>(gy, x, mean, invstd, k, mg, mgx, gx,
-                                                             rows * C, C);
+                                                            rows * C, C);
   check_launch("batch_norm_backward");
 }
 

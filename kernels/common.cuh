@@ -55,7 +55,8 @@ inline void collapse_dims(Desc& d) {
 // Element offsets of linear index i in the two operands of d. I = uint32_t when every index fits
 // (32-bit div/mod are several times cheaper than 64-bit ones on the GPU).
 template <class I, class Desc>
-__device__ __forceinline__ void strided_offsets(const Desc& d, int64_t i, int64_t& oa, int64_t& ob) {
+__device__ __forceinline__ void strided_offsets(const Desc& d, int64_t i, int64_t& oa,
+                                                int64_t& ob) {
   I rem = static_cast<I>(i);
   oa = 0;
   ob = 0;

@@ -15,24 +15,30 @@ namespace mokd::kernels {
 namespace {
 
 // Conversions as the CPU backend does them (through double; bf16 via f32, round-to-nearest-even).
-template <class T> struct Io;
-template <> struct Io<float> {
+template <class T>
+struct Io;
+template <>
+struct Io<float> {
   static __device__ double load(const float* p) { return *p; }
   static __device__ void store(float* p, double v) { *p = static_cast<float>(v); }
 };
-template <> struct Io<double> {
+template <>
+struct Io<double> {
   static __device__ double load(const double* p) { return *p; }
   static __device__ void store(double* p, double v) { *p = v; }
 };
-template <> struct Io<int32_t> {
+template <>
+struct Io<int32_t> {
   static __device__ double load(const int32_t* p) { return *p; }
   static __device__ void store(int32_t* p, double v) { *p = static_cast<int32_t>(v); }
 };
-template <> struct Io<int64_t> {
+template <>
+struct Io<int64_t> {
   static __device__ double load(const int64_t* p) { return static_cast<double>(*p); }
   static __device__ void store(int64_t* p, double v) { *p = static_cast<int64_t>(v); }
 };
-template <> struct Io<bf16> {
+template <>
+struct Io<bf16> {
   static __device__ double load(const bf16* p) { return bf16_to_float(*p); }
   static __device__ void store(bf16* p, double v) { *p = float_to_bf16(static_cast<float>(v)); }
 };
@@ -41,10 +47,14 @@ template <> struct Io<bf16> {
 // (the same rounding as through double), the rest through double as the CPU backend does.
 template <class S, class D>
 __device__ __forceinline__ void convert(const S* src, D* dst) {
-  if constexpr (std::is_same_v<S, D>) *dst = *src;
-  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, bf16>) *dst = float_to_bf16(*src);
-  else if constexpr (std::is_same_v<S, bf16> && std::is_same_v<D, float>) *dst = bf16_to_float(*src);
-  else Io<D>::store(dst, Io<S>::load(src));
+  if constexpr (std::is_same_v<S, D>)
+    *dst = *src;
+  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, bf16>)
+    *dst = float_to_bf16(*src);
+  else if constexpr (std::is_same_v<S, bf16> && std::is_same_v<D, float>)
+    *dst = bf16_to_float(*src);
+  else
+    Io<D>::store(dst, Io<S>::load(src));
 }
 
 // Both sides contiguous (after collapse_dims): no index math.
@@ -86,13 +96,24 @@ void launch_copy(const S* src, D* dst, const StridedDesc& d, int64_t n, cudaStre
 }
 
 template <class S>
-void copy_from(const S* src, void* dst, DType dt, const StridedDesc& d, int64_t n, cudaStream_t st) {
+void copy_from(const S* src, void* dst, DType dt, const StridedDesc& d, int64_t n,
+               cudaStream_t st) {
   switch (dt) {
-    case DType::F32: launch_copy(src, static_cast<float*>(dst), d, n, st); break;
-    case DType::F64: launch_copy(src, static_cast<double*>(dst), d, n, st); break;
-    case DType::I32: launch_copy(src, static_cast<int32_t*>(dst), d, n, st); break;
-    case DType::I64: launch_copy(src, static_cast<int64_t*>(dst), d, n, st); break;
-    case DType::BF16: launch_copy(src, static_cast<bf16*>(dst), d, n, st); break;
+    case DType::F32:
+      launch_copy(src, static_cast<float*>(dst), d, n, st);
+      break;
+    case DType::F64:
+      launch_copy(src, static_cast<double*>(dst), d, n, st);
+      break;
+    case DType::I32:
+      launch_copy(src, static_cast<int32_t*>(dst), d, n, st);
+      break;
+    case DType::I64:
+      launch_copy(src, static_cast<int64_t*>(dst), d, n, st);
+      break;
+    case DType::BF16:
+      launch_copy(src, static_cast<bf16*>(dst), d, n, st);
+      break;
   }
   check_launch("copy_strided");
 }
@@ -118,11 +139,21 @@ void copy_strided(const void* src, DType st, void* dst, DType dt, const StridedD
   StridedDesc d = desc;
   collapse_dims(d);
   switch (st) {
-    case DType::F32: copy_from(static_cast<const float*>(src), dst, dt, d, n, stream); break;
-    case DType::F64: copy_from(static_cast<const double*>(src), dst, dt, d, n, stream); break;
-    case DType::I32: copy_from(static_cast<const int32_t*>(src), dst, dt, d, n, stream); break;
-    case DType::I64: copy_from(static_cast<const int64_t*>(src), dst, dt, d, n, stream); break;
-    case DType::BF16: copy_from(static_cast<const bf16*>(src), dst, dt, d, n, stream); break;
+    case DType::F32:
+      copy_from(static_cast<const float*>(src), dst, dt, d, n, stream);
+      break;
+    case DType::F64:
+      copy_from(static_cast<const double*>(src), dst, dt, d, n, stream);
+      break;
+    case DType::I32:
+      copy_from(static_cast<const int32_t*>(src), dst, dt, d, n, stream);
+      break;
+    case DType::I64:
+      copy_from(static_cast<const int64_t*>(src), dst, dt, d, n, stream);
+      break;
+    case DType::BF16:
+      copy_from(static_cast<const bf16*>(src), dst, dt, d, n, stream);
+      break;
   }
 }
 
@@ -130,10 +161,18 @@ void fill(void* dst, DType t, double value, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   // The value converted once on the host, exactly as the CPU backend's store_from_double.
   switch (t) {
-    case DType::F32: fill_typed(static_cast<float*>(dst), static_cast<float>(value), n, stream); break;
-    case DType::F64: fill_typed(static_cast<double*>(dst), value, n, stream); break;
-    case DType::I32: fill_typed(static_cast<int32_t*>(dst), static_cast<int32_t>(value), n, stream); break;
-    case DType::I64: fill_typed(static_cast<int64_t*>(dst), static_cast<int64_t>(value), n, stream); break;
+    case DType::F32:
+      fill_typed(static_cast<float*>(dst), static_cast<float>(value), n, stream);
+      break;
+    case DType::F64:
+      fill_typed(static_cast<double*>(dst), value, n, stream);
+      break;
+    case DType::I32:
+      fill_typed(static_cast<int32_t*>(dst), static_cast<int32_t>(value), n, stream);
+      break;
+    case DType::I64:
+      fill_typed(static_cast<int64_t*>(dst), static_cast<int64_t>(value), n, stream);
+      break;
     case DType::BF16: {
       bf16 h = float_to_bf16(static_cast<float>(value));
       fill_typed(static_cast<uint16_t*>(dst), h.bits, n, stream);

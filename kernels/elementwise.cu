@@ -11,7 +11,7 @@ namespace mokd::kernels {
 
 namespace {
 
-#define MOKD_GRID_STRIDE(i, n)                                                        \
+#define MOKD_GRID_STRIDE(i, n)                                                           \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
@@ -20,47 +20,70 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
 __device__ __forceinline__ float unary_fwd(UnaryOp op, float x, float a) {
   switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return expf(x);
-    case UnaryOp::Log: return logf(x);
-    case UnaryOp::Sqrt: return sqrtf(x);
-    case UnaryOp::Square: return x * x;
-    case UnaryOp::Abs: return fabsf(x);
-    case UnaryOp::Relu: return x > 0.f ? x : 0.f;
-    case UnaryOp::Gelu: return 0.5f * x * (1.f + erff(x * kInvSqrt2));
-    case UnaryOp::Scale: return a * x;
-    case UnaryOp::AddScalar: return x + a;
+    case UnaryOp::Neg:
+      return -x;
+    case UnaryOp::Exp:
+      return expf(x);
+    case UnaryOp::Log:
+      return logf(x);
+    case UnaryOp::Sqrt:
+      return sqrtf(x);
+    case UnaryOp::Square:
+      return x * x;
+    case UnaryOp::Abs:
+      return fabsf(x);
+    case UnaryOp::Relu:
+      return x > 0.f ? x : 0.f;
+    case UnaryOp::Gelu:
+      return 0.5f * x * (1.f + erff(x * kInvSqrt2));
+    case UnaryOp::Scale:
+      return a * x;
+    case UnaryOp::AddScalar:
+      return x + a;
     case UnaryOp::SmoothL1: {
       float ax = fabsf(x);
       return ax < a ? 0.5f * x * x / a : ax - 0.5f * a;
     }
-    case UnaryOp::ClipCoef: return fminf(1.f, a / (x + 1e-6f));
-    case UnaryOp::Reciprocal: return 1.f / x;
+    case UnaryOp::ClipCoef:
+      return fminf(1.f, a / (x + 1e-6f));
+    case UnaryOp::Reciprocal:
+      return 1.f / x;
   }
   return 0.f;
 }
 
 __device__ __forceinline__ float unary_deriv(UnaryOp op, float x, float a) {
   switch (op) {
-    case UnaryOp::Neg: return -1.f;
-    case UnaryOp::Exp: return expf(x);
-    case UnaryOp::Log: return 1.f / x;
-    case UnaryOp::Sqrt: return 0.5f / sqrtf(x);
-    case UnaryOp::Square: return 2.f * x;
-    case UnaryOp::Abs: return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
-    case UnaryOp::Relu: return x > 0.f ? 1.f : 0.f;
+    case UnaryOp::Neg:
+      return -1.f;
+    case UnaryOp::Exp:
+      return expf(x);
+    case UnaryOp::Log:
+      return 1.f / x;
+    case UnaryOp::Sqrt:
+      return 0.5f / sqrtf(x);
+    case UnaryOp::Square:
+      return 2.f * x;
+    case UnaryOp::Abs:
+      return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
+    case UnaryOp::Relu:
+      return x > 0.f ? 1.f : 0.f;
     case UnaryOp::Gelu: {
       float cdf = 0.5f * (1.f + erff(x * kInvSqrt2));
       return cdf + x * kInvSqrt2Pi * expf(-0.5f * x * x);
     }
-    case UnaryOp::Scale: return a;
-    case UnaryOp::AddScalar: return 1.f;
-    case UnaryOp::SmoothL1: return fabsf(x) < a ? x / a : (x > 0.f ? 1.f : -1.f);
+    case UnaryOp::Scale:
+      return a;
+    case UnaryOp::AddScalar:
+      return 1.f;
+    case UnaryOp::SmoothL1:
+      return fabsf(x) < a ? x / a : (x > 0.f ? 1.f : -1.f);
     case UnaryOp::ClipCoef: {
       float q = a / (x + 1e-6f);
       return q < 1.f ? -q / (x + 1e-6f) : 0.f;
     }
-    case UnaryOp::Reciprocal: return -1.f / (x * x);
+    case UnaryOp::Reciprocal:
+      return -1.f / (x * x);
   }
   return 0.f;
 }
@@ -78,10 +101,14 @@ __global__ void unary_bwd_kernel(const float* x, const float* g, float* gin, int
 
 template <BinaryOp OP>
 __device__ __forceinline__ float bin(float x, float y) {
-  if constexpr (OP == BinaryOp::Add) return x + y;
-  else if constexpr (OP == BinaryOp::Sub) return x - y;
-  else if constexpr (OP == BinaryOp::Mul) return x * y;
-  else return x / y;
+  if constexpr (OP == BinaryOp::Add)
+    return x + y;
+  else if constexpr (OP == BinaryOp::Sub)
+    return x - y;
+  else if constexpr (OP == BinaryOp::Mul)
+    return x * y;
+  else
+    return x / y;
 }
 
 template <BinaryOp OP>
@@ -118,16 +145,19 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int64_t 
 
 }  // namespace
 
-#define MOKD_UNARY_CASES(X) \
-  X(Neg) X(Exp) X(Log) X(Sqrt) X(Square) X(Abs) X(Relu) X(Gelu) X(Scale) X(AddScalar) \
-  X(SmoothL1) X(ClipCoef) X(Reciprocal)
+#define MOKD_UNARY_CASES(X)                                                                \
+  X(Neg)                                                                                   \
+  X(Exp) X(Log) X(Sqrt) X(Square) X(Abs) X(Relu) X(Gelu) X(Scale) X(AddScalar) X(SmoothL1) \
+      X(ClipCoef) X(Reciprocal)
 
 void unary(UnaryOp op, const float* x, float* out, int64_t n, float alpha, cudaStream_t stream) {
   if (n == 0) return;
   unsigned g = grid_for(n);
   switch (op) {
-#define X(name) \
-  case UnaryOp::name: unary_kernel<UnaryOp::name><<<g, kThreads, 0, stream>>>(x, out, n, alpha); break;
+#define X(name)                                                                \
+  case UnaryOp::name:                                                          \
+    unary_kernel<UnaryOp::name><<<g, kThreads, 0, stream>>>(x, out, n, alpha); \
+    break;
     MOKD_UNARY_CASES(X)
 #undef X
   }
@@ -139,9 +169,10 @@ void unary_backward(UnaryOp op, const float* x, const float* gout, float* gin, i
   if (n == 0) return;
   unsigned g = grid_for(n);
   switch (op) {
-#define X(name)                                                                               \
-  case UnaryOp::name:                                                                         \
-    unary_bwd_kernel<UnaryOp::name><<<g, kThreads, 0, stream>>>(x, gout, gin, n, alpha); break;
+#define X(name)                                                                          \
+  case UnaryOp::name:                                                                    \
+    unary_bwd_kernel<UnaryOp::name><<<g, kThreads, 0, stream>>>(x, gout, gin, n, alpha); \
+    break;
     MOKD_UNARY_CASES(X)
 #undef X
   }
@@ -152,10 +183,18 @@ void binary(BinaryOp op, const float* a, const float* b, float* out, const Strid
             int64_t n, bool contiguous, cudaStream_t stream) {
   if (n == 0) return;
   switch (op) {
-    case BinaryOp::Add: binary_typed<BinaryOp::Add>(a, b, out, d, n, contiguous, stream); break;
-    case BinaryOp::Sub: binary_typed<BinaryOp::Sub>(a, b, out, d, n, contiguous, stream); break;
-    case BinaryOp::Mul: binary_typed<BinaryOp::Mul>(a, b, out, d, n, contiguous, stream); break;
-    case BinaryOp::Div: binary_typed<BinaryOp::Div>(a, b, out, d, n, contiguous, stream); break;
+    case BinaryOp::Add:
+      binary_typed<BinaryOp::Add>(a, b, out, d, n, contiguous, stream);
+      break;
+    case BinaryOp::Sub:
+      binary_typed<BinaryOp::Sub>(a, b, out, d, n, contiguous, stream);
+      break;
+    case BinaryOp::Mul:
+      binary_typed<BinaryOp::Mul>(a, b, out, d, n, contiguous, stream);
+      break;
+    case BinaryOp::Div:
+      binary_typed<BinaryOp::Div>(a, b, out, d, n, contiguous, stream);
+      break;
   }
   check_launch("binary");
 }

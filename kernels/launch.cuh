@@ -66,8 +66,8 @@ void one_hot(const int64_t* labels, int64_t B, int64_t C, float on, float off, f
 
 // ---- softmax.cu ----
 void softmax(const float* x, float* y, int64_t rows, int64_t c, bool log, cudaStream_t stream);
-void softmax_backward(const float* y, const float* gy, float* gx, int64_t rows, int64_t c,
-                      bool log, cudaStream_t stream);
+void softmax_backward(const float* y, const float* gy, float* gx, int64_t rows, int64_t c, bool log,
+                      cudaStream_t stream);
 void logsumexp(const float* x, float* out, int64_t rows, int64_t c, cudaStream_t stream);
 
 // ---- layer_norm.cu (w, b, gw, gb may be null) ----
@@ -100,8 +100,8 @@ struct PoolDims {
 };
 void max_pool2d(const float* x, float* y, int64_t* argmax, const PoolDims& g, cudaStream_t stream);
 // gx (numel nx) = scatter-add of gy (numel ny) at argmax (indices outside [0, nx) are skipped).
-void max_pool2d_backward(const float* gy, const int64_t* argmax, float* gx, int64_t ny,
-                         int64_t nx, cudaStream_t stream);
+void max_pool2d_backward(const float* gy, const int64_t* argmax, float* gx, int64_t ny, int64_t nx,
+                         cudaStream_t stream);
 void avg_pool2d(const float* x, float* y, const PoolDims& g, cudaStream_t stream);
 void avg_pool2d_backward(const float* gy, float* gx, const PoolDims& g, cudaStream_t stream);
 

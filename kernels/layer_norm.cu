@@ -107,8 +107,8 @@ void layer_norm_backward(const float* gy, const float* x, const float* w, const 
   }
   if (gb) {
     col_reduce(
-        rows, d, [=] __device__(int64_t r, int64_t c) -> double { return gy[r * d + c]; },
-        partials, sums, stream, "layer_norm_backward");
+        rows, d, [=] __device__(int64_t r, int64_t c) -> double { return gy[r * d + c]; }, partials,
+        sums, stream, "layer_norm_backward");
     to_float_kernel<<<grid_for(d), kThreads, 0, stream>>>(sums, gb, d);
     check_launch("layer_norm_backward");
   }

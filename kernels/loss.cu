@@ -107,9 +107,9 @@ __device__ __forceinline__ int64_t row_of_thread(int& lane) {
 }
 
 template <int TPR>
-__global__ void ce_fwd_kernel(const float* x, const int64_t* labels, const float* soft,
-                              float keep, float off, int64_t B, int64_t C, float* loss,
-                              float* lse, unsigned long long* bad) {
+__global__ void ce_fwd_kernel(const float* x, const int64_t* labels, const float* soft, float keep,
+                              float off, int64_t B, int64_t C, float* loss, float* lse,
+                              unsigned long long* bad) {
   __shared__ Online sm_o[kWarps];
   __shared__ double sm_d[kWarps];
   int lane;
@@ -155,10 +155,9 @@ __global__ void ce_fwd_kernel(const float* x, const int64_t* labels, const float
 }
 
 template <int TPR>
-__global__ void ce_bwd_kernel(const float* x, const int64_t* labels, const float* soft,
-                              float keep, float off, const float* lse, const float* gloss,
-                              int64_t gstride, float grad_scale, int64_t B, int64_t C, float* gx,
-                              float* gt) {
+__global__ void ce_bwd_kernel(const float* x, const int64_t* labels, const float* soft, float keep,
+                              float off, const float* lse, const float* gloss, int64_t gstride,
+                              float grad_scale, int64_t B, int64_t C, float* gx, float* gt) {
   __shared__ double sm_d[kWarps];
   int lane;
   const int64_t row = row_of_thread<TPR>(lane);
@@ -247,8 +246,8 @@ void cross_entropy(const float* x, const int64_t* labels, const float* soft, flo
   const float off = smoothing / static_cast<float>(C), keep = 1.f - smoothing;
   auto* flag = reinterpret_cast<unsigned long long*>(bad);
   if (warp_rows(C))
-    ce_fwd_kernel<32><<<blocks_for<32>(B), kThreads, 0, stream>>>(x, labels, soft, keep, off, B,
-                                                                  C, loss, lse, flag);
+    ce_fwd_kernel<32><<<blocks_for<32>(B), kThreads, 0, stream>>>(x, labels, soft, keep, off, B, C,
+                                                                  loss, lse, flag);
   else
     ce_fwd_kernel<kThreads><<<blocks_for<kThreads>(B), kThreads, 0, stream>>>(
         x, labels, soft, keep, off, B, C, loss, lse, flag);
@@ -286,8 +285,8 @@ void kl_div(const float* student, const float* teacher, float temperature, int64
 
 void kl_div_backward(const float* student, const float* teacher, float temperature,
                      const float* lse_s, const float* lse_t, const float* gloss,
-                     bool gloss_broadcast, float grad_scale, int64_t B, int64_t C,
-                     float* gstudent, cudaStream_t stream) {
+                     bool gloss_broadcast, float grad_scale, int64_t B, int64_t C, float* gstudent,
+                     cudaStream_t stream) {
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;
   const int64_t gstride = gloss_broadcast ? 0 : 1;

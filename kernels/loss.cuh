@@ -28,7 +28,7 @@ void kl_div(const float* student, const float* teacher, float temperature, int64
 // gstudent = g_b / T (p_s - p_t), g_b as in cross_entropy_backward.
 void kl_div_backward(const float* student, const float* teacher, float temperature,
                      const float* lse_s, const float* lse_t, const float* gloss,
-                     bool gloss_broadcast, float grad_scale, int64_t B, int64_t C,
-                     float* gstudent, cudaStream_t stream);
+                     bool gloss_broadcast, float grad_scale, int64_t B, int64_t C, float* gstudent,
+                     cudaStream_t stream);
 
 }  // namespace mokd::kernels

@@ -56,8 +56,10 @@ __device__ __forceinline__ void adam_element(float* p, const float* g, float* m,
                                              int64_t i, const AdamScalars& s) {
   float pi = p[i], gi = g[i];
   if (s.has_wd) {
-    if (s.decoupled) pi = pi * s.decay;
-    else gi = gi + s.wd * pi;
+    if (s.decoupled)
+      pi = pi * s.decay;
+    else
+      gi = gi + s.wd * pi;
   }
   float mi = torch_lerp(m[i], gi, s.w1);
   float vi = v[i] * s.beta2;
@@ -68,7 +70,8 @@ __device__ __forceinline__ void adam_element(float* p, const float* g, float* m,
   p[i] = pi + s.neg_step_size * mi / denom;
 }
 
-__global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamScalars s) {
+__global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_t n,
+                            AdamScalars s) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     adam_element(p, g, m, v, i, s);
@@ -115,7 +118,7 @@ __global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, SgdS
 constexpr int kMultiTile = kThreads * 8;  // elements per block: 8 per thread
 constexpr int kAdamMulti = 48;            // entries per launch (kernel arguments <= 4 KiB)
 constexpr int kSgdMulti = 64;
-constexpr int kListMulti = 128;           // sum of squares, scale
+constexpr int kListMulti = 128;  // sum of squares, scale
 
 struct AdamMultiArgs {
   float* p[kAdamMulti];
@@ -148,7 +151,8 @@ struct ListArgs {
 // The traditional limit on kernel parameters (larger needs CUDA 12.1+ and Volta+): stay under it.
 static_assert(sizeof(AdamMultiArgs) <= 4000, "AdamMultiArgs exceeds the kernel parameter limit");
 static_assert(sizeof(SgdMultiArgs) <= 4000, "SgdMultiArgs exceeds the kernel parameter limit");
-static_assert(sizeof(ListArgs) + 2 * sizeof(void*) <= 4000, "ListArgs exceeds the kernel parameter limit");
+static_assert(sizeof(ListArgs) + 2 * sizeof(void*) <= 4000,
+              "ListArgs exceeds the kernel parameter limit");
 
 // The entry owning this block: the last t with block_start[t] <= blockIdx.x (binary search).
 __device__ __forceinline__ int entry_of_block(const int* block_start, int count) {
@@ -156,8 +160,10 @@ __device__ __forceinline__ int entry_of_block(const int* block_start, int count)
   const int b = static_cast<int>(blockIdx.x);
   while (lo < hi) {
     int mid = (lo + hi + 1) >> 1;
-    if (block_start[mid] <= b) lo = mid;
-    else hi = mid - 1;
+    if (block_start[mid] <= b)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -323,7 +329,7 @@ int64_t sum_squares_multi_partials(const int64_t* ns, size_t count) {
 
 void sum_squares_multi(const float* const* xs, const int64_t* ns, size_t count, float* out,
                        double* partials, cudaStream_t stream) {
-  ListArgs a{};  // zeroed: unused slots travel as zeros
+  ListArgs a{};        // zeroed: unused slots travel as zeros
   int64_t offset = 0;  // partials written so far, by earlier chunks
   chunked(
       count, kListMulti, a.block_start, a.count, [&](size_t e) { return ns[e]; },

@@ -14,7 +14,7 @@ namespace mokd::kernels {
 
 namespace {
 
-#define MOKD_GRID_STRIDE(i, n)                                                        \
+#define MOKD_GRID_STRIDE(i, n)                                                           \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
@@ -60,9 +60,7 @@ __global__ void max_pool_kernel(const float* x, float* y, int64_t* arg, PoolDims
   }
 }
 
-__global__ void zero_kernel(float* p, int64_t n) {
-  MOKD_GRID_STRIDE(i, n) p[i] = 0.f;
-}
+__global__ void zero_kernel(float* p, int64_t n) { MOKD_GRID_STRIDE(i, n) p[i] = 0.f; }
 
 __global__ void max_pool_bwd_kernel(const float* gy, const int64_t* arg, float* gx, int64_t ny,
                                     int64_t nx) {
@@ -111,7 +109,8 @@ __global__ void avg_pool_bwd_kernel(const float* gy, float* gx, PoolDims g, int6
         Win win = window(g, oh, ow);
         if (win.divisor <= 0) continue;
         // The clipped window still contains (h, w): h is inside the image.
-        acc += gy[((b * g.Ho + oh) * g.Wo + ow) * g.C + c] * (1.f / static_cast<float>(win.divisor));
+        acc +=
+            gy[((b * g.Ho + oh) * g.Wo + ow) * g.C + c] * (1.f / static_cast<float>(win.divisor));
       }
     gx[i] = acc;
   }

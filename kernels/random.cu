@@ -11,7 +11,7 @@ namespace mokd::kernels {
 
 namespace {
 
-#define MOKD_GRID_STRIDE(i, n)                                                        \
+#define MOKD_GRID_STRIDE(i, n)                                                           \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 

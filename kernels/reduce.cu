@@ -45,8 +45,10 @@ __global__ void reduce_all_stage2(const double* partials, int nb, float* out, fl
   if (threadIdx.x == 0) {
     double t = 0;
     for (int w = 0; w < kThreads / 32; ++w) t += sm[w];
-    if (accumulate) out[0] += static_cast<float>(t);
-    else out[0] = static_cast<float>(t * scale);
+    if (accumulate)
+      out[0] += static_cast<float>(t);
+    else
+      out[0] = static_cast<float>(t * scale);
   }
 }
 
@@ -176,8 +178,9 @@ void reduce_cols(const float* x, int64_t rows, int64_t cols, float* out, float s
                  double* partials, cudaStream_t stream) {
   if (cols == 0) return;
   double* sums = partials + static_cast<int64_t>(col_chunks(rows)) * cols;
-  col_reduce(rows, cols, [=] __device__(int64_t r, int64_t c) -> double { return x[r * cols + c]; },
-             partials, sums, stream, "reduce_sum");
+  col_reduce(
+      rows, cols, [=] __device__(int64_t r, int64_t c) -> double { return x[r * cols + c]; },
+      partials, sums, stream, "reduce_sum");
   scale_to_float<<<grid_for(cols), kThreads, 0, stream>>>(sums, out, cols, scale);
   check_launch("reduce_sum");
 }

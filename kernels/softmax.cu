@@ -87,8 +87,8 @@ void softmax(const float* x, float* y, int64_t rows, int64_t c, bool log, cudaSt
   check_launch(log ? "log_softmax" : "softmax");
 }
 
-void softmax_backward(const float* y, const float* gy, float* gx, int64_t rows, int64_t c,
-                      bool log, cudaStream_t stream) {
+void softmax_backward(const float* y, const float* gy, float* gx, int64_t rows, int64_t c, bool log,
+                      cudaStream_t stream) {
   if (rows == 0 || c == 0) return;
   softmax_bwd_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(y, gy, gx, rows, c, log);
   check_launch(log ? "log_softmax_backward" : "softmax_backward");

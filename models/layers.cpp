@@ -33,10 +33,13 @@ void torch_default_uniform_(Tensor& t, int64_t fan_in, Generator& gen) {
 
 Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen, LinearInit init)
     : in_features(in), out_features(out) {
-  MOKD_CHECK(in > 0 && out > 0, "Linear: in and out features must be positive, got ", in, ", ", out);
+  MOKD_CHECK(in > 0 && out > 0, "Linear: in and out features must be positive, got ", in, ", ",
+             out);
   Tensor w = Tensor::empty({out, in});
-  if (init == LinearInit::TruncNormal02) trunc_normal_(w, 0.02f, gen);
-  else torch_default_uniform_(w, in, gen);
+  if (init == LinearInit::TruncNormal02)
+    trunc_normal_(w, 0.02f, gen);
+  else
+    torch_default_uniform_(w, in, gen);
   weight = register_parameter("weight", w);
   if (has_bias) {
     Tensor b = Tensor::zeros({out});
@@ -66,16 +69,18 @@ Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, 
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel_, int stride, int pad, bool has_bias,
                Generator& gen, ConvInit init, int groups)
     : in_channels(in), out_channels(out), kernel(kernel_) {
-  MOKD_CHECK(in > 0 && out > 0 && kernel_ > 0 && groups > 0 && in % groups == 0 &&
-                 out % groups == 0,
-             "Conv2d: bad configuration in ", in, " out ", out, " kernel ", kernel_, " groups ", groups);
+  MOKD_CHECK(
+      in > 0 && out > 0 && kernel_ > 0 && groups > 0 && in % groups == 0 && out % groups == 0,
+      "Conv2d: bad configuration in ", in, " out ", out, " kernel ", kernel_, " groups ", groups);
   params.stride_h = params.stride_w = stride;
   params.pad_h = params.pad_w = pad;
   params.groups = groups;
   const int64_t fan_in = (in / groups) * kernel_ * kernel_;
   Tensor w = Tensor::empty({out, kernel_, kernel_, in / groups});
-  if (init == ConvInit::KaimingFanOut) kaiming_normal_fan_out_(w, gen);
-  else torch_default_uniform_(w, fan_in, gen);
+  if (init == ConvInit::KaimingFanOut)
+    kaiming_normal_fan_out_(w, gen);
+  else
+    torch_default_uniform_(w, fan_in, gen);
   weight = register_parameter("weight", w);
   if (has_bias) {
     Tensor b = Tensor::zeros({out});
@@ -167,8 +172,8 @@ Block::Block(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, float 
   norm1 = &register_module("norm1", std::make_unique<LayerNorm>(dim));
   attn = &register_module("attn", std::make_unique<Attention>(dim, heads, qkv_bias, gen));
   norm2 = &register_module("norm2", std::make_unique<LayerNorm>(dim));
-  mlp = &register_module("mlp", std::make_unique<Mlp>(
-                                    dim, static_cast<int64_t>(dim * mlp_ratio), gen));
+  mlp = &register_module("mlp",
+                         std::make_unique<Mlp>(dim, static_cast<int64_t>(dim * mlp_ratio), gen));
 }
 
 Tensor Block::forward(const Tensor& x, Generator& gen) const {
@@ -188,15 +193,16 @@ PatchEmbed::PatchEmbed(int64_t img, int64_t patch, int64_t in, int64_t dim, Gene
   grid = img / patch;
   num_patches = grid * grid;
   // timm leaves the patch conv at PyTorch's default init.
-  proj = &register_module("proj", std::make_unique<Conv2d>(in, dim, static_cast<int>(patch),
-                                                          static_cast<int>(patch), 0, true, gen,
-                                                          ConvInit::TorchDefault));
+  proj = &register_module(
+      "proj", std::make_unique<Conv2d>(in, dim, static_cast<int>(patch), static_cast<int>(patch), 0,
+                                       true, gen, ConvInit::TorchDefault));
 }
 
 Tensor PatchEmbed::forward(const Tensor& x) const {
-  MOKD_CHECK(x.dim() == 4 && x.size(1) == img_size && x.size(2) == img_size && x.size(3) == in_chans,
-             "PatchEmbed: input must be [B, ", img_size, ", ", img_size, ", ", in_chans,
-             "] (NHWC), got ", x.str());
+  MOKD_CHECK(
+      x.dim() == 4 && x.size(1) == img_size && x.size(2) == img_size && x.size(3) == in_chans,
+      "PatchEmbed: input must be [B, ", img_size, ", ", img_size, ", ", in_chans, "] (NHWC), got ",
+      x.str());
   Tensor y = proj->forward(x);  // [B, g, g, D]
   return reshape(y, {x.size(0), num_patches, embed_dim});
 }

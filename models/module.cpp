@@ -9,9 +9,12 @@ namespace mokd::nn {
 void Module::check_new_name(const std::string& name) const {
   MOKD_CHECK(!name.empty() && name.find('.') == std::string::npos, "Module: invalid name '", name,
              "' (non-empty, no dots)");
-  for (const auto& [n, t] : params_) MOKD_CHECK(n != name, "Module: name '", name, "' registered twice");
-  for (const auto& [n, t] : buffers_) MOKD_CHECK(n != name, "Module: name '", name, "' registered twice");
-  for (const auto& [n, m] : children_) MOKD_CHECK(n != name, "Module: name '", name, "' registered twice");
+  for (const auto& [n, t] : params_)
+    MOKD_CHECK(n != name, "Module: name '", name, "' registered twice");
+  for (const auto& [n, t] : buffers_)
+    MOKD_CHECK(n != name, "Module: name '", name, "' registered twice");
+  for (const auto& [n, m] : children_)
+    MOKD_CHECK(n != name, "Module: name '", name, "' registered twice");
 }
 
 Tensor Module::register_parameter(const std::string& name, Tensor t) {
@@ -131,7 +134,8 @@ void Module::load_state_dict(const io::TensorMap& sd, bool strict) {
     }
     Shape want = e.owner->file_shape(e.local, e.t);
     if (it->second.shape() != want)
-      wrong.push_back(e.full + ": file " + shape_str(it->second.shape()) + " vs model " + shape_str(want));
+      wrong.push_back(e.full + ": file " + shape_str(it->second.shape()) + " vs model " +
+                      shape_str(want));
   }
   for (auto& [n, t] : sd)
     if (!known.count(n)) unexpected.push_back(n);
@@ -139,7 +143,8 @@ void Module::load_state_dict(const io::TensorMap& sd, bool strict) {
   const bool fail = !wrong.empty() || (strict && (!missing.empty() || !unexpected.empty()));
   if (fail) {
     std::ostringstream os;
-    os << "load_state_dict" << (strict ? " (strict)" : "") << ": state dict does not match the model";
+    os << "load_state_dict" << (strict ? " (strict)" : "")
+       << ": state dict does not match the model";
     auto list = [&](const char* what, const std::vector<std::string>& v) {
       if (v.empty()) return;
       os << "\n  " << what << " (" << v.size() << "):";

@@ -68,7 +68,9 @@ class Module {
   // the file shape of an engine tensor. Default: identical layouts.
   virtual Tensor to_file(const std::string& local_name, const Tensor& t) const { return t; }
   virtual Tensor from_file(const std::string& local_name, const Tensor& t) const { return t; }
-  virtual Shape file_shape(const std::string& local_name, const Tensor& t) const { return t.shape(); }
+  virtual Shape file_shape(const std::string& local_name, const Tensor& t) const {
+    return t.shape();
+  }
   // Called on every module after train(on) changed the flag.
   virtual void on_train(bool on) {}
 
@@ -76,7 +78,7 @@ class Module {
   void add_child(const std::string& name, std::unique_ptr<Module> m);
   void check_new_name(const std::string& name) const;
   struct Entry {
-    std::string full;   // dotted name from the root
+    std::string full;  // dotted name from the root
     const Module* owner;
     std::string local;  // name inside owner
     Tensor t;

@@ -8,7 +8,8 @@ namespace mokd {
 namespace {
 
 ModelSpec vit(const std::string& name, const std::string& desc, int64_t img, int64_t patch,
-              int64_t in, int64_t classes, int64_t dim, int64_t depth, int64_t heads, bool distilled) {
+              int64_t in, int64_t classes, int64_t dim, int64_t depth, int64_t heads,
+              bool distilled) {
   ModelSpec s;
   s.name = name;
   s.description = desc;
@@ -64,28 +65,59 @@ std::vector<ModelSpec> make_specs() {
   const std::array<int64_t, 4> wide = {64, 128, 256, 512};
   const auto B = ResNetBlock::Basic, K = ResNetBlock::Bottleneck;
   return {
-      vit("deit_tiny_patch16_224", "DeiT-Ti (timm), 224px, patch 16, dim 192, depth 12", 224, 16, 3, 1000, 192, 12, 3, false),
-      vit("deit_small_patch16_224", "DeiT-S (timm), 224px, patch 16, dim 384, depth 12", 224, 16, 3, 1000, 384, 12, 6, false),
-      vit("deit_base_patch16_224", "DeiT-B (timm), 224px, patch 16, dim 768, depth 12", 224, 16, 3, 1000, 768, 12, 12, false),
-      vit("deit_tiny_distilled_patch16_224", "DeiT-Ti with distillation token and head (timm)", 224, 16, 3, 1000, 192, 12, 3, true),
-      vit("deit_small_distilled_patch16_224", "DeiT-S with distillation token and head (timm)", 224, 16, 3, 1000, 384, 12, 6, true),
-      vit("deit_base_distilled_patch16_224", "DeiT-B with distillation token and head (timm)", 224, 16, 3, 1000, 768, 12, 12, true),
-      resnet("resnet18", "ResNet-18 (timm/torchvision), BasicBlock [2,2,2,2]", B, {2, 2, 2, 2}, wide, 64, 3, 1000, 224, false),
-      resnet("resnet34", "ResNet-34, BasicBlock [3,4,6,3]", B, {3, 4, 6, 3}, wide, 64, 3, 1000, 224, false),
-      resnet("resnet50", "ResNet-50, Bottleneck [3,4,6,3]", K, {3, 4, 6, 3}, wide, 64, 3, 1000, 224, false),
-      resnet("resnet101", "ResNet-101, Bottleneck [3,4,23,3]", K, {3, 4, 23, 3}, wide, 64, 3, 1000, 224, false),
-      resnet("resnet152", "ResNet-152, Bottleneck [3,8,36,3]", K, {3, 8, 36, 3}, wide, 64, 3, 1000, 224, false),
-      regnet("regnety_008", "RegNetY-800MF (timm), depths [1,3,8,2], widths 64-768, group 16, SE 0.25", {1, 3, 8, 2}, {64, 128, 320, 768}, 16, 32, 3, 1000, 224),
-      regnet("regnety_016", "RegNetY-1.6GF, depths [2,6,17,2], widths 48-888, group 24, SE 0.25", {2, 6, 17, 2}, {48, 120, 336, 888}, 24, 32, 3, 1000, 224),
-      regnet("regnety_040", "RegNetY-4GF, depths [2,6,12,2], widths 128-1088, group 64, SE 0.25", {2, 6, 12, 2}, {128, 192, 512, 1088}, 64, 32, 3, 1000, 224),
-      regnet("regnety_160", "RegNetY-16GF (DeiT's teacher), depths [2,4,11,1], widths 224-3024, group 112, SE 0.25", {2, 4, 11, 1}, {224, 448, 1232, 3024}, 112, 32, 3, 1000, 224),
-      vit("vit_fmnist_tiny", "Fashion-MNIST ViT: 28px gray, patch 4, dim 96, depth 6, 3 heads", 28, 4, 1, 10, 96, 6, 3, false),
-      vit("vit_fmnist_tiny_distilled", "vit_fmnist_tiny with distillation token and head", 28, 4, 1, 10, 96, 6, 3, true),
-      vit("vit_fmnist_micro", "Fashion-MNIST ViT for quick CPU runs: 28px gray, patch 4, dim 64, depth 4, 4 heads", 28, 4, 1, 10, 64, 4, 4, false),
-      vit("vit_fmnist_micro_distilled", "vit_fmnist_micro with distillation token and head", 28, 4, 1, 10, 64, 4, 4, true),
-      resnet("resnet_fmnist_small", "Fashion-MNIST ResNet: small stem (64 ch, as timm), BasicBlock [1,1,1,1], widths 16-128, gray", B, {1, 1, 1, 1}, {16, 32, 64, 128}, 64, 1, 10, 28, true),
-      resnet("resnet18_fmnist", "ResNet-18 with the small stem (3x3 s1, no pool), 28px gray, 10 classes", B, {2, 2, 2, 2}, wide, 64, 1, 10, 28, true),
-      regnet("regnety_fmnist_small", "Fashion-MNIST RegNet-Y: 28px gray, stem 16, depths [1,1,2,1], widths 16-128, group 8, SE 0.25", {1, 1, 2, 1}, {16, 32, 64, 128}, 8, 16, 1, 10, 28),
+      vit("deit_tiny_patch16_224", "DeiT-Ti (timm), 224px, patch 16, dim 192, depth 12", 224, 16, 3,
+          1000, 192, 12, 3, false),
+      vit("deit_small_patch16_224", "DeiT-S (timm), 224px, patch 16, dim 384, depth 12", 224, 16, 3,
+          1000, 384, 12, 6, false),
+      vit("deit_base_patch16_224", "DeiT-B (timm), 224px, patch 16, dim 768, depth 12", 224, 16, 3,
+          1000, 768, 12, 12, false),
+      vit("deit_tiny_distilled_patch16_224", "DeiT-Ti with distillation token and head (timm)", 224,
+          16, 3, 1000, 192, 12, 3, true),
+      vit("deit_small_distilled_patch16_224", "DeiT-S with distillation token and head (timm)", 224,
+          16, 3, 1000, 384, 12, 6, true),
+      vit("deit_base_distilled_patch16_224", "DeiT-B with distillation token and head (timm)", 224,
+          16, 3, 1000, 768, 12, 12, true),
+      resnet("resnet18", "ResNet-18 (timm/torchvision), BasicBlock [2,2,2,2]", B, {2, 2, 2, 2},
+             wide, 64, 3, 1000, 224, false),
+      resnet("resnet34", "ResNet-34, BasicBlock [3,4,6,3]", B, {3, 4, 6, 3}, wide, 64, 3, 1000, 224,
+             false),
+      resnet("resnet50", "ResNet-50, Bottleneck [3,4,6,3]", K, {3, 4, 6, 3}, wide, 64, 3, 1000, 224,
+             false),
+      resnet("resnet101", "ResNet-101, Bottleneck [3,4,23,3]", K, {3, 4, 23, 3}, wide, 64, 3, 1000,
+             224, false),
+      resnet("resnet152", "ResNet-152, Bottleneck [3,8,36,3]", K, {3, 8, 36, 3}, wide, 64, 3, 1000,
+             224, false),
+      regnet("regnety_008",
+             "RegNetY-800MF (timm), depths [1,3,8,2], widths 64-768, group 16, SE 0.25",
+             {1, 3, 8, 2}, {64, 128, 320, 768}, 16, 32, 3, 1000, 224),
+      regnet("regnety_016", "RegNetY-1.6GF, depths [2,6,17,2], widths 48-888, group 24, SE 0.25",
+             {2, 6, 17, 2}, {48, 120, 336, 888}, 24, 32, 3, 1000, 224),
+      regnet("regnety_040", "RegNetY-4GF, depths [2,6,12,2], widths 128-1088, group 64, SE 0.25",
+             {2, 6, 12, 2}, {128, 192, 512, 1088}, 64, 32, 3, 1000, 224),
+      regnet(
+          "regnety_160",
+          "RegNetY-16GF (DeiT's teacher), depths [2,4,11,1], widths 224-3024, group 112, SE 0.25",
+          {2, 4, 11, 1}, {224, 448, 1232, 3024}, 112, 32, 3, 1000, 224),
+      vit("vit_fmnist_tiny", "Fashion-MNIST ViT: 28px gray, patch 4, dim 96, depth 6, 3 heads", 28,
+          4, 1, 10, 96, 6, 3, false),
+      vit("vit_fmnist_tiny_distilled", "vit_fmnist_tiny with distillation token and head", 28, 4, 1,
+          10, 96, 6, 3, true),
+      vit("vit_fmnist_micro",
+          "Fashion-MNIST ViT for quick CPU runs: 28px gray, patch 4, dim 64, depth 4, 4 heads", 28,
+          4, 1, 10, 64, 4, 4, false),
+      vit("vit_fmnist_micro_distilled", "vit_fmnist_micro with distillation token and head", 28, 4,
+          1, 10, 64, 4, 4, true),
+      resnet("resnet_fmnist_small",
+             "Fashion-MNIST ResNet: small stem (64 ch, as timm), BasicBlock [1,1,1,1], widths "
+             "16-128, gray",
+             B, {1, 1, 1, 1}, {16, 32, 64, 128}, 64, 1, 10, 28, true),
+      resnet("resnet18_fmnist",
+             "ResNet-18 with the small stem (3x3 s1, no pool), 28px gray, 10 classes", B,
+             {2, 2, 2, 2}, wide, 64, 1, 10, 28, true),
+      regnet("regnety_fmnist_small",
+             "Fashion-MNIST RegNet-Y: 28px gray, stem 16, depths [1,1,2,1], widths 16-128, group "
+             "8, SE 0.25",
+             {1, 1, 2, 1}, {16, 32, 64, 128}, 8, 16, 1, 10, 28),
   };
 }
 
@@ -93,9 +125,12 @@ std::vector<ModelSpec> make_specs() {
 
 int64_t ModelSpec::num_parameters() const {
   switch (kind) {
-    case Kind::ViT: return vit_num_parameters(vit);
-    case Kind::ResNet: return resnet_num_parameters(resnet);
-    case Kind::RegNet: return regnet_num_parameters(regnet);
+    case Kind::ViT:
+      return vit_num_parameters(vit);
+    case Kind::ResNet:
+      return resnet_num_parameters(resnet);
+    case Kind::RegNet:
+      return regnet_num_parameters(regnet);
   }
   return 0;
 }
@@ -137,9 +172,12 @@ ModelSpec model_spec(const std::string& name, const ModelOverrides& o) {
 
 std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed) {
   std::unique_ptr<Model> m;
-  if (spec.kind == ModelSpec::Kind::ViT) m = std::make_unique<VisionTransformer>(spec.vit, seed);
-  else if (spec.kind == ModelSpec::Kind::RegNet) m = std::make_unique<RegNet>(spec.regnet, seed);
-  else m = std::make_unique<ResNet>(spec.resnet, seed);
+  if (spec.kind == ModelSpec::Kind::ViT)
+    m = std::make_unique<VisionTransformer>(spec.vit, seed);
+  else if (spec.kind == ModelSpec::Kind::RegNet)
+    m = std::make_unique<RegNet>(spec.regnet, seed);
+  else
+    m = std::make_unique<ResNet>(spec.resnet, seed);
   m->set_name(spec.name);
   return m;
 }

@@ -1,4 +1,5 @@
-// RegNet-Y: stem, grouped bottlenecks with squeeze-excitation, and the classifier, with timm's names.
+// RegNet-Y: stem, grouped bottlenecks with squeeze-excitation, and the classifier, with timm's
+// names.
 #include "models/regnet.h"
 
 #include <algorithm>
@@ -11,7 +12,9 @@ namespace {
 // Python's int(round(v)): halves go to the even neighbour (nearbyint in the default rounding mode).
 int64_t py_round(double v) { return static_cast<int64_t>(std::nearbyint(v)); }
 
-int64_t mid_channels(int64_t out, double bottle_ratio) { return py_round(static_cast<double>(out) * bottle_ratio); }
+int64_t mid_channels(int64_t out, double bottle_ratio) {
+  return py_round(static_cast<double>(out) * bottle_ratio);
+}
 
 // timm caps the group size at the stage's bottleneck width.
 int64_t stage_group_size(int64_t group_size, int64_t mid) { return std::min(group_size, mid); }
@@ -39,7 +42,9 @@ Tensor sigmoid_via_softmax(const Tensor& z) {
 }  // namespace
 
 int64_t regnet_num_parameters(const RegNetConfig& c) {
-  auto conv = [](int64_t i, int64_t o, int64_t k, int64_t groups) { return o * (i / groups) * k * k; };
+  auto conv = [](int64_t i, int64_t o, int64_t k, int64_t groups) {
+    return o * (i / groups) * k * k;
+  };
   auto bn = [](int64_t ch) { return 2 * ch; };
   int64_t p = conv(c.in_chans, c.stem_width, 3, 1) + bn(c.stem_width);
   int64_t in = c.stem_width;
@@ -48,7 +53,8 @@ int64_t regnet_num_parameters(const RegNetConfig& c) {
     const int64_t groups = mid / stage_group_size(c.group_size, mid);
     for (int64_t b = 0; b < c.depths[s]; ++b) {
       const int stride = b == 0 ? 2 : 1;
-      p += conv(in, mid, 1, 1) + bn(mid) + conv(mid, mid, 3, groups) + bn(mid) + conv(mid, out, 1, 1) + bn(out);
+      p += conv(in, mid, 1, 1) + bn(mid) + conv(mid, mid, 3, groups) + bn(mid) +
+           conv(mid, out, 1, 1) + bn(out);
       if (c.se_ratio > 0) {
         const int64_t r = se_channels(in, mid, c.se_ratio);
         p += mid * r + r + r * mid + mid;
@@ -65,13 +71,15 @@ namespace nn {
 ConvBnAct::ConvBnAct(int64_t in, int64_t out, int kernel, int stride, int groups, bool act_,
                      Generator& gen)
     : act(act_) {
-  conv = &register_module("conv", std::make_unique<Conv2d>(in, out, kernel, stride, (kernel - 1) / 2,
-                                                           false, gen, ConvInit::KaimingFanOut, groups));
+  conv = &register_module(
+      "conv", std::make_unique<Conv2d>(in, out, kernel, stride, (kernel - 1) / 2, false, gen,
+                                       ConvInit::KaimingFanOut, groups));
   // timm's _init_weights: normal(0, sqrt(2 / fan_out)) with fan_out = k * k * out / groups; the
   // Conv2d default omits the groups, so grouped convs are redrawn.
   if (groups > 1)
     normal_(conv->weight, 0.f,
-            std::sqrt(2.f * static_cast<float>(groups) / static_cast<float>(kernel * kernel * out)), gen);
+            std::sqrt(2.f * static_cast<float>(groups) / static_cast<float>(kernel * kernel * out)),
+            gen);
   bn = &register_module("bn", std::make_unique<BatchNorm2d>(out));  // eps 1e-5, momentum 0.1
 }
 
@@ -104,13 +112,16 @@ RegBottleneck::RegBottleneck(int64_t in, int64_t out, int stride, int64_t group_
              " x bottle_ratio ", bottle_ratio, ") must be a positive multiple of group_size ", gs);
   const int groups = static_cast<int>(mid / gs);
   conv1 = &register_module("conv1", std::make_unique<ConvBnAct>(in, mid, 1, 1, 1, true, gen));
-  conv2 = &register_module("conv2", std::make_unique<ConvBnAct>(mid, mid, 3, stride, groups, true, gen));
+  conv2 = &register_module("conv2",
+                           std::make_unique<ConvBnAct>(mid, mid, 3, stride, groups, true, gen));
   if (se_ratio > 0)
-    se = &register_module("se", std::make_unique<SqueezeExcite>(mid, se_channels(in, mid, se_ratio), gen));
+    se = &register_module(
+        "se", std::make_unique<SqueezeExcite>(mid, se_channels(in, mid, se_ratio), gen));
   conv3 = &register_module("conv3", std::make_unique<ConvBnAct>(mid, out, 1, 1, 1, false, gen));
   if (zero_init_last) conv3->bn->weight.fill_(0.0);
   if (stride != 1 || in != out)
-    downsample = &register_module("downsample", std::make_unique<ConvBnAct>(in, out, 1, stride, 1, false, gen));
+    downsample = &register_module("downsample",
+                                  std::make_unique<ConvBnAct>(in, out, 1, stride, 1, false, gen));
 }
 
 Tensor RegBottleneck::forward(const Tensor& x, Generator& gen) {
@@ -128,14 +139,16 @@ RegNet::RegNet(const RegNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
   MOKD_CHECK(cfg.num_classes > 0 && cfg.in_chans > 0 && cfg.stem_width > 0 && cfg.group_size > 0,
              "RegNet: num_classes, in_chans, stem_width and group_size must be positive, got ",
              cfg.num_classes, ", ", cfg.in_chans, ", ", cfg.stem_width, ", ", cfg.group_size);
-  MOKD_CHECK(cfg.bottle_ratio > 0 && cfg.se_ratio >= 0, "RegNet: bottle_ratio must be positive and ",
-             "se_ratio non-negative, got ", cfg.bottle_ratio, " and ", cfg.se_ratio);
+  MOKD_CHECK(cfg.bottle_ratio > 0 && cfg.se_ratio >= 0,
+             "RegNet: bottle_ratio must be positive and ", "se_ratio non-negative, got ",
+             cfg.bottle_ratio, " and ", cfg.se_ratio);
   for (int s = 0; s < 4; ++s)
     MOKD_CHECK(cfg.depths[s] > 0 && cfg.widths[s] > 0, "RegNet: stage ", s + 1,
                " needs at least one block and a positive width, got depth ", cfg.depths[s],
                " width ", cfg.widths[s]);
   Generator gen(seed, Stream::Init);
-  stem = &register_module("stem", std::make_unique<nn::ConvBnAct>(cfg.in_chans, cfg.stem_width, 3, 2, 1, true, gen));
+  stem = &register_module(
+      "stem", std::make_unique<nn::ConvBnAct>(cfg.in_chans, cfg.stem_width, 3, 2, 1, true, gen));
   int64_t total = 0;
   for (auto n : cfg.depths) total += n;
   int64_t idx = 0, in = cfg.stem_width;
@@ -147,13 +160,15 @@ RegNet::RegNet(const RegNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
     stages.emplace_back();
     for (int64_t b = 0; b < cfg.depths[s]; ++b, ++idx) {
       // timm: linspace(0, drop_path_rate, total blocks), split by stage.
-      const float dp = total > 1 ? cfg.drop_path_rate * static_cast<float>(idx) / static_cast<float>(total - 1) : 0.f;
+      const float dp =
+          total > 1 ? cfg.drop_path_rate * static_cast<float>(idx) / static_cast<float>(total - 1)
+                    : 0.f;
       std::string block_name = "b";
       block_name += std::to_string(b + 1);
       stages.back().push_back(&stage.register_module(
-          block_name,
-          std::make_unique<nn::RegBottleneck>(in, cfg.widths[s], b == 0 ? 2 : 1, cfg.group_size,
-                                              cfg.bottle_ratio, cfg.se_ratio, dp, cfg.zero_init_last, gen)));
+          block_name, std::make_unique<nn::RegBottleneck>(
+                          in, cfg.widths[s], b == 0 ? 2 : 1, cfg.group_size, cfg.bottle_ratio,
+                          cfg.se_ratio, dp, cfg.zero_init_last, gen)));
       in = cfg.widths[s];
     }
   }
@@ -177,7 +192,8 @@ Features RegNet::forward_features(const Tensor& x) {
 ModelOutput RegNet::forward_train(const Tensor& x) {
   ModelOutput o;
   o.features = forward_features(x);
-  o.logits = nn::pooled_head(o.features.pooled, cfg_.drop_rate, is_training(), dropout_generator(), *fc);
+  o.logits =
+      nn::pooled_head(o.features.pooled, cfg_.drop_rate, is_training(), dropout_generator(), *fc);
   return o;
 }
 

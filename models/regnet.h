@@ -15,11 +15,11 @@ namespace mokd {
 // generator), so a registry entry reads like timm's printed architecture.
 struct RegNetConfig {
   int64_t stem_width = 32;
-  std::array<int64_t, 4> depths = {2, 4, 11, 1};          // blocks per stage
+  std::array<int64_t, 4> depths = {2, 4, 11, 1};           // blocks per stage
   std::array<int64_t, 4> widths = {224, 448, 1232, 3024};  // output channels per stage
-  int64_t group_size = 112;    // channels per group of the 3x3 conv (capped at the stage's mid width)
-  double bottle_ratio = 1.0;   // mid channels = round(width * bottle_ratio)
-  double se_ratio = 0.25;      // SE reduction = round(block INPUT channels * se_ratio); 0: no SE
+  int64_t group_size = 112;  // channels per group of the 3x3 conv (capped at the stage's mid width)
+  double bottle_ratio = 1.0;  // mid channels = round(width * bottle_ratio)
+  double se_ratio = 0.25;     // SE reduction = round(block INPUT channels * se_ratio); 0: no SE
   int64_t num_classes = 1000;
   int64_t in_chans = 3;
   int64_t img_size = 224;      // nominal input size (the network accepts any size)
@@ -32,7 +32,8 @@ int64_t regnet_num_parameters(const RegNetConfig& cfg);
 
 namespace nn {
 
-// timm's ConvNormAct without padding choices: conv (no bias, "same" padding) -> BN -> optional ReLU.
+// timm's ConvNormAct without padding choices: conv (no bias, "same" padding) -> BN -> optional
+// ReLU.
 class ConvBnAct : public Module {
  public:
   ConvBnAct(int64_t in, int64_t out, int kernel, int stride, int groups, bool act, Generator& gen);

@@ -34,16 +34,20 @@ ResBlock::ResBlock(ResNetBlock k, int64_t inplanes, int64_t planes, int stride, 
   const int64_t out = planes * expansion(k);
   BatchNorm2d* last = nullptr;
   if (k == ResNetBlock::Basic) {
-    conv1 = &register_module("conv1", std::make_unique<Conv2d>(inplanes, planes, 3, stride, 1, false, gen));
+    conv1 = &register_module("conv1",
+                             std::make_unique<Conv2d>(inplanes, planes, 3, stride, 1, false, gen));
     bn1 = &register_module("bn1", std::make_unique<BatchNorm2d>(planes));
-    conv2 = &register_module("conv2", std::make_unique<Conv2d>(planes, planes, 3, 1, 1, false, gen));
+    conv2 =
+        &register_module("conv2", std::make_unique<Conv2d>(planes, planes, 3, 1, 1, false, gen));
     bn2 = &register_module("bn2", std::make_unique<BatchNorm2d>(planes));
     last = bn2;
   } else {
     // timm/torchvision v1.5: the stride sits on the 3x3 conv.
-    conv1 = &register_module("conv1", std::make_unique<Conv2d>(inplanes, planes, 1, 1, 0, false, gen));
+    conv1 =
+        &register_module("conv1", std::make_unique<Conv2d>(inplanes, planes, 1, 1, 0, false, gen));
     bn1 = &register_module("bn1", std::make_unique<BatchNorm2d>(planes));
-    conv2 = &register_module("conv2", std::make_unique<Conv2d>(planes, planes, 3, stride, 1, false, gen));
+    conv2 = &register_module("conv2",
+                             std::make_unique<Conv2d>(planes, planes, 3, stride, 1, false, gen));
     bn2 = &register_module("bn2", std::make_unique<BatchNorm2d>(planes));
     conv3 = &register_module("conv3", std::make_unique<Conv2d>(planes, out, 1, 1, 0, false, gen));
     bn3 = &register_module("bn3", std::make_unique<BatchNorm2d>(out));
@@ -52,7 +56,8 @@ ResBlock::ResBlock(ResNetBlock k, int64_t inplanes, int64_t planes, int stride, 
   if (zero_init_last) last->weight.fill_(0.0);
   if (stride != 1 || inplanes != out) {
     auto& ds = register_module("downsample", std::make_unique<Module>());
-    down_conv = &ds.register_module("0", std::make_unique<Conv2d>(inplanes, out, 1, stride, 0, false, gen));
+    down_conv =
+        &ds.register_module("0", std::make_unique<Conv2d>(inplanes, out, 1, stride, 0, false, gen));
     down_bn = &ds.register_module("1", std::make_unique<BatchNorm2d>(out));
   }
 }
@@ -81,9 +86,11 @@ ResNet::ResNet(const ResNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
                " channels ", cfg.channels[s]);
   Generator gen(seed, Stream::Init);
   if (cfg.small_stem)
-    conv1 = &register_module("conv1", std::make_unique<nn::Conv2d>(cfg.in_chans, cfg.stem_width, 3, 1, 1, false, gen));
+    conv1 = &register_module(
+        "conv1", std::make_unique<nn::Conv2d>(cfg.in_chans, cfg.stem_width, 3, 1, 1, false, gen));
   else
-    conv1 = &register_module("conv1", std::make_unique<nn::Conv2d>(cfg.in_chans, cfg.stem_width, 7, 2, 3, false, gen));
+    conv1 = &register_module(
+        "conv1", std::make_unique<nn::Conv2d>(cfg.in_chans, cfg.stem_width, 7, 2, 3, false, gen));
   bn1 = &register_module("bn1", std::make_unique<nn::BatchNorm2d>(cfg.stem_width));
   int64_t total = 0;
   for (auto n : cfg.layers) total += n;
@@ -94,11 +101,12 @@ ResNet::ResNet(const ResNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
     stages.emplace_back();
     for (int64_t b = 0; b < cfg.layers[s]; ++b, ++idx) {
       const int stride = (b == 0 && s > 0) ? 2 : 1;
-      const float dp = total > 1 ? cfg.drop_path_rate * static_cast<float>(idx) / static_cast<float>(total - 1)
-                                 : cfg.drop_path_rate;
+      const float dp =
+          total > 1 ? cfg.drop_path_rate * static_cast<float>(idx) / static_cast<float>(total - 1)
+                    : cfg.drop_path_rate;
       stages.back().push_back(&layer.register_module(
-          std::to_string(b), std::make_unique<nn::ResBlock>(cfg.block, in, cfg.channels[s], stride, dp,
-                                                            cfg.zero_init_last, gen)));
+          std::to_string(b), std::make_unique<nn::ResBlock>(cfg.block, in, cfg.channels[s], stride,
+                                                            dp, cfg.zero_init_last, gen)));
       in = cfg.channels[s] * e;
     }
   }
@@ -128,7 +136,8 @@ Features ResNet::forward_features(const Tensor& x) {
 ModelOutput ResNet::forward_train(const Tensor& x) {
   ModelOutput o;
   o.features = forward_features(x);
-  o.logits = nn::pooled_head(o.features.pooled, cfg_.drop_rate, is_training(), dropout_generator(), *fc);
+  o.logits =
+      nn::pooled_head(o.features.pooled, cfg_.drop_rate, is_training(), dropout_generator(), *fc);
   return o;
 }
 

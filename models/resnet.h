@@ -15,7 +15,7 @@ enum class ResNetBlock { Basic, Bottleneck };
 
 struct ResNetConfig {
   ResNetBlock block = ResNetBlock::Basic;
-  std::array<int64_t, 4> layers = {2, 2, 2, 2};          // blocks per stage
+  std::array<int64_t, 4> layers = {2, 2, 2, 2};           // blocks per stage
   std::array<int64_t, 4> channels = {64, 128, 256, 512};  // planes per stage (before expansion)
   int64_t stem_width = 64;
   int64_t in_chans = 3;

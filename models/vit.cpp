@@ -8,10 +8,10 @@ int64_t vit_num_parameters(const ViTConfig& c) {
   const int64_t n = (c.img_size / c.patch_size) * (c.img_size / c.patch_size);
   const int64_t prefix = (c.class_token ? 1 : 0) + (c.distilled ? 1 : 0);
   int64_t p = D * c.in_chans * c.patch_size * c.patch_size + D;  // patch_embed.proj
-  p += prefix * D + (n + prefix) * D;                              // tokens, pos_embed
+  p += prefix * D + (n + prefix) * D;                            // tokens, pos_embed
   const int64_t block = 2 * D + (3 * D * D + (c.qkv_bias ? 3 * D : 0)) + (D * D + D) + 2 * D +
                         (D * H + H) + (H * D + D);
-  p += c.depth * block + 2 * D;                                  // blocks, norm
+  p += c.depth * block + 2 * D;                                      // blocks, norm
   p += (c.distilled ? 2 : 1) * (D * c.num_classes + c.num_classes);  // head(s)
   return p;
 }
@@ -25,7 +25,8 @@ VisionTransformer::VisionTransformer(const ViTConfig& cfg, uint64_t seed) : Mode
   const int64_t D = cfg.embed_dim;
   prefix_ = (cfg.class_token ? 1 : 0) + (cfg.distilled ? 1 : 0);
   patch_embed = &register_module(
-      "patch_embed", std::make_unique<nn::PatchEmbed>(cfg.img_size, cfg.patch_size, cfg.in_chans, D, gen));
+      "patch_embed",
+      std::make_unique<nn::PatchEmbed>(cfg.img_size, cfg.patch_size, cfg.in_chans, D, gen));
   // timm: pos_embed and dist_token trunc-normal(.02), cls_token normal(1e-6).
   if (cfg.class_token) {
     Tensor t = Tensor::empty({1, 1, D});
@@ -44,8 +45,9 @@ VisionTransformer::VisionTransformer(const ViTConfig& cfg, uint64_t seed) : Mode
   }
   auto& blocks_mod = register_module("blocks", std::make_unique<nn::Module>());
   for (int64_t i = 0; i < cfg.depth; ++i) {
-    float dp = cfg.depth > 1 ? cfg.drop_path_rate * static_cast<float>(i) / static_cast<float>(cfg.depth - 1)
-                             : cfg.drop_path_rate;
+    float dp = cfg.depth > 1
+                   ? cfg.drop_path_rate * static_cast<float>(i) / static_cast<float>(cfg.depth - 1)
+                   : cfg.drop_path_rate;
     blocks.push_back(&blocks_mod.register_module(
         std::to_string(i),
         std::make_unique<nn::Block>(D, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, dp, gen)));
@@ -53,7 +55,8 @@ VisionTransformer::VisionTransformer(const ViTConfig& cfg, uint64_t seed) : Mode
   norm = &register_module("norm", std::make_unique<nn::LayerNorm>(D));
   head = &register_module("head", std::make_unique<nn::Linear>(D, cfg.num_classes, true, gen));
   if (cfg.distilled)
-    head_dist = &register_module("head_dist", std::make_unique<nn::Linear>(D, cfg.num_classes, true, gen));
+    head_dist =
+        &register_module("head_dist", std::make_unique<nn::Linear>(D, cfg.num_classes, true, gen));
 }
 
 Tensor VisionTransformer::tokens(const Tensor& x) {

@@ -78,12 +78,15 @@ void load_training_state(Training& t, const io::State& s) {
 
 }  // namespace
 
-void save_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id, const Progress& p, bool best) {
+void save_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id, const Progress& p,
+                     bool best) {
   NoGrad ng;
   io::State s = training_state(t);
   io::TensorMap weights = s.part("model").tensors;
-  io::Metadata meta{{"model", t.model->name()}, {"step", std::to_string(p.step)},
-                    {"epoch", std::to_string(s.counter("epoch", "checkpoint"))}, {"format", "mokd-weights-1"}};
+  io::Metadata meta{{"model", t.model->name()},
+                    {"step", std::to_string(p.step)},
+                    {"epoch", std::to_string(s.counter("epoch", "checkpoint"))},
+                    {"format", "mokd-weights-1"}};
   folder.write_safetensors(folder.last_weights(), weights, meta);
   if (best) folder.write_safetensors(folder.best_weights(), weights, meta);
 
@@ -105,12 +108,17 @@ Progress load_checkpoint(const RunFolder& folder, Training& t, const RunIdentity
   io::Metadata meta;
   io::State s;
   s.tensors = io::load_safetensors(path, {}, &meta);
-  MOKD_CHECK(meta.count("mokd_state"), path, ": not a mokd training state (no mokd_state metadata)");
+  MOKD_CHECK(meta.count("mokd_state"), path,
+             ": not a mokd training state (no mokd_state metadata)");
   nlohmann::json j = nlohmann::json::parse(meta.at("mokd_state"));
   MOKD_CHECK(j.at("config_hash").get<std::string>() == id.config_hash, path,
-             ": the checkpoint was written with a different configuration (only run.resume/stop_after/device/threads, log.*, data.workers/prefetch and optim.epochs/steps may change on --resume); see ", folder.dir(), "/config.toml");
+             ": the checkpoint was written with a different configuration (only "
+             "run.resume/stop_after/device/threads, log.*, data.workers/prefetch and "
+             "optim.epochs/steps may change on --resume); see ",
+             folder.dir(), "/config.toml");
   MOKD_CHECK(j.at("teacher_sha256").get<std::string>() == id.teacher_sha256, path,
-             ": the teacher file ", id.teacher_weights, " changed since the checkpoint (SHA-256 differs)");
+             ": the teacher file ", id.teacher_weights,
+             " changed since the checkpoint (SHA-256 differs)");
   Progress p;
   p.step = j.at("step").get<int64_t>();
   p.best_top1 = j.at("best_top1").get<double>();

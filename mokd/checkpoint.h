@@ -48,7 +48,8 @@ class RunFolder {
 
   // Every file of the folder is written by one of these: whole files atomically (temporary name,
   // then rename), the metrics logs appended (append: continue the existing logs, as on resume).
-  void write_safetensors(const std::string& path, const io::TensorMap& tensors, const io::Metadata& meta) const;
+  void write_safetensors(const std::string& path, const io::TensorMap& tensors,
+                         const io::Metadata& meta) const;
   void write_text(const std::string& path, const std::string& text) const;
   std::unique_ptr<MetricsLog> open_metrics(bool append) const;
 
@@ -73,7 +74,8 @@ struct Progress {
 
 // Writes the weights (last, and best when `best`), then the state. The tensors are read from the
 // live objects: call it between steps.
-void save_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id, const Progress& p, bool best);
+void save_checkpoint(const RunFolder& folder, Training& t, const RunIdentity& id, const Progress& p,
+                     bool best);
 
 // Restores a Training built from the same configuration from folder.state_file() and returns the
 // progress saved with it. Throws, before changing anything, when the file is not a mokd state or

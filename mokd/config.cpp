@@ -2,8 +2,8 @@
 // parsing into TrainConfig, the TOML writer, the resume hash and the Markdown reference.
 #include "mokd/config.h"
 
-#include <CLI/CLI.hpp>
 #include <toml++/toml.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -34,12 +34,18 @@ using Value = std::variant<int64_t, uint64_t, double, bool, std::string, std::ve
 
 const char* type_name(KeyType t) {
   switch (t) {
-    case KeyType::Int: return "int";
-    case KeyType::UInt: return "uint";
-    case KeyType::Double: return "float";
-    case KeyType::Bool: return "bool";
-    case KeyType::String: return "string";
-    case KeyType::DoubleList: return "list of floats";
+    case KeyType::Int:
+      return "int";
+    case KeyType::UInt:
+      return "uint";
+    case KeyType::Double:
+      return "float";
+    case KeyType::Bool:
+      return "bool";
+    case KeyType::String:
+      return "string";
+    case KeyType::DoubleList:
+      return "list of floats";
   }
   return "?";
 }
@@ -47,12 +53,18 @@ const char* type_name(KeyType t) {
 // CLI11's --help column.
 const char* cli_type_name(KeyType t) {
   switch (t) {
-    case KeyType::Int: return "INT";
-    case KeyType::UInt: return "UINT";
-    case KeyType::Double: return "FLOAT";
-    case KeyType::Bool: return "BOOL";
-    case KeyType::String: return "TEXT";
-    case KeyType::DoubleList: return "FLOAT,...";
+    case KeyType::Int:
+      return "INT";
+    case KeyType::UInt:
+      return "UINT";
+    case KeyType::Double:
+      return "FLOAT";
+    case KeyType::Bool:
+      return "BOOL";
+    case KeyType::String:
+      return "TEXT";
+    case KeyType::DoubleList:
+      return "FLOAT,...";
   }
   return "?";
 }
@@ -60,12 +72,18 @@ const char* cli_type_name(KeyType t) {
 // What a wrong-typed value is told it should have been.
 std::string expected_text(KeyType t) {
   switch (t) {
-    case KeyType::Int: return "an integer";
-    case KeyType::UInt: return "a non-negative integer";
-    case KeyType::Double: return "a number (float)";
-    case KeyType::Bool: return "a boolean (true/false)";
-    case KeyType::String: return "a string";
-    case KeyType::DoubleList: return "a list of numbers";
+    case KeyType::Int:
+      return "an integer";
+    case KeyType::UInt:
+      return "a non-negative integer";
+    case KeyType::Double:
+      return "a number (float)";
+    case KeyType::Bool:
+      return "a boolean (true/false)";
+    case KeyType::String:
+      return "a string";
+    case KeyType::DoubleList:
+      return "a list of numbers";
   }
   return "?";
 }
@@ -84,11 +102,21 @@ std::string toml_quote(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (c < 0x20 || c == 0x7f) {
           char buf[8];
@@ -105,11 +133,16 @@ std::string toml_quote(const std::string& s) {
 // A value in TOML syntax (also used in messages and in --help defaults).
 std::string format_value(const Value& v) {
   switch (v.index()) {
-    case 0: return std::to_string(std::get<int64_t>(v));
-    case 1: return std::to_string(std::get<uint64_t>(v));
-    case 2: return format_double(std::get<double>(v));
-    case 3: return std::get<bool>(v) ? "true" : "false";
-    case 4: return toml_quote(std::get<std::string>(v));
+    case 0:
+      return std::to_string(std::get<int64_t>(v));
+    case 1:
+      return std::to_string(std::get<uint64_t>(v));
+    case 2:
+      return format_double(std::get<double>(v));
+    case 3:
+      return std::get<bool>(v) ? "true" : "false";
+    case 4:
+      return toml_quote(std::get<std::string>(v));
     default: {
       const auto& l = std::get<std::vector<double>>(v);
       std::string s = "[";
@@ -119,7 +152,8 @@ std::string format_value(const Value& v) {
   }
 }
 
-// ---- validators -----------------------------------------------------------------------------------
+// ---- validators
+// -----------------------------------------------------------------------------------
 
 struct Check {
   std::function<bool(const Value&)> ok;  // empty: any value of the right type
@@ -206,7 +240,8 @@ Check non_negative_list() {
           "each >= 0"};
 }
 
-// ---- the key table --------------------------------------------------------------------------------
+// ---- the key table
+// --------------------------------------------------------------------------------
 
 struct Key {
   std::string name;     // "optim.lr"
@@ -223,13 +258,20 @@ struct Key {
 
 template <class T>
 constexpr KeyType key_type_of() {
-  if constexpr (std::is_same_v<T, bool>) return KeyType::Bool;
-  else if constexpr (std::is_same_v<T, uint64_t>) return KeyType::UInt;
-  else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return KeyType::Int;
-  else if constexpr (std::is_same_v<T, double>) return KeyType::Double;
-  else if constexpr (std::is_same_v<T, std::string>) return KeyType::String;
-  else if constexpr (std::is_same_v<T, std::vector<double>>) return KeyType::DoubleList;
-  else static_assert(!sizeof(T), "config: unsupported field type");
+  if constexpr (std::is_same_v<T, bool>)
+    return KeyType::Bool;
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return KeyType::UInt;
+  else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>)
+    return KeyType::Int;
+  else if constexpr (std::is_same_v<T, double>)
+    return KeyType::Double;
+  else if constexpr (std::is_same_v<T, std::string>)
+    return KeyType::String;
+  else if constexpr (std::is_same_v<T, std::vector<double>>)
+    return KeyType::DoubleList;
+  else
+    static_assert(!sizeof(T), "config: unsupported field type");
 }
 
 template <class S, class T>
@@ -252,16 +294,18 @@ Key key(const char* name, S TrainConfig::*sec, T S::*field, const char* doc, Che
   }
   k.get = [sec, field](const TrainConfig& c) -> Value {
     const T& x = c.*sec.*field;
-    if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint64_t> || std::is_same_v<T, double> ||
-                  std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<double>>)
+    if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint64_t> ||
+                  std::is_same_v<T, double> || std::is_same_v<T, std::string> ||
+                  std::is_same_v<T, std::vector<double>>)
       return Value(x);
     else
       return Value(static_cast<int64_t>(x));
   };
   k.set = [sec, field](TrainConfig& c, const Value& v) {
     T& x = c.*sec.*field;
-    if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint64_t> || std::is_same_v<T, double> ||
-                  std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<double>>)
+    if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint64_t> ||
+                  std::is_same_v<T, double> || std::is_same_v<T, std::string> ||
+                  std::is_same_v<T, std::vector<double>>)
       x = std::get<T>(v);
     else
       x = static_cast<T>(std::get<int64_t>(v));  // range checked by the caller (int_min/int_max)
@@ -273,63 +317,90 @@ const std::vector<Key>& keys() {
   using C = TrainConfig;
   static const std::vector<Key> table = {
       // [run]
-      key("run.out_dir", &C::run, &RunConfig::out_dir, "run folder: checkpoints, metrics, the resolved config", non_empty()),
-      key("run.seed", &C::run, &RunConfig::seed, "seed of every random stream (init, data order, augmentation, dropout)"),
-      key("run.device", &C::run, &RunConfig::device, "where to train (auto = cuda when available)", device_name()),
+      key("run.out_dir", &C::run, &RunConfig::out_dir,
+          "run folder: checkpoints, metrics, the resolved config", non_empty()),
+      key("run.seed", &C::run, &RunConfig::seed,
+          "seed of every random stream (init, data order, augmentation, dropout)"),
+      key("run.device", &C::run, &RunConfig::device, "where to train (auto = cuda when available)",
+          device_name()),
       key("run.precision", &C::run, &RunConfig::precision,
-          "matrix products: f32, or bf16 operands with f32 accumulation (master weights, norms, softmax, losses stay f32)",
+          "matrix products: f32, or bf16 operands with f32 accumulation (master weights, norms, "
+          "softmax, losses stay f32)",
           one_of({"f32", "bf16"})),
-      key("run.threads", &C::run, &RunConfig::threads, "OpenMP threads on the CPU (0 = all cores)", ge(0)),
-      key("run.resume", &C::run, &RunConfig::resume, "continue from out_dir/checkpoints/state.safetensors"),
+      key("run.threads", &C::run, &RunConfig::threads, "OpenMP threads on the CPU (0 = all cores)",
+          ge(0)),
+      key("run.resume", &C::run, &RunConfig::resume,
+          "continue from out_dir/checkpoints/state.safetensors"),
       key("run.stop_after", &C::run, &RunConfig::stop_after,
           "> 0: checkpoint and stop this invocation after N steps", ge(0)),
       // [data]
       key("data.dataset", &C::data, &DataConfig::dataset, "dataset",
           one_of({"fashion_mnist", "cifar10", "cifar100", "image_folder"})),
-      key("data.dir", &C::data, &DataConfig::dir, "dataset folder (\"\" = the dataset's default location)"),
+      key("data.dir", &C::data, &DataConfig::dir,
+          "dataset folder (\"\" = the dataset's default location)"),
       key("data.image_size", &C::data, &DataConfig::image_size,
           "image_folder resize / random-resized-crop size (0 = native)", ge(0)),
       key("data.batch_size", &C::data, &DataConfig::batch_size, "training batch size", ge(1)),
-      key("data.eval_batch_size", &C::data, &DataConfig::eval_batch_size, "evaluation batch size", ge(1)),
-      key("data.workers", &C::data, &DataConfig::workers, "loader threads (0 = build batches in the training thread)", ge(0)),
-      key("data.prefetch", &C::data, &DataConfig::prefetch, "batches built ahead of the trainer", ge(1)),
-      key("data.train_limit", &C::data, &DataConfig::train_limit, "use only the first N training images (0 = all)", ge(0)),
-      key("data.eval_limit", &C::data, &DataConfig::eval_limit, "evaluate on the first N test images (0 = all)", ge(0)),
+      key("data.eval_batch_size", &C::data, &DataConfig::eval_batch_size, "evaluation batch size",
+          ge(1)),
+      key("data.workers", &C::data, &DataConfig::workers,
+          "loader threads (0 = build batches in the training thread)", ge(0)),
+      key("data.prefetch", &C::data, &DataConfig::prefetch, "batches built ahead of the trainer",
+          ge(1)),
+      key("data.train_limit", &C::data, &DataConfig::train_limit,
+          "use only the first N training images (0 = all)", ge(0)),
+      key("data.eval_limit", &C::data, &DataConfig::eval_limit,
+          "evaluate on the first N test images (0 = all)", ge(0)),
       key("data.crop_padding", &C::data, &DataConfig::crop_padding,
           "random crop with this zero padding (-1 = dataset default, 0 = no crop)", ge(-1)),
       key("data.hflip", &C::data, &DataConfig::hflip, "random horizontal flips"),
-      key("data.random_resized_crop", &C::data, &DataConfig::random_resized_crop, "random-resized-crop augmentation"),
-      key("data.mixup_alpha", &C::data, &DataConfig::mixup_alpha, "mixup Beta(alpha, alpha) (0 = off)", ge(0)),
-      key("data.cutmix_alpha", &C::data, &DataConfig::cutmix_alpha, "cutmix Beta(alpha, alpha) (0 = off)", ge(0)),
-      key("data.mixup_prob", &C::data, &DataConfig::mixup_prob, "probability of mixing a batch", unit_closed()),
+      key("data.random_resized_crop", &C::data, &DataConfig::random_resized_crop,
+          "random-resized-crop augmentation"),
+      key("data.mixup_alpha", &C::data, &DataConfig::mixup_alpha,
+          "mixup Beta(alpha, alpha) (0 = off)", ge(0)),
+      key("data.cutmix_alpha", &C::data, &DataConfig::cutmix_alpha,
+          "cutmix Beta(alpha, alpha) (0 = off)", ge(0)),
+      key("data.mixup_prob", &C::data, &DataConfig::mixup_prob, "probability of mixing a batch",
+          unit_closed()),
       key("data.mixup_switch_prob", &C::data, &DataConfig::mixup_switch_prob,
           "probability of cutmix instead of mixup when both are on", unit_closed()),
-      key("data.mean", &C::data, &DataConfig::mean, "normalisation mean per channel ([] = the dataset's statistics)",
-          channel_list(false)),
-      key("data.std", &C::data, &DataConfig::std, "normalisation std per channel ([] = the dataset's statistics)",
-          channel_list(true)),
+      key("data.mean", &C::data, &DataConfig::mean,
+          "normalisation mean per channel ([] = the dataset's statistics)", channel_list(false)),
+      key("data.std", &C::data, &DataConfig::std,
+          "normalisation std per channel ([] = the dataset's statistics)", channel_list(true)),
       // [model]
-      key("model.student", &C::model, &ModelConfig::student, "student architecture (a registry name)", non_empty()),
-      key("model.teacher", &C::model, &ModelConfig::teacher, "teacher architecture (a registry name)", non_empty()),
+      key("model.student", &C::model, &ModelConfig::student,
+          "student architecture (a registry name)", non_empty()),
+      key("model.teacher", &C::model, &ModelConfig::teacher,
+          "teacher architecture (a registry name)", non_empty()),
       key("model.teacher_weights", &C::model, &ModelConfig::teacher_weights,
           "teacher safetensors, timm names (\"\" = out of the teacher run)"),
-      key("model.student_init", &C::model, &ModelConfig::student_init, "optional safetensors to start the student from"),
-      key("model.drop_path_rate", &C::model, &ModelConfig::drop_path_rate, "student stochastic depth rate", unit_open()),
-      key("model.drop_rate", &C::model, &ModelConfig::drop_rate, "student dropout rate", unit_open()),
+      key("model.student_init", &C::model, &ModelConfig::student_init,
+          "optional safetensors to start the student from"),
+      key("model.drop_path_rate", &C::model, &ModelConfig::drop_path_rate,
+          "student stochastic depth rate", unit_open()),
+      key("model.drop_rate", &C::model, &ModelConfig::drop_rate, "student dropout rate",
+          unit_open()),
       // [optim]
-      key("optim.optimizer", &C::optim, &OptimConfig::optimizer, "optimizer", one_of({"adamw", "sgd"})),
+      key("optim.optimizer", &C::optim, &OptimConfig::optimizer, "optimizer",
+          one_of({"adamw", "sgd"})),
       key("optim.epochs", &C::optim, &OptimConfig::epochs, "training epochs", ge(0)),
-      key("optim.steps", &C::optim, &OptimConfig::steps, "> 0: stop after this many steps (overrides epochs)", ge(0)),
+      key("optim.steps", &C::optim, &OptimConfig::steps,
+          "> 0: stop after this many steps (overrides epochs)", ge(0)),
       key("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate", gt(0)),
-      key("optim.min_lr", &C::optim, &OptimConfig::min_lr, "learning rate at the end of the cosine schedule", ge(0)),
-      key("optim.warmup_steps", &C::optim, &OptimConfig::warmup_steps, "linear warmup steps", ge(0)),
-      key("optim.warmup_lr", &C::optim, &OptimConfig::warmup_lr, "learning rate at the start of warmup", ge(0)),
+      key("optim.min_lr", &C::optim, &OptimConfig::min_lr,
+          "learning rate at the end of the cosine schedule", ge(0)),
+      key("optim.warmup_steps", &C::optim, &OptimConfig::warmup_steps, "linear warmup steps",
+          ge(0)),
+      key("optim.warmup_lr", &C::optim, &OptimConfig::warmup_lr,
+          "learning rate at the start of warmup", ge(0)),
       key("optim.weight_decay", &C::optim, &OptimConfig::weight_decay, "weight decay", ge(0)),
       key("optim.momentum", &C::optim, &OptimConfig::momentum, "sgd momentum", unit_open()),
       key("optim.nesterov", &C::optim, &OptimConfig::nesterov, "sgd Nesterov momentum"),
-      key("optim.grad_clip", &C::optim, &OptimConfig::grad_clip, "clip the global gradient norm (0 = off)", ge(0)),
-      key("optim.label_smoothing", &C::optim, &OptimConfig::label_smoothing, "label smoothing of the task loss",
-          unit_open()),
+      key("optim.grad_clip", &C::optim, &OptimConfig::grad_clip,
+          "clip the global gradient norm (0 = off)", ge(0)),
+      key("optim.label_smoothing", &C::optim, &OptimConfig::label_smoothing,
+          "label smoothing of the task loss", unit_open()),
       key("optim.ema_decay", &C::optim, &OptimConfig::ema_decay,
           "> 0: keep an EMA of the student and evaluate it too", unit_open()),
       // [distill]
@@ -337,27 +408,35 @@ const std::vector<Key>& keys() {
           one_of({"none", "kd", "deit-hard", "vkd", "mokd"})),
       key("distill.num_objectives", &C::distill, &DistillKeys::num_objectives,
           "mokd objectives: 3 = task, kl, feat; 2 = task, kl + feat", one_of_int({2, 3})),
-      key("distill.weighting", &C::distill, &DistillKeys::weighting, "mokd objective weighting (exact2: K = 2 only)",
-          one_of({"famo", "fixed", "exact2"})),
+      key("distill.weighting", &C::distill, &DistillKeys::weighting,
+          "mokd objective weighting (exact2: K = 2 only)", one_of({"famo", "fixed", "exact2"})),
       key("distill.fixed_weights", &C::distill, &DistillKeys::fixed_weights,
           "weighting = fixed: one weight per objective ([] = all ones)", non_negative_list()),
-      key("distill.temperature", &C::distill, &DistillKeys::temperature, "distillation temperature", gt(0)),
-      key("distill.kd_alpha", &C::distill, &DistillKeys::kd_alpha, "kd: weight of the distillation loss", unit_closed()),
+      key("distill.temperature", &C::distill, &DistillKeys::temperature, "distillation temperature",
+          gt(0)),
+      key("distill.kd_alpha", &C::distill, &DistillKeys::kd_alpha,
+          "kd: weight of the distillation loss", unit_closed()),
       key("distill.projector", &C::distill, &DistillKeys::projector, "feature projector",
           one_of({"stiefel", "bilinear"})),
       key("distill.bilinear_rank", &C::distill, &DistillKeys::bilinear_rank,
           "bilinear projector rank (0 = full)", ge(0)),
-      key("distill.student_feature", &C::distill, &DistillKeys::student_feature, "student feature for the feature loss",
+      key("distill.student_feature", &C::distill, &DistillKeys::student_feature,
+          "student feature for the feature loss",
           one_of({"auto", "mean_patch", "cls", "dist", "pooled"})),
-      key("distill.teacher_feature", &C::distill, &DistillKeys::teacher_feature, "teacher feature for the feature loss",
+      key("distill.teacher_feature", &C::distill, &DistillKeys::teacher_feature,
+          "teacher feature for the feature loss",
           one_of({"auto", "mean_patch", "cls", "dist", "pooled"})),
-      key("distill.famo_lr", &C::distill, &DistillKeys::famo_lr, "FAMO weight-logit learning rate", gt(0)),
-      key("distill.famo_weight_decay", &C::distill, &DistillKeys::famo_weight_decay, "FAMO weight-logit decay", ge(0)),
+      key("distill.famo_lr", &C::distill, &DistillKeys::famo_lr, "FAMO weight-logit learning rate",
+          gt(0)),
+      key("distill.famo_weight_decay", &C::distill, &DistillKeys::famo_weight_decay,
+          "FAMO weight-logit decay", ge(0)),
       key("distill.diagnostics_every", &C::distill, &DistillKeys::diagnostics_every,
           "steps between gradient-conflict diagnostics (0 = off)", ge(0)),
       // [log]
-      key("log.log_every", &C::log, &LogConfig::log_every, "steps between progress lines (metrics.csv/jsonl get a row every step)", ge(1)),
-      key("log.eval_every", &C::log, &LogConfig::eval_every, "epochs between evaluations (0 = only at the end)", ge(0)),
+      key("log.log_every", &C::log, &LogConfig::log_every,
+          "steps between progress lines (metrics.csv/jsonl get a row every step)", ge(1)),
+      key("log.eval_every", &C::log, &LogConfig::eval_every,
+          "epochs between evaluations (0 = only at the end)", ge(0)),
       key("log.checkpoint_every", &C::log, &LogConfig::checkpoint_every,
           "steps between checkpoints (0 = at each evaluation)", ge(0)),
       // [bench]
@@ -386,10 +465,12 @@ bool resume_safe(const Key& k) {
   static const char* names[] = {"run.resume",   "run.stop_after", "run.device",   "run.threads",
                                 "data.workers", "data.prefetch",  "optim.epochs", "optim.steps"};
   if (k.section == "log") return true;
-  return std::any_of(std::begin(names), std::end(names), [&](const char* n) { return k.name == n; });
+  return std::any_of(std::begin(names), std::end(names),
+                     [&](const char* n) { return k.name == n; });
 }
 
-// ---- did you mean ---------------------------------------------------------------------------------
+// ---- did you mean
+// ---------------------------------------------------------------------------------
 
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> row(b.size() + 1);
@@ -428,25 +509,29 @@ std::vector<std::string> key_names() {
   return out;
 }
 
-// ---- setting a value -------------------------------------------------------------------------------
+// ---- setting a value
+// -------------------------------------------------------------------------------
 
 // Range of int fields, then the key's validator; `where` prefixes the message ("config F: " or
 // "command line: ").
 void check_and_set(TrainConfig& c, const Key& k, const Value& v, const std::string& where) {
   if (k.type == KeyType::Int || k.type == KeyType::UInt) {
-    bool in = v.index() == 0 ? (std::get<int64_t>(v) >= k.int_min && std::get<int64_t>(v) <= k.int_max)
-                             : std::get<uint64_t>(v) <= static_cast<uint64_t>(k.int_max);
-    MOKD_CHECK(in, where, "key '", k.name, "' expects ", expected_text(k.type), " in [", k.int_min, ", ",
-               k.int_max, "], got ", format_value(v));
+    bool in = v.index() == 0
+                  ? (std::get<int64_t>(v) >= k.int_min && std::get<int64_t>(v) <= k.int_max)
+                  : std::get<uint64_t>(v) <= static_cast<uint64_t>(k.int_max);
+    MOKD_CHECK(in, where, "key '", k.name, "' expects ", expected_text(k.type), " in [", k.int_min,
+               ", ", k.int_max, "], got ", format_value(v));
   }
   if (k.type == KeyType::Double)
-    MOKD_CHECK(std::isfinite(std::get<double>(v)), where, "key '", k.name, "' expects a finite number, got ",
-               format_value(v));
+    MOKD_CHECK(std::isfinite(std::get<double>(v)), where, "key '", k.name,
+               "' expects a finite number, got ", format_value(v));
   if (k.type == KeyType::DoubleList)
     for (double x : std::get<std::vector<double>>(v))
-      MOKD_CHECK(std::isfinite(x), where, "key '", k.name, "' expects finite numbers, got ", format_value(v));
+      MOKD_CHECK(std::isfinite(x), where, "key '", k.name, "' expects finite numbers, got ",
+                 format_value(v));
   if (k.check.ok)
-    MOKD_CHECK(k.check.ok(v), where, "key '", k.name, "' must be ", k.check.rule, ", got ", format_value(v));
+    MOKD_CHECK(k.check.ok(v), where, "key '", k.name, "' must be ", k.check.rule, ", got ",
+               format_value(v));
   k.set(c, v);
 }
 
@@ -467,8 +552,8 @@ bool parse_number(std::string s, T& out) {
 // A command-line string as the key's type.
 Value parse_text(const Key& k, const std::string& text) {
   auto bad = [&]() {
-    MOKD_FAIL("command line: key '", k.name, "' (--", k.name, ") expects ", expected_text(k.type), ", got '", text,
-              "'");
+    MOKD_FAIL("command line: key '", k.name, "' (--", k.name, ") expects ", expected_text(k.type),
+              ", got '", text, "'");
   };
   switch (k.type) {
     case KeyType::Int: {
@@ -488,13 +573,16 @@ Value parse_text(const Key& k, const std::string& text) {
     }
     case KeyType::Bool: {
       std::string s = trim(text);
-      std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (s == "" || s == "true" || s == "1" || s == "yes" || s == "on") return true;  // "": --flag alone
+      std::transform(s.begin(), s.end(), s.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      if (s == "" || s == "true" || s == "1" || s == "yes" || s == "on")
+        return true;  // "": --flag alone
       if (s == "false" || s == "0" || s == "no" || s == "off") return false;
       bad();
       return false;
     }
-    case KeyType::String: return text;
+    case KeyType::String:
+      return text;
     case KeyType::DoubleList: {
       // "0.5,0.4,0.3" or "[0.5, 0.4, 0.3]"; "" and "[]" are the empty list.
       std::string s = trim(text);
@@ -520,13 +608,20 @@ Value parse_text(const Key& k, const std::string& text) {
 
 const char* toml_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date/time";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date/time";
   }
 }
 
@@ -557,9 +652,12 @@ Value parse_node(const Key& k, const toml::node& n, const std::string& where) {
       if (!n.is_array()) bad(toml_type_name(n));
       std::vector<double> l;
       for (const auto& e : *n.as_array()) {
-        if (e.is_integer()) l.push_back(static_cast<double>(e.as_integer()->get()));
-        else if (e.is_floating_point()) l.push_back(e.as_floating_point()->get());
-        else bad((std::string("an array holding ") + toml_type_name(e)).c_str());
+        if (e.is_integer())
+          l.push_back(static_cast<double>(e.as_integer()->get()));
+        else if (e.is_floating_point())
+          l.push_back(e.as_floating_point()->get());
+        else
+          bad((std::string("an array holding ") + toml_type_name(e)).c_str());
       }
       return l;
     }
@@ -602,19 +700,27 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
   int64_t line = 1, col = 0;
   auto escape = [&](size_t i) {
     if (i + 1 < t.size() && static_cast<unsigned char>(t[i + 1]) >= 0x80)
-      MOKD_FAIL("config ", name, ":", line, ":", col + 1, ": a non-ASCII character after a backslash (not a TOML escape)");
+      MOKD_FAIL("config ", name, ":", line, ":", col + 1,
+                ": a non-ASCII character after a backslash (not a TOML escape)");
   };
   // Whether a string may begin after `prev`, the last character of code outside whitespace
   // ('\n': none yet on this line).
   auto string_may_start = [&](char prev) {
     switch (prev) {
-      case '\n': return nest.empty() ? !top_value : !nest.back().inline_table;  // multi-line arrays
-      case '=': return value_context();
-      case '[': return header || (!nest.empty() && !nest.back().inline_table);
-      case ',': return !nest.empty();
-      case '{': return !nest.empty() && nest.back().inline_table;
-      case '.': return key_context();
-      default: return false;
+      case '\n':
+        return nest.empty() ? !top_value : !nest.back().inline_table;  // multi-line arrays
+      case '=':
+        return value_context();
+      case '[':
+        return header || (!nest.empty() && !nest.back().inline_table);
+      case ',':
+        return !nest.empty();
+      case '{':
+        return !nest.empty() && nest.back().inline_table;
+      case '.':
+        return key_context();
+      default:
+        return false;
     }
   };
   char prev = '\n';
@@ -640,7 +746,7 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
           in = In::Comment;
         } else if (c == '"' || c == '\'') {
           if (!string_may_start(prev_code)) break;  // not a string: toml++ reports the syntax
-          prev = 's';  // after a string's end no other string begins
+          prev = 's';                               // after a string's end no other string begins
           if (at(i, "\"\"\"") || at(i, "'''")) {
             // Multi-line strings are values only: right after '='. Elsewhere the quotes stay
             // code, and toml++ reports the syntax.
@@ -651,17 +757,23 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
           }
         } else if (static_cast<unsigned char>(c) >= 0x80) {
           MOKD_FAIL("config ", name, ":", line, ":", col,
-                    ": a non-ASCII character outside a string or comment (TOML keys and syntax are ASCII)");
+                    ": a non-ASCII character outside a string or comment (TOML keys and syntax are "
+                    "ASCII)");
         } else if (c == '=') {
-          if (nest.empty()) top_value = !header;
-          else if (nest.back().inline_table) nest.back().value = true;
+          if (nest.empty())
+            top_value = !header;
+          else if (nest.back().inline_table)
+            nest.back().value = true;
         } else if (c == '[') {
           if (nest.empty() && !top_value && (prev_code == '\n' || (header && prev_code == '[')))
             header = true;
-          else if (value_context()) nest.push_back({false, false});
+          else if (value_context())
+            nest.push_back({false, false});
         } else if (c == ']') {
-          if (!nest.empty() && !nest.back().inline_table) nest.pop_back();
-          else if (header && !(i + 1 < t.size() && t[i + 1] == ']')) header = false, prev = 'h';
+          if (!nest.empty() && !nest.back().inline_table)
+            nest.pop_back();
+          else if (header && !(i + 1 < t.size() && t[i + 1] == ']'))
+            header = false, prev = 'h';
         } else if (c == '{') {
           if (value_context()) nest.push_back({true, false});
         } else if (c == '}') {
@@ -686,8 +798,10 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
         break;
       case In::MultiBasic:
         if (c == '\\') escape(i);
-        if (c == '\\' && i + 1 < t.size() && t[i + 1] != '\n') ++i, ++col;
-        else if (at(i, "\"\"\"")) in = In::Code, i += 2, col += 2;
+        if (c == '\\' && i + 1 < t.size() && t[i + 1] != '\n')
+          ++i, ++col;
+        else if (at(i, "\"\"\""))
+          in = In::Code, i += 2, col += 2;
         break;
       case In::MultiLiteral:
         if (at(i, "'''")) in = In::Code, i += 2, col += 2;
@@ -703,7 +817,8 @@ void apply_toml(TrainConfig& c, const std::string& text, const std::string& name
   try {
     root = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
-    MOKD_FAIL("config ", name, ":", e.source().begin.line, ":", e.source().begin.column, ": ", e.description());
+    MOKD_FAIL("config ", name, ":", e.source().begin.line, ":", e.source().begin.column, ": ",
+              e.description());
   }
   const auto secs = sections();
   const auto names = key_names();
@@ -715,7 +830,8 @@ void apply_toml(TrainConfig& c, const std::string& text, const std::string& name
       MOKD_FAIL(where, "unknown key '", s, "'", suggest(s, names),
                 "; keys belong in their table ([run], [data], ...)");
     }
-    if (!snode.is_table()) MOKD_FAIL(where, "'", s, "' must be a table [", s, "], got ", toml_type_name(snode));
+    if (!snode.is_table())
+      MOKD_FAIL(where, "'", s, "' must be a table [", s, "], got ", toml_type_name(snode));
     for (const auto& [fkey, fnode] : *snode.as_table()) {
       std::string full = s + "." + std::string(fkey.str());
       const Key* k = find_key(full);
@@ -740,7 +856,8 @@ std::string default_text(const Key& k) {
 
 }  // namespace
 
-// ---- public API -----------------------------------------------------------------------------------
+// ---- public API
+// -----------------------------------------------------------------------------------
 
 void validate_config(const TrainConfig& c) {
   TrainConfig scratch;
@@ -749,20 +866,22 @@ void validate_config(const TrainConfig& c) {
   MOKD_CHECK(c.optim.epochs > 0 || c.optim.steps > 0,
              "config: key 'optim.epochs' must be >= 1 when optim.steps = 0 (nothing to train)");
   if (c.distill.method == "mokd") {
-    MOKD_CHECK(c.distill.weighting != "exact2" || c.distill.num_objectives == 2,
-               "config: key 'distill.weighting' = \"exact2\" needs distill.num_objectives = 2, got ",
-               c.distill.num_objectives);
+    MOKD_CHECK(
+        c.distill.weighting != "exact2" || c.distill.num_objectives == 2,
+        "config: key 'distill.weighting' = \"exact2\" needs distill.num_objectives = 2, got ",
+        c.distill.num_objectives);
     MOKD_CHECK(c.distill.weighting != "fixed" || c.distill.fixed_weights.empty() ||
                    c.distill.fixed_weights.size() == static_cast<size_t>(c.distill.num_objectives),
-               "config: key 'distill.fixed_weights' must hold distill.num_objectives (", c.distill.num_objectives,
-               ") weights, got ", c.distill.fixed_weights.size());
+               "config: key 'distill.fixed_weights' must hold distill.num_objectives (",
+               c.distill.num_objectives, ") weights, got ", c.distill.fixed_weights.size());
   }
 }
 
 ConfigParser::ConfigParser() = default;
 
 void ConfigParser::add_options(CLI::App& app) {
-  app.add_option("--config", config_file_, "TOML file of keys ([section] key = value); command-line keys win")
+  app.add_option("--config", config_file_,
+                 "TOML file of keys ([section] key = value); command-line keys win")
       ->type_name("FILE");
   for (const auto& k : keys()) {
     std::string desc = k.doc;
@@ -835,8 +954,8 @@ std::string config_reference() {
     std::string meaning = k.doc;
     if (!k.check.rule.empty()) meaning += " (" + k.check.rule + ")";
     if (resume_safe(k)) meaning += "; may change on --resume";
-    out += "| `" + k.name + "` | " + type_name(k.type) + " | `" + cell(default_text(k)) + "` | " + cell(meaning) +
-           " |\n";
+    out += "| `" + k.name + "` | " + type_name(k.type) + " | `" + cell(default_text(k)) + "` | " +
+           cell(meaning) + " |\n";
   }
   return out;
 }

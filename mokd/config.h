@@ -17,31 +17,31 @@ namespace mokd {
 struct RunConfig {
   std::string out_dir = "runs/default";  // checkpoints, metrics, the resolved config
   uint64_t seed = 0;
-  std::string device = "auto";  // auto (cuda when available), cpu, cuda, cuda:N
+  std::string device = "auto";    // auto (cuda when available), cpu, cuda, cuda:N
   std::string precision = "f32";  // matmul/linear precision: f32 or bf16 (engine/precision.h)
-  int threads = 0;              // OpenMP threads on the CPU; 0 = all cores
-  bool resume = false;          // continue from out_dir/checkpoints/state.safetensors
-  int64_t stop_after = 0;       // > 0: checkpoint and stop this invocation after N steps
+  int threads = 0;                // OpenMP threads on the CPU; 0 = all cores
+  bool resume = false;            // continue from out_dir/checkpoints/state.safetensors
+  int64_t stop_after = 0;         // > 0: checkpoint and stop this invocation after N steps
 };
 
 struct DataConfig {
   std::string dataset = "fashion_mnist";  // fashion_mnist, cifar10, cifar100, image_folder
-  std::string dir = "";         // "" = the dataset's default location
-  int64_t image_size = 0;       // image_folder resize / random-resized-crop size; 0 = native
+  std::string dir = "";                   // "" = the dataset's default location
+  int64_t image_size = 0;  // image_folder resize / random-resized-crop size; 0 = native
   int64_t batch_size = 128;
   int64_t eval_batch_size = 512;
   int workers = 2;
   int prefetch = 4;
-  int64_t train_limit = 0;      // use only the first N training images (0 = all)
-  int64_t eval_limit = 0;       // evaluate on the first N test images (0 = all)
-  int64_t crop_padding = -1;    // random crop with this zero padding (-1 = dataset default)
+  int64_t train_limit = 0;    // use only the first N training images (0 = all)
+  int64_t eval_limit = 0;     // evaluate on the first N test images (0 = all)
+  int64_t crop_padding = -1;  // random crop with this zero padding (-1 = dataset default)
   bool hflip = false;
   bool random_resized_crop = false;
   double mixup_alpha = 0.0;
   double cutmix_alpha = 0.0;
   double mixup_prob = 1.0;
   double mixup_switch_prob = 0.5;
-  std::vector<double> mean;     // normalisation; empty = the dataset's statistics
+  std::vector<double> mean;  // normalisation; empty = the dataset's statistics
   std::vector<double> std;
 };
 
@@ -57,23 +57,23 @@ struct ModelConfig {
 struct OptimConfig {
   std::string optimizer = "adamw";  // adamw, sgd
   int64_t epochs = 10;
-  int64_t steps = 0;                // > 0: stop after this many steps (overrides epochs)
+  int64_t steps = 0;  // > 0: stop after this many steps (overrides epochs)
   double lr = 1e-3;
   double min_lr = 1e-5;
   int64_t warmup_steps = 0;
   double warmup_lr = 1e-6;
   double weight_decay = 0.05;
-  double momentum = 0.9;            // sgd
-  bool nesterov = false;            // sgd
-  double grad_clip = 1.0;           // global norm; 0 = off
+  double momentum = 0.9;   // sgd
+  bool nesterov = false;   // sgd
+  double grad_clip = 1.0;  // global norm; 0 = off
   double label_smoothing = 0.1;
-  double ema_decay = 0.0;           // > 0: keep an EMA of the student and evaluate it too
+  double ema_decay = 0.0;  // > 0: keep an EMA of the student and evaluate it too
 };
 
 struct DistillKeys {
-  std::string method = "mokd";      // none, kd, deit-hard, vkd, mokd
-  int num_objectives = 3;           // mokd: 3 = task, kl, feat; 2 = task, kl + feat
-  std::string weighting = "famo";   // famo, fixed, exact2 (K = 2)
+  std::string method = "mokd";        // none, kd, deit-hard, vkd, mokd
+  int num_objectives = 3;             // mokd: 3 = task, kl, feat; 2 = task, kl + feat
+  std::string weighting = "famo";     // famo, fixed, exact2 (K = 2)
   std::vector<double> fixed_weights;  // weighting = fixed (default: ones)
   double temperature = 1.0;
   double kd_alpha = 0.5;
@@ -87,13 +87,13 @@ struct DistillKeys {
 };
 
 struct LogConfig {
-  int64_t log_every = 50;           // steps between progress lines (metrics: every step)
-  int64_t eval_every = 1;           // epochs between evaluations (0 = only at the end)
-  int64_t checkpoint_every = 0;     // steps between checkpoints (0 = at each evaluation)
+  int64_t log_every = 50;        // steps between progress lines (metrics: every step)
+  int64_t eval_every = 1;        // epochs between evaluations (0 = only at the end)
+  int64_t checkpoint_every = 0;  // steps between checkpoints (0 = at each evaluation)
 };
 
 struct BenchConfig {
-  int64_t steps = 10;               // timed steps
+  int64_t steps = 10;  // timed steps
   int64_t warmup = 3;
   int64_t batch_size = 64;
 };
@@ -130,14 +130,16 @@ class ConfigParser {
   std::map<std::string, std::string> cli_values_;  // filled by CLI11 for keys given
 };
 
-// Checks every key's type range and validator plus the rules that tie keys together (optim.epochs or
-// optim.steps > 0; mokd: exact2 needs num_objectives = 2, fixed_weights holds num_objectives values).
-// resolve() calls it; callers that build a TrainConfig in code may too. Throws mokd::Error naming the key.
+// Checks every key's type range and validator plus the rules that tie keys together (optim.epochs
+// or optim.steps > 0; mokd: exact2 needs num_objectives = 2, fixed_weights holds num_objectives
+// values). resolve() calls it; callers that build a TrainConfig in code may too. Throws mokd::Error
+// naming the key.
 void validate_config(const TrainConfig& c);
 // Every key as TOML (written next to checkpoints; loads back to the same config).
 std::string to_toml(const TrainConfig& c);
 // SHA-256 (hex) of the keys that must not change across --resume (everything but run.resume,
-// run.stop_after, run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs, optim.steps).
+// run.stop_after, run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs,
+// optim.steps).
 std::string config_hash(const TrainConfig& c);
 // Markdown table of every key: name, type, default, meaning (README's config reference).
 std::string config_reference();

@@ -16,11 +16,16 @@ Method parse_method(const std::string& s) {
 
 const char* method_name(Method m) {
   switch (m) {
-    case Method::None: return "none";
-    case Method::KD: return "kd";
-    case Method::DeitHard: return "deit-hard";
-    case Method::VKD: return "vkd";
-    case Method::MoKD: return "mokd";
+    case Method::None:
+      return "none";
+    case Method::KD:
+      return "kd";
+    case Method::DeitHard:
+      return "deit-hard";
+    case Method::VKD:
+      return "vkd";
+    case Method::MoKD:
+      return "mokd";
   }
   return "?";
 }
@@ -69,14 +74,22 @@ Distiller::Distiller(Model& student, Model& teacher, const DistillConfig& cfg)
                "distill.weighting = exact2 needs num_objectives = 2");
   }
   if (cfg.method == Method::DeitHard)
-    MOKD_CHECK(student.has_dist_head(), "distill: method deit-hard needs a student with a distillation head (e.g. a *_distilled model), got ", student.name());
+    MOKD_CHECK(student.has_dist_head(),
+               "distill: method deit-hard needs a student with a distillation head (e.g. a "
+               "*_distilled model), got ",
+               student.name());
   cfg_.num_objectives = static_cast<int>(objective_names().size());
   if (cfg_.weighting == Weighting::Fixed || cfg_.method != Method::MoKD) {
     if (cfg_.fixed_weights.empty()) {
       switch (cfg_.method) {
-        case Method::KD: cfg_.fixed_weights = {1.f - cfg.kd_alpha, cfg.kd_alpha}; break;
-        case Method::DeitHard: cfg_.fixed_weights = {0.5f, 0.5f}; break;
-        default: cfg_.fixed_weights.assign(cfg_.num_objectives, 1.f);
+        case Method::KD:
+          cfg_.fixed_weights = {1.f - cfg.kd_alpha, cfg.kd_alpha};
+          break;
+        case Method::DeitHard:
+          cfg_.fixed_weights = {0.5f, 0.5f};
+          break;
+        default:
+          cfg_.fixed_weights.assign(cfg_.num_objectives, 1.f);
       }
     }
     MOKD_CHECK(static_cast<int>(cfg_.fixed_weights.size()) == cfg_.num_objectives,
@@ -101,10 +114,14 @@ Distiller::Distiller(Model& student, Model& teacher, const DistillConfig& cfg)
 
 std::vector<std::string> Distiller::objective_names() const {
   switch (cfg_.method) {
-    case Method::None: return {"task"};
-    case Method::KD: return {"task", "kl"};
-    case Method::DeitHard: return {"task", "hard"};
-    case Method::VKD: return {"task", "kl", "feat"};
+    case Method::None:
+      return {"task"};
+    case Method::KD:
+      return {"task", "kl"};
+    case Method::DeitHard:
+      return {"task", "hard"};
+    case Method::VKD:
+      return {"task", "kl", "feat"};
     case Method::MoKD:
       return cfg_.num_objectives == 2 ? std::vector<std::string>{"task", "distill"}
                                       : std::vector<std::string>{"task", "kl", "feat"};
@@ -131,12 +148,18 @@ Tensor Distiller::select_feature(const Features& f, FeatureSource src, const cha
   Tensor t;
   switch (src) {
     case FeatureSource::Auto:
-    case FeatureSource::Pooled: t = f.pooled; break;
+    case FeatureSource::Pooled:
+      t = f.pooled;
+      break;
     case FeatureSource::MeanPatch:
       t = f.patch_tokens.defined() ? f.pooled : Tensor();
       break;
-    case FeatureSource::Cls: t = f.cls; break;
-    case FeatureSource::Dist: t = f.dist; break;
+    case FeatureSource::Cls:
+      t = f.cls;
+      break;
+    case FeatureSource::Dist:
+      t = f.dist;
+      break;
   }
   MOKD_CHECK(t.defined(), "distill: the ", who, " model has no such feature (",
              "mean_patch/cls need a ViT, dist a distilled ViT)");
@@ -246,7 +269,8 @@ StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& la
       const_cast<Tensor&>(p).set_grad(gp);
       off += p.numel();
     }
-    st.total = static_cast<float>(pi1 * std::log(st.losses[0]) + (1 - pi1) * std::log(st.losses[1]));
+    st.total =
+        static_cast<float>(pi1 * std::log(st.losses[0]) + (1 - pi1) * std::log(st.losses[1]));
   } else {
     Tensor total;
     if (famo_) {

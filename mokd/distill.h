@@ -38,29 +38,29 @@ enum class Weighting { Famo, Fixed, Exact2 };
 enum class FeatureSource { Auto, MeanPatch, Cls, Dist, Pooled };
 enum class ProjectorKind { Stiefel, Bilinear };
 
-Method parse_method(const std::string& s);            // none, kd, deit-hard, vkd, mokd
-Weighting parse_weighting(const std::string& s);      // famo, fixed, exact2
+Method parse_method(const std::string& s);                 // none, kd, deit-hard, vkd, mokd
+Weighting parse_weighting(const std::string& s);           // famo, fixed, exact2
 FeatureSource parse_feature_source(const std::string& s);  // auto, mean_patch, cls, dist, pooled
-ProjectorKind parse_projector(const std::string& s);  // stiefel, bilinear
+ProjectorKind parse_projector(const std::string& s);       // stiefel, bilinear
 const char* method_name(Method m);
 
 struct DistillConfig {
   Method method = Method::MoKD;
-  int num_objectives = 3;          // MoKD: 3 = [task, kl, feat]; 2 = [task, kl + feat]
+  int num_objectives = 3;  // MoKD: 3 = [task, kl, feat]; 2 = [task, kl + feat]
   Weighting weighting = Weighting::Famo;
   std::vector<float> fixed_weights;  // Weighting::Fixed: one per objective (default: all 1)
   float label_smoothing = 0.1f;
   float temperature = 1.0f;
-  float kd_alpha = 0.5f;           // Method::KD: (1 - alpha) CE + alpha T^2 KL
+  float kd_alpha = 0.5f;  // Method::KD: (1 - alpha) CE + alpha T^2 KL
   ProjectorKind projector = ProjectorKind::Stiefel;
-  int64_t bilinear_rank = 0;       // 0: min(d_s, d_t)
+  int64_t bilinear_rank = 0;                            // 0: min(d_s, d_t)
   FeatureSource student_feature = FeatureSource::Auto;  // Auto = Pooled (ViT: mean patch tokens)
   FeatureSource teacher_feature = FeatureSource::Auto;
-  float feat_beta = 1.0f;          // smooth-L1 beta
-  float grad_clip = 1.0f;          // global norm; <= 0 disables
+  float feat_beta = 1.0f;  // smooth-L1 beta
+  float grad_clip = 1.0f;  // global norm; <= 0 disables
   FamoConfig famo;
-  int diagnostics_every = 0;       // per-objective gradient cosines and norm ratios; 0 = off
-  uint64_t seed = 0;               // projector initialisation (Stream::Init)
+  int diagnostics_every = 0;  // per-objective gradient cosines and norm ratios; 0 = off
+  uint64_t seed = 0;          // projector initialisation (Stream::Init)
 };
 
 struct StepStats {
@@ -70,7 +70,7 @@ struct StepStats {
   float total = 0.f;               // the value that was backpropagated
   float grad_norm = 0.f;           // before clipping
   // Filled on diagnostic steps: for each pair (i, j), i < j, in order (0,1), (0,2), (1,2) ...
-  std::vector<float> grad_cosine;  // cos(g_i, g_j): < 0 means conflict
+  std::vector<float> grad_cosine;      // cos(g_i, g_j): < 0 means conflict
   std::vector<float> grad_norm_ratio;  // ||g_i|| / ||g_j||: dominance
   bool diagnostics = false;
 };

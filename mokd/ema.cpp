@@ -13,7 +13,8 @@ void Ema::update() {
   NoGrad ng;
   auto params = model_.named_parameters();
   for (size_t i = 0; i < avg_.size(); ++i) {
-    Tensor mixed = add(scale(avg_[i].second, decay_), scale(params[i].second.detach(), 1.f - decay_));
+    Tensor mixed =
+        add(scale(avg_[i].second, decay_), scale(params[i].second.detach(), 1.f - decay_));
     avg_[i].second.copy_(mixed);
   }
 }

@@ -31,12 +31,12 @@ void Famo::set_min_losses(const Tensor& min_losses) {
 }
 
 Tensor Famo::stack_losses(const std::vector<Tensor>& losses, const char* what) const {
-  MOKD_CHECK(losses.size() == names_.size(), "famo ", what, ": got ", losses.size(),
-             " losses for ", names_.size(), " objectives");
+  MOKD_CHECK(losses.size() == names_.size(), "famo ", what, ": got ", losses.size(), " losses for ",
+             names_.size(), " objectives");
   std::vector<Tensor> parts;
   for (size_t i = 0; i < losses.size(); ++i) {
-    MOKD_CHECK(losses[i].defined() && losses[i].numel() == 1, "famo ", what, ": loss '",
-               names_[i], "' must be a scalar, got ",
+    MOKD_CHECK(losses[i].defined() && losses[i].numel() == 1, "famo ", what, ": loss '", names_[i],
+               "' must be a scalar, got ",
                losses[i].defined() ? losses[i].str() : std::string("undefined"));
     parts.push_back(reshape(losses[i], {1}));
   }
@@ -62,8 +62,8 @@ Tensor Famo::weighted_loss(const std::vector<Tensor>& losses) {
     Tensor z = softmax(w_, 0);
     Tensor inv_d = div(z, add_scalar(sub(prev_, min_losses_), cfg_.eps));  // z_i / D_i
     Tensor c = sum(inv_d);
-    zc = div(z, c);               // z_i / c
-    last_a_ = div(inv_d, c);      // a_i
+    zc = div(z, c);           // z_i / c
+    last_a_ = div(inv_d, c);  // a_i
   }
   Tensor d = add_scalar(sub(l, min_losses_), cfg_.eps);
   return sum(mul(log(d), zc));

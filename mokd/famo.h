@@ -17,11 +17,11 @@
 namespace mokd {
 
 struct FamoConfig {
-  float lr = 0.025f;            // Adam learning rate of w
-  float weight_decay = 0.01f;   // coupled L2 (torch.optim.Adam's weight_decay): g += wd * w
+  float lr = 0.025f;           // Adam learning rate of w
+  float weight_decay = 0.01f;  // coupled L2 (torch.optim.Adam's weight_decay): g += wd * w
   float beta1 = 0.9f, beta2 = 0.999f, adam_eps = 1e-8f;
-  float eps = 1e-8f;            // inside log(L - L* + eps)
-  bool check_positive = true;   // reject L - L* + eps <= 0 naming the objective (reads values)
+  float eps = 1e-8f;           // inside log(L - L* + eps)
+  bool check_positive = true;  // reject L - L* + eps <= 0 naming the objective (reads values)
 };
 
 class Famo {
@@ -66,7 +66,7 @@ class Famo {
   FamoConfig cfg_;
   Tensor w_, m_, v_, min_losses_;
   int64_t step_ = 0;
-  Tensor prev_;    // detached losses of the last weighted_loss
+  Tensor prev_;  // detached losses of the last weighted_loss
   Tensor last_a_;
 };
 

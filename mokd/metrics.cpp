@@ -11,10 +11,11 @@ namespace mokd {
 
 namespace {
 const std::vector<std::string> kColumns = {
-    "step", "epoch", "lr", "total", "loss.task", "loss.kl", "loss.feat", "loss.distill",
-    "loss.hard", "weight.task", "weight.kl", "weight.feat", "weight.distill", "weight.hard",
-    "grad_norm", "cos.0.1", "cos.0.2", "cos.1.2", "ratio.0.1", "ratio.0.2", "ratio.1.2",
-    "images_per_s", "top1", "top5", "eval_loss", "ema.top1", "ema.top5"};
+    "step",           "epoch",        "lr",        "total",        "loss.task", "loss.kl",
+    "loss.feat",      "loss.distill", "loss.hard", "weight.task",  "weight.kl", "weight.feat",
+    "weight.distill", "weight.hard",  "grad_norm", "cos.0.1",      "cos.0.2",   "cos.1.2",
+    "ratio.0.1",      "ratio.0.2",    "ratio.1.2", "images_per_s", "top1",      "top5",
+    "eval_loss",      "ema.top1",     "ema.top5"};
 }
 
 MetricsLog::MetricsLog(const std::string& dir, bool append) {

@@ -16,7 +16,8 @@ namespace mokd {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool finite_nonneg(float x) { return std::isfinite(x) && x >= 0.f; }
@@ -47,8 +48,10 @@ std::vector<ParamGroup> decay_groups(const NamedTensors& named_params, float lr,
   for (const auto& [name, p] : named_params) {
     MOKD_CHECK(p.defined(), "decay_groups: parameter ", name, " is undefined");
     if (!p.requires_grad()) continue;
-    if (p.dim() <= 1 || ends_with(name, ".bias") || skip.count(name)) no_decay.params.push_back(p);
-    else decay.params.push_back(p);
+    if (p.dim() <= 1 || ends_with(name, ".bias") || skip.count(name))
+      no_decay.params.push_back(p);
+    else
+      decay.params.push_back(p);
   }
   return {std::move(no_decay), std::move(decay)};
 }
@@ -92,10 +95,10 @@ void Optimizer::step() {
       const Tensor& p = pg.params[i];
       Tensor grad = p.grad();
       if (!grad.defined()) continue;  // PyTorch: parameters without a gradient are skipped
-      MOKD_CHECK(grad.dtype() == DType::F32 && grad.shape() == p.shape() &&
-                     grad.device() == p.device(),
-                 name_, ".step: the grad of param ", g, ".", i, " is ", grad.str(),
-                 ", expected f32 with the param's shape and device ", p.str());
+      MOKD_CHECK(
+          grad.dtype() == DType::F32 && grad.shape() == p.shape() && grad.device() == p.device(),
+          name_, ".step: the grad of param ", g, ".", i, " is ", grad.str(),
+          ", expected f32 with the param's shape and device ", p.str());
       pending.push_back({p, grad.contiguous(), &state_[g][i], lr_[g], pg.weight_decay});
     }
   }
@@ -143,7 +146,8 @@ void Optimizer::set_lr_scale(float scale) {
 void Optimizer::set_group_lr(size_t group, float lr) {
   MOKD_CHECK(group < groups_.size(), name_, ": group ", group, " out of range (", groups_.size(),
              " groups)");
-  MOKD_CHECK(finite_nonneg(lr), name_, ": lr of group ", group, " must be finite and >= 0, got ", lr);
+  MOKD_CHECK(finite_nonneg(lr), name_, ": lr of group ", group, " must be finite and >= 0, got ",
+             lr);
   lr_[group] = lr;
 }
 
@@ -329,8 +333,9 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, float max_norm) {
     MOKD_CHECK(g.dtype() == DType::F32, "clip_grad_norm: the grad of param ", i, " is ", g.str(),
                ", expected f32");
     MOKD_CHECK(with_grad.empty() || g.device() == with_grad[0].grad().device(),
-               "clip_grad_norm: the grad of param ", i, " is ", g.str(), " but earlier grads are on ",
-               with_grad[0].grad().device().str(), "; all grads must be on one device");
+               "clip_grad_norm: the grad of param ", i, " is ", g.str(),
+               " but earlier grads are on ", with_grad[0].grad().device().str(),
+               "; all grads must be on one device");
     with_grad.push_back(p);
   }
   Device dev = !with_grad.empty() ? with_grad[0].grad().device()

@@ -74,8 +74,8 @@ class Optimizer {
   Optimizer(const char* name, std::vector<ParamGroup> groups);
 
   struct ParamState {
-    int64_t step = 0;            // updates applied to this parameter
-    std::vector<Tensor> slots;   // per slot_names(), created on the first update
+    int64_t step = 0;           // updates applied to this parameter
+    std::vector<Tensor> slots;  // per slot_names(), created on the first update
   };
   // One parameter to update: p, its grad g (contiguous), its state (step already incremented).
   struct Pending {

@@ -18,8 +18,8 @@ void retract_to_stiefel(Tensor& m, int iterations) {
     eye3.copy_(Tensor::from_vector(e, {k, k}));
   }
   for (int it = 0; it < iterations; ++it) {
-    Tensor gram = matmul(transpose(x, 0, 1), x);           // X^T X  [k, k]
-    x = scale(matmul(x, sub(eye3, gram)), 0.5f);           // X (3I - X^T X) / 2
+    Tensor gram = matmul(transpose(x, 0, 1), x);  // X^T X  [k, k]
+    x = scale(matmul(x, sub(eye3, gram)), 0.5f);  // X (3I - X^T X) / 2
   }
   m.copy_(wide ? transpose(x, 0, 1) : x);
 }
@@ -40,8 +40,9 @@ float stiefel_error(const Tensor& m) {
 
 StiefelProjector::StiefelProjector(int64_t student_dim, int64_t teacher_dim, Generator& gen,
                                    Device dev) {
-  MOKD_CHECK(student_dim > 0 && teacher_dim > 0, "stiefel projector: dims must be > 0, got student ",
-             student_dim, " teacher ", teacher_dim);
+  MOKD_CHECK(student_dim > 0 && teacher_dim > 0,
+             "stiefel projector: dims must be > 0, got student ", student_dim, " teacher ",
+             teacher_dim);
   weight_ = Tensor::empty({teacher_dim, student_dim}, DType::F32, dev);
   normal_(weight_, 0.f, 1.f, gen);
   retract();  // a random point of the manifold
@@ -49,15 +50,17 @@ StiefelProjector::StiefelProjector(int64_t student_dim, int64_t teacher_dim, Gen
 }
 
 Tensor StiefelProjector::forward(const Tensor& z_s) const {
-  MOKD_CHECK(z_s.dim() == 2 && z_s.size(1) == weight_.size(1), "stiefel projector: student feature ",
-             z_s.str(), " does not match the projector's student dim ", weight_.size(1));
+  MOKD_CHECK(z_s.dim() == 2 && z_s.size(1) == weight_.size(1),
+             "stiefel projector: student feature ", z_s.str(),
+             " does not match the projector's student dim ", weight_.size(1));
   return linear(z_s, weight_, Tensor());
 }
 
 BilinearProjector::BilinearProjector(int64_t student_dim, int64_t teacher_dim, int64_t rank,
                                      Generator& gen, Device dev) {
   MOKD_CHECK(rank > 0 && rank <= student_dim && rank <= teacher_dim, "bilinear projector: rank ",
-             rank, " must be in [1, min(student dim ", student_dim, ", teacher dim ", teacher_dim, ")]");
+             rank, " must be in [1, min(student dim ", student_dim, ", teacher dim ", teacher_dim,
+             ")]");
   u_ = Tensor::empty({teacher_dim, rank}, DType::F32, dev);
   v_ = Tensor::empty({student_dim, rank}, DType::F32, dev);
   normal_(u_, 0.f, 1.f, gen);
@@ -85,8 +88,8 @@ Tensor BilinearProjector::loss(const Tensor& z_s, const Tensor& z_t) const {
                  z_s.size(1) == v_.size(0) && z_t.size(1) == u_.size(0),
              "bilinear projector: features ", z_s.str(), " (student) and ", z_t.str(),
              " (teacher) do not match dims ", v_.size(0), " and ", u_.size(0));
-  Tensor a = matmul(unit_rows(z_t), u_);  // [B, k]
-  Tensor b = matmul(unit_rows(z_s), v_);  // [B, k]
+  Tensor a = matmul(unit_rows(z_t), u_);            // [B, k]
+  Tensor b = matmul(unit_rows(z_s), v_);            // [B, k]
   Tensor sim = sum(mul(mul(a, b), metric()), {1});  // [B]
   return mean(sub(Tensor::ones({}, DType::F32, z_s.device()), sim));
 }

@@ -35,7 +35,9 @@ class StiefelProjector {
   Tensor forward(const Tensor& z_s) const;  // [B, d_s] -> [B, d_t]
   void retract() { retract_to_stiefel(weight_); }
   Tensor& weight() { return weight_; }
-  std::vector<std::pair<std::string, Tensor>> named_parameters() const { return {{"weight", weight_}}; }
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const {
+    return {{"weight", weight_}};
+  }
   // Checkpoint state: tensor "weight". load_state() copies it in (shape checked).
   io::State state() const;
   void load_state(const io::State& s);

@@ -48,8 +48,9 @@ StepSchedule::StepSchedule(float base_lr, int64_t step_size, float gamma)
 
 float StepSchedule::lr_at(int64_t step) const {
   check_step("step schedule", step);
-  return static_cast<float>(static_cast<double>(base_lr_) *
-                            std::pow(static_cast<double>(gamma_), static_cast<double>(step / step_size_)));
+  return static_cast<float>(
+      static_cast<double>(base_lr_) *
+      std::pow(static_cast<double>(gamma_), static_cast<double>(step / step_size_)));
 }
 
 }  // namespace mokd

@@ -19,7 +19,7 @@ struct CosineScheduleConfig {
   float min_lr = 0.f;           // reached at total_steps and kept after it
   float warmup_start_lr = 0.f;  // lr at step 0 when warmup_steps > 0
   int64_t warmup_steps = 0;
-  int64_t total_steps = 1;      // the whole schedule, warm-up included
+  int64_t total_steps = 1;  // the whole schedule, warm-up included
   // true: the cosine starts after the warm-up (timm warmup_prefix=True, t_initial = total -
   // warmup); false: the cosine spans [0, total) and the warm-up overlays its start (timm's
   // default warmup_prefix=False, t_initial = total; DeiT's recipe).

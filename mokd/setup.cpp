@@ -51,14 +51,19 @@ data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels) {
   auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
   if (!cfg.data.mean.empty()) {
     n.mean = to_f(cfg.data.mean);
-    n.std = to_f(cfg.data.std.empty() ? std::vector<double>(cfg.data.mean.size(), 1.0) : cfg.data.std);
+    n.std =
+        to_f(cfg.data.std.empty() ? std::vector<double>(cfg.data.mean.size(), 1.0) : cfg.data.std);
     return n;
   }
   const std::string& d = cfg.data.dataset;
-  if (d == "fashion_mnist") n = {{0.2860f}, {0.3530f}};
-  else if (d == "cifar10") n = {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
-  else if (d == "cifar100") n = {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
-  else n = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};  // ImageNet statistics
+  if (d == "fashion_mnist")
+    n = {{0.2860f}, {0.3530f}};
+  else if (d == "cifar10")
+    n = {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  else if (d == "cifar100")
+    n = {{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+  else
+    n = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};  // ImageNet statistics
   if (channels == 1 && n.mean.size() == 3) n = {{n.mean[0]}, {n.std[0]}};
   return n;
 }
@@ -70,7 +75,8 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) 
   std::string split = train ? "train" : "test";
   std::unique_ptr<data::Dataset> ds;
   if (d == "fashion_mnist") {
-    ds = data::load_fashion_mnist(cfg.data.dir.empty() ? data::kFashionMnistDir : cfg.data.dir, split);
+    ds = data::load_fashion_mnist(cfg.data.dir.empty() ? data::kFashionMnistDir : cfg.data.dir,
+                                  split);
   } else if (d == "cifar10" || d == "cifar100") {
     MOKD_CHECK(!cfg.data.dir.empty(), "data.dir: set it to the folder of the CIFAR binary batches");
     ds = data::load_cifar(cfg.data.dir, d == "cifar10" ? 10 : 100, split);
@@ -98,7 +104,9 @@ data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& 
   o.normalize = dataset_normalize(cfg, ds.channels());
   if (train) {
     int64_t pad = cfg.data.crop_padding;
-    if (pad < 0) pad = (cfg.data.dataset == "fashion_mnist") ? 2 : (cfg.data.dataset == "image_folder" ? -1 : 4);
+    if (pad < 0)
+      pad =
+          (cfg.data.dataset == "fashion_mnist") ? 2 : (cfg.data.dataset == "image_folder" ? -1 : 4);
     o.augment.crop_padding = pad;
     o.augment.hflip = cfg.data.hflip;
     o.augment.random_resized_crop = cfg.data.random_resized_crop;
@@ -180,13 +188,16 @@ namespace {
 // model.teacher with model.teacher_weights, frozen (eval mode) on dev; sets the SHA-256 too.
 void load_teacher(const TrainConfig& cfg, Training& t) {
   const std::string& tw = cfg.model.teacher_weights;
-  MOKD_CHECK(!tw.empty(), "model.teacher_weights: distillation needs the teacher's weights (a safetensors file with timm names, e.g. the best.safetensors of a `mokd_train teacher` run)");
+  MOKD_CHECK(!tw.empty(),
+             "model.teacher_weights: distillation needs the teacher's weights (a safetensors file "
+             "with timm names, e.g. the best.safetensors of a `mokd_train teacher` run)");
   MOKD_CHECK(fs::exists(tw), "model.teacher_weights: ", tw, " does not exist");
   t.teacher = make_model(cfg.model.teacher, cfg, *t.train_set, cfg.run.seed + 1, false);
   try {
     t.teacher->load_state_dict(io::load_safetensors(tw));
   } catch (const Error& e) {
-    MOKD_FAIL("model.teacher_weights: ", tw, " does not fit model.teacher = ", cfg.model.teacher, ": ", e.what());
+    MOKD_FAIL("model.teacher_weights: ", tw, " does not fit model.teacher = ", cfg.model.teacher,
+              ": ", e.what());
   }
   t.teacher_sha256 = sha256_file(tw);
   t.teacher->to(t.device);
@@ -206,7 +217,8 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode)
              t->train_set->num_classes(), " classes, test split ", t->test_set->num_classes());
 
   const bool distill = mode == TrainMode::Distill;
-  t->model = make_model(distill ? cfg.model.student : cfg.model.teacher, cfg, *t->train_set, cfg.run.seed, true);
+  t->model = make_model(distill ? cfg.model.student : cfg.model.teacher, cfg, *t->train_set,
+                        cfg.run.seed, true);
   if (distill && !cfg.model.student_init.empty())
     t->model->load_state_dict(io::load_safetensors(cfg.model.student_init));
   t->model->to(t->device);
@@ -220,14 +232,16 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode)
   }
   t->optimizer = make_optimizer(cfg, trained);
 
-  t->loader = std::make_unique<data::Loader>(*t->train_set, loader_options(cfg, *t->train_set, true, cfg.run.seed));
+  t->loader = std::make_unique<data::Loader>(
+      *t->train_set, loader_options(cfg, *t->train_set, true, cfg.run.seed));
   t->steps_per_epoch = t->loader->batches_per_epoch();
   MOKD_CHECK(t->steps_per_epoch > 0, "data: the training set (", t->train_set->size(),
              " images) yields no batch of data.batch_size = ", cfg.data.batch_size);
   t->total_steps = cfg.optim.steps > 0 ? cfg.optim.steps : cfg.optim.epochs * t->steps_per_epoch;
   t->schedule = make_schedule(cfg, t->total_steps);
 
-  if (cfg.optim.ema_decay > 0) t->ema = std::make_unique<Ema>(*t->model, static_cast<float>(cfg.optim.ema_decay));
+  if (cfg.optim.ema_decay > 0)
+    t->ema = std::make_unique<Ema>(*t->model, static_cast<float>(cfg.optim.ema_decay));
   if (distill) {
     t->step = std::make_unique<DistillStep>(*t->distiller, *t->model, *t->optimizer);
   } else {

@@ -32,7 +32,8 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train);
 // Loader options for training (augmentation, mixup/cutmix, shuffling, drop_last) or evaluation;
 // both normalise with data.mean/std, or the dataset's usual statistics (ImageNet's for
 // image_folder).
-data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train, uint64_t seed);
+data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train,
+                                   uint64_t seed);
 
 // Builds a model named `name` for the dataset's image size, channels and classes (drop rates
 // from model.* when is_student: the model being trained).

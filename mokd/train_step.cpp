@@ -13,8 +13,9 @@ StepStats TeacherStep::step(const data::Batch& b) {
   StepStats st;
   st.names = {"task"};
   Tensor logits = model_.forward_train(b.images.to(dev)).logits;
-  Tensor loss = b.soft_targets.defined() ? cross_entropy_soft(logits, b.soft_targets.to(dev))
-                                         : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
+  Tensor loss = b.soft_targets.defined()
+                    ? cross_entropy_soft(logits, b.soft_targets.to(dev))
+                    : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
   float v = loss.item();
   MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
   st.losses = {v};
@@ -24,7 +25,8 @@ StepStats TeacherStep::step(const data::Batch& b) {
   loss.backward();
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
   st.grad_norm = clip_grad_norm(model_.parameters(), max_norm).item();
-  MOKD_CHECK(std::isfinite(st.grad_norm), "the gradient norm is not finite; the step was not applied");
+  MOKD_CHECK(std::isfinite(st.grad_norm),
+             "the gradient norm is not finite; the step was not applied");
   opt_.step();
   return st;
 }

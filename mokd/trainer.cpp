@@ -39,7 +39,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 class Run {
  public:
@@ -73,14 +75,16 @@ void Run::start() {
   id_ = run_identity(cfg_, *t_);
   bool resume = cfg_.run.resume && folder_->has_state();
   if (cfg_.run.resume && !resume)
-    std::printf("run.resume: no checkpoint in %s, starting from scratch\n", folder_->checkpoints().c_str());
+    std::printf("run.resume: no checkpoint in %s, starting from scratch\n",
+                folder_->checkpoints().c_str());
   metrics_ = folder_->open_metrics(resume);
   if (resume) {
     progress_ = load_checkpoint(*folder_, *t_, id_);
     best_.top1 = progress_.best_top1;
     best_.top5 = progress_.best_top5;
-    std::printf("resumed from %s at step %ld (epoch %ld, batch %ld)\n", folder_->state_file().c_str(),
-                (long)progress_.step, (long)epoch() + 1, (long)t_->loader->next_index());
+    std::printf("resumed from %s at step %ld (epoch %ld, batch %ld)\n",
+                folder_->state_file().c_str(), (long)progress_.step, (long)epoch() + 1,
+                (long)t_->loader->next_index());
   } else {
     t_->loader->start_epoch(0);
   }
@@ -92,8 +96,9 @@ StepStats Run::step(const data::Batch& b) {
   try {
     return t_->step->step(b);
   } catch (const Error& e) {
-    MOKD_FAIL("step ", progress_.step + 1, ": ", e.what(), "; the run stops here and the last checkpoint in ",
-              folder_->checkpoints(), " is intact");
+    MOKD_FAIL("step ", progress_.step + 1, ": ", e.what(),
+              "; the run stops here and the last checkpoint in ", folder_->checkpoints(),
+              " is intact");
   }
 }
 
@@ -110,8 +115,10 @@ void Run::log_step(const StepStats& st, double images_per_s, double eta, bool pr
   metrics_->write("step", step_row(p, st, print));
   if (!print) return;
   std::string line = step_line(p, st);
-  if (tty_) std::printf("\r\033[K%s", line.c_str());
-  else std::printf("%s\n", line.c_str());
+  if (tty_)
+    std::printf("\r\033[K%s", line.c_str());
+  else
+    std::printf("%s\n", line.c_str());
   std::fflush(stdout);
 }
 
@@ -119,7 +126,9 @@ EvalResult Run::evaluate_and_checkpoint() {
   if (tty_) std::printf("\n");
   EvalResult r = evaluate(*t_->model, *t_->test_set, cfg_, t_->device);
   EvalResult e;
-  if (t_->ema) e = t_->ema->with_averages([&] { return evaluate(*t_->model, *t_->test_set, cfg_, t_->device); });
+  if (t_->ema)
+    e = t_->ema->with_averages(
+        [&] { return evaluate(*t_->model, *t_->test_set, cfg_, t_->device); });
   const EvalResult* ema = t_->ema ? &e : nullptr;
   std::printf("%s\n", eval_line(progress_.step, r, ema).c_str());
   metrics_->write("eval", eval_row(progress_.step, epoch(), r, ema));
@@ -136,14 +145,16 @@ EvalResult Run::evaluate_and_checkpoint() {
 TrainSummary Run::go() {
   auto t_start = Clock::now();
   start();
-  std::printf("%s %s on %s (%s matmuls): %ld train / %ld test images, %ld steps (%ld per epoch), %ld parameters\n",
-              mode_ == TrainMode::Teacher ? "teacher" : "distill", t_->model->name().c_str(),
-              t_->device.str().c_str(), cfg_.run.precision.c_str(), (long)t_->train_set->size(),
-              (long)t_->test_set->size(), (long)t_->total_steps, (long)t_->steps_per_epoch,
-              (long)t_->model->num_parameters());
+  std::printf(
+      "%s %s on %s (%s matmuls): %ld train / %ld test images, %ld steps (%ld per epoch), %ld "
+      "parameters\n",
+      mode_ == TrainMode::Teacher ? "teacher" : "distill", t_->model->name().c_str(),
+      t_->device.str().c_str(), cfg_.run.precision.c_str(), (long)t_->train_set->size(),
+      (long)t_->test_set->size(), (long)t_->total_steps, (long)t_->steps_per_epoch,
+      (long)t_->model->num_parameters());
   if (mode_ == TrainMode::Distill)
-    std::printf("method %s, teacher %s (%s)\n", cfg_.distill.method.c_str(), cfg_.model.teacher.c_str(),
-                cfg_.model.teacher_weights.c_str());
+    std::printf("method %s, teacher %s (%s)\n", cfg_.distill.method.c_str(),
+                cfg_.model.teacher.c_str(), cfg_.model.teacher_weights.c_str());
   TrainSummary sum;
   const int64_t total = t_->total_steps;
   const bool steps_left = progress_.step < total;
@@ -153,8 +164,10 @@ TrainSummary Run::go() {
   while (progress_.step < total) {
     if (!t_->loader->next(b)) {  // the epoch is over: the position moves to the next one
       t_->loader->start_epoch(epoch() + 1);
-      if (cfg_.log.eval_every > 0 && epoch() % cfg_.log.eval_every == 0) sum.final_eval = evaluate_and_checkpoint();
-      else if (cfg_.log.checkpoint_every == 0) checkpoint(false);
+      if (cfg_.log.eval_every > 0 && epoch() % cfg_.log.eval_every == 0)
+        sum.final_eval = evaluate_and_checkpoint();
+      else if (cfg_.log.checkpoint_every == 0)
+        checkpoint(false);
       continue;
     }
     StepStats st = step(b);
@@ -163,7 +176,8 @@ TrainSummary Run::go() {
     const int64_t s = progress_.step;
     window_images += b.labels.numel();
     bool last = s == total;
-    bool print = s % std::max<int64_t>(cfg_.log.log_every, 1) == 0 || last || s == 1 || st.diagnostics;
+    bool print =
+        s % std::max<int64_t>(cfg_.log.log_every, 1) == 0 || last || s == 1 || st.diagnostics;
     double ips = 0, eta = -1;
     if (print) {
       double dt = seconds_since(window_start);
@@ -173,12 +187,16 @@ TrainSummary Run::go() {
       window_images = 0;
     }
     log_step(st, ips, eta, print);
-    if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last) checkpoint(false);
-    bool signalled = g_stop_requested.exchange(false);
-    if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) && !last) {
+    if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last)
       checkpoint(false);
-      std::printf("%s%s: stopped at step %ld with a checkpoint in %s; continue with --run.resume=true\n",
-                  tty_ ? "\n" : "", signalled ? "signal" : "run.stop_after", (long)s, folder_->checkpoints().c_str());
+    bool signalled = g_stop_requested.exchange(false);
+    if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) &&
+        !last) {
+      checkpoint(false);
+      std::printf(
+          "%s%s: stopped at step %ld with a checkpoint in %s; continue with --run.resume=true\n",
+          tty_ ? "\n" : "", signalled ? "signal" : "run.stop_after", (long)s,
+          folder_->checkpoints().c_str());
       sum.steps = s;
       sum.stopped = true;
       sum.seconds = seconds_since(t_start);

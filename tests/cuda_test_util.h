@@ -17,6 +17,6 @@ inline const bool g_cuda_poison_requested = setenv("MOKD_CUDA_POISON", "1", 0) =
 
 // Each CUDA test starts with this: without a device (or in a CPU-only build) it skips, saying why.
 // (It also reads g_cuda_poison_requested, so no toolchain may drop that initialiser.)
-#define SKIP_WITHOUT_CUDA()                                                                   \
+#define SKIP_WITHOUT_CUDA()                                                                        \
   if (!::mokd::test::g_cuda_poison_requested || !::mokd::device_available(::mokd::Device::cuda())) \
   GTEST_SKIP() << "no CUDA device: this build or machine cannot run the CUDA tests"

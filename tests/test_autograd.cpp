@@ -7,8 +7,8 @@ namespace {
 TEST(Autograd, SharedSubexpressionAccumulates) {
   Tensor x = Tensor::from_vector({1.f, 2.f, 3.f}, {3});
   x.set_requires_grad(true);
-  Tensor y = mul(x, x);            // used twice below
-  Tensor z = sum(add(y, y));       // z = 2 sum x^2 -> dz/dx = 4x
+  Tensor y = mul(x, x);       // used twice below
+  Tensor z = sum(add(y, y));  // z = 2 sum x^2 -> dz/dx = 4x
   z.backward();
   auto g = x.grad().to_vector();
   EXPECT_FLOAT_EQ(g[0], 4.f);

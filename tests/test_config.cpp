@@ -38,8 +38,9 @@ std::string error_of(F&& f) {
   return "";
 }
 
-#define EXPECT_CONTAINS(hay, needle) \
-  EXPECT_NE(std::string(hay).find(needle), std::string::npos) << "'" << (hay) << "' lacks '" << (needle) << "'"
+#define EXPECT_CONTAINS(hay, needle)                          \
+  EXPECT_NE(std::string(hay).find(needle), std::string::npos) \
+      << "'" << (hay) << "' lacks '" << (needle) << "'"
 
 // Drives CLI11 with a synthetic argv.
 struct Cli {
@@ -54,7 +55,8 @@ struct Cli {
 };
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("mokd_test_config_" + std::to_string(::getpid()) + "_" + name))
+  return (std::filesystem::temp_directory_path() /
+          ("mokd_test_config_" + std::to_string(::getpid()) + "_" + name))
       .string();
 }
 
@@ -140,17 +142,19 @@ TEST(Config, OverrideStrings) {
 
 TEST(Config, CliOverridesToml) {
   std::string path = temp_path("cli.toml");
-  write_file(path, "[optim]\nlr = 0.01\nepochs = 4\n[distill]\nmethod = \"vkd\"\n[data]\nhflip = true\n");
-  Cli cli({"--config", path, "--optim.lr=3e-4", "--distill.method", "mokd", "--run.resume", "--data.hflip=false",
-           "--data.mean=0.5,0.5,0.5", "--data.std=[]", "--log.log_every", "5", "--log.log_every", "7"});
+  write_file(path,
+             "[optim]\nlr = 0.01\nepochs = 4\n[distill]\nmethod = \"vkd\"\n[data]\nhflip = true\n");
+  Cli cli({"--config", path, "--optim.lr=3e-4", "--distill.method", "mokd", "--run.resume",
+           "--data.hflip=false", "--data.mean=0.5,0.5,0.5", "--data.std=[]", "--log.log_every", "5",
+           "--log.log_every", "7"});
   TrainConfig c = cli.parser.resolve();
-  EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);          // CLI beats TOML
-  EXPECT_EQ(c.optim.epochs, 4);                // TOML beats the default
+  EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);  // CLI beats TOML
+  EXPECT_EQ(c.optim.epochs, 4);        // TOML beats the default
   EXPECT_EQ(c.distill.method, "mokd");
-  EXPECT_TRUE(c.run.resume);                   // a flag alone is true
+  EXPECT_TRUE(c.run.resume);  // a flag alone is true
   EXPECT_FALSE(c.data.hflip);
   EXPECT_EQ(c.data.mean, (std::vector<double>{0.5, 0.5, 0.5}));
-  EXPECT_EQ(c.log.log_every, 7);               // the last of a repeated key wins
+  EXPECT_EQ(c.log.log_every, 7);  // the last of a repeated key wins
   // A boolean followed by a value in the next argument.
   Cli cli2({"--run.resume", "false", "--optim.lr", "0.2"});
   TrainConfig c2 = cli2.parser.resolve();
@@ -226,7 +230,8 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPlace) {
   EXPECT_CONTAINS(msg, "config test.toml:1:9");
   EXPECT_CONTAINS(msg, "backslash");
   // A multi-line string is a value: after a dotted key's '.' it opens nothing.
-  msg = error_of([] { resolve(std::string("[op]\nlr = 0.04+'epo.'''[[iN\0EE[mo\xEF\xBB\xBE", 36)); });
+  msg =
+      error_of([] { resolve(std::string("[op]\nlr = 0.04+'epo.'''[[iN\0EE[mo\xEF\xBB\xBE", 36)); });
   EXPECT_CONTAINS(msg, "config test.toml:2:29");
   // Nor after a '.' inside a value (a float): the config fuzzer's input
   // W3B0aWxdCmw9IDAuJwHvtL9OMGU= (base64), on which toml++ reached an unreachable point
@@ -241,15 +246,20 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPlace) {
   EXPECT_CONTAINS(msg, "config test.toml:1:9");
   // Valid TOML keeps its strings wherever they may begin: arrays over lines, quoted and dotted
   // keys, inline tables.
-  EXPECT_NO_THROW(resolve("[data]\nmean = [\n  0.5,\n  0.5, 0.5]\n[\"run\"]\n'out_dir' = \"/o\xC3\xA9\"\n"));
+  EXPECT_NO_THROW(
+      resolve("[data]\nmean = [\n  0.5,\n  0.5, 0.5]\n[\"run\"]\n'out_dir' = \"/o\xC3\xA9\"\n"));
   // Strings in dotted keys, array-of-tables headers and inline tables (unknown keys here: the
   // error is about those, not about the text in their strings).
   msg = error_of([] {
-    resolve("data.'dir' = \"/d\xC3\xA9\"\n[[\"r\xC3\xA9\"]]\nx = {a = \"\xC3\xA9\", b.'c' = ['\xC3\xA9', 'x']}\n");
+    resolve(
+        "data.'dir' = \"/d\xC3\xA9\"\n[[\"r\xC3\xA9\"]]\nx = {a = \"\xC3\xA9\", b.'c' = "
+        "['\xC3\xA9', 'x']}\n");
   });
   EXPECT_EQ(msg.find("non-ASCII"), std::string::npos) << msg;
   // Comments and every kind of string may hold it.
-  TrainConfig c = resolve("# r\xC3\xA9sum\xC3\xA9 \xEF\xBB\xBE\n[data]\ndir = \"/data/jos\xC3\xA9\\\" \xEF\xB3\xBF\"\n");
+  TrainConfig c = resolve(
+      "# r\xC3\xA9sum\xC3\xA9 \xEF\xBB\xBE\n[data]\ndir = \"/data/jos\xC3\xA9\\\" "
+      "\xEF\xB3\xBF\"\n");
   EXPECT_EQ(c.data.dir, "/data/jos\xC3\xA9\" \xEF\xB3\xBF");
   c = resolve("[data]\ndir = '''/d\xD2\x93'''\n[run]\nout_dir = '/r\xD2\x93'\n");
   EXPECT_EQ(c.data.dir, "/d\xD2\x93");
@@ -290,7 +300,9 @@ TEST(Config, WrongTomlType) {
   msg = error_of([] { resolve("[run]\nout_dir = 5\n"); });
   EXPECT_CONTAINS(msg, "'run.out_dir'");
   EXPECT_CONTAINS(msg, "a string");
-  msg = error_of([] { resolve("", {{"run.seed", "18446744073709551615"}}); });  // beyond TOML's int64
+  msg = error_of([] {
+    resolve("", {{"run.seed", "18446744073709551615"}});
+  });  // beyond TOML's int64
   EXPECT_CONTAINS(msg, "'run.seed'");
   EXPECT_CONTAINS(msg, "[0, 9223372036854775807]");
   // An int key beyond its C++ type's range.
@@ -301,10 +313,10 @@ TEST(Config, WrongTomlType) {
 
 TEST(Config, WrongCommandLineType) {
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"optim.lr", "fast"},       {"optim.lr", "1e-3x"},       {"data.batch_size", "12.5"},
-      {"data.batch_size", "abc"}, {"run.seed", "-1"},          {"run.resume", "maybe"},
-      {"data.mean", "0.5,,0.5"},  {"data.mean", "[0.5, 0.5"},  {"data.mean", "0.5,"},
-      {"optim.lr", "nan"},        {"optim.lr", "inf"},         {"optim.lr", ""}};
+      {"optim.lr", "fast"},       {"optim.lr", "1e-3x"},      {"data.batch_size", "12.5"},
+      {"data.batch_size", "abc"}, {"run.seed", "-1"},         {"run.resume", "maybe"},
+      {"data.mean", "0.5,,0.5"},  {"data.mean", "[0.5, 0.5"}, {"data.mean", "0.5,"},
+      {"optim.lr", "nan"},        {"optim.lr", "inf"},        {"optim.lr", ""}};
   for (const auto& [k, v] : bad) {
     std::string msg = error_of([&] { resolve("", {{k, v}}); });
     EXPECT_CONTAINS(msg, "'" + k + "'");
@@ -359,12 +371,17 @@ TEST(Config, OutOfRange) {
   EXPECT_CONTAINS(msg, "'optim.lr'");
   EXPECT_CONTAINS(msg, "> 0");
   // Values on the boundary are accepted.
-  EXPECT_NO_THROW(resolve("", {{"optim.label_smoothing", "0"}, {"data.batch_size", "1"}, {"run.device", "cuda:12"},
-                               {"data.mean", "0.5"}, {"distill.method", "deit-hard"}, {"data.mixup_prob", "1"}}));
+  EXPECT_NO_THROW(resolve("", {{"optim.label_smoothing", "0"},
+                               {"data.batch_size", "1"},
+                               {"run.device", "cuda:12"},
+                               {"data.mean", "0.5"},
+                               {"distill.method", "deit-hard"},
+                               {"data.mixup_prob", "1"}}));
 }
 
 TEST(Config, CrossKeyRules) {
-  std::string msg = error_of([] { resolve("[distill]\nweighting = \"exact2\"\n"); });  // K = 3 default
+  std::string msg =
+      error_of([] { resolve("[distill]\nweighting = \"exact2\"\n"); });  // K = 3 default
   EXPECT_CONTAINS(msg, "'distill.weighting'");
   EXPECT_CONTAINS(msg, "num_objectives");
   msg = error_of([] { resolve("[distill]\nweighting = \"fixed\"\nfixed_weights = [1.0, 2.0]\n"); });
@@ -382,7 +399,8 @@ TEST(Config, TomlRoundTrip) {
   c.run.device = "cuda:0";
   c.data.dataset = "image_folder";
   c.data.mean = {0.485, 0.456, 0.406};
-  c.data.std = {0.1 + 0.2};  // not a short decimal: shortest round-trip formatting must keep every bit
+  c.data.std = {0.1 +
+                0.2};  // not a short decimal: shortest round-trip formatting must keep every bit
   c.data.crop_padding = 4;
   c.optim.lr = 3e-4;
   c.optim.min_lr = 1.0 / 3.0;
@@ -460,8 +478,10 @@ TEST(Config, ReferenceTable) {
 }
 
 TEST(Sha256, FipsVectors) {
-  EXPECT_EQ(sha256_hex("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256_hex(std::string()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc", 3),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex(std::string()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha256_hex(std::string("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }

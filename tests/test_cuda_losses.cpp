@@ -97,7 +97,8 @@ void loss_parity(const std::string& what, F loss, const std::vector<Tensor>& inp
 TEST(CudaLosses, PoisonIsOn) {
   SKIP_WITHOUT_CUDA();
   const char* p = std::getenv("MOKD_CUDA_POISON");
-  if (p && std::string(p) == "0") GTEST_SKIP() << "MOKD_CUDA_POISON=0 (e.g. under compute-sanitizer)";
+  if (p && std::string(p) == "0")
+    GTEST_SKIP() << "MOKD_CUDA_POISON=0 (e.g. under compute-sanitizer)";
   for (float v : Tensor::empty({37}, DType::F32, Device::cuda()).to_vector())
     ASSERT_TRUE(std::isnan(v)) << "a fresh CUDA allocation is not poisoned: " << v;
 }
@@ -107,12 +108,11 @@ TEST(CudaLosses, CrossEntropyHardLabels) {
   for (auto [B, C] : shapes()) {
     Tensor x = randn({B, C}, 100 + C + B, 3.f), labels = labels_for(B, C);
     for (float s : {0.f, 0.1f})
-      loss_parity(
-          "cross_entropy s=" + std::to_string(s) + " " + shape_name(B, C),
-          [&](const std::vector<Tensor>& v) {
-            return cross_entropy(v[0], labels.to(v[0].device()), s);
-          },
-          {x}, {true});
+      loss_parity("cross_entropy s=" + std::to_string(s) + " " + shape_name(B, C),
+                  [&](const std::vector<Tensor>& v) {
+                    return cross_entropy(v[0], labels.to(v[0].device()), s);
+                  },
+                  {x}, {true});
   }
 }
 
@@ -122,14 +122,14 @@ TEST(CudaLosses, CrossEntropySoftTargets) {
     Tensor x = randn({B, C}, 200 + C + B, 3.f), q = softmax(randn({B, C}, 201 + C + B, 2.f));
     std::string n = shape_name(B, C);
     loss_parity("cross_entropy_soft " + n,
-                [](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); },
-                {x, q}, {true, true});
+                [](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); }, {x, q},
+                {true, true});
     loss_parity("cross_entropy_soft, targets only " + n,
-                [](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); },
-                {x, q}, {false, true});
+                [](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); }, {x, q},
+                {false, true});
     loss_parity("cross_entropy_soft, logits only " + n,
-                [](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); },
-                {x, q}, {true, false});
+                [](const std::vector<Tensor>& v) { return cross_entropy_soft(v[0], v[1]); }, {x, q},
+                {true, false});
   }
 }
 
@@ -184,7 +184,8 @@ TEST(CudaLosses, BackendRowsAndPerRowGradients) {
         expect_match(rg, rc, w + " rows");
         expect_match(eg, ec, w + " lse");
         Tensor gxc = Tensor::empty({B, C}), gtc = Tensor::empty({B, C});
-        Tensor gxg = Tensor::empty({B, C}, DType::F32, gpu), gtg = Tensor::empty({B, C}, DType::F32, gpu);
+        Tensor gxg = Tensor::empty({B, C}, DType::F32, gpu),
+               gtg = Tensor::empty({B, C}, DType::F32, gpu);
         cb.cross_entropy_backward(x, lc, sc, s, ec, gl, 0.5f, &gxc, mode == 1 ? &gtc : nullptr);
         gb.cross_entropy_backward(xd, lg, sg, s, eg, gld, 0.5f, &gxg, mode == 1 ? &gtg : nullptr);
         expect_match(gxg, gxc, w + " per-row logits gradient");

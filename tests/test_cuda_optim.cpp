@@ -33,12 +33,18 @@ constexpr double kTol = 1e-5;
 // [1, 3001]; every fifth one 2-D.
 Shape shape_of(int i) {
   switch (i) {
-    case 0: return {1};
-    case 1: return {7};
-    case 2: return {1000};
-    case 3: return {4099};
-    case 5: return {300001};
-    default: break;
+    case 0:
+      return {1};
+    case 1:
+      return {7};
+    case 2:
+      return {1000};
+    case 3:
+      return {4099};
+    case 5:
+      return {300001};
+    default:
+      break;
   }
   int64_t n = 1 + (static_cast<int64_t>(i) * 7919) % 3001;
   if (i % 5 == 0) return {n, 3};
@@ -220,7 +226,8 @@ TEST(CudaOptim, MultiEqualsPerTensorOnDevice) {
     }
     gb.adam_update_multi(list);
     for (int i = 0; i < kTensors; ++i) {
-      const std::string what = std::string(decoupled ? "adamw" : "adam") + " tensor " + std::to_string(i);
+      const std::string what =
+          std::string(decoupled ? "adamw" : "adam") + " tensor " + std::to_string(i);
       EXPECT_EQ(p2[i].to(Device::cpu()).to_vector(), p1[i].to(Device::cpu()).to_vector()) << what;
       EXPECT_EQ(m2[i].to(Device::cpu()).to_vector(), m1[i].to(Device::cpu()).to_vector()) << what;
       EXPECT_EQ(v2[i].to(Device::cpu()).to_vector(), v1[i].to(Device::cpu()).to_vector()) << what;
@@ -240,8 +247,10 @@ TEST(CudaOptim, MultiEqualsPerTensorOnDevice) {
     }
     gb.sgd_update_multi(list);
     for (int i = 0; i < kTensors; ++i) {
-      EXPECT_EQ(p2[i].to(Device::cpu()).to_vector(), p1[i].to(Device::cpu()).to_vector()) << "sgd " << i;
-      EXPECT_EQ(m2[i].to(Device::cpu()).to_vector(), m1[i].to(Device::cpu()).to_vector()) << "sgd " << i;
+      EXPECT_EQ(p2[i].to(Device::cpu()).to_vector(), p1[i].to(Device::cpu()).to_vector())
+          << "sgd " << i;
+      EXPECT_EQ(m2[i].to(Device::cpu()).to_vector(), m1[i].to(Device::cpu()).to_vector())
+          << "sgd " << i;
     }
   }
   // scale_multi against the broadcast multiply clip_grad_norm used before.
@@ -253,7 +262,8 @@ TEST(CudaOptim, MultiEqualsPerTensorOnDevice) {
   }
   gb.scale_multi(ptrs, s);
   for (int i = 0; i < kTensors; ++i)
-    EXPECT_EQ(p2[i].to(Device::cpu()).to_vector(), p1[i].to(Device::cpu()).to_vector()) << "scale " << i;
+    EXPECT_EQ(p2[i].to(Device::cpu()).to_vector(), p1[i].to(Device::cpu()).to_vector())
+        << "scale " << i;
 }
 
 TEST(CudaOptim, BadEntryIsNamed) {

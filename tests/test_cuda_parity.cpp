@@ -97,7 +97,8 @@ void parity(const std::string& what, const Fn& f, const std::vector<Tensor>& inp
 TEST(CudaParity, PoisonIsOn) {
   SKIP_WITHOUT_CUDA();
   const char* p = std::getenv("MOKD_CUDA_POISON");
-  if (p && std::string(p) == "0") GTEST_SKIP() << "MOKD_CUDA_POISON=0 (e.g. under compute-sanitizer)";
+  if (p && std::string(p) == "0")
+    GTEST_SKIP() << "MOKD_CUDA_POISON=0 (e.g. under compute-sanitizer)";
   for (float v : Tensor::empty({37}, DType::F32, Device::cuda()).to_vector())
     ASSERT_TRUE(std::isnan(v)) << "a fresh CUDA allocation is not poisoned: " << v;
 }
@@ -125,8 +126,8 @@ TEST(CudaParity, Elementwise) {
   Tensor a = randn({4, 1, 6}, 4), b = randn({5, 1}, 5);
   parity("add broadcast", [](auto& x) { return add(x[0], x[1]); }, {a, b}, {true, true});
   parity("mul broadcast", [](auto& x) { return mul(x[0], x[1]); }, {a, b}, {true, true});
-  parity("div broadcast", [](auto& x) { return div(x[0], x[1]); },
-         {a, uniform({6}, 6, 0.5f, 2.f)}, {true, true});
+  parity("div broadcast", [](auto& x) { return div(x[0], x[1]); }, {a, uniform({6}, 6, 0.5f, 2.f)},
+         {true, true});
 }
 
 TEST(CudaParity, Reductions) {
@@ -168,7 +169,8 @@ TEST(CudaParity, MatmulLinear) {
          {randn({7, 48}, 39), randn({24, 48}, 40)}, {true, true});
   // A bias 4 bytes into its storage: off the 16-byte alignment the bias epilogue is given, so
   // gemm_bias takes the unfused path; same result.
-  parity("linear misaligned bias", [](auto& v) { return linear(v[0], v[1], v[2].narrow_view(0, 1, 24)); },
+  parity("linear misaligned bias",
+         [](auto& v) { return linear(v[0], v[1], v[2].narrow_view(0, 1, 24)); },
          {randn({7, 48}, 41), randn({24, 48}, 42), randn({25}, 43)}, {true, true, false});
 }
 
@@ -190,19 +192,42 @@ TEST(CudaParity, SoftmaxLayerNorm) {
 TEST(CudaParity, DropoutSameMask) {
   SKIP_WITHOUT_CUDA();
   Tensor x = randn({8, 33}, 60);
-  parity("dropout", [](auto& v) { Generator g(5, Stream::Dropout); return dropout(v[0], 0.3f, true, g); },
+  parity("dropout",
+         [](auto& v) {
+           Generator g(5, Stream::Dropout);
+           return dropout(v[0], 0.3f, true, g);
+         },
          {x}, {true});
-  parity("drop_path", [](auto& v) { Generator g(6, Stream::Dropout); return drop_path(v[0], 0.5f, true, g); },
+  parity("drop_path",
+         [](auto& v) {
+           Generator g(6, Stream::Dropout);
+           return drop_path(v[0], 0.5f, true, g);
+         },
          {x}, {true});
-  parity("uniform_", [](auto& v) { Tensor t = v[0].clone(); Generator g(7, Stream::Init); uniform_(t, -1, 2, g); return t; },
+  parity("uniform_",
+         [](auto& v) {
+           Tensor t = v[0].clone();
+           Generator g(7, Stream::Init);
+           uniform_(t, -1, 2, g);
+           return t;
+         },
          {x});
-  parity("normal_", [](auto& v) { Tensor t = v[0].clone(); Generator g(8, Stream::Init); normal_(t, 0.5f, 2, g); return t; },
+  parity("normal_",
+         [](auto& v) {
+           Tensor t = v[0].clone();
+           Generator g(8, Stream::Init);
+           normal_(t, 0.5f, 2, g);
+           return t;
+         },
          {x});
 }
 
 TEST(CudaParity, ConvPool) {
   SKIP_WITHOUT_CUDA();
-  struct Case { Shape x, w; Conv2dParams p; };
+  struct Case {
+    Shape x, w;
+    Conv2dParams p;
+  };
   std::vector<Case> cases = {
       {{2, 9, 11, 3}, {8, 3, 3, 3}, {1, 1, 1, 1, 1}},
       {{2, 10, 10, 4}, {6, 3, 3, 2}, {2, 2, 1, 1, 2}},
@@ -245,7 +270,9 @@ TEST(CudaParity, BatchNorm) {
 
 TEST(CudaParity, Attention) {
   SKIP_WITHOUT_CUDA();
-  struct Case { int64_t B, H, N, D; };
+  struct Case {
+    int64_t B, H, N, D;
+  };
   for (Case c : {Case{1, 1, 1, 8}, Case{2, 3, 17, 16}, Case{2, 2, 65, 64}, Case{1, 2, 40, 128},
                  Case{1, 1, 197, 33}}) {
     Shape s{c.B, c.H, c.N, c.D};
@@ -270,7 +297,9 @@ TEST(CudaParity, AttentionPacked) {
 TEST(CudaParity, CrossAttention) {
   SKIP_WITHOUT_CUDA();
   // Different query and key counts, neither a multiple of the 32-row tile or of 4 rows per block.
-  struct Case { int64_t B, H, Nq, Nk, D; };
+  struct Case {
+    int64_t B, H, Nq, Nk, D;
+  };
   for (Case c : {Case{2, 3, 7, 40, 24}, Case{1, 2, 33, 1, 16}, Case{1, 1, 5, 97, 128}}) {
     float sc = 1.f / std::sqrt(static_cast<float>(c.D));
     const bool qk = c.Nk > 1;  // one key: zero q/k gradients (see Attention)
@@ -295,15 +324,19 @@ TEST(CudaParity, Tf32MatmulConv) {
     Tf32On() { cuda_set_tf32(true); }
     ~Tf32On() { cuda_set_tf32(was); }
   } tf32_on;
-  parity("matmul 2d tf32", [](auto& v) { return matmul(v[0], v[1]); },
-         {randn({33, 65}, 140), randn({65, 17}, 141)}, {true, true}, kTf32Tol);
-  parity("matmul batched tf32", [](auto& v) { return matmul(v[0], v[1]); },
-         {randn({4, 9, 31}, 142), randn({4, 31, 7}, 143)}, {true, true}, kTf32Tol);
+  parity(
+      "matmul 2d tf32", [](auto& v) { return matmul(v[0], v[1]); },
+      {randn({33, 65}, 140), randn({65, 17}, 141)}, {true, true}, kTf32Tol);
+  parity(
+      "matmul batched tf32", [](auto& v) { return matmul(v[0], v[1]); },
+      {randn({4, 9, 31}, 142), randn({4, 31, 7}, 143)}, {true, true}, kTf32Tol);
   Conv2dParams p{1, 1, 1, 1, 1};
-  parity("conv2d tf32", [p](auto& v) { return conv2d(v[0], v[1], v[2], p); },
-         {randn({2, 9, 11, 8}, 144), randn({16, 3, 3, 8}, 145, 0.3f), randn({16}, 146)},
-         {true, true, true}, kTf32Tol);
-  std::printf("worst TF32 relative error: %.3g (issue budget 1e-3, test budget %.0e)\n", g_worst, kTf32Tol);
+  parity(
+      "conv2d tf32", [p](auto& v) { return conv2d(v[0], v[1], v[2], p); },
+      {randn({2, 9, 11, 8}, 144), randn({16, 3, 3, 8}, 145, 0.3f), randn({16}, 146)},
+      {true, true, true}, kTf32Tol);
+  std::printf("worst TF32 relative error: %.3g (issue budget 1e-3, test budget %.0e)\n", g_worst,
+              kTf32Tol);
 #endif
 }
 
@@ -311,11 +344,13 @@ TEST(CudaParity, Losses) {
   SKIP_WITHOUT_CUDA();
   Tensor logits = randn({6, 11}, 100, 2.f), teacher = randn({6, 11}, 101, 2.f);
   Tensor labels = Tensor::from_vector_i64({0, 3, 10, 5, 5, 1}, {6});
-  parity("cross_entropy", [&](auto& v) { return cross_entropy(v[0], labels.to(v[0].device()), 0.1f); },
-         {logits}, {true});
+  parity("cross_entropy",
+         [&](auto& v) { return cross_entropy(v[0], labels.to(v[0].device()), 0.1f); }, {logits},
+         {true});
   parity("cross_entropy_soft", [](auto& v) { return cross_entropy_soft(v[0], softmax(v[1])); },
          {logits, teacher}, {true, false});
-  parity("kl_div", [](auto& v) { return kl_div(v[0], v[1], 4.f); }, {logits, teacher}, {true, false});
+  parity("kl_div", [](auto& v) { return kl_div(v[0], v[1], 4.f); }, {logits, teacher},
+         {true, false});
   parity("smooth_l1", [](auto& v) { return smooth_l1(v[0], v[1], 0.5f); }, {logits, teacher},
          {true, true});
   parity("mse", [](auto& v) { return mse(v[0], v[1]); }, {logits, teacher}, {true, true});
@@ -396,13 +431,15 @@ TEST(CudaParity, CopiesAndDtypes) {
   SKIP_WITHOUT_CUDA();
   Tensor x = randn({5, 6, 7}, 120);
   Tensor g = x.to(Device::cuda());
-  expect_match(g.to(DType::BF16).to(DType::F32), x.to(DType::BF16).to(DType::F32), 1e-7, "bf16 round trip");
+  expect_match(g.to(DType::BF16).to(DType::F32), x.to(DType::BF16).to(DType::F32), 1e-7,
+               "bf16 round trip");
   expect_match(g.to(DType::F64).to(DType::F32), x, 1e-7, "f64 round trip");
   expect_match(g.permute_view({2, 0, 1}).contiguous(), x.permute_view({2, 0, 1}).contiguous(), 1e-7,
                "strided copy");
   Tensor i = Tensor::from_vector_i64({-3, 0, 1LL << 40, 7}, {4});
   EXPECT_EQ(i.to(Device::cuda()).to(Device::cpu()).to_vector_i64(), i.to_vector_i64());
-  expect_match(Tensor::full({3, 3}, 2.5, DType::F32, Device::cuda()), Tensor::full({3, 3}, 2.5), 1e-7, "fill");
+  expect_match(Tensor::full({3, 3}, 2.5, DType::F32, Device::cuda()), Tensor::full({3, 3}, 2.5),
+               1e-7, "fill");
 }
 
 TEST(CudaErrors, OutOfMemoryNamesTheSize) {

@@ -31,8 +31,9 @@ using test::expect_error;
 class TempDir {
  public:
   TempDir() {
-    dir_ = fs::temp_directory_path() / ("mokd_data_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("mokd_data_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -53,7 +54,8 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
 void write_gz(const std::string& path, const std::vector<uint8_t>& bytes) {
   gzFile f = gzopen(path.c_str(), "wb");
   ASSERT_TRUE(f);
-  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())),
+            static_cast<int>(bytes.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
 }
 
@@ -63,7 +65,8 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
 }
 
 // An IDX file: magic 0 0 8 rank, big-endian dims, then the values.
-std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& values) {
+std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims,
+                               const std::vector<uint8_t>& values) {
   std::vector<uint8_t> b = {0, 0, 8, static_cast<uint8_t>(dims.size())};
   for (uint32_t d : dims)
     for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
@@ -81,9 +84,11 @@ std::vector<uint8_t> pattern(size_t n, int mul = 7, int add = 3) {
 
 TEST(DataFashionMnist, TestSplitMatchesNumpyReading) {
   if (!fs::is_directory(kFashionMnistDir))
-    GTEST_SKIP() << kFashionMnistDir << " absent (install the Debian package dataset-fashion-mnist)";
+    GTEST_SKIP() << kFashionMnistDir
+                 << " absent (install the Debian package dataset-fashion-mnist)";
   auto fx = test::load_fixture("data.safetensors");
-  ASSERT_TRUE(fx.count("fashion_labels16")) << "fixture written without the dataset: rerun tools/make_reference.py data";
+  ASSERT_TRUE(fx.count("fashion_labels16"))
+      << "fixture written without the dataset: rerun tools/make_reference.py data";
   auto ds = load_fashion_mnist(kFashionMnistDir, "test");
   EXPECT_EQ(ds->size(), fx["fashion_count"].to_vector_i64()[0]);
   EXPECT_EQ(ds->size(), 10000);
@@ -115,7 +120,8 @@ TEST(DataFashionMnist, MissingDirectoryAndFilesNameThePath) {
                {t.path("train-images-idx3-ubyte.gz"), "not found", "dataset-fashion-mnist"});
   // Images present (raw), labels missing.
   write_bytes(t.path("t10k-images-idx3-ubyte"), idx_bytes({1, 2, 2}, {1, 2, 3, 4}));
-  expect_error([&] { load_fashion_mnist(t.root(), "test"); }, {t.path("t10k-labels-idx1-ubyte.gz"), "not found"});
+  expect_error([&] { load_fashion_mnist(t.root(), "test"); },
+               {t.path("t10k-labels-idx1-ubyte.gz"), "not found"});
   expect_error([&] { load_fashion_mnist(t.root(), "val"); }, {"val", "train"});
 }
 
@@ -129,7 +135,8 @@ TEST(DataIdx, RoundTripGzippedAndRaw) {
   write_gz(t.path("lab.gz"), idx_bytes({5}, lab));
   write_bytes(t.path("img"), idx_bytes({5, 3, 4}, pix));
   write_bytes(t.path("lab"), idx_bytes({5}, lab));
-  for (auto [ip, lp] : {std::pair{"img.gz", "lab.gz"}, std::pair{"img", "lab"}, std::pair{"img.gz", "lab"}}) {
+  for (auto [ip, lp] :
+       {std::pair{"img.gz", "lab.gz"}, std::pair{"img", "lab"}, std::pair{"img.gz", "lab"}}) {
     auto ds = load_idx(t.path(ip), t.path(lp));
     ASSERT_EQ(ds->size(), 5);
     EXPECT_EQ(ds->height(), 3);
@@ -159,7 +166,8 @@ TEST(DataIdx, BadFilesNameTheFileAndOffset) {
   std::vector<uint8_t> bad = idx_bytes({2, 2, 2}, pattern(8));
   bad[0] = 0x1F;
   write_gz(t.path("magic.gz"), bad);
-  expect_error([&] { load_idx(t.path("magic.gz"), lab); }, {t.path("magic.gz"), "magic", "byte offset 0"});
+  expect_error([&] { load_idx(t.path("magic.gz"), lab); },
+               {t.path("magic.gz"), "magic", "byte offset 0"});
   // Unsupported element type.
   bad = idx_bytes({2, 2, 2}, pattern(8));
   bad[2] = 0x0D;
@@ -167,15 +175,19 @@ TEST(DataIdx, BadFilesNameTheFileAndOffset) {
   expect_error([&] { load_idx(t.path("type"), lab); }, {t.path("type"), "byte offset 2"});
   // Dims that do not match the byte count: truncated data, trailing bytes, truncated header.
   write_gz(t.path("short.gz"), idx_bytes({2, 2, 2}, pattern(7)));
-  expect_error([&] { load_idx(t.path("short.gz"), lab); },
-               {t.path("short.gz"), "2 x 2 x 2 = 8 bytes", "7 bytes", "truncated at byte offset 23"});
+  expect_error(
+      [&] { load_idx(t.path("short.gz"), lab); },
+      {t.path("short.gz"), "2 x 2 x 2 = 8 bytes", "7 bytes", "truncated at byte offset 23"});
   write_bytes(t.path("long"), idx_bytes({2, 2, 2}, pattern(9)));
-  expect_error([&] { load_idx(t.path("long"), lab); }, {t.path("long"), "trailing bytes at byte offset 24"});
+  expect_error([&] { load_idx(t.path("long"), lab); },
+               {t.path("long"), "trailing bytes at byte offset 24"});
   write_bytes(t.path("hdr"), std::vector<uint8_t>{0, 0, 8, 3, 0, 0, 0, 2, 0});
-  expect_error([&] { load_idx(t.path("hdr"), lab); }, {t.path("hdr"), "truncated IDX header", "byte offset 16"});
+  expect_error([&] { load_idx(t.path("hdr"), lab); },
+               {t.path("hdr"), "truncated IDX header", "byte offset 16"});
   // Label count != image count.
   write_gz(t.path("img3.gz"), idx_bytes({3, 2, 2}, pattern(12)));
-  expect_error([&] { load_idx(t.path("img3.gz"), lab); }, {lab, "2 labels", "byte offset 4", "3 images"});
+  expect_error([&] { load_idx(t.path("img3.gz"), lab); },
+               {lab, "2 labels", "byte offset 4", "3 images"});
   // Label >= num classes.
   write_gz(t.path("img2.gz"), idx_bytes({2, 2, 2}, pattern(8)));
   write_bytes(t.path("lab_big"), idx_bytes({2}, {1, 10}));
@@ -185,7 +197,8 @@ TEST(DataIdx, BadFilesNameTheFileAndOffset) {
   std::vector<uint8_t> gz = read_bytes(t.path("img2.gz"));
   std::vector<uint8_t> cut(gz.begin(), gz.begin() + static_cast<std::ptrdiff_t>(gz.size() / 2));
   write_bytes(t.path("cut.gz"), cut);
-  expect_error([&] { load_idx(t.path("cut.gz"), lab); }, {t.path("cut.gz"), "gzip error", "byte offset"});
+  expect_error([&] { load_idx(t.path("cut.gz"), lab); },
+               {t.path("cut.gz"), "gzip error", "byte offset"});
   std::vector<uint8_t> corrupt = gz;
   for (size_t i = 10; i < corrupt.size() - 8; ++i) corrupt[i] ^= 0x5A;
   write_bytes(t.path("corrupt.gz"), corrupt);
@@ -193,7 +206,8 @@ TEST(DataIdx, BadFilesNameTheFileAndOffset) {
   // Dims whose product wraps 64 bits (2^24 * 2^16 * 2^24 = 2^64 -> 0) must not pass as an empty
   // array: the check comes before each multiplication.
   write_bytes(t.path("wrap"), idx_bytes({1u << 24, 1u << 16, 1u << 24}, {}));
-  expect_error([&] { load_idx(t.path("wrap"), lab); }, {t.path("wrap"), "dimension 2", "byte offset 12", "implausibly large"});
+  expect_error([&] { load_idx(t.path("wrap"), lab); },
+               {t.path("wrap"), "dimension 2", "byte offset 12", "implausibly large"});
   // Missing file.
   expect_error([&] { load_idx(t.path("absent.gz"), lab); }, {t.path("absent.gz"), "not found"});
 }
@@ -201,7 +215,8 @@ TEST(DataIdx, BadFilesNameTheFileAndOffset) {
 // ---------------------------------------------------------------- CIFAR
 
 // Records of CIFAR-10 (1 label byte) or CIFAR-100 (coarse, fine) with CHW planes from `pattern`.
-std::vector<uint8_t> cifar_records(int n, bool c100, int first_label, std::vector<uint8_t>* hwc_out) {
+std::vector<uint8_t> cifar_records(int n, bool c100, int first_label,
+                                   std::vector<uint8_t>* hwc_out) {
   std::vector<uint8_t> bytes;
   for (int r = 0; r < n; ++r) {
     if (c100) bytes.push_back(static_cast<uint8_t>(r % 20));
@@ -219,7 +234,8 @@ TEST(DataCifar, RoundTrip10And100) {
   std::vector<uint8_t> hwc;
   std::vector<int64_t> labels;
   for (int b = 1; b <= 5; ++b) {
-    write_bytes(t.path("data_batch_" + std::to_string(b) + ".bin"), cifar_records(2, false, 3 * b, &hwc));
+    write_bytes(t.path("data_batch_" + std::to_string(b) + ".bin"),
+                cifar_records(2, false, 3 * b, &hwc));
     labels.push_back((3 * b) % 10);
     labels.push_back((3 * b + 1) % 10);
   }
@@ -254,7 +270,8 @@ TEST(DataCifar, RoundTrip10And100) {
 TEST(DataCifar, BadFilesNameTheFileAndOffset) {
   TempDir t;
   std::vector<uint8_t> hwc;
-  expect_error([&] { load_cifar(t.path("none"), 10, "test"); }, {t.path("none"), "CIFAR-10", "test_batch.bin"});
+  expect_error([&] { load_cifar(t.path("none"), 10, "test"); },
+               {t.path("none"), "CIFAR-10", "test_batch.bin"});
   expect_error([&] { load_cifar(t.root(), 10, "test"); }, {t.path("test_batch.bin"), "not found"});
   std::vector<uint8_t> rec = cifar_records(2, false, 0, &hwc);
   rec.resize(rec.size() - 100);
@@ -264,7 +281,8 @@ TEST(DataCifar, BadFilesNameTheFileAndOffset) {
   rec = cifar_records(2, false, 0, &hwc);
   rec[3073] = 12;  // the second record's label
   write_bytes(t.path("test_batch.bin"), rec);
-  expect_error([&] { load_cifar(t.root(), 10, "test"); }, {t.path("test_batch.bin"), "label 12", "byte offset 3073"});
+  expect_error([&] { load_cifar(t.root(), 10, "test"); },
+               {t.path("test_batch.bin"), "label 12", "byte offset 3073"});
   expect_error([&] { load_cifar(t.root(), 20, "test"); }, {"10 or 100"});
 }
 
@@ -278,7 +296,8 @@ void write_png(const std::string& path, int h, int w, const std::vector<uint8_t>
   img.width = w;
   img.height = h;
   img.format = PNG_FORMAT_RGB;
-  ASSERT_TRUE(png_image_write_to_file(&img, path.c_str(), 0, rgb.data(), 0, nullptr)) << img.message;
+  ASSERT_TRUE(png_image_write_to_file(&img, path.c_str(), 0, rgb.data(), 0, nullptr))
+      << img.message;
 }
 
 void write_jpeg(const std::string& path, int h, int w, const std::vector<uint8_t>& rgb) {
@@ -301,7 +320,8 @@ TEST(DataImageFolder, DecodesPngAndJpegWithSortedClasses) {
   std::vector<uint8_t> smooth(s * s * 3);
   for (int y = 0; y < s; ++y)
     for (int x = 0; x < s; ++x)
-      for (int c = 0; c < 3; ++c) smooth[(y * s + x) * 3 + c] = static_cast<uint8_t>(60 + 10 * c + 4 * x + 3 * y);
+      for (int c = 0; c < 3; ++c)
+        smooth[(y * s + x) * 3 + c] = static_cast<uint8_t>(60 + 10 * c + 4 * x + 3 * y);
   write_png(t.path("zebra/b.png"), s, s, b);
   write_png(t.path("ant/x.PNG"), s, s, a);
   write_jpeg(t.path("ant/y.jpg"), s, s, smooth);
@@ -319,7 +339,8 @@ TEST(DataImageFolder, DecodesPngAndJpegWithSortedClasses) {
   EXPECT_EQ(x.pixels, a);
   EXPECT_EQ(z.pixels, b);
   int worst = 0;
-  for (size_t i = 0; i < smooth.size(); ++i) worst = std::max(worst, std::abs(int(y.pixels[i]) - int(smooth[i])));
+  for (size_t i = 0; i < smooth.size(); ++i)
+    worst = std::max(worst, std::abs(int(y.pixels[i]) - int(smooth[i])));
   EXPECT_LE(worst, 3) << "JPEG q100 4:4:4 of a smooth ramp";
 
   // At another size, the decoded image goes through resize_bilinear.
@@ -337,8 +358,10 @@ TEST(DataImageFolder, CorruptImagesNameTheFile) {
   write_jpeg(t.path("c/good.jpg"), 8, 8, img);
   std::vector<uint8_t> png = read_bytes(t.path("c/good.png"));
   std::vector<uint8_t> jpg = read_bytes(t.path("c/good.jpg"));
-  write_bytes(t.path("c/trunc.png"), std::vector<uint8_t>(png.begin(), png.begin() + png.size() / 2));
-  write_bytes(t.path("c/trunc.jpg"), std::vector<uint8_t>(jpg.begin(), jpg.begin() + jpg.size() / 2));
+  write_bytes(t.path("c/trunc.png"),
+              std::vector<uint8_t>(png.begin(), png.begin() + png.size() / 2));
+  write_bytes(t.path("c/trunc.jpg"),
+              std::vector<uint8_t>(jpg.begin(), jpg.begin() + jpg.size() / 2));
   std::vector<uint8_t> badjpg = jpg;
   badjpg.resize(40);  // inside the headers
   write_bytes(t.path("c/hdr.jpeg"), badjpg);
@@ -374,7 +397,8 @@ TEST(DataImageFolder, HugeDeclaredSizesAreRejectedBeforeDecoding) {
   uint32_t crc = static_cast<uint32_t>(crc32(0L, png.data() + 12, 17));
   for (int i = 0; i < 4; ++i) png[29 + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
   int64_t h = 0, w = 0;
-  expect_error([&] { decode_image(png, "big.png", &h, &w); }, {"big.png", "100000x100000", "2^28 pixels"});
+  expect_error([&] { decode_image(png, "big.png", &h, &w); },
+               {"big.png", "100000x100000", "2^28 pixels"});
   // JPEG: the SOF marker's height and width (big-endian u16 at marker + 5 and + 7).
   std::vector<uint8_t> jpg = read_bytes(t.path("a.jpg"));
   size_t sof = 0;
@@ -388,7 +412,8 @@ TEST(DataImageFolder, HugeDeclaredSizesAreRejectedBeforeDecoding) {
     jpg[k] = 0xFF;
     jpg[k + 1] = 0xDC;  // 65500
   }
-  expect_error([&] { decode_image(jpg, "big.jpg", &h, &w); }, {"big.jpg", "65500x65500", "2^28 pixels"});
+  expect_error([&] { decode_image(jpg, "big.jpg", &h, &w); },
+               {"big.jpg", "65500x65500", "2^28 pixels"});
 }
 
 // ---------------------------------------------------------------- augmentation
@@ -399,7 +424,8 @@ TEST(AugmentFlip, TwiceIsIdentityAndMirrors) {
     hflip_inplace(f.data(), h, w, c);
     for (int y = 0; y < h; ++y)
       for (int x = 0; x < w; ++x)
-        for (int k = 0; k < c; ++k) ASSERT_EQ(f[(y * w + x) * c + k], img[(y * w + (w - 1 - x)) * c + k]);
+        for (int k = 0; k < c; ++k)
+          ASSERT_EQ(f[(y * w + x) * c + k], img[(y * w + (w - 1 - x)) * c + k]);
     hflip_inplace(f.data(), h, w, c);
     EXPECT_EQ(f, img);
   }
@@ -438,7 +464,8 @@ std::vector<uint8_t> fixture_u8(const Tensor& t) {
 TEST(AugmentResize, MatchesPilBilinearWithinOneLevel) {
   test::Fixture fx("data.safetensors");  // tools/reference/data.py
   std::vector<uint8_t> in = fixture_u8(fx["resize_input"]);
-  const int h = static_cast<int>(fx.param_iv("image").at(0)), w = static_cast<int>(fx.param_iv("image").at(1));
+  const int h = static_cast<int>(fx.param_iv("image").at(0)),
+            w = static_cast<int>(fx.param_iv("image").at(1));
   struct Case {
     std::string name;
     Box box;
@@ -447,22 +474,31 @@ TEST(AugmentResize, MatchesPilBilinearWithinOneLevel) {
   // Crop box (top, left, height, width) and output size (h, w) of each case from the params.
   auto resize_case = [&](const std::string& name) {
     auto b = fx.param_iv("resize." + name + ".box"), o = fx.param_iv("resize." + name + ".size");
-    return Case{name, {b.at(0), b.at(1), b.at(2), b.at(3)}, static_cast<int>(o.at(0)), static_cast<int>(o.at(1))};
+    return Case{name,
+                {b.at(0), b.at(1), b.at(2), b.at(3)},
+                static_cast<int>(o.at(0)),
+                static_cast<int>(o.at(1))};
   };
-  for (const Case& cs : {resize_case("resize_down_6x8"), resize_case("resize_up_29x31"), resize_case("resize_box_7x5")}) {
+  for (const Case& cs : {resize_case("resize_down_6x8"), resize_case("resize_up_29x31"),
+                         resize_case("resize_box_7x5")}) {
     std::vector<uint8_t> out(cs.oh * cs.ow * 3);
     resize_bilinear(in.data(), h, w, 3, cs.box, cs.oh, cs.ow, out.data());
     std::vector<uint8_t> ref = fixture_u8(fx[cs.name]);
     ASSERT_EQ(ref.size(), out.size()) << cs.name;
     int worst = 0;
-    for (size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::abs(int(out[i]) - int(ref[i])));
+    for (size_t i = 0; i < out.size(); ++i)
+      worst = std::max(worst, std::abs(int(out[i]) - int(ref[i])));
     EXPECT_LE(worst, 1) << cs.name << ": PIL rounds its fixed-point passes separately";
   }
   // Same size: the identity.
   std::vector<uint8_t> same(in.size());
   resize_bilinear(in.data(), h, w, 3, Box{0, 0, h, w}, h, w, same.data());
   EXPECT_EQ(same, in);
-  expect_error([&] { resize_bilinear(in.data(), h, w, 3, Box{5, 0, 9, w}, 4, 4, same.data()); }, {"outside"});
+  expect_error(
+      [&] {
+        resize_bilinear(in.data(), h, w, 3, Box{5, 0, 9, w}, 4, 4, same.data());
+      },
+      {"outside"});
 }
 
 TEST(AugmentNormalize, MatchesTorchvision) {
@@ -471,8 +507,10 @@ TEST(AugmentNormalize, MatchesTorchvision) {
   const std::vector<int64_t> hwc = fx.param_iv("image");
   Normalize norm{fx["norm_mean"].to_vector(), fx["norm_std"].to_vector()};
   std::vector<float> out(in.size());
-  normalize(in.data(), hwc.at(0) * hwc.at(1), hwc.at(2), normalize_table(norm, hwc.at(2)), out.data());
-  test::expect_close(Tensor::from_vector(out, {hwc.at(0), hwc.at(1), hwc.at(2)}), fx["norm_out"], 1e-6, 1e-6, "normalize");
+  normalize(in.data(), hwc.at(0) * hwc.at(1), hwc.at(2), normalize_table(norm, hwc.at(2)),
+            out.data());
+  test::expect_close(Tensor::from_vector(out, {hwc.at(0), hwc.at(1), hwc.at(2)}), fx["norm_out"],
+                     1e-6, 1e-6, "normalize");
   expect_error([&] { normalize_table(Normalize{{0.5f}, {0.5f}}, 3); }, {"one per channel"});
 }
 
@@ -482,8 +520,8 @@ TEST(AugmentRandomResizedCrop, BoxesInBoundsAndCenterFallback) {
   const int n = 2000;
   for (int i = 0; i < n; ++i) {
     Box b = sample_resized_crop(40, 60, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0, rng);
-    ASSERT_TRUE(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 && b.top + b.height <= 40 &&
-                b.left + b.width <= 60);
+    ASSERT_TRUE(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 &&
+                b.top + b.height <= 40 && b.left + b.width <= 60);
     area_sum += double(b.height * b.width) / (40.0 * 60.0);
   }
   // The mean area fraction is below the uniform scale's 0.54 (large draws that do not fit are
@@ -526,18 +564,21 @@ TEST(AugmentMixup, TargetsMatchTimm) {
   std::vector<int64_t> labels = fx["mixup_labels"].to_vector_i64();
   const int64_t nc = fx.param_i("mixup.num_classes"), n = static_cast<int64_t>(labels.size());
   std::vector<float> soft(labels.size() * nc);
-  mixup_targets(labels.data(), n, nc, fx.param_d("mixup.lam"), fx.param_d("mixup.smoothing"), soft.data());
-  test::expect_close(Tensor::from_vector(soft, {n, nc}), fx["mixup_soft"], 1e-6, 1e-7, "mixup_target");
+  mixup_targets(labels.data(), n, nc, fx.param_d("mixup.lam"), fx.param_d("mixup.smoothing"),
+                soft.data());
+  test::expect_close(Tensor::from_vector(soft, {n, nc}), fx["mixup_soft"], 1e-6, 1e-7,
+                     "mixup_target");
 }
 
 // lam-weighted smoothed one-hots of (labels, flipped labels), in double.
-void expect_soft_targets(const std::vector<float>& soft, const std::vector<int64_t>& labels, int64_t nc, double lam,
-                         double s) {
+void expect_soft_targets(const std::vector<float>& soft, const std::vector<int64_t>& labels,
+                         int64_t nc, double lam, double s) {
   const int64_t n = static_cast<int64_t>(labels.size());
   for (int64_t i = 0; i < n; ++i) {
     double row = 0;
     for (int64_t k = 0; k < nc; ++k) {
-      double y1 = (k == labels[i] ? 1 - s : 0) + s / nc, y2 = (k == labels[n - 1 - i] ? 1 - s : 0) + s / nc;
+      double y1 = (k == labels[i] ? 1 - s : 0) + s / nc,
+             y2 = (k == labels[n - 1 - i] ? 1 - s : 0) + s / nc;
       EXPECT_NEAR(soft[i * nc + k], lam * y1 + (1 - lam) * y2, 1e-6);
       row += soft[i * nc + k];
     }
@@ -562,7 +603,8 @@ TEST(AugmentMixup, MixupBlendsWithTheFlippedBatch) {
   const int64_t per = h * w * c;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t k = 0; k < per; ++k)
-      ASSERT_NEAR(img[i * per + k], r.lam * orig[i * per + k] + (1 - r.lam) * orig[(n - 1 - i) * per + k], 1e-5);
+      ASSERT_NEAR(img[i * per + k],
+                  r.lam * orig[i * per + k] + (1 - r.lam) * orig[(n - 1 - i) * per + k], 1e-5);
   expect_soft_targets(soft, labels, nc, r.lam, 0.1);
   // prob 0: nothing mixed, targets are the smoothed one-hots.
   opt.prob = 0;
@@ -606,13 +648,16 @@ TEST(AugmentMixup, CutmixLambdaIsCorrectedByTheBoxArea) {
 
 // ---------------------------------------------------------------- loader
 
-// Image i is filled with (i * 37 + offset) mod 251 and labelled i mod classes: batches reveal the order.
-std::unique_ptr<InMemoryDataset> synthetic(int64_t n, int64_t h, int64_t w, int64_t c, int64_t classes) {
+// Image i is filled with (i * 37 + offset) mod 251 and labelled i mod classes: batches reveal the
+// order.
+std::unique_ptr<InMemoryDataset> synthetic(int64_t n, int64_t h, int64_t w, int64_t c,
+                                           int64_t classes) {
   std::vector<uint8_t> pix(n * h * w * c);
   std::vector<int64_t> labels(n);
   for (int64_t i = 0; i < n; ++i) {
     labels[i] = i % classes;
-    for (int64_t k = 0; k < h * w * c; ++k) pix[i * h * w * c + k] = static_cast<uint8_t>((i * 37 + k * 5) % 251);
+    for (int64_t k = 0; k < h * w * c; ++k)
+      pix[i * h * w * c + k] = static_cast<uint8_t>((i * 37 + k * 5) % 251);
   }
   std::vector<std::string> names;
   for (int64_t k = 0; k < classes; ++k) names.push_back(std::to_string(k));
@@ -634,7 +679,8 @@ bool same_tensor(const Tensor& a, const Tensor& b) {
          std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
 }
 
-void expect_same_batches(const std::vector<Batch>& a, const std::vector<Batch>& b, const std::string& what) {
+void expect_same_batches(const std::vector<Batch>& a, const std::vector<Batch>& b,
+                         const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].index, b[i].index) << what;
@@ -664,7 +710,8 @@ LoaderOptions augmented_options(int workers) {
 
 TEST(LoaderDeterminism, SameSeedSameBatchesWhateverTheWorkers) {
   auto ds = synthetic(40, 9, 8, 2, 5);
-  Loader l0(*ds, augmented_options(0)), l1(*ds, augmented_options(1)), l3(*ds, augmented_options(3));
+  Loader l0(*ds, augmented_options(0)), l1(*ds, augmented_options(1)),
+      l3(*ds, augmented_options(3));
   EXPECT_EQ(l0.batches_per_epoch(), 7);
   auto a = read_epoch(l0, 3), b = read_epoch(l1, 3), c = read_epoch(l3, 3);
   ASSERT_EQ(a.size(), 7u);
@@ -738,7 +785,8 @@ TEST(LoaderEpochs, EachEpochIsADifferentPermutation) {
     }
     std::vector<int64_t> sorted = order;
     std::sort(sorted.begin(), sorted.end());
-    for (int64_t i = 0; i < 50; ++i) ASSERT_EQ(sorted[i], i) << "epoch " << e << " is not a permutation";
+    for (int64_t i = 0; i < 50; ++i)
+      ASSERT_EQ(sorted[i], i) << "epoch " << e << " is not a permutation";
     orders.push_back(order);
   }
   EXPECT_NE(orders[0], orders[1]);
@@ -750,7 +798,8 @@ TEST(LoaderEpochs, EachEpochIsADifferentPermutation) {
   EXPECT_EQ(plain.batches_per_epoch(), 6);
   auto batches = read_epoch(plain, 1);
   ASSERT_EQ(batches.size(), 6u);
-  EXPECT_EQ(batches[5].labels.to_vector_i64(), (std::vector<int64_t>{40, 41, 42, 43, 44, 45, 46, 47}));
+  EXPECT_EQ(batches[5].labels.to_vector_i64(),
+            (std::vector<int64_t>{40, 41, 42, 43, 44, 45, 46, 47}));
   EXPECT_FALSE(batches[0].soft_targets.defined());
   // Pixels are normalised x / 255.
   EXPECT_FLOAT_EQ(batches[0].images.to_vector()[1], float((0 * 37 + 5) % 251) / 255.f);
@@ -788,7 +837,8 @@ class FailingDataset final : public Dataset {
   int64_t num_classes() const override { return 2; }
   const std::vector<std::string>& class_names() const override { return names_; }
   void read(int64_t index, uint8_t* out, int64_t* label) const override {
-    if (index == bad_) throw Error("/data/broken_" + std::to_string(index) + ".jpg: corrupt JPEG (test)");
+    if (index == bad_)
+      throw Error("/data/broken_" + std::to_string(index) + ".jpg: corrupt JPEG (test)");
     std::memset(out, static_cast<int>(index), 4);
     *label = index % 2;
   }
@@ -833,7 +883,8 @@ TEST(LoaderErrors, WorkerExceptionsReachTheConsumer) {
 
 TEST(LoaderSpeed, FashionMnistEpochWithCropFlipNormalise) {
   if (!fs::is_directory(kFashionMnistDir))
-    GTEST_SKIP() << kFashionMnistDir << " absent (install the Debian package dataset-fashion-mnist)";
+    GTEST_SKIP() << kFashionMnistDir
+                 << " absent (install the Debian package dataset-fashion-mnist)";
   auto ds = load_fashion_mnist(kFashionMnistDir, "train");
   ASSERT_EQ(ds->size(), 60000);
   LoaderOptions o;
@@ -853,7 +904,8 @@ TEST(LoaderSpeed, FashionMnistEpochWithCropFlipNormalise) {
   EXPECT_EQ(seen, 60000);
   EXPECT_LT(s, 2.0) << "a Fashion-MNIST epoch through the loader took " << s << " s";
   RecordProperty("epoch_seconds", std::to_string(s));
-  std::printf("[ LoaderSpeed ] Fashion-MNIST train epoch (crop+flip+normalise, 2 workers): %.3f s\n", s);
+  std::printf(
+      "[ LoaderSpeed ] Fashion-MNIST train epoch (crop+flip+normalise, 2 workers): %.3f s\n", s);
 }
 
 }  // namespace

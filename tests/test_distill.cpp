@@ -56,7 +56,8 @@ Pair load_pair(const test::Fixture& fx, Device dev = Device::cpu()) {
 // Batch b of the fixture's inputs: images [B, H, W, C] and labels [B].
 std::pair<Tensor, Tensor> batch(const test::Fixture& fx, int64_t b) {
   const int64_t B = fx.param_i("batch"), H = fx.param_i("img_size"), C = fx.param_i("in_chans");
-  return {narrow(fx.at("images"), 0, b, 1).view({B, H, H, C}), narrow(fx.at("labels"), 0, b, 1).view({B})};
+  return {narrow(fx.at("images"), 0, b, 1).view({B, H, H, C}),
+          narrow(fx.at("labels"), 0, b, 1).view({B})};
 }
 
 void check_mokd_reference(Device dev) {
@@ -90,7 +91,8 @@ void check_mokd_reference(Device dev) {
     std::string step = "step " + std::to_string(s + 1);
     auto [xs, ys] = batch(fx, s % batches);
     Tensor x = xs.to(dev), y = ys.to(dev);
-    test::expect_close(d.famo()->weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z before");
+    test::expect_close(d.famo()->weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5,
+                       1e-7, step + " z before");
     if (s == 0) {
       // Gradients of step 1, after backward and before clipping: run the step's first half here.
       Pair g = load_pair(fx, dev);
@@ -123,9 +125,12 @@ void check_mokd_reference(Device dev) {
     // atol 1e-6: the KL objective is a difference of two sums of magnitude ~2 (sum p log p and
     // sum p log q) that nearly cancel (KL ~ 0.01), so f32 rounding in either implementation alone
     // leaves ~5e-7 absolute; the other objectives agree to 1e-5 relative.
-    test::expect_close(Tensor::from_vector(st.losses, {3}), narrow(fx.at("losses"), 0, s, 1).view({3}), 1e-5, 1e-6, step + " losses");
-    test::expect_close(d.famo()->weights(), narrow(fx.at("z_after"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z after");
-    test::expect_close(proj[0].second, narrow(fx.at("projector"), 0, s, 1).view({dt, ds}), 1e-4, 1e-5, step + " projector");
+    test::expect_close(Tensor::from_vector(st.losses, {3}),
+                       narrow(fx.at("losses"), 0, s, 1).view({3}), 1e-5, 1e-6, step + " losses");
+    test::expect_close(d.famo()->weights(), narrow(fx.at("z_after"), 0, s, 1).view({3}), 1e-5, 1e-7,
+                       step + " z after");
+    test::expect_close(proj[0].second, narrow(fx.at("projector"), 0, s, 1).view({dt, ds}), 1e-4,
+                       1e-5, step + " projector");
   }
 }
 
@@ -133,14 +138,16 @@ TEST(Distill, MoKDMatchesPyTorchReferenceOver20Steps) { check_mokd_reference(Dev
 
 // The same 20 steps on the GPU in f32, where one is present.
 TEST(CudaDistill, MoKDMatchesPyTorchReferenceOver20Steps) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the GPU variant of the MoKD reference test needs one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the GPU variant of the MoKD reference test needs one";
   check_mokd_reference(Device::cuda());
 }
 
 // The caching allocator's promise (issue 3): once warm, a training step gets all its device
 // memory from the cache: no cudaMalloc, in f32 and in the bf16 mode.
 TEST(CudaDistill, SteadyStateStepsMakeNoCudaMalloc) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the allocator check needs one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the allocator check needs one";
 #ifdef MOKD_WITH_CUDA
   for (MatmulPrecision prec : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
     set_matmul_precision(prec);
@@ -154,7 +161,8 @@ TEST(CudaDistill, SteadyStateStepsMakeNoCudaMalloc) {
     for (auto& [n, p] : d.projector_parameters()) params.push_back(p);
     AdamW opt({ParamGroup{params, 1e-3f, 0.05f}});
     Tensor x = test::randn({16, 28, 28, 1}, 5).to(Device::cuda());
-    Tensor y = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16}, Device::cuda());
+    Tensor y = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16},
+                                       Device::cuda());
     for (int i = 0; i < 3; ++i) d.step(opt, x, y);  // warm: the cache fills
     const size_t before = cuda_allocator()->cuda_malloc_calls();
     for (int i = 0; i < 5; ++i) d.step(opt, x, y);
@@ -179,7 +187,8 @@ TEST(Distill, BaselinesRunAndReduceTheirLoss) {
     StepStats first = d.step(opt, x, y), last;
     for (int i = 0; i < 15; ++i) last = d.step(opt, x, y);
     EXPECT_EQ(first.names, d.objective_names()) << name;
-    EXPECT_LT(last.losses[0], first.losses[0]) << name << ": task loss did not fall on a fixed batch";
+    EXPECT_LT(last.losses[0], first.losses[0])
+        << name << ": task loss did not fall on a fixed batch";
   }
 }
 

@@ -33,16 +33,20 @@ TEST(Famo, MatchesOfficialAlgorithmOver20Steps) {
   Famo famo({"task", "kl", "feat"}, cfg);
   for (int64_t s = 0; s < before.size(0); ++s) {
     std::string step = "step " + std::to_string(s);
-    test::expect_close(famo.weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z before");
+    test::expect_close(famo.weights(), narrow(fx.at("z_before"), 0, s, 1).view({3}), 1e-5, 1e-7,
+                       step + " z before");
     std::vector<Tensor> L = row_losses(before, s, true);
     Tensor loss = famo.weighted_loss(L);
-    test::expect_close(loss.view({1}), narrow(fx.at("weighted_loss"), 0, s, 1), 1e-5, 1e-7, step + " weighted loss");
+    test::expect_close(loss.view({1}), narrow(fx.at("weighted_loss"), 0, s, 1), 1e-5, 1e-7,
+                       step + " weighted loss");
     loss.backward();
     std::vector<float> g;
     for (auto& l : L) g.push_back(l.grad().item());
-    test::expect_close(Tensor::from_vector(g, {3}), narrow(fx.at("grad_losses"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " dloss/dL");
+    test::expect_close(Tensor::from_vector(g, {3}), narrow(fx.at("grad_losses"), 0, s, 1).view({3}),
+                       1e-5, 1e-7, step + " dloss/dL");
     famo.update(row_losses(after, s, false));
-    test::expect_close(famo.weights(), narrow(fx.at("z_after"), 0, s, 1).view({3}), 1e-5, 1e-7, step + " z after");
+    test::expect_close(famo.weights(), narrow(fx.at("z_after"), 0, s, 1).view({3}), 1e-5, 1e-7,
+                       step + " z after");
   }
 }
 

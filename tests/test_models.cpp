@@ -47,7 +47,8 @@ ResNetConfig tiny_resnet(const std::string& fixture = "models_resnet") {
   test::Fixture fx(fixture + ".safetensors");
   ResNetConfig c;
   const std::string block = fx.param_s("config.block");
-  if (block != "BasicBlock" && block != "Bottleneck") throw Error(fixture + ": unknown block " + block);
+  if (block != "BasicBlock" && block != "Bottleneck")
+    throw Error(fixture + ": unknown block " + block);
   c.block = block == "Bottleneck" ? ResNetBlock::Bottleneck : ResNetBlock::Basic;
   auto layers = fx.param_iv("config.layers"), channels = fx.param_iv("config.channels");
   for (size_t i = 0; i < 4; ++i) c.layers[i] = layers.at(i), c.channels[i] = channels.at(i);
@@ -86,8 +87,7 @@ void expect_same_names_and_shapes(const nn::Module& m, const io::TensorMap& timm
   for (auto& k : b) EXPECT_TRUE(a.count(k)) << "timm has '" << k << "' that mokd lacks";
   for (auto& [k, v] : sd) {
     auto it = timm_sd.find(k);
-    if (it != timm_sd.end())
-      EXPECT_EQ(shape_str(v.shape()), shape_str(it->second.shape())) << k;
+    if (it != timm_sd.end()) EXPECT_EQ(shape_str(v.shape()), shape_str(it->second.shape())) << k;
   }
 }
 
@@ -121,8 +121,9 @@ TEST(Models, NamesFollowTimm) {
   VisionTransformer vit(tiny_vit(true));
   std::set<std::string> names;
   for (auto& [k, v] : vit.named_parameters()) names.insert(k);
-  for (const char* k : {"blocks.1.attn.qkv.weight", "blocks.0.mlp.fc2.bias", "patch_embed.proj.weight",
-                        "cls_token", "dist_token", "pos_embed", "norm.weight", "head_dist.bias"})
+  for (const char* k :
+       {"blocks.1.attn.qkv.weight", "blocks.0.mlp.fc2.bias", "patch_embed.proj.weight", "cls_token",
+        "dist_token", "pos_embed", "norm.weight", "head_dist.bias"})
     EXPECT_TRUE(names.count(k)) << k;
   EXPECT_EQ(shape_str(vit.pos_embed.shape()), "[1, 18, 32]");  // 16 patches + 2 prefix tokens
 
@@ -287,7 +288,8 @@ void check_resnet_against_timm(const std::string& fixture, const ResNetConfig& c
 TEST(Models, ResNetMatchesTimm) { check_resnet_against_timm("models_resnet", tiny_resnet(), 24); }
 
 TEST(Models, BottleneckResNetMatchesTimm) {
-  check_resnet_against_timm("models_resnet_bottleneck", tiny_resnet("models_resnet_bottleneck"), 32);
+  check_resnet_against_timm("models_resnet_bottleneck", tiny_resnet("models_resnet_bottleneck"),
+                            32);
 }
 
 void check_regnet_against_timm(Device dev) {
@@ -329,9 +331,10 @@ void check_regnet_against_timm(Device dev) {
     }
   }
   EXPECT_EQ(m.feature_dim(), 40);
-  std::printf("RegNet vs timm (%s): rel error logits_eval %.2e, logits %.2e, loss %.2e, worst of %zu "
-              "parameter gradients %.2e, worst running stat %.2e\n",
-              dev.is_cpu() ? "cpu" : "cuda", e_eval, e_logits, e_loss, gr.size(), e_grad, e_stats);
+  std::printf(
+      "RegNet vs timm (%s): rel error logits_eval %.2e, logits %.2e, loss %.2e, worst of %zu "
+      "parameter gradients %.2e, worst running stat %.2e\n",
+      dev.is_cpu() ? "cpu" : "cuda", e_eval, e_logits, e_loss, gr.size(), e_grad, e_stats);
 }
 
 TEST(Models, RegNetMatchesTimm) { check_regnet_against_timm(Device::cpu()); }
@@ -364,10 +367,13 @@ TEST(Models, RegNetY160KeysMatchTimm) {
   for (auto& [k, v] : sd) {
     ours.insert(k);
     auto it = timm_keys.find(k);
-    if (it == timm_keys.end()) ADD_FAILURE() << "mokd has '" << k << "' that timm lacks";
-    else EXPECT_EQ(shape_str(v.shape()), it->second) << k;
+    if (it == timm_keys.end())
+      ADD_FAILURE() << "mokd has '" << k << "' that timm lacks";
+    else
+      EXPECT_EQ(shape_str(v.shape()), it->second) << k;
   }
-  for (auto& [k, s] : timm_keys) EXPECT_TRUE(ours.count(k)) << "timm has '" << k << "' that mokd lacks";
+  for (auto& [k, s] : timm_keys)
+    EXPECT_TRUE(ours.count(k)) << "timm has '" << k << "' that mokd lacks";
   std::printf("regnety_160: %zu state-dict entries, %lld parameters (timm %lld)\n", sd.size(),
               static_cast<long long>(m->num_parameters()), static_cast<long long>(timm_params));
 }
@@ -386,7 +392,8 @@ TEST(Models, RegNetInitFollowsTimm) {
   };
   auto* b = r.stages[3][0];  // mid 128, groups 16
   EXPECT_EQ(b->conv2->conv->params.groups, 16);
-  EXPECT_NEAR(std_of(b->conv2->conv->weight), std::sqrt(2.0 * 16 / (9 * 128)), 0.05 * std::sqrt(2.0 * 16 / (9 * 128)));
+  EXPECT_NEAR(std_of(b->conv2->conv->weight), std::sqrt(2.0 * 16 / (9 * 128)),
+              0.05 * std::sqrt(2.0 * 16 / (9 * 128)));
   EXPECT_NEAR(std_of(b->conv1->conv->weight), std::sqrt(2.0 / 128), 0.05 * std::sqrt(2.0 / 128));
   EXPECT_NEAR(std_of(r.fc->weight), 0.01, 0.001);
   for (auto& [k, p] : m->named_parameters()) {
@@ -395,7 +402,8 @@ TEST(Models, RegNetInitFollowsTimm) {
     if (zero) EXPECT_EQ(p.to_vector(), std::vector<float>(p.numel(), 0.f)) << k;
   }
   EXPECT_EQ(b->se->fc1->out_channels, 16);  // round(64 input channels * 0.25)
-  EXPECT_EQ(shape_str(m->state_dict().at("s1.b1.se.fc1.weight").shape()), "[4, 16, 1, 1]");  // 16 in -> 4
+  EXPECT_EQ(shape_str(m->state_dict().at("s1.b1.se.fc1.weight").shape()),
+            "[4, 16, 1, 1]");  // 16 in -> 4
   ModelOverrides o;
   o.drop_path_rate = 0.2f;
   auto d = create_model("regnety_fmnist_small", o);
@@ -446,7 +454,8 @@ TEST(Models, RegNetBadConfigNamesTheValue) {
 TEST(Models, SaveLoadRoundTrip) {
   const auto dir = std::filesystem::temp_directory_path() / "mokd_test_models";
   std::filesystem::create_directories(dir);
-  for (const char* name : {"vit_fmnist_tiny_distilled", "resnet_fmnist_small", "regnety_fmnist_small"}) {
+  for (const char* name :
+       {"vit_fmnist_tiny_distilled", "resnet_fmnist_small", "regnety_fmnist_small"}) {
     ModelOverrides o;
     o.seed = 1;
     auto a = create_model(name, o);
@@ -454,7 +463,10 @@ TEST(Models, SaveLoadRoundTrip) {
     auto b = create_model(name, o);
     Tensor x = test::randn({2, 28, 28, 1}, 4);
     a->train();
-    { NoGrad ng; a->forward(x); }  // moves BN running stats and the batch counter off their init
+    {
+      NoGrad ng;
+      a->forward(x);
+    }  // moves BN running stats and the batch counter off their init
     a->eval();
     b->eval();
     const std::string path = (dir / (std::string(name) + ".safetensors")).string();
@@ -475,12 +487,12 @@ TEST(Models, RegistryCountsAndShapes) {
     names.insert(n);
     EXPECT_NE(d.find("params"), std::string::npos) << n;
   }
-  for (const char* n : {"deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
-                        "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
-                        "deit_base_distilled_patch16_224", "resnet18", "resnet34", "resnet50",
-                        "resnet101", "resnet152", "vit_fmnist_tiny", "vit_fmnist_tiny_distilled",
-                        "resnet_fmnist_small", "regnety_008", "regnety_016", "regnety_040",
-                        "regnety_160", "regnety_fmnist_small"})
+  for (const char* n :
+       {"deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
+        "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
+        "deit_base_distilled_patch16_224", "resnet18", "resnet34", "resnet50", "resnet101",
+        "resnet152", "vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "resnet_fmnist_small",
+        "regnety_008", "regnety_016", "regnety_040", "regnety_160", "regnety_fmnist_small"})
     EXPECT_TRUE(names.count(n)) << n;
   // Parameter counts of timm 1.0 (sum of p.numel() over timm.create_model(name).parameters()).
   EXPECT_EQ(model_spec("deit_tiny_patch16_224").num_parameters(), 5717416);
@@ -578,8 +590,8 @@ TEST(Models, BadInputsNameTheModel) {
 TEST(Models, FullSizeTimmCheckpoints) {
   const char* dir = std::getenv("MOKD_FULLSIZE_DIR");
   if (!dir) GTEST_SKIP() << "set MOKD_FULLSIZE_DIR (see tools/reference/models.py)";
-  for (const char* name : {"deit_tiny_patch16_224", "deit_small_distilled_patch16_224", "resnet50",
-                           "regnety_160"}) {
+  for (const char* name :
+       {"deit_tiny_patch16_224", "deit_small_distilled_patch16_224", "resnet50", "regnety_160"}) {
     const std::string base = std::string(dir) + "/" + name;
     auto m = create_model(name);
     auto sd = io::load_safetensors(base + ".safetensors");
@@ -608,9 +620,9 @@ TEST(Models, ExportForTimm) {
   if (!dir) GTEST_SKIP() << "set MOKD_EXPORT_DIR (see tools/export_check.py)";
   std::filesystem::create_directories(dir);
   uint64_t seed = 40;
-  for (const char* name : {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "vit_fmnist_micro",
-                           "vit_fmnist_micro_distilled", "resnet_fmnist_small",
-                           "resnet18_fmnist"}) {
+  for (const char* name :
+       {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "vit_fmnist_micro",
+        "vit_fmnist_micro_distilled", "resnet_fmnist_small", "resnet18_fmnist"}) {
     auto m = create_model(name);
     Tensor x = test::randn({2, 28, 28, 1}, ++seed);
     {
@@ -639,7 +651,9 @@ class CudaModels : public ::testing::Test {
 };
 TEST_F(CudaModels, ViTMatchesTimm) { check_vit_against_timm(Device::cuda()); }
 TEST_F(CudaModels, DistilledDeiTMatchesTimm) { check_deit_against_timm(Device::cuda()); }
-TEST_F(CudaModels, ResNetMatchesTimm) { check_resnet_against_timm("models_resnet", tiny_resnet(), 24, Device::cuda()); }
+TEST_F(CudaModels, ResNetMatchesTimm) {
+  check_resnet_against_timm("models_resnet", tiny_resnet(), 24, Device::cuda());
+}
 TEST_F(CudaModels, RegNetMatchesTimm) { check_regnet_against_timm(Device::cuda()); }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // scaled_dot_product_attention: gradient checks, the saved log-sum-exp, PyTorch fixtures
-// (tools/reference/ops_attention.py writes ops_attention.safetensors; the scales come from its params), a composed-ops cross-check,
-// and bad input.
+// (tools/reference/ops_attention.py writes ops_attention.safetensors; the scales come from its
+// params), a composed-ops cross-check, and bad input.
 #include <cmath>
 #include <string>
 
@@ -29,7 +29,8 @@ void naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, float sc
       double m = -INFINITY;
       for (int64_t j = 0; j < NK; ++j) {
         double d = 0;
-        for (int64_t c = 0; c < D; ++c) d += double(Q[(h * N + i) * D + c]) * K[(h * NK + j) * D + c];
+        for (int64_t c = 0; c < D; ++c)
+          d += double(Q[(h * N + i) * D + c]) * K[(h * NK + j) * D + c];
         s[j] = d * scale;
         m = std::max(m, s[j]);
       }
@@ -69,7 +70,9 @@ TEST(OpsAttention, GradcheckOddN7) {
 
 TEST(OpsAttention, GradcheckFewerKeysThanQueries) {
   gradcheck(
-      [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], 0.4f); },
+      [](const std::vector<Tensor>& x) {
+        return scaled_dot_product_attention(x[0], x[1], x[2], 0.4f);
+      },
       {requires_grad(randn({1, 2, 5, 3}, 7)), requires_grad(randn({1, 2, 3, 3}, 8)),
        requires_grad(randn({1, 2, 3, 3}, 9))},
       {}, "attention Nq=5 Nk=3");
@@ -77,13 +80,16 @@ TEST(OpsAttention, GradcheckFewerKeysThanQueries) {
 
 TEST(OpsAttention, GradcheckOnlyQueryRequiresGrad) {
   gradcheck(
-      [](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], 0.5f); },
-      {requires_grad(randn({2, 1, 5, 4}, 10)), randn({2, 1, 5, 4}, 11), randn({2, 1, 5, 4}, 12)}, {},
-      "attention grad q only");
+      [](const std::vector<Tensor>& x) {
+        return scaled_dot_product_attention(x[0], x[1], x[2], 0.5f);
+      },
+      {requires_grad(randn({2, 1, 5, 4}, 10)), randn({2, 1, 5, 4}, 11), randn({2, 1, 5, 4}, 12)},
+      {}, "attention grad q only");
 }
 
 TEST(OpsAttention, KernelLseAndOutputMatchNaiveLoops) {
-  Tensor q = randn({2, 3, 11, 6}, 1, 2.f), k = randn({2, 3, 11, 6}, 2, 2.f), v = randn({2, 3, 11, 6}, 3);
+  Tensor q = randn({2, 3, 11, 6}, 1, 2.f), k = randn({2, 3, 11, 6}, 2, 2.f),
+         v = randn({2, 3, 11, 6}, 3);
   float scale = 1.f / std::sqrt(6.f);
   Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, 3, 11});
   backend_for(q).attention(q, k, v, scale, out, lse);
@@ -95,7 +101,8 @@ TEST(OpsAttention, KernelLseAndOutputMatchNaiveLoops) {
 
 TEST(OpsAttention, LargeScoresDoNotOverflow) {
   // Scores of several hundred: exp would overflow without the max subtraction.
-  Tensor q = randn({1, 1, 6, 8}, 1, 10.f), k = randn({1, 1, 6, 8}, 2, 10.f), v = randn({1, 1, 6, 8}, 3);
+  Tensor q = randn({1, 1, 6, 8}, 1, 10.f), k = randn({1, 1, 6, 8}, 2, 10.f),
+         v = randn({1, 1, 6, 8}, 3);
   Tensor out = scaled_dot_product_attention(q, k, v, 1.f);
   std::vector<double> eo, el;
   naive_attention(q, k, v, 1.f, eo, el);
@@ -104,12 +111,15 @@ TEST(OpsAttention, LargeScoresDoNotOverflow) {
 
 TEST(OpsAttention, BackwardMatchesComposedOps) {
   // The fused backward against autograd through matmul/softmax composed by hand (N=198, D=5).
-  Tensor q0 = randn({1, 2, 198, 5}, 1), k0 = randn({1, 2, 198, 5}, 2), v0 = randn({1, 2, 198, 5}, 3);
+  Tensor q0 = randn({1, 2, 198, 5}, 1), k0 = randn({1, 2, 198, 5}, 2),
+         v0 = randn({1, 2, 198, 5}, 3);
   float scale = 1.f / std::sqrt(5.f);
   Tensor gout = randn({1, 2, 198, 5}, 4);
-  Tensor q = requires_grad(q0.clone()), k = requires_grad(k0.clone()), v = requires_grad(v0.clone());
+  Tensor q = requires_grad(q0.clone()), k = requires_grad(k0.clone()),
+         v = requires_grad(v0.clone());
   sum(mul(scaled_dot_product_attention(q, k, v, scale), gout)).backward();
-  Tensor q2 = requires_grad(q0.clone()), k2 = requires_grad(k0.clone()), v2 = requires_grad(v0.clone());
+  Tensor q2 = requires_grad(q0.clone()), k2 = requires_grad(k0.clone()),
+         v2 = requires_grad(v0.clone());
   Tensor kt = transpose(k2, 2, 3);
   Tensor p = softmax(scale * matmul(q2, kt), -1);
   sum(mul(matmul(p, v2), gout)).backward();

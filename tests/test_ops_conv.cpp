@@ -133,9 +133,7 @@ TEST(OpsConv, BatchNormEvalGradients) {
   Tensor b = requires_grad(randn({3}, 25));
   Tensor rm = randn({3}, 26), rv = test::uniform({3}, 27, 0.5f, 2.f);
   gradcheck(
-      [&](const Inputs& v) {
-        return batch_norm2d(v[0], v[1], v[2], rm, rv, false, 0.1f, 1e-5f);
-      },
+      [&](const Inputs& v) { return batch_norm2d(v[0], v[1], v[2], rm, rv, false, 0.1f, 1e-5f); },
       {x, w, b}, {}, "batch_norm2d eval");
 }
 
@@ -166,13 +164,14 @@ TEST(OpsConv, BatchNormRunningStatsUpdatedOnlyWhenTraining) {
 TEST(OpsConv, PoolGradients) {
   Tensor x = requires_grad(distinct({2, 5, 7, 3}, 40));
   Pool2dParams k3s2p1 = pool_params(3, 3, 2, 2, 1, 1);
-  gradcheck([=](const Inputs& v) { return max_pool2d(v[0], k3s2p1); }, {x}, {}, "max_pool2d k3s2p1");
+  gradcheck([=](const Inputs& v) { return max_pool2d(v[0], k3s2p1); }, {x}, {},
+            "max_pool2d k3s2p1");
   gradcheck([](const Inputs& v) { return max_pool2d(v[0], pool_params(2, 3, 1, 2, 0, 1)); }, {x},
             {}, "max_pool2d k2x3 s1x2 p0x1");
-  gradcheck([=](const Inputs& v) { return avg_pool2d(v[0], k3s2p1); }, {x}, {}, "avg_pool2d k3s2p1");
-  gradcheck(
-      [](const Inputs& v) { return avg_pool2d(v[0], pool_params(3, 3, 2, 2, 1, 1, false)); }, {x},
-      {}, "avg_pool2d k3s2p1 exclude pad");
+  gradcheck([=](const Inputs& v) { return avg_pool2d(v[0], k3s2p1); }, {x}, {},
+            "avg_pool2d k3s2p1");
+  gradcheck([](const Inputs& v) { return avg_pool2d(v[0], pool_params(3, 3, 2, 2, 1, 1, false)); },
+            {x}, {}, "avg_pool2d k3s2p1 exclude pad");
   gradcheck([](const Inputs& v) { return avg_pool2d(v[0], pool_params(2, 2, 1, 1, 1, 0)); }, {x},
             {}, "avg_pool2d k2 s1 p1x0");
   gradcheck([](const Inputs& v) { return global_avg_pool2d(v[0]); }, {x}, {}, "global_avg_pool2d");
@@ -182,17 +181,21 @@ TEST(OpsConv, PoolGradients) {
 
 TEST(OpsConv, Conv2dMatchesTorch) {
   test::Fixture f("ops_conv.safetensors");
-  struct Case { const char* name; Conv2dParams p; };
+  struct Case {
+    const char* name;
+    Conv2dParams p;
+  };
   // Stride, padding and groups of each case from the fixture's params (CONV_CASES of
   // tools/reference/ops_conv.py).
   auto params = [&](const std::string& n) {
     const std::string c = "conv." + n + ".";
-    const int s = static_cast<int>(f.param_i(c + "stride")), p = static_cast<int>(f.param_i(c + "padding"));
+    const int s = static_cast<int>(f.param_i(c + "stride")),
+              p = static_cast<int>(f.param_i(c + "padding"));
     return conv_params(s, s, p, p, static_cast<int>(f.param_i(c + "groups")));
   };
   std::vector<Case> cases;
-  for (const char* n : {"conv_s1_p1_bias", "conv_s2_p0", "conv_s2_p1_g2", "conv_depthwise", "conv_1x1_g2",
-                        "conv_7x7_s2_p3"})
+  for (const char* n : {"conv_s1_p1_bias", "conv_s2_p0", "conv_s2_p1_g2", "conv_depthwise",
+                        "conv_1x1_g2", "conv_7x7_s2_p3"})
     cases.push_back({n, params(n)});
   for (const auto& c : cases) {
     std::string n = c.name;
@@ -212,7 +215,8 @@ TEST(OpsConv, Conv2dMatchesTorch) {
 TEST(OpsConv, BatchNormMatchesTorch) {
   test::Fixture f("ops_conv.safetensors");
   const float momentum = f.param_f("bn.momentum"), eps = f.param_f("bn.eps");
-  Tensor x = requires_grad(f.at("bn_train.x")), w = requires_grad(f.at("bn_train.w")), b = requires_grad(f.at("bn_train.b"));
+  Tensor x = requires_grad(f.at("bn_train.x")), w = requires_grad(f.at("bn_train.w")),
+         b = requires_grad(f.at("bn_train.b"));
   Tensor rm = f.at("bn_train.rm0").clone(), rv = f.at("bn_train.rv0").clone();
   Tensor y = batch_norm2d(x, w, b, rm, rv, true, momentum, eps);
   EXPECT_LT(rel_error(y, f.at("bn_train.y")), 1e-5);
@@ -235,16 +239,21 @@ TEST(OpsConv, PoolsMatchTorch) {
   auto params = [&](const std::string& n) {
     const std::string c = "pool." + n + ".";
     auto k = f.param_iv(c + "kernel"), s = f.param_iv(c + "stride"), p = f.param_iv(c + "padding");
-    const bool include_pad = f.param_s(c + "op") == "avg" ? f.param_b(c + "count_include_pad") : true;
-    return pool_params(static_cast<int>(k.at(0)), static_cast<int>(k.at(1)), static_cast<int>(s.at(0)),
-                       static_cast<int>(s.at(1)), static_cast<int>(p.at(0)), static_cast<int>(p.at(1)), include_pad);
+    const bool include_pad =
+        f.param_s(c + "op") == "avg" ? f.param_b(c + "count_include_pad") : true;
+    return pool_params(static_cast<int>(k.at(0)), static_cast<int>(k.at(1)),
+                       static_cast<int>(s.at(0)), static_cast<int>(s.at(1)),
+                       static_cast<int>(p.at(0)), static_cast<int>(p.at(1)), include_pad);
   };
   Tensor x = f.at("pool.x");
   EXPECT_LT(rel_error(max_pool2d(x, params("maxpool_k3s2p1")), f.at("maxpool_k3s2p1.y")), 1e-5);
   EXPECT_LT(rel_error(max_pool2d(x, params("maxpool_k2s2p0")), f.at("maxpool_k2s2p0.y")), 1e-5);
   EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3s2p1")), f.at("avgpool_k3s2p1.y")), 1e-5);
-  EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3s2p1_nopad")), f.at("avgpool_k3s2p1_nopad.y")), 1e-5);
-  EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3x2s1p1x0")), f.at("avgpool_k3x2s1p1x0.y")), 1e-5);
+  EXPECT_LT(
+      rel_error(avg_pool2d(x, params("avgpool_k3s2p1_nopad")), f.at("avgpool_k3s2p1_nopad.y")),
+      1e-5);
+  EXPECT_LT(rel_error(avg_pool2d(x, params("avgpool_k3x2s1p1x0")), f.at("avgpool_k3x2s1p1x0.y")),
+            1e-5);
   EXPECT_LT(rel_error(global_avg_pool2d(x), f.at("gap.y")), 1e-5);
 }
 
@@ -253,21 +262,42 @@ TEST(OpsConv, PoolsMatchTorch) {
 TEST(OpsConv, Conv2dBadInputs) {
   Tensor x = randn({2, 5, 7, 3}, 1);
   Conv2dParams p = conv_params(1, 1, 1, 1, 1);
-  expect_error([&] { conv2d(randn({5, 7, 3}, 1), randn({4, 3, 3, 3}, 2), Tensor(), p); },
-               {"conv2d", "[5, 7, 3]", "rank 4"});
-  expect_error([&] { conv2d(x, randn({4, 3, 3, 2}, 2), Tensor(), p); },
-               {"conv2d", "channel mismatch", "[2, 5, 7, 3]", "[4, 3, 3, 2]"});
-  expect_error([&] { conv2d(randn({2, 5, 7, 4}, 1), randn({5, 3, 3, 2}, 2), Tensor(),
-                            conv_params(1, 1, 1, 1, 2)); },
-               {"conv2d", "[5, 3, 3, 2]", "not divisible by groups 2"});
-  expect_error([&] { conv2d(randn({1, 2, 2, 3}, 1), randn({4, 5, 5, 3}, 2), Tensor(), p); },
-               {"conv2d", "[1, 2, 2, 3]", "[4, 5, 5, 3]", "larger than the padded input"});
-  expect_error([&] { conv2d(x, randn({4, 3, 3, 3}, 2), randn({5}, 3), p); },
-               {"conv2d", "bias", "[5]", "[4, 3, 3, 3]"});
-  expect_error([&] { conv2d(x, Tensor::zeros({4, 3, 3, 3}, DType::BF16), Tensor(), p); },
-               {"conv2d", "dtype", "bf16[4, 3, 3, 3]", "[2, 5, 7, 3]"});
-  expect_error([&] { conv2d(x, randn({4, 3, 3, 3}, 2), Tensor(), conv_params(0, 1, 0, 0, 1)); },
-               {"conv2d", "stride"});
+  expect_error(
+      [&] {
+        conv2d(randn({5, 7, 3}, 1), randn({4, 3, 3, 3}, 2), Tensor(), p);
+      },
+      {"conv2d", "[5, 7, 3]", "rank 4"});
+  expect_error(
+      [&] {
+        conv2d(x, randn({4, 3, 3, 2}, 2), Tensor(), p);
+      },
+      {"conv2d", "channel mismatch", "[2, 5, 7, 3]", "[4, 3, 3, 2]"});
+  expect_error(
+      [&] {
+        conv2d(randn({2, 5, 7, 4}, 1), randn({5, 3, 3, 2}, 2), Tensor(),
+               conv_params(1, 1, 1, 1, 2));
+      },
+      {"conv2d", "[5, 3, 3, 2]", "not divisible by groups 2"});
+  expect_error(
+      [&] {
+        conv2d(randn({1, 2, 2, 3}, 1), randn({4, 5, 5, 3}, 2), Tensor(), p);
+      },
+      {"conv2d", "[1, 2, 2, 3]", "[4, 5, 5, 3]", "larger than the padded input"});
+  expect_error(
+      [&] {
+        conv2d(x, randn({4, 3, 3, 3}, 2), randn({5}, 3), p);
+      },
+      {"conv2d", "bias", "[5]", "[4, 3, 3, 3]"});
+  expect_error(
+      [&] {
+        conv2d(x, Tensor::zeros({4, 3, 3, 3}, DType::BF16), Tensor(), p);
+      },
+      {"conv2d", "dtype", "bf16[4, 3, 3, 3]", "[2, 5, 7, 3]"});
+  expect_error(
+      [&] {
+        conv2d(x, randn({4, 3, 3, 3}, 2), Tensor(), conv_params(0, 1, 0, 0, 1));
+      },
+      {"conv2d", "stride"});
   expect_error([&] { conv2d(x, Tensor(), Tensor(), p); }, {"conv2d", "weight", "undefined"});
 }
 
@@ -275,8 +305,11 @@ TEST(OpsConv, BatchNormBadInputs) {
   Tensor x = randn({2, 3, 4, 5}, 1);
   Tensor w = Tensor::ones({5}), b = Tensor::zeros({5});
   Tensor rm = Tensor::zeros({5}), rv = Tensor::ones({5});
-  expect_error([&] { batch_norm2d(randn({3, 4, 5}, 1), w, b, rm, rv, true); },
-               {"batch_norm2d", "[3, 4, 5]", "rank 4"});
+  expect_error(
+      [&] {
+        batch_norm2d(randn({3, 4, 5}, 1), w, b, rm, rv, true);
+      },
+      {"batch_norm2d", "[3, 4, 5]", "rank 4"});
   Tensor w4 = Tensor::ones({4});
   expect_error([&] { batch_norm2d(x, w4, b, rm, rv, true); },
                {"batch_norm2d", "weight", "[4]", "[2, 3, 4, 5]"});
@@ -286,16 +319,23 @@ TEST(OpsConv, BatchNormBadInputs) {
   Tensor undefined;
   expect_error([&] { batch_norm2d(x, undefined, b, rm, rv, true); },
                {"batch_norm2d", "weight", "undefined"});
-  expect_error([&] { batch_norm2d(randn({1, 1, 1, 5}, 1), w, b, rm, rv, true); },
-               {"batch_norm2d", "more than one value per channel", "[1, 1, 1, 5]"});
+  expect_error(
+      [&] {
+        batch_norm2d(randn({1, 1, 1, 5}, 1), w, b, rm, rv, true);
+      },
+      {"batch_norm2d", "more than one value per channel", "[1, 1, 1, 5]"});
   Tensor wbf = Tensor::ones({5}, DType::BF16);
-  expect_error([&] { batch_norm2d(x, wbf, b, rm, rv, true); }, {"batch_norm2d", "dtype", "bf16[5]"});
+  expect_error([&] { batch_norm2d(x, wbf, b, rm, rv, true); },
+               {"batch_norm2d", "dtype", "bf16[5]"});
 }
 
 TEST(OpsConv, PoolBadInputs) {
   Tensor x = randn({2, 5, 7, 3}, 1);
-  expect_error([&] { max_pool2d(randn({5, 7, 3}, 1), pool_params(3, 3, 2, 2, 1, 1)); },
-               {"max_pool2d", "[5, 7, 3]", "rank 4"});
+  expect_error(
+      [&] {
+        max_pool2d(randn({5, 7, 3}, 1), pool_params(3, 3, 2, 2, 1, 1));
+      },
+      {"max_pool2d", "[5, 7, 3]", "rank 4"});
   expect_error([&] { max_pool2d(x, pool_params(3, 3, 2, 2, 2, 2)); },
                {"max_pool2d", "padding 2x2", "half the kernel 3x3", "[2, 5, 7, 3]"});
   expect_error([&] { avg_pool2d(x, pool_params(9, 3, 1, 1, 1, 1)); },

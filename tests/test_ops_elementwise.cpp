@@ -19,9 +19,11 @@ Tensor away_from_zero(const Shape& s, uint64_t seed, float margin = 0.2f) {
 }
 
 TEST(OpsElementwise, BinaryGradientsWithBroadcasting) {
-  struct Case { Shape a, b; };
-  std::vector<Case> cases = {{{3, 5}, {3, 5}}, {{3, 1, 5}, {4, 5}}, {{2, 3}, {}}, {{1}, {3, 7}},
-                             {{2, 1, 3}, {2, 4, 1}}};
+  struct Case {
+    Shape a, b;
+  };
+  std::vector<Case> cases = {
+      {{3, 5}, {3, 5}}, {{3, 1, 5}, {4, 5}}, {{2, 3}, {}}, {{1}, {3, 7}}, {{2, 1, 3}, {2, 4, 1}}};
   for (auto& c : cases) {
     std::string what = shape_str(c.a) + " op " + shape_str(c.b);
     Tensor a = requires_grad(randn(c.a, 1)), b = requires_grad(away_from_zero(c.b, 2, 0.5f));
@@ -100,7 +102,8 @@ TEST(OpsShape, ForwardMatchesTorch) {
   const Tensor& r = fx.at("r");
   test::expect_close(permute(r, {2, 0, 1}), fx.at("permute_201"), 0, 0, "permute");
   test::expect_close(narrow(r, 2, 1, 2), fx.at("narrow_2_1_2"), 0, 0, "narrow");
-  test::expect_close(concat({r, scale(narrow(r, 1, 0, 2), 2.f)}, 1), fx.at("concat_1"), 0, 0, "concat");
+  test::expect_close(concat({r, scale(narrow(r, 1, 0, 2), 2.f)}, 1), fx.at("concat_1"), 0, 0,
+                     "concat");
   EXPECT_EQ(reshape(r, {4, -1}).shape(), (Shape{4, 6}));
   EXPECT_EQ(flatten(r).shape(), (Shape{2, 12}));
   EXPECT_EQ(transpose(r, 0, 2).shape(), (Shape{4, 3, 2}));
@@ -116,14 +119,19 @@ TEST(OpsShape, Gradients) {
   gradcheck([](const Inputs& v) { return concat({v[0], v[1], v[0]}, 1); }, {r, s}, {}, "concat");
   gradcheck([](const Inputs& v) { return flatten(v[0], 1); }, {r}, {}, "flatten");
   // A non-contiguous input to reshape (copy path).
-  gradcheck([](const Inputs& v) { return reshape(transpose(v[0], 0, 2), {-1}); }, {r}, {}, "reshape of transpose");
+  gradcheck([](const Inputs& v) { return reshape(transpose(v[0], 0, 2), {-1}); }, {r}, {},
+            "reshape of transpose");
 }
 
 TEST(OpsErrors, MessagesNameOpAndShapes) {
   Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4});
   expect_error([&] { add(a, b); }, {"add", "[2, 3]", "[4]"});
   expect_error([&] { mul(a, Tensor::zeros({3, 2})); }, {"mul", "[2, 3]", "[3, 2]"});
-  expect_error([&] { add(a, Tensor::zeros({2, 3}, DType::I64)); }, {"add", "i64[2, 3]", "f32[2, 3]"});
+  expect_error(
+      [&] {
+        add(a, Tensor::zeros({2, 3}, DType::I64));
+      },
+      {"add", "i64[2, 3]", "f32[2, 3]"});
   expect_error([&] { add(a, Tensor::zeros({2, 3}, DType::BF16)); }, {"add", "bf16[2, 3]"});
   expect_error([&] { sum(a, {2}); }, {"sum", "dim 2", "rank 2"});
   expect_error([&] { narrow(a, 1, 2, 5); }, {"narrow", "[2, 3]"});

@@ -59,7 +59,8 @@ TEST_F(OpsLossFixture, KlDivTemperatures) {
   const std::vector<int64_t> temperatures = f_->param_iv("kl.temperatures");
   for (int64_t ti : temperatures) {
     const float T = static_cast<float>(ti);
-    const std::string loss_key = "kl_T" + std::to_string(ti) + "_loss", grad_key = "kl_T" + std::to_string(ti) + "_grad";
+    const std::string loss_key = "kl_T" + std::to_string(ti) + "_loss",
+                      grad_key = "kl_T" + std::to_string(ti) + "_grad";
     Tensor s = requires_grad(at("kl_student").clone()), t = requires_grad(at("kl_teacher").clone());
     Tensor loss = kl_div(s, t, T);
     expect_scalar(loss, at(loss_key), loss_key.c_str());
@@ -136,22 +137,40 @@ TEST(OpsLossBadInput, MessagesNameOpAndShapes) {
   Tensor x = randn({4, 5}, 7);
   Tensor labels = Tensor::from_vector_i64({0, 1, 2, 3}, {4});
   expect_error([&] { cross_entropy(randn({5}, 1), labels); }, {"cross_entropy", "[5]"});
-  expect_error([&] { cross_entropy(x, Tensor::from_vector_i64({0, 1, 2}, {3})); },
-               {"cross_entropy", "3 labels", "[4, 5]"});
-  expect_error([&] { cross_entropy(x, Tensor::from_vector_i64({0, 1, 7, 2}, {4})); },
-               {"cross_entropy", "label 7", "index 2"});
-  expect_error([&] { cross_entropy(x, Tensor::from_vector_i64({0, -1, 0, 2}, {4})); },
-               {"cross_entropy", "label -1", "index 1"});
-  expect_error([&] { cross_entropy(x, Tensor::from_vector({0, 1, 2, 3}, {4})); },
-               {"cross_entropy", "i64"});
+  expect_error(
+      [&] {
+        cross_entropy(x, Tensor::from_vector_i64({0, 1, 2}, {3}));
+      },
+      {"cross_entropy", "3 labels", "[4, 5]"});
+  expect_error(
+      [&] {
+        cross_entropy(x, Tensor::from_vector_i64({0, 1, 7, 2}, {4}));
+      },
+      {"cross_entropy", "label 7", "index 2"});
+  expect_error(
+      [&] {
+        cross_entropy(x, Tensor::from_vector_i64({0, -1, 0, 2}, {4}));
+      },
+      {"cross_entropy", "label -1", "index 1"});
+  expect_error(
+      [&] {
+        cross_entropy(x, Tensor::from_vector({0, 1, 2, 3}, {4}));
+      },
+      {"cross_entropy", "i64"});
   expect_error([&] { cross_entropy(x, labels, 1.f); }, {"cross_entropy", "label_smoothing"});
   expect_error([&] { cross_entropy(x, labels, -0.1f); }, {"cross_entropy", "label_smoothing"});
-  expect_error([&] { cross_entropy_soft(x, randn({4, 6}, 2)); },
-               {"cross_entropy_soft", "[4, 5]", "[4, 6]"});
+  expect_error(
+      [&] {
+        cross_entropy_soft(x, randn({4, 6}, 2));
+      },
+      {"cross_entropy_soft", "[4, 5]", "[4, 6]"});
   expect_error([&] { kl_div(x, randn({4, 6}, 3), 1.f); }, {"kl_div", "[4, 5]", "[4, 6]"});
   expect_error([&] { kl_div(x, x, 0.f); }, {"kl_div", "temperature"});
-  expect_error([&] { kl_div(randn({2, 3, 4}, 4), randn({2, 3, 4}, 5), 1.f); },
-               {"kl_div", "[2, 3, 4]"});
+  expect_error(
+      [&] {
+        kl_div(randn({2, 3, 4}, 4), randn({2, 3, 4}, 5), 1.f);
+      },
+      {"kl_div", "[2, 3, 4]"});
   expect_error([&] { smooth_l1(x, randn({5, 4}, 6)); }, {"smooth_l1", "[4, 5]", "[5, 4]"});
   expect_error([&] { smooth_l1(x, x, 0.f); }, {"smooth_l1", "beta"});
   expect_error([&] { mse(x, randn({4}, 7)); }, {"mse", "[4, 5]", "[4]"});

@@ -27,8 +27,9 @@ TEST(OpsLossFusedGrad, CrossEntropyLabelsSmoothingOddShapes) {
     Tensor labels = labels_for(B, C);
     for (float s : {0.f, 0.1f})
       gradcheck([&](const std::vector<Tensor>& v) { return cross_entropy(v[0], labels, s); }, {x},
-                {}, "cross_entropy B=" + std::to_string(B) + " C=" + std::to_string(C) +
-                        " s=" + std::to_string(s));
+                {},
+                "cross_entropy B=" + std::to_string(B) + " C=" + std::to_string(C) +
+                    " s=" + std::to_string(s));
   }
 }
 
@@ -57,9 +58,9 @@ TEST(OpsLossFusedGrad, KlDivOddShapes) {
     Tensor s = requires_grad(randn({B, C}, 40 + C, 2.f));
     Tensor t = requires_grad(randn({B, C}, 41 + C, 3.f));
     for (float T : {1.f, 4.f}) {
-      gradcheck([&](const std::vector<Tensor>& v) { return kl_div(v[0], t, T); }, {s}, {},
-                "kl_div B=" + std::to_string(B) + " C=" + std::to_string(C) +
-                    " T=" + std::to_string(T));
+      gradcheck(
+          [&](const std::vector<Tensor>& v) { return kl_div(v[0], t, T); }, {s}, {},
+          "kl_div B=" + std::to_string(B) + " C=" + std::to_string(C) + " T=" + std::to_string(T));
       // A teacher that requires grad still gets none.
       Tensor tc = requires_grad(t.detach().clone());
       kl_div(s, tc, T).backward();

@@ -17,8 +17,8 @@ using test::requires_grad;
 // ---- gemm kernel against a naive triple loop (double accumulation) ----
 
 // c[i] = alpha op(a[i]) op(b[i]) + beta c0[i], with size-1 batches broadcast.
-std::vector<float> naive_gemm(const Tensor& a, const Tensor& b, const Tensor& c0, bool ta,
-                              bool tb, float alpha, float beta) {
+std::vector<float> naive_gemm(const Tensor& a, const Tensor& b, const Tensor& c0, bool ta, bool tb,
+                              float alpha, float beta) {
   auto A = a.to_vector(), B = b.to_vector(), C = c0.to_vector();
   int64_t ba = a.dim() == 3 ? a.size(0) : 1, bb = b.dim() == 3 ? b.size(0) : 1;
   int64_t ar = a.size(-2), ac = a.size(-1), br = b.size(-2), bc = b.size(-1);
@@ -83,7 +83,8 @@ TEST(CpuGemm, BetaZeroIgnoresGarbageInC) {
   Tensor a = randn({3, 4}, 1), b = randn({4, 2}, 2);
   Tensor c = Tensor::full({3, 2}, NAN);
   backend_for(a).gemm(a, b, c, false, false, 1.f, 0.f);
-  Tensor expected = Tensor::from_vector(naive_gemm(a, b, Tensor::zeros({3, 2}), false, false, 1.f, 0.f), {3, 2});
+  Tensor expected =
+      Tensor::from_vector(naive_gemm(a, b, Tensor::zeros({3, 2}), false, false, 1.f, 0.f), {3, 2});
   EXPECT_LT(rel_error(c, expected), 1e-5);
 }
 
@@ -103,7 +104,8 @@ TEST(CpuGemm, BadShapesNameTheKernelAndShapes) {
 
 TEST(OpsMatmul, GradcheckRank2OddSizes) {
   gradcheck([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); },
-            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({5, 7}, 2))}, {}, "matmul 3x5 @ 5x7");
+            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({5, 7}, 2))}, {},
+            "matmul 3x5 @ 5x7");
 }
 
 TEST(OpsMatmul, GradcheckRank3Batched) {
@@ -150,8 +152,7 @@ TEST(OpsMatmul, MatchesTorchMatmul) {
   auto f = test::load_fixture("ops_matmul.safetensors");
   EXPECT_LT(rel_error(matmul(f.at("mm2_a"), f.at("mm2_b")), f.at("mm2_out")), 1e-5);
   EXPECT_LT(rel_error(matmul(f.at("mm4_a"), f.at("mm4_b")), f.at("mm4_out")), 1e-5);
-  EXPECT_LT(rel_error(matmul(f.at("mmshared_a"), f.at("mmshared_b")), f.at("mmshared_out")),
-            1e-5);
+  EXPECT_LT(rel_error(matmul(f.at("mmshared_a"), f.at("mmshared_b")), f.at("mmshared_out")), 1e-5);
 }
 
 TEST(OpsMatmul, InnerDimensionMismatchNamesShapes) {
@@ -190,7 +191,8 @@ TEST(OpsMatmul, DtypeMismatchNamesBothTensors) {
 }
 
 TEST(OpsMatmul, DifferentDevicesNameBothTensors) {
-  if (!device_available(Device::cuda(0))) GTEST_SKIP() << "no CUDA device: cross-device check needs one";
+  if (!device_available(Device::cuda(0)))
+    GTEST_SKIP() << "no CUDA device: cross-device check needs one";
   Tensor a = randn({3, 5}, 1), b = randn({5, 7}, 2).to(Device::cuda(0));
   std::string msg = error_of([&] { matmul(a, b); });
   EXPECT_NE(msg.find("matmul"), std::string::npos) << msg;
@@ -202,18 +204,21 @@ TEST(OpsMatmul, DifferentDevicesNameBothTensors) {
 
 TEST(OpsLinear, GradcheckWithBias) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); },
-            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({4, 5}, 2)), requires_grad(randn({4}, 3))},
+            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({4, 5}, 2)),
+             requires_grad(randn({4}, 3))},
             {}, "linear with bias");
 }
 
 TEST(OpsLinear, GradcheckWithoutBias) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], Tensor()); },
-            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({4, 5}, 2))}, {}, "linear no bias");
+            {requires_grad(randn({3, 5}, 1)), requires_grad(randn({4, 5}, 2))}, {},
+            "linear no bias");
 }
 
 TEST(OpsLinear, Gradcheck3DInput) {
   gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); },
-            {requires_grad(randn({2, 3, 5}, 1)), requires_grad(randn({7, 5}, 2)), requires_grad(randn({7}, 3))},
+            {requires_grad(randn({2, 3, 5}, 1)), requires_grad(randn({7, 5}, 2)),
+             requires_grad(randn({7}, 3))},
             {}, "linear 3-D input");
 }
 
@@ -235,8 +240,7 @@ TEST(OpsLinear, RecordsOneNode) {
 
 TEST(OpsLinear, MatchesTorchLinear) {
   auto f = test::load_fixture("ops_matmul.safetensors");
-  EXPECT_LT(rel_error(linear(f.at("lin_x"), f.at("lin_w"), f.at("lin_b")), f.at("lin_out")),
-            1e-5);
+  EXPECT_LT(rel_error(linear(f.at("lin_x"), f.at("lin_w"), f.at("lin_b")), f.at("lin_out")), 1e-5);
   EXPECT_LT(rel_error(linear(f.at("lin_x"), f.at("lin_w"), Tensor()), f.at("lin_nobias_out")),
             1e-5);
 }

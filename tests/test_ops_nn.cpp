@@ -33,7 +33,9 @@ TEST(OpsNnSoftmax, NonContiguousInput) {
   Tensor expect = softmax(xt.contiguous(), -1);
   EXPECT_EQ(rel_error(softmax(xt, -1), expect), 0.0);
   EXPECT_EQ(rel_error(logsumexp(xt, 0), logsumexp(xt.contiguous(), 0)), 0.0);
-  EXPECT_EQ(rel_error(layer_norm(xt, Tensor(), Tensor()), layer_norm(xt.contiguous(), Tensor(), Tensor())), 0.0);
+  EXPECT_EQ(rel_error(layer_norm(xt, Tensor(), Tensor()),
+                      layer_norm(xt.contiguous(), Tensor(), Tensor())),
+            0.0);
 }
 
 TEST(OpsNnSoftmax, RowsSumToOneAndLargeValuesStayFinite) {
@@ -100,20 +102,23 @@ TEST(OpsNnLayerNorm, GradcheckAffineAndPlain) {
   Tensor b = requires_grad(randn({9}, 8));
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2]); }, {x, w, b},
             {}, "layer_norm affine");
-  gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], Tensor(), Tensor()); },
-            {x}, {}, "layer_norm plain");
+  gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], Tensor(), Tensor()); }, {x},
+            {}, "layer_norm plain");
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], Tensor(), 1e-3f); },
-            {requires_grad(randn({5, 1, 7}, 9)), requires_grad(randn({7}, 13))}, {}, "layer_norm weight only, D = 7");
+            {requires_grad(randn({5, 1, 7}, 9)), requires_grad(randn({7}, 13))}, {},
+            "layer_norm weight only, D = 7");
   // Many columns (beyond one 64-wide block of the weight-gradient kernel).
   gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2]); },
-            {requires_grad(randn({3, 67}, 10)), requires_grad(randn({67}, 11)), requires_grad(randn({67}, 12))}, {},
-            "layer_norm D = 67");
+            {requires_grad(randn({3, 67}, 10)), requires_grad(randn({67}, 11)),
+             requires_grad(randn({67}, 12))},
+            {}, "layer_norm D = 67");
 }
 
 TEST(OpsNnLayerNorm, MatchesPyTorch) {
   test::Fixture f("ops_nn.safetensors");
   const float eps = f.param_f("ln.eps");
-  Tensor x = requires_grad(f.at("ln_x").clone()), w = requires_grad(f.at("ln_w").clone()), b = requires_grad(f.at("ln_b").clone());
+  Tensor x = requires_grad(f.at("ln_x").clone()), w = requires_grad(f.at("ln_w").clone()),
+         b = requires_grad(f.at("ln_b").clone());
   Tensor gy = f.at("ln_gy");
   Tensor y = layer_norm(x, w, b, eps);
   EXPECT_LT(rel_error(y, f.at("ln_y_affine")), 1e-5);
@@ -152,9 +157,11 @@ TEST(OpsNnLayerNorm, ParallelPathMatchesRowSlices) {
     EXPECT_EQ(rel_error(ys, y.narrow_view(0, r0, 100).contiguous()), 0.0);
     sum(mul(ys, gy.narrow_view(0, r0, 100).contiguous())).backward();
     EXPECT_EQ(rel_error(xs.grad(), xr.grad().narrow_view(0, r0, 100).contiguous()), 0.0);
-    EXPECT_EQ(rel_error(softmax(xs.detach()), softmax(x).narrow_view(0, r0, 100).contiguous()), 0.0);
-    EXPECT_EQ(rel_error(log_softmax(xs.detach()),
-                        log_softmax(x).narrow_view(0, r0, 100).contiguous()), 0.0);
+    EXPECT_EQ(rel_error(softmax(xs.detach()), softmax(x).narrow_view(0, r0, 100).contiguous()),
+              0.0);
+    EXPECT_EQ(
+        rel_error(log_softmax(xs.detach()), log_softmax(x).narrow_view(0, r0, 100).contiguous()),
+        0.0);
     EXPECT_EQ(rel_error(logsumexp(xs.detach()), logsumexp(x).narrow_view(0, r0, 100).contiguous()),
               0.0);
   }
@@ -293,9 +300,13 @@ TEST(OpsNnBadInput, MessagesNameOpAndShapes) {
   expect_error([&] { softmax(Tensor::from_vector_i64({1, 2}, {2})); }, {"softmax", "i64"});
   expect_error([&] { layer_norm(x, Tensor::ones({4}), Tensor()); },
                {"layer_norm", "weight", "[4]", "[3]", "[2, 3]"});
-  expect_error([&] { layer_norm(x, Tensor(), Tensor::ones({2, 3})); },
-               {"layer_norm", "bias", "[2, 3]"});
-  expect_error([&] { layer_norm(Tensor::scalar(1.f), Tensor(), Tensor()); }, {"layer_norm", "rank"});
+  expect_error(
+      [&] {
+        layer_norm(x, Tensor(), Tensor::ones({2, 3}));
+      },
+      {"layer_norm", "bias", "[2, 3]"});
+  expect_error([&] { layer_norm(Tensor::scalar(1.f), Tensor(), Tensor()); },
+               {"layer_norm", "rank"});
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ AdamOptions adam_options(const std::string& c) {
 }
 
 SgdOptions sgd_options(const std::string& c) {
-  return {fixture().param_f(c + ".momentum"), fixture().param_f(c + ".dampening"), fixture().param_b(c + ".nesterov")};
+  return {fixture().param_f(c + ".momentum"), fixture().param_f(c + ".dampening"),
+          fixture().param_b(c + ".nesterov")};
 }
 
 float lr(const std::string& c) { return fixture().param_f(c + ".lr"); }
@@ -53,8 +54,10 @@ std::vector<Tensor> initial_params() {
 void set_grads(std::vector<Tensor>& ps, int t) {
   for (int i = 0; i < kParams; ++i) {
     auto it = fixture().tensors().find(key("g", t, i));
-    if (it == fixture().tensors().end()) ps[i].zero_grad();
-    else ps[i].set_grad(it->second.clone());
+    if (it == fixture().tensors().end())
+      ps[i].zero_grad();
+    else
+      ps[i].set_grad(it->second.clone());
   }
 }
 
@@ -207,15 +210,17 @@ void check_resume(Make make) {
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [k, t] : a) {
     ASSERT_TRUE(b.count(k)) << k;
-    if (t.dtype() == DType::I64) EXPECT_EQ(t.to_vector_i64(), b.at(k).to_vector_i64()) << k;
-    else EXPECT_EQ(t.to_vector(), b.at(k).to_vector()) << k;
+    if (t.dtype() == DType::I64)
+      EXPECT_EQ(t.to_vector_i64(), b.at(k).to_vector_i64()) << k;
+    else
+      EXPECT_EQ(t.to_vector(), b.at(k).to_vector()) << k;
   }
 }
 
 TEST(OptimState, AdamWResumeIsBitExact) {
   check_resume([](std::vector<Tensor>& ps) {
-    return std::make_unique<AdamW>(std::vector<ParamGroup>{{{ps[0], ps[2]}, 0.05f, 0.05f},
-                                                           {{ps[1]}, 0.05f, 0.f}});
+    return std::make_unique<AdamW>(
+        std::vector<ParamGroup>{{{ps[0], ps[2]}, 0.05f, 0.05f}, {{ps[1]}, 0.05f, 0.f}});
   });
 }
 
@@ -235,10 +240,10 @@ TEST(OptimState, NamesAreStableAndLoadRejectsBadEntries) {
   auto st = state_map(opt);
   std::set<std::string> names;
   for (const auto& [k, t] : st) names.insert(k);
-  EXPECT_EQ(names, (std::set<std::string>{"adamw.steps", "adamw.step.0.0", "adamw.m.0.0",
-                                          "adamw.v.0.0", "adamw.step.0.1", "adamw.m.0.1",
-                                          "adamw.v.0.1", "adamw.step.0.2", "adamw.m.0.2",
-                                          "adamw.v.0.2"}));
+  EXPECT_EQ(names,
+            (std::set<std::string>{"adamw.steps", "adamw.step.0.0", "adamw.m.0.0", "adamw.v.0.0",
+                                   "adamw.step.0.1", "adamw.m.0.1", "adamw.v.0.1", "adamw.step.0.2",
+                                   "adamw.m.0.2", "adamw.v.0.2"}));
   EXPECT_EQ(st.at("adamw.m.0.2").shape(), ps[2].shape());
 
   auto bad = st;
@@ -279,10 +284,8 @@ TEST(OptimErrors, BadHyperParametersNameTheField) {
   expect_error([&] { SGD({{ps, 0.1f, 0.f}}, {-0.5f, 0.f, false}); }, {"sgd", "momentum"});
   expect_error([&] { SGD({{ps, 0.1f, 0.f}}, {0.f, 0.f, true}); }, {"nesterov", "momentum"});
   expect_error([&] { SGD({{ps, 0.1f, 0.f}}, {0.9f, 0.5f, true}); }, {"nesterov", "dampening"});
-  expect_error([&] { AdamW({{{ps[0], ps[1], ps[0]}, 0.1f, 0.f}}); },
-                      {"more than once", "[3, 5]"});
-  expect_error([&] { AdamW({{{Tensor::zeros({2}, DType::F64)}, 0.1f, 0.f}}); },
-                      {"f32", "f64"});
+  expect_error([&] { AdamW({{{ps[0], ps[1], ps[0]}, 0.1f, 0.f}}); }, {"more than once", "[3, 5]"});
+  expect_error([&] { AdamW({{{Tensor::zeros({2}, DType::F64)}, 0.1f, 0.f}}); }, {"f32", "f64"});
   AdamW ok({{ps, 0.1f, 0.f}});
   expect_error([&] { ok.set_lr_scale(-1.f); }, {"lr scale"});
   expect_error([&] { ok.set_group_lr(3, 0.1f); }, {"group 3", "out of range"});
@@ -337,16 +340,18 @@ TEST(OptimErrors, BadGradientsAndKernelInputs) {
   ps[1].set_grad(Tensor::zeros({6}));
   expect_error([&] { opt.step(); }, {"adamw.step", "param 0.1", "[6]", "[7]"});
 
-  Tensor p = Tensor::zeros({4}), g = Tensor::zeros({5}), m = Tensor::zeros({4}), v = Tensor::zeros({4});
+  Tensor p = Tensor::zeros({4}), g = Tensor::zeros({5}), m = Tensor::zeros({4}),
+         v = Tensor::zeros({4});
   AdamHyper h;
-  expect_error([&] { backend_for(p).adam_update(p, g, m, v, h); }, {"adam_update", "grad", "[5]", "[4]"});
+  expect_error([&] { backend_for(p).adam_update(p, g, m, v, h); },
+               {"adam_update", "grad", "[5]", "[4]"});
   h.step = 0;
   expect_error([&] { backend_for(p).adam_update(p, m, m, v, h); }, {"adam_update", "step"});
   Tensor buf = Tensor::zeros({3});
   SgdHyper sh;
   sh.momentum = 0.9f;
   expect_error([&] { backend_for(p).sgd_update(p, m, buf, sh); },
-                      {"sgd_update", "momentum_buffer", "[3]"});
+               {"sgd_update", "momentum_buffer", "[3]"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,7 +382,8 @@ TEST(ClipGradNorm, ClipsWhenNormExceedsMax) {
   int j = 0;
   for (int i = 0; i < kParams; ++i, ++j) {
     if (j == 1) ++j;  // the parameter without a grad
-    EXPECT_LE(test::rel_error(ps[j].grad(), fixture().at("clip.small.g." + std::to_string(i))), 1e-6)
+    EXPECT_LE(test::rel_error(ps[j].grad(), fixture().at("clip.small.g." + std::to_string(i))),
+              1e-6)
         << "grad " << i;
   }
 }
@@ -385,7 +391,8 @@ TEST(ClipGradNorm, ClipsWhenNormExceedsMax) {
 // A parameter listed twice counts once in the norm and is scaled once (the multi-tensor scale
 // must never see one gradient twice: on the GPU two blocks would race on it).
 TEST(ClipGradNorm, ADuplicatedParameterCountsOnce) {
-  Tensor p = test::requires_grad(test::randn({5}, 31)), q = test::requires_grad(test::randn({3}, 32));
+  Tensor p = test::requires_grad(test::randn({5}, 31)),
+         q = test::requires_grad(test::randn({3}, 32));
   p.set_grad(test::randn({5}, 33, 3.f));
   q.set_grad(test::randn({3}, 34, 3.f));
   Tensor p2 = test::requires_grad(p.detach().clone()), q2 = test::requires_grad(q.detach().clone());
@@ -403,7 +410,8 @@ TEST(ClipGradNorm, LeavesGradsBelowMaxUnchanged) {
   Tensor norm = clip_grad_norm(ps, fixture().param_f("clip.large.max_norm"));
   EXPECT_LE(std::fabs(norm.item() / fixture().at("clip.large.norm").item() - 1.f), 1e-6);
   for (int i = 0; i < kParams; ++i) {
-    EXPECT_EQ(ps[i].grad().to_vector(), fixture().at("clip.large.g." + std::to_string(i)).to_vector())
+    EXPECT_EQ(ps[i].grad().to_vector(),
+              fixture().at("clip.large.g." + std::to_string(i)).to_vector())
         << "grad " << i;
     EXPECT_EQ(ps[i].grad().to_vector(), fixture().at("clip.g." + std::to_string(i)).to_vector());
   }
@@ -508,7 +516,8 @@ TEST(Schedule, CosineClosedFormPoints) {
 
 TEST(Schedule, StepMatchesTorchStepLR) {
   const test::Fixture& f = fixture();
-  StepSchedule s(f.param_f("sched.step.base_lr"), f.param_i("sched.step.step_size"), f.param_f("sched.step.gamma"));
+  StepSchedule s(f.param_f("sched.step.base_lr"), f.param_i("sched.step.step_size"),
+                 f.param_f("sched.step.gamma"));
   expect_schedule(s, "sched.step");
   EXPECT_FLOAT_EQ(s.lr_at(6), 0.1f);
   EXPECT_FLOAT_EQ(s.lr_at(7), 0.05f);
@@ -582,9 +591,9 @@ TEST(DecayGroups, RulesAndCustomNames) {
     t.set_requires_grad(true);
     return t;
   };
-  NamedTensors named = {{"fc.weight", mk({3, 4})},      {"fc.bias", mk({3})},
-                        {"odd.bias", mk({2, 2})},       {"scale", mk({5})},
-                        {"pos_embed", mk({1, 4, 3})},   {"my_token", mk({1, 1, 3})},
+  NamedTensors named = {{"fc.weight", mk({3, 4})},         {"fc.bias", mk({3})},
+                        {"odd.bias", mk({2, 2})},          {"scale", mk({5})},
+                        {"pos_embed", mk({1, 4, 3})},      {"my_token", mk({1, 1, 3})},
                         {"block.pos_embed", mk({1, 4, 3})}};
   auto g = decay_groups(named, 1.f, 0.1f);
   auto names = [&](const ParamGroup& pg) {

@@ -47,8 +47,10 @@ Copies clone(const Copies& a) {
 void expect_identical(const Copies& a, const Copies& b, const std::string& what) {
   for (size_t i = 0; i < a.p.size(); ++i) {
     EXPECT_EQ(a.p[i].to_vector(), b.p[i].to_vector()) << what << ": param " << i;
-    if (!a.m.empty()) EXPECT_EQ(a.m[i].to_vector(), b.m[i].to_vector()) << what << ": slot 0 of " << i;
-    if (!a.v.empty()) EXPECT_EQ(a.v[i].to_vector(), b.v[i].to_vector()) << what << ": slot 1 of " << i;
+    if (!a.m.empty())
+      EXPECT_EQ(a.m[i].to_vector(), b.m[i].to_vector()) << what << ": slot 0 of " << i;
+    if (!a.v.empty())
+      EXPECT_EQ(a.v[i].to_vector(), b.v[i].to_vector()) << what << ": slot 1 of " << i;
   }
 }
 
@@ -76,8 +78,9 @@ void check_adam(bool decoupled) {
       list.push_back({multi.p[i], g, multi.m[i], multi.v[i], h});
     }
     be.adam_update_multi(list);
-    expect_identical(multi, single, std::string(decoupled ? "adamw" : "adam-l2") + " step " +
-                                        std::to_string(step));
+    expect_identical(
+        multi, single,
+        std::string(decoupled ? "adamw" : "adam-l2") + " step " + std::to_string(step));
   }
 }
 
@@ -165,10 +168,17 @@ TEST(OptimMulti, BadEntryIsNamedAndNothingChanges) {
   expect_error([&] { be.sgd_update_multi(sl); },
                {"sgd_update_multi entry 0", "momentum_buffer", "[3]"});
   Tensor out = Tensor::scalar(0.f);
-  expect_error([&] { be.sum_squares_multi({&p0, nullptr}, out); }, {"sum_squares_multi", "entry 1"});
+  expect_error(
+      [&] {
+        be.sum_squares_multi({&p0, nullptr}, out);
+      },
+      {"sum_squares_multi", "entry 1"});
   Tensor f64 = Tensor::zeros({2}, DType::F64);
-  expect_error([&] { be.scale_multi({&p0, &f64}, Tensor::scalar(1.f)); },
-               {"scale_multi entry 1", "f32"});
+  expect_error(
+      [&] {
+        be.scale_multi({&p0, &f64}, Tensor::scalar(1.f));
+      },
+      {"scale_multi entry 1", "f32"});
   EXPECT_EQ(p0.to_vector(), before);
 }
 

@@ -68,8 +68,8 @@ TEST(Precision, ViTInBf16StaysWithinBf16Tolerance) {
     y16 = m->forward(x);
   }
   double err = test::rel_error(y16, y32);
-  EXPECT_LT(err, 2e-2);   // the bf16 tolerance (docs/method.md, Decisions)
-  EXPECT_GT(err, 1e-6);   // and not simply f32
+  EXPECT_LT(err, 2e-2);  // the bf16 tolerance (docs/method.md, Decisions)
+  EXPECT_GT(err, 1e-6);  // and not simply f32
 }
 
 // conv2d: bf16 operands, f32 accumulation, the result rounded to bf16 (cuDNN's bf16 convolution
@@ -90,7 +90,8 @@ void check_conv_bf16(const Shape& xs, const Shape& ws, const Conv2dParams& p, ui
     sum(mul(y, r)).backward();
   }
   // The f32 reference on explicitly rounded operands, its products rounded like the bf16 path's.
-  Tensor xr = test::requires_grad(rounded(x.detach())), wr = test::requires_grad(rounded(w.detach()));
+  Tensor xr = test::requires_grad(rounded(x.detach())),
+         wr = test::requires_grad(rounded(w.detach()));
   Tensor y0 = conv2d(xr, wr, Tensor(), p);
   sum(mul(y0, rounded(r))).backward();
   test::expect_close(y, add(rounded(y0.detach()), b.detach()), 1e-6, 1e-6, "conv2d forward");
@@ -129,7 +130,8 @@ TEST(Precision, AttentionBf16EqualsRoundedF32) {
     Bf16Products mode;
     sum(mul(y, r)).backward();
   }
-  Tensor q32 = test::requires_grad(q.detach().clone()), k32 = test::requires_grad(k.detach().clone());
+  Tensor q32 = test::requires_grad(q.detach().clone()),
+         k32 = test::requires_grad(k.detach().clone());
   Tensor v32 = test::requires_grad(v.detach().clone());
   Tensor y32 = scaled_dot_product_attention(q32, k32, v32, sc);
   sum(mul(y32, r)).backward();
@@ -158,18 +160,21 @@ TEST(Precision, ResNetInBf16StaysWithinBf16Tolerance) {
 
 // The GPU's bf16 products (cuBLASLt, f32 accumulation) against the CPU's emulation.
 TEST(CudaPrecision, LinearBf16MatchesCpu) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU products need one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the bf16 GPU products need one";
   Bf16Products mode;
   Tensor x = test::randn({64, 96}, 9), w = test::randn({48, 96}, 10), b = test::randn({48}, 11);
   Tensor cpu = linear(x, w, b);
   Tensor gpu = linear(x.to(Device::cuda()), w.to(Device::cuda()), b.to(Device::cuda()));
-  EXPECT_LT(test::rel_error(gpu, cpu), 1e-4);  // same rounded operands; only the summation order differs
+  EXPECT_LT(test::rel_error(gpu, cpu),
+            1e-4);  // same rounded operands; only the summation order differs
 }
 
 // Runs f on the CPU and the GPU under BF16 and compares the output and the inputs' gradients
 // with the bf16 tolerance (2e-2, docs/method.md): cuDNN / cuBLASLt with bf16 operands vs the CPU's
 // emulation of the same rounding.
-void bf16_parity(const std::string& what, const std::function<Tensor(const std::vector<Tensor>&)>& f,
+void bf16_parity(const std::string& what,
+                 const std::function<Tensor(const std::vector<Tensor>&)>& f,
                  const std::vector<Tensor>& inputs) {
   Bf16Products mode;
   std::vector<Tensor> ci, gi;
@@ -190,33 +195,44 @@ void bf16_parity(const std::string& what, const std::function<Tensor(const std::
 }
 
 TEST(CudaPrecision, Conv2dBf16MatchesCpu) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU convolutions need one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the bf16 GPU convolutions need one";
   Conv2dParams p;
   p.pad_h = p.pad_w = 1;
   Tensor b = test::randn({32}, 52);
-  bf16_parity("conv2d 3x3", [&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], b.to(t[0].device()), p); },
-              {test::randn({4, 14, 14, 16}, 50), test::randn({32, 3, 3, 16}, 51, 0.2f)});
+  bf16_parity(
+      "conv2d 3x3",
+      [&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], b.to(t[0].device()), p); },
+      {test::randn({4, 14, 14, 16}, 50), test::randn({32, 3, 3, 16}, 51, 0.2f)});
   Conv2dParams s2;
   s2.stride_h = s2.stride_w = 2;
   s2.pad_h = s2.pad_w = 1;
   s2.groups = 4;
-  bf16_parity("conv2d grouped stride 2", [&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), s2); },
+  bf16_parity("conv2d grouped stride 2",
+              [&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), s2); },
               {test::randn({3, 11, 9, 16}, 53), test::randn({8, 3, 3, 4}, 54, 0.3f)});
-  bf16_parity("conv2d 1x1", [&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), Conv2dParams{}); },
-              {test::randn({2, 7, 7, 24}, 55), test::randn({40, 1, 1, 24}, 56, 0.2f)});
+  bf16_parity(
+      "conv2d 1x1",
+      [&](const std::vector<Tensor>& t) { return conv2d(t[0], t[1], Tensor(), Conv2dParams{}); },
+      {test::randn({2, 7, 7, 24}, 55), test::randn({40, 1, 1, 24}, 56, 0.2f)});
 }
 
 TEST(CudaPrecision, AttentionBf16MatchesCpu) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU attention needs one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the bf16 GPU attention needs one";
   for (int64_t n : {50, 197}) {
     bf16_parity("attention N=" + std::to_string(n),
-                [](const std::vector<Tensor>& t) { return scaled_dot_product_attention(t[0], t[1], t[2], 0.125f); },
-                {test::randn({2, 3, n, 64}, 60), test::randn({2, 3, n, 64}, 61), test::randn({2, 3, n, 64}, 62)});
+                [](const std::vector<Tensor>& t) {
+                  return scaled_dot_product_attention(t[0], t[1], t[2], 0.125f);
+                },
+                {test::randn({2, 3, n, 64}, 60), test::randn({2, 3, n, 64}, 61),
+                 test::randn({2, 3, n, 64}, 62)});
   }
 }
 
 TEST(CudaPrecision, AttentionPackedBf16MatchesCpu) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU attention needs one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the bf16 GPU attention needs one";
   bf16_parity("self_attention_packed N=197",
               [](const std::vector<Tensor>& t) { return self_attention_packed(t[0], 3, 0.125f); },
               {test::randn({2, 197, 3 * 3 * 64}, 63)});
@@ -224,7 +240,8 @@ TEST(CudaPrecision, AttentionPackedBf16MatchesCpu) {
 
 // Whole models in bf16 on the GPU against the f32 CPU model: logits within the bf16 tolerance.
 TEST(CudaPrecision, ModelsBf16MatchF32Cpu) {
-  if (!device_available(Device::cuda())) GTEST_SKIP() << "no CUDA device: the bf16 GPU models need one";
+  if (!device_available(Device::cuda()))
+    GTEST_SKIP() << "no CUDA device: the bf16 GPU models need one";
   for (const char* name : {"vit_fmnist_micro_distilled", "resnet_fmnist_small"}) {
     ModelOverrides o;
     o.seed = 5;

@@ -12,8 +12,9 @@ TEST(Projector, RetractionGivesThePolarFactor) {
   Tensor q = test::randn({9, 4}, 1);
   retract_to_stiefel(q);
   EXPECT_LT(stiefel_error(q), 1e-5f);
-  Tensor s = Tensor::from_vector({2.0f, 0.3f, 0.f, 0.f, 0.3f, 1.5f, 0.1f, 0.f, 0.f, 0.1f, 0.5f, 0.f,
-                                  0.f, 0.f, 0.f, 1.2f}, {4, 4});
+  Tensor s = Tensor::from_vector(
+      {2.0f, 0.3f, 0.f, 0.f, 0.3f, 1.5f, 0.1f, 0.f, 0.f, 0.1f, 0.5f, 0.f, 0.f, 0.f, 0.f, 1.2f},
+      {4, 4});
   Tensor m = matmul(q, s);
   retract_to_stiefel(m);
   test::expect_close(m, q, 1e-4, 1e-5, "polar factor");
@@ -66,7 +67,9 @@ TEST(Projector, BilinearLossIsBoundedAndDifferentiable) {
   EXPECT_LT(lo, hi);
   // Worst cases: a metric of one sign, features aligned with the subspaces.
   AdamW opt({ParamGroup{{p.named_parameters()[0].second, p.named_parameters()[1].second,
-                         p.named_parameters()[2].second}, 0.3f, 0.f}});
+                         p.named_parameters()[2].second},
+                        0.3f,
+                        0.f}});
   Tensor zs = test::randn({4, 12}, 9), zt = test::randn({4, 20}, 10);
   for (int s = 0; s < 60; ++s) {  // minimising drives the loss toward 0 but never below
     opt.zero_grad();

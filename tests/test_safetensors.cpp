@@ -37,8 +37,8 @@ class Safetensors : public ::testing::Test {
     return p;
   }
   // Writes an 8-byte length (the header's unless given), the header, then `data` bytes.
-  std::string write_file(const std::string& name, const std::string& header, const std::string& data,
-                         uint64_t length = UINT64_MAX) const {
+  std::string write_file(const std::string& name, const std::string& header,
+                         const std::string& data, uint64_t length = UINT64_MAX) const {
     if (length == UINT64_MAX) length = header.size();
     std::string bytes(8, '\0');
     for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((length >> (8 * i)) & 0xff);
@@ -136,7 +136,8 @@ TEST_F(Safetensors, Bf16RoundTripIsBitExact) {
 }
 
 TEST_F(Safetensors, HeaderIsAlignedSortedAndTilesTheBuffer) {
-  io::TensorMap in{{"zeta", test::randn({3}, 1)}, {"alpha", test::randn({2, 2}, 2)},
+  io::TensorMap in{{"zeta", test::randn({3}, 1)},
+                   {"alpha", test::randn({2, 2}, 2)},
                    {"mid", Tensor::from_vector_i64({1}, {1})}};
   std::string p = path("layout.safetensors");
   io::save_safetensors(p, in, {{"k", "v"}});
@@ -151,9 +152,11 @@ TEST_F(Safetensors, HeaderIsAlignedSortedAndTilesTheBuffer) {
   std::vector<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
   EXPECT_EQ(keys, (std::vector<std::string>{"__metadata__", "alpha", "mid", "zeta"}));
-  EXPECT_EQ(j["alpha"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{0, 16}));
+  EXPECT_EQ(j["alpha"]["data_offsets"].get<std::vector<uint64_t>>(),
+            (std::vector<uint64_t>{0, 16}));
   EXPECT_EQ(j["mid"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{16, 24}));
-  EXPECT_EQ(j["zeta"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{24, 36}));
+  EXPECT_EQ(j["zeta"]["data_offsets"].get<std::vector<uint64_t>>(),
+            (std::vector<uint64_t>{24, 36}));
   EXPECT_EQ(j["mid"]["dtype"].get<std::string>(), "I64");
   EXPECT_EQ(bytes.size(), 8 + n + 36);
   // No temporary file is left behind.
@@ -189,13 +192,15 @@ TEST_F(Safetensors, SaveRejectsReservedAndUndefined) {
     EXPECT_NE(std::string(e.what()).find("'w'"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(p));
-  EXPECT_THROW(io::save_safetensors(path("no/such/folder/x.safetensors"), {{"a", test::randn({1}, 1)}}),
-               Error);
+  EXPECT_THROW(
+      io::save_safetensors(path("no/such/folder/x.safetensors"), {{"a", test::randn({1}, 1)}}),
+      Error);
 }
 
 TEST_F(Safetensors, InspectReadsTheHeaderOnly) {
   std::string p = path("inspect.safetensors");
-  io::save_safetensors(p, {{"w", test::randn({2, 3}, 1)}, {"n", Tensor::from_vector_i64({1, 2}, {2})}},
+  io::save_safetensors(p,
+                       {{"w", test::randn({2, 3}, 1)}, {"n", Tensor::from_vector_i64({1, 2}, {2})}},
                        {{"m", "1"}});
   io::Metadata meta;
   auto entries = io::inspect_safetensors(p, &meta);
@@ -220,8 +225,8 @@ void expect_bits_equal(const Tensor& a, const Tensor& b, const std::string& what
   size_t es = dtype_size(a.dtype());
   for (int64_t i = 0; i < a.numel(); ++i) {
     if (std::memcmp(pa + i * es, pb + i * es, es) != 0) {
-      ADD_FAILURE() << what << ": first difference at flat index " << i << " (" << a.to_vector()[i] << " vs "
-                    << b.to_vector()[i] << ")";
+      ADD_FAILURE() << what << ": first difference at flat index " << i << " (" << a.to_vector()[i]
+                    << " vs " << b.to_vector()[i] << ")";
       return;
     }
   }
@@ -238,7 +243,8 @@ io::TensorMap load_expected(DType float_dtype = DType::F32) {
 
 TEST_F(Safetensors, TorchWrittenFileLoadsExactly) {
   io::Metadata meta;
-  io::TensorMap got = io::load_safetensors(test::fixture_path("safetensors_torch.safetensors"), {}, &meta);
+  io::TensorMap got =
+      io::load_safetensors(test::fixture_path("safetensors_torch.safetensors"), {}, &meta);
   io::TensorMap want = load_expected();
   EXPECT_EQ(meta.at("format"), "pt");
   EXPECT_EQ(meta.at("unicode"), "\xc3\xa9\xe4\xb8\xad");
@@ -279,7 +285,8 @@ TEST_F(Safetensors, TorchWrittenNonFiniteValuesNeedPermission) {
   io::LoadOptions opts;
   opts.allow_non_finite = true;
   io::TensorMap got = io::load_safetensors(file, opts);
-  auto a = got.at("a_f32").to_vector(), b = got.at("b_f16").to_vector(), c = got.at("c_bf16").to_vector();
+  auto a = got.at("a_f32").to_vector(), b = got.at("b_f16").to_vector(),
+       c = got.at("c_bf16").to_vector();
   EXPECT_TRUE(std::isnan(a[2]));
   EXPECT_EQ(a[3], 4.f);
   EXPECT_EQ(b[0], 0.5f);
@@ -329,8 +336,9 @@ TEST_F(Safetensors, EveryF16PatternConvertsExactly) {
   std::vector<uint16_t> bits(1 << 16);
   for (uint32_t b = 0; b < bits.size(); ++b) bits[b] = static_cast<uint16_t>(b);
   std::string header = R"({"h":{"dtype":"F16","shape":[65536],"data_offsets":[0,131072]}})";
-  std::string p = write_file("f16.safetensors", header,
-                             std::string(reinterpret_cast<const char*>(bits.data()), bits.size() * 2));
+  std::string p =
+      write_file("f16.safetensors", header,
+                 std::string(reinterpret_cast<const char*>(bits.data()), bits.size() * 2));
   io::LoadOptions opts;
   opts.allow_non_finite = true;
   std::vector<float> got = io::load_safetensors(p, opts).at("h").to_vector();
@@ -339,10 +347,13 @@ TEST_F(Safetensors, EveryF16PatternConvertsExactly) {
   for (uint32_t b = 0; b < bits.size(); ++b) {
     int e = (b >> 10) & 31, m = b & 1023;
     double sign = (b & 0x8000) ? -1.0 : 1.0;
-    double want = e == 0 ? sign * std::ldexp(m, -24) : e == 31 ? (m ? NAN : sign * INFINITY)
-                                                               : sign * std::ldexp(1024 + m, e - 25);
-    bool ok = std::isnan(want) ? std::isnan(got[b]) : (got[b] == want && std::signbit(got[b]) == std::signbit(want));
-    if (!ok && bad++ < 5) ADD_FAILURE() << "f16 0x" << std::hex << b << ": got " << got[b] << " want " << want;
+    double want = e == 0    ? sign * std::ldexp(m, -24)
+                  : e == 31 ? (m ? NAN : sign * INFINITY)
+                            : sign * std::ldexp(1024 + m, e - 25);
+    bool ok = std::isnan(want) ? std::isnan(got[b])
+                               : (got[b] == want && std::signbit(got[b]) == std::signbit(want));
+    if (!ok && bad++ < 5)
+      ADD_FAILURE() << "f16 0x" << std::hex << b << ": got " << got[b] << " want " << want;
   }
   EXPECT_EQ(bad, 0);
   // Default options reject the first non-finite one: 0x7c00 (+inf).
@@ -364,7 +375,8 @@ TEST_F(Safetensors, FloatDtypeOptionF64AndInvalid) {
 TEST_F(Safetensors, F64OutsideF32RangeIsAnOverflowError) {
   double v[2] = {1.0, 1e39};
   std::string header = R"({"big":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}})";
-  std::string p = write_file("big.safetensors", header, std::string(reinterpret_cast<const char*>(v), 16));
+  std::string p =
+      write_file("big.safetensors", header, std::string(reinterpret_cast<const char*>(v), 16));
   expect_rejected(p, {"'big'", "index 1", "overflows f32"}, {}, true);
   io::LoadOptions f64;
   f64.float_dtype = DType::F64;
@@ -383,12 +395,15 @@ TEST_F(Safetensors, RejectsMissingOrDirectory) {
 
 TEST_F(Safetensors, RejectsFilesShorterThanEightBytes) {
   expect_rejected(write_bytes("empty.safetensors", ""), {"0 bytes", "shorter than"});
-  expect_rejected(write_bytes("five.safetensors", std::string("\x02\0\0\0\0", 5)), {"5 bytes", "shorter than"});
+  expect_rejected(write_bytes("five.safetensors", std::string("\x02\0\0\0\0", 5)),
+                  {"5 bytes", "shorter than"});
 }
 
 TEST_F(Safetensors, RejectsHugeHeaderLength) {
-  expect_rejected(write_file("huge.safetensors", kGood, floats_bytes({1, 2}), 100'000'001), {"100000001", "limit"});
-  expect_rejected(write_file("max.safetensors", kGood, floats_bytes({1, 2}), UINT64_MAX - 1), {"limit"});
+  expect_rejected(write_file("huge.safetensors", kGood, floats_bytes({1, 2}), 100'000'001),
+                  {"100000001", "limit"});
+  expect_rejected(write_file("max.safetensors", kGood, floats_bytes({1, 2}), UINT64_MAX - 1),
+                  {"limit"});
 }
 
 TEST_F(Safetensors, RejectsHeaderLengthPastTheEnd) {
@@ -397,8 +412,10 @@ TEST_F(Safetensors, RejectsHeaderLengthPastTheEnd) {
 
 TEST_F(Safetensors, RejectsInvalidJson) {
   expect_rejected(write_file("j1.safetensors", R"({"w":{"dtype":"F32",)", ""), {"not valid JSON"});
-  expect_rejected(write_file("j2.safetensors", kGood + "x", floats_bytes({1, 2})), {"not valid JSON"});
-  expect_rejected(write_file("j3.safetensors", std::string("{\"\xff\":1}"), ""), {"not valid JSON"});
+  expect_rejected(write_file("j2.safetensors", kGood + "x", floats_bytes({1, 2})),
+                  {"not valid JSON"});
+  expect_rejected(write_file("j3.safetensors", std::string("{\"\xff\":1}"), ""),
+                  {"not valid JSON"});
   expect_rejected(write_file("j4.safetensors", std::string("{}\0\0", 4), ""), {"not valid JSON"});
   expect_rejected(write_file("j5.safetensors", "", ""), {"not valid JSON"});
 }
@@ -414,12 +431,15 @@ TEST_F(Safetensors, RejectsDeepNesting) {
 }
 
 TEST_F(Safetensors, RejectsMissingEntryFields) {
-  expect_rejected(write_file("m1.safetensors", R"({"w":{"shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("m1.safetensors", R"({"w":{"shape":[2],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "no \"dtype\""});
-  expect_rejected(write_file("m2.safetensors", R"({"w":{"dtype":"F32","data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("m2.safetensors", R"({"w":{"dtype":"F32","data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "no \"shape\""});
-  expect_rejected(write_file("m3.safetensors", R"({"w":{"dtype":"F32","shape":[2]}})", floats_bytes({1, 2})),
-                  {"'w'", "no \"data_offsets\""});
+  expect_rejected(
+      write_file("m3.safetensors", R"({"w":{"dtype":"F32","shape":[2]}})", floats_bytes({1, 2})),
+      {"'w'", "no \"data_offsets\""});
 }
 
 TEST_F(Safetensors, RejectsWrongJsonTypes) {
@@ -427,64 +447,97 @@ TEST_F(Safetensors, RejectsWrongJsonTypes) {
     return write_file(name, R"({"w":)" + body + "}", floats_bytes({1, 2}));
   };
   expect_rejected(entry("t1", "[1]"), {"'w'", "must be a JSON object"});
-  expect_rejected(entry("t2", R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), {"'w'", "\"dtype\" must be a string"});
-  expect_rejected(entry("t3", R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"), {"'w'", "\"shape\" must be an array"});
-  expect_rejected(entry("t4", R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), {"'w'", "shape[0]", "string"});
-  expect_rejected(entry("t5", R"({"dtype":"F32","shape":[2],"data_offsets":{"0":8}})"), {"'w'", "data_offsets"});
-  expect_rejected(entry("t6", R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), {"'w'", "data_offsets"});
-  expect_rejected(entry("t7", R"({"dtype":"F32","shape":[2],"data_offsets":[0,"8"]})"), {"'w'", "data_offsets[1]"});
-  expect_rejected(entry("t8", R"({"dtype":"F32","shape":[2],"data_offsets":[0,8.0]})"), {"'w'", "data_offsets[1]", "non-integer"});
+  expect_rejected(entry("t2", R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"),
+                  {"'w'", "\"dtype\" must be a string"});
+  expect_rejected(entry("t3", R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"),
+                  {"'w'", "\"shape\" must be an array"});
+  expect_rejected(entry("t4", R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"),
+                  {"'w'", "shape[0]", "string"});
+  expect_rejected(entry("t5", R"({"dtype":"F32","shape":[2],"data_offsets":{"0":8}})"),
+                  {"'w'", "data_offsets"});
+  expect_rejected(entry("t6", R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"),
+                  {"'w'", "data_offsets"});
+  expect_rejected(entry("t7", R"({"dtype":"F32","shape":[2],"data_offsets":[0,"8"]})"),
+                  {"'w'", "data_offsets[1]"});
+  expect_rejected(entry("t8", R"({"dtype":"F32","shape":[2],"data_offsets":[0,8.0]})"),
+                  {"'w'", "data_offsets[1]", "non-integer"});
   expect_rejected(entry("t9", R"({"dtype":"F32","shape":[2],"data_offsets":[-0,8]})"), {"'w'"});
-  expect_rejected(write_file("meta1", R"({"__metadata__":[1]})", ""), {"__metadata__", "must be an object"});
-  expect_rejected(write_file("meta2", R"({"__metadata__":{"epoch":3}})", ""), {"__metadata__", "\"epoch\"", "must be a string"});
+  expect_rejected(write_file("meta1", R"({"__metadata__":[1]})", ""),
+                  {"__metadata__", "must be an object"});
+  expect_rejected(write_file("meta2", R"({"__metadata__":{"epoch":3}})", ""),
+                  {"__metadata__", "\"epoch\"", "must be a string"});
 }
 
 TEST_F(Safetensors, RejectsUnknownAndUnsupportedDtypes) {
-  expect_rejected(write_file("d1", R"({"w":{"dtype":"F17","shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("d1", R"({"w":{"dtype":"F17","shape":[2],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "unknown dtype", "F17"});
-  expect_rejected(write_file("d2", R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("d2", R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "U8", "not supported"});
-  expect_rejected(write_file("d3", R"({"w":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("d3", R"({"w":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "unknown dtype"});
 }
 
 TEST_F(Safetensors, RejectsNegativeOrFractionalShapes) {
-  expect_rejected(write_file("s1", R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("s1", R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "shape[0]", "negative"});
-  expect_rejected(write_file("s2", R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("s2", R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "shape[0]", "non-integer"});
-  expect_rejected(write_file("s3", R"({"w":{"dtype":"F32","shape":[1,2.0],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("s3", R"({"w":{"dtype":"F32","shape":[1,2.0],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "shape[1]", "non-integer"});
-  expect_rejected(write_file("s4", R"({"w":{"dtype":"F32","shape":[1e30],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("s4", R"({"w":{"dtype":"F32","shape":[1e30],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "shape[0]"});
 }
 
 TEST_F(Safetensors, RejectsShapeOverflow) {
-  // 2^62 * 2^62 overflows 64 bits; 2^61 elements of F64 overflow the byte count; 2^63 exceeds int64.
-  expect_rejected(write_file("o1", R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904],"data_offsets":[0,8]}})", ""),
-                  {"'w'", "64 bits"});
-  expect_rejected(write_file("o2", R"({"w":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,8]}})", ""),
-                  {"'w'", "overflows"});
-  expect_rejected(write_file("o3", R"({"w":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,8]}})", ""),
-                  {"'w'", "too large"});
-  expect_rejected(write_file("o4", R"({"w":{"dtype":"F32","shape":[0, 4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})", ""),
-                  {"'w'", "64 bits"});
+  // 2^62 * 2^62 overflows 64 bits; 2^61 elements of F64 overflow the byte count; 2^63 exceeds
+  // int64.
+  expect_rejected(
+      write_file(
+          "o1",
+          R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904],"data_offsets":[0,8]}})",
+          ""),
+      {"'w'", "64 bits"});
+  expect_rejected(
+      write_file("o2",
+                 R"({"w":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,8]}})", ""),
+      {"'w'", "overflows"});
+  expect_rejected(
+      write_file("o3",
+                 R"({"w":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,8]}})", ""),
+      {"'w'", "too large"});
+  expect_rejected(
+      write_file(
+          "o4",
+          R"({"w":{"dtype":"F32","shape":[0, 4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})",
+          ""),
+      {"'w'", "64 bits"});
 }
 
 TEST_F(Safetensors, RejectsSizeMismatch) {
-  expect_rejected(write_file("z1", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("z1", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "span 8 bytes", "needs 12"});
-  expect_rejected(write_file("z2", R"({"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,8]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("z2", R"({"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,8]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "needs 4"});
 }
 
 TEST_F(Safetensors, RejectsBeginAfterEnd) {
-  expect_rejected(write_file("be", R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("be", R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "begin > end"});
 }
 
 TEST_F(Safetensors, RejectsOffsetsPastTheBuffer) {
-  expect_rejected(write_file("p1", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", floats_bytes({1, 2})),
+  expect_rejected(write_file("p1", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                             floats_bytes({1, 2})),
                   {"'w'", "past the end", "8-byte data buffer"});
   expect_rejected(write_file("p2", kGood, floats_bytes({1})), {"'w'", "past the end"});
 }
@@ -504,14 +557,16 @@ TEST_F(Safetensors, RejectsGapsAndUncoveredBytes) {
   expect_rejected(write_file("g1", gap, floats_bytes({1, 2, 3})), {"4-byte gap", "'a'", "'b'"});
   std::string start = R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
   expect_rejected(write_file("g2", start, floats_bytes({1, 2})), {"gap at the start", "'b'"});
-  expect_rejected(write_file("g3", kGood, floats_bytes({1, 2, 3})), {"4 bytes after the last tensor", "'w'"});
+  expect_rejected(write_file("g3", kGood, floats_bytes({1, 2, 3})),
+                  {"4 bytes after the last tensor", "'w'"});
   expect_rejected(write_file("g4", "{}", floats_bytes({1})), {"4 bytes after the last tensor"});
 }
 
 TEST_F(Safetensors, RejectsDuplicateNames) {
   std::string dup = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                     R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})";
-  expect_rejected(write_file("dup", dup, floats_bytes({1, 2, 3, 4})), {"duplicate tensor name 'w'"});
+  expect_rejected(write_file("dup", dup, floats_bytes({1, 2, 3, 4})),
+                  {"duplicate tensor name 'w'"});
   std::string dupkey = R"({"w":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   expect_rejected(write_file("dupkey", dupkey, floats_bytes({1, 2})), {"duplicate key \"dtype\""});
   std::string dupmeta = R"({"__metadata__":{"a":"1","a":"2"}})";
@@ -531,7 +586,9 @@ TEST_F(Safetensors, RejectsNonFiniteFloatsNamingTensorAndIndex) {
   EXPECT_EQ(w[2], INFINITY);
   EXPECT_TRUE(std::isnan(w[3]));
   uint16_t bf[3] = {0x3f80, 0x3f80, 0xff80};  // 1, 1, -inf
-  std::string pb = write_file("nfb", R"({"b":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]}})" "    ",
+  std::string pb = write_file("nfb",
+                              R"({"b":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]}})"
+                              "    ",
                               std::string(reinterpret_cast<const char*>(bf), 6));
   expect_rejected(pb, {"'b'", "non-finite", "index 2"}, {}, true);
   // Integers are never checked.

@@ -39,11 +39,11 @@ TEST(DistillerExample, HeaderUsageCompilesAndSteps) {
   Tensor images = test::randn({8, 28, 28, 1}, 5);
   Tensor labels = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5, 6, 7}, {8});
   // The usage example in the header comment of mokd/distill.h, verbatim:
-  Distiller d(student, teacher, cfg);                // builds the projector (and FAMO)
+  Distiller d(student, teacher, cfg);  // builds the projector (and FAMO)
   nn::NamedTensors params = student.named_parameters();
   for (auto& p : d.projector_parameters()) params.push_back(p);
-  AdamW opt(decay_groups(params, 1e-3f, 0.05f));     // the optimizer holds both
-  StepStats s = d.step(opt, images, labels);         // one full step; soft targets optional
+  AdamW opt(decay_groups(params, 1e-3f, 0.05f));  // the optimizer holds both
+  StepStats s = d.step(opt, images, labels);      // one full step; soft targets optional
   // (end of the example)
   EXPECT_EQ(s.names, d.objective_names());
   EXPECT_EQ(d.steps(), 1);
@@ -69,7 +69,9 @@ TEST(State, AddAndPartUsePrefixesAndRefuseDuplicates) {
 }
 
 TEST(State, FamoRoundTripContinuesIdentically) {
-  auto losses = [](float a, float b) { return std::vector<Tensor>{Tensor::scalar(a), Tensor::scalar(b)}; };
+  auto losses = [](float a, float b) {
+    return std::vector<Tensor>{Tensor::scalar(a), Tensor::scalar(b)};
+  };
   Famo f({"a", "b"});
   for (int i = 0; i < 3; ++i) {
     f.weighted_loss(losses(2.f + i, 1.f));
@@ -151,13 +153,15 @@ TEST(State, EmaAveragesParametersAndRestoresThem) {
     test::expect_close(params[0].second.detach(), want, 1e-6, 1e-7, "averaged parameter");
     return 0;
   });
-  test::expect_close(params[0].second.detach(), add_scalar(w0, 1.f), 0, 0, "trained parameter restored");
+  test::expect_close(params[0].second.detach(), add_scalar(w0, 1.f), 0, 0,
+                     "trained parameter restored");
   io::State st = detached(ema.state());
   EXPECT_EQ(st.tensors.size(), params.size());
   test::expect_close(st.tensor(params[0].first, "test"), want, 1e-6, 1e-7, "saved average");
   Ema other(*m, 0.5f);
   other.load_state(st);
-  EXPECT_TRUE(same_bits(other.state().tensor(params[0].first, "test"), st.tensor(params[0].first, "test")));
+  EXPECT_TRUE(
+      same_bits(other.state().tensor(params[0].first, "test"), st.tensor(params[0].first, "test")));
 }
 
 TEST(State, DistillerRoundTripRestoresProjectorFamoAndSteps) {
@@ -181,7 +185,8 @@ TEST(State, DistillerRoundTripRestoresProjectorFamoAndSteps) {
   Distiller e(*student, *teacher, cfg);
   e.load_state(st);
   EXPECT_EQ(e.steps(), 1);
-  EXPECT_TRUE(same_bits(e.state().tensors.at("projector.weight"), st.tensors.at("projector.weight")));
+  EXPECT_TRUE(
+      same_bits(e.state().tensors.at("projector.weight"), st.tensors.at("projector.weight")));
   EXPECT_TRUE(same_bits(e.famo()->weights(), d.famo()->weights()));
 }
 

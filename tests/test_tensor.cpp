@@ -116,7 +116,8 @@ TEST(Rng, PhiloxKnownAnswers) {
   Philox4 b = philox4x32(~0u, ~0u, ~0u, ~0u, ~0u, ~0u);
   EXPECT_EQ(b.v[0], 0x408f276du);
   EXPECT_EQ(b.v[3], 0x6d5451fdu);
-  Philox4 c = philox4x32(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u, 0xa4093822u, 0x299f31d0u);
+  Philox4 c =
+      philox4x32(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u, 0xa4093822u, 0x299f31d0u);
   EXPECT_EQ(c.v[0], 0xd16cfe09u);
   EXPECT_EQ(c.v[1], 0x94fdccebu);
   EXPECT_EQ(c.v[2], 0x5001e420u);

@@ -18,10 +18,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool have_fashion_mnist() { return fs::exists(std::string(data::kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz"); }
+bool have_fashion_mnist() {
+  return fs::exists(std::string(data::kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz");
+}
 
 std::string temp_dir(const std::string& name) {
-  std::string d = (fs::temp_directory_path() / ("mokd_test_" + name + "_" + std::to_string(::getpid()))).string();
+  std::string d =
+      (fs::temp_directory_path() / ("mokd_test_" + name + "_" + std::to_string(::getpid())))
+          .string();
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -63,7 +67,8 @@ TrainConfig small_config(const std::string& out) {
 io::TensorMap read(const std::string& path) { return io::load_safetensors(path); }
 
 TEST(Trainer, ResumeIsBitIdentical) {
-  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)";
+  if (!have_fashion_mnist())
+    GTEST_SKIP() << "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)";
   std::string dir = temp_dir("resume");
   TrainConfig a = small_config(dir + "/straight");
   a.model.teacher_weights = write_random_teacher(dir, a.model.teacher);
@@ -88,7 +93,8 @@ TEST(Trainer, ResumeIsBitIdentical) {
     ASSERT_TRUE(sb.count(k)) << k;
     Tensor x = v.to(DType::F64), y = sb.at(k).to(DType::F64);
     ASSERT_EQ(x.shape(), y.shape()) << k;
-    EXPECT_EQ(0, std::memcmp(x.raw_data(), y.raw_data(), x.nbytes())) << "tensor " << k << " differs after resume";
+    EXPECT_EQ(0, std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()))
+        << "tensor " << k << " differs after resume";
   }
   EXPECT_EQ(ra.final_eval.top1, rb2.final_eval.top1);
   EXPECT_EQ(ra.final_eval.loss, rb2.final_eval.loss);
@@ -97,7 +103,8 @@ TEST(Trainer, ResumeIsBitIdentical) {
     std::ifstream f(p);
     std::vector<std::string> out;
     for (std::string l; std::getline(f, l);)
-      if (l.find("\"step\"") != std::string::npos && l.find("\"kind\":\"step\"") != std::string::npos) {
+      if (l.find("\"step\"") != std::string::npos &&
+          l.find("\"kind\":\"step\"") != std::string::npos) {
         // drop the timing column, which differs between runs
         auto s = l.find("\"images_per_s\"");
         auto e = l.find(',', s);

@@ -54,9 +54,8 @@ void expect_close(const Tensor& actual, const Tensor& expected, double rtol, dou
     }
   }
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << a.size()
-                     << " elements differ; worst at flat index " << worst << ": actual "
-                     << a[worst] << " expected " << b[worst] << " (rtol " << rtol << ", atol "
-                     << atol << ")";
+                     << " elements differ; worst at flat index " << worst << ": actual " << a[worst]
+                     << " expected " << b[worst] << " (rtol " << rtol << ", atol " << atol << ")";
 }
 
 static double projected_loss(const Tensor& y, const std::vector<float>& r) {
@@ -137,7 +136,8 @@ std::string script_stem(const std::string& file) {
     const fs::path p = e.path();
     const std::string s = p.stem().string();
     if (p.extension() != ".py" || s.empty() || s[0] == '_') continue;
-    const bool match = stem == s || (stem.size() > s.size() && stem.compare(0, s.size(), s) == 0 && stem[s.size()] == '_');
+    const bool match = stem == s || (stem.size() > s.size() && stem.compare(0, s.size(), s) == 0 &&
+                                     stem[s.size()] == '_');
     if (match && s.size() > best.size()) best = s;
   }
   return best;
@@ -217,7 +217,8 @@ const nlohmann::json& Fixture::param(const std::string& path) const {
   size_t start = 0;
   while (true) {
     const size_t dot = path.find('.', start);
-    const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string key =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (!j->is_object() || !j->contains(key)) fail("no parameter '" + path + "' in its params");
     j = &(*j)[key];
     if (dot == std::string::npos) return *j;
@@ -256,7 +257,8 @@ std::vector<float> Fixture::param_fv(const std::string& path) const {
   std::vector<float> out;
   if (!j.is_array()) fail("parameter '" + path + "' is " + j.dump() + ", not an array");
   for (const auto& v : j) {
-    if (!v.is_number()) fail("parameter '" + path + "' is " + j.dump() + ", not an array of numbers");
+    if (!v.is_number())
+      fail("parameter '" + path + "' is " + j.dump() + ", not an array of numbers");
     out.push_back(static_cast<float>(v.get<double>()));
   }
   return out;
@@ -267,7 +269,8 @@ std::vector<int64_t> Fixture::param_iv(const std::string& path) const {
   std::vector<int64_t> out;
   if (!j.is_array()) fail("parameter '" + path + "' is " + j.dump() + ", not an array");
   for (const auto& v : j) {
-    if (!v.is_number_integer()) fail("parameter '" + path + "' is " + j.dump() + ", not an array of integers");
+    if (!v.is_number_integer())
+      fail("parameter '" + path + "' is " + j.dump() + ", not an array of integers");
     out.push_back(v.get<int64_t>());
   }
   return out;

@@ -25,7 +25,7 @@ void expect_close(const Tensor& actual, const Tensor& expected, double rtol, dou
                   const std::string& what);
 
 struct GradCheckOptions {
-  double eps = 1e-3;   // central-difference step
+  double eps = 1e-3;  // central-difference step
   double rtol = 1e-2;
   double atol = 1e-3;
   uint64_t seed = 1234;  // of the random projection r

@@ -31,7 +31,8 @@ using namespace mokd;
 namespace {
 
 // Strict load of a weights file, naming the file and the model on a mismatch.
-void load_weights(Model& model, const io::TensorMap& w, const std::string& path, const std::string& name) {
+void load_weights(Model& model, const io::TensorMap& w, const std::string& path,
+                  const std::string& name) {
   try {
     model.load_state_dict(w);
   } catch (const Error& e) {
@@ -44,13 +45,16 @@ int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::stri
   auto test = open_dataset(cfg, false);
   io::Metadata meta;
   io::TensorMap w = io::load_safetensors(weights, {}, &meta);
-  std::string name = !model_name.empty() ? model_name : (meta.count("model") ? meta.at("model") : cfg.model.student);
+  std::string name = !model_name.empty()
+                         ? model_name
+                         : (meta.count("model") ? meta.at("model") : cfg.model.student);
   auto model = make_model(name, cfg, *test, 0, false);
   load_weights(*model, w, weights, name);
   model->to(dev);
   EvalResult r = evaluate(*model, *test, cfg, dev);
   std::printf("%s (%s) on %s test (%ld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n",
-              weights.c_str(), name.c_str(), cfg.data.dataset.c_str(), (long)r.count, r.top1, r.top5, r.loss);
+              weights.c_str(), name.c_str(), cfg.data.dataset.c_str(), (long)r.count, r.top1,
+              r.top5, r.loss);
   return 0;
 }
 
@@ -58,14 +62,18 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
                const std::string& model_name) {
   io::Metadata meta;
   io::TensorMap w = io::load_safetensors(weights, {}, &meta);
-  std::string name = !model_name.empty() ? model_name : (meta.count("model") ? meta.at("model") : cfg.model.student);
+  std::string name = !model_name.empty()
+                         ? model_name
+                         : (meta.count("model") ? meta.at("model") : cfg.model.student);
   auto ds = open_dataset(cfg, false);
   auto model = make_model(name, cfg, *ds, 0, false);
   load_weights(*model, w, weights, name);  // strict: names and shapes must be the model's
   io::save_safetensors(out, model->state_dict(), {{"model", name}, {"format", "pt"}});
-  std::printf("exported %s (%s, %ld parameters) to %s\n"
-              "load it in PyTorch with timm.create_model(...) + load_state_dict(safetensors.torch.load_file(\"%s\"))\n",
-              weights.c_str(), name.c_str(), (long)model->num_parameters(), out.c_str(), out.c_str());
+  std::printf(
+      "exported %s (%s, %ld parameters) to %s\n"
+      "load it in PyTorch with timm.create_model(...) + "
+      "load_state_dict(safetensors.torch.load_file(\"%s\"))\n",
+      weights.c_str(), name.c_str(), (long)model->num_parameters(), out.c_str(), out.c_str());
   return 0;
 }
 
@@ -75,10 +83,11 @@ int cmd_benchmark(const TrainConfig& cfg) {
   ModelOverrides o;
   auto student = create_model(cfg.model.student, o);
   auto teacher = create_model(cfg.model.teacher, o);
-  MOKD_CHECK(student->img_size() == teacher->img_size() && student->in_chans() == teacher->in_chans(),
-             "benchmark: model.student (", student->img_size(), "px, ", student->in_chans(),
-             " channels) and model.teacher (", teacher->img_size(), "px, ", teacher->in_chans(),
-             " channels) take different inputs");
+  MOKD_CHECK(
+      student->img_size() == teacher->img_size() && student->in_chans() == teacher->in_chans(),
+      "benchmark: model.student (", student->img_size(), "px, ", student->in_chans(),
+      " channels) and model.teacher (", teacher->img_size(), "px, ", teacher->in_chans(),
+      " channels) take different inputs");
   student->to(dev);
   teacher->to(dev);
   DistillConfig dc = make_distill_config(cfg);
@@ -105,15 +114,16 @@ int cmd_benchmark(const TrainConfig& cfg) {
   for (int64_t i = 0; i < cfg.bench.steps; ++i) d.step(opt, x, y);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double ms = 1000 * s / std::max<int64_t>(cfg.bench.steps, 1);
-  std::printf("benchmark %s <- %s, method %s, batch %ld, %ldpx, on %s, %s matmuls\n", cfg.model.student.c_str(),
-              cfg.model.teacher.c_str(), method_name(dc.method), (long)B, (long)S, dev.str().c_str(),
-              cfg.run.precision.c_str());
+  std::printf("benchmark %s <- %s, method %s, batch %ld, %ldpx, on %s, %s matmuls\n",
+              cfg.model.student.c_str(), cfg.model.teacher.c_str(), method_name(dc.method), (long)B,
+              (long)S, dev.str().c_str(), cfg.run.precision.c_str());
   std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
 #ifdef MOKD_WITH_CUDA
   if (dev.is_cuda()) {
-    std::printf("  cudaMalloc calls in the timed steps: %zu (the caching allocator's steady state: 0)\n",
-                cuda_allocator()->cuda_malloc_calls() - mallocs0);
+    std::printf(
+        "  cudaMalloc calls in the timed steps: %zu (the caching allocator's steady state: 0)\n",
+        cuda_allocator()->cuda_malloc_calls() - mallocs0);
     cuda_profile::report(stdout);
   }
 #endif
@@ -123,7 +133,9 @@ int cmd_benchmark(const TrainConfig& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"mokd_train: knowledge distillation with MoKD (FAMO-weighted objectives, orthogonal projector)"};
+  CLI::App app{
+      "mokd_train: knowledge distillation with MoKD (FAMO-weighted objectives, orthogonal "
+      "projector)"};
   app.require_subcommand(1);
   struct Sub {
     CLI::App* app;
@@ -134,13 +146,16 @@ int main(int argc, char** argv) {
   auto add = [&](const char* name, const char* doc) {
     auto s = std::make_unique<Sub>();
     s->app = app.add_subcommand(name, doc);
-    s->app->add_option("--device", device, "cpu, cuda or cuda:N (shorthand for --run.device; default: cuda when a GPU is present)");
+    s->app->add_option(
+        "--device", device,
+        "cpu, cuda or cuda:N (shorthand for --run.device; default: cuda when a GPU is present)");
     s->parser.add_options(*s->app);
     subs.push_back(std::move(s));
     return subs.back().get();
   };
   Sub* teacher = add("teacher", "train model.teacher with cross-entropy");
-  Sub* distill = add("distill", "distil model.student from the frozen model.teacher (distill.method)");
+  Sub* distill =
+      add("distill", "distil model.student from the frozen model.teacher (distill.method)");
   Sub* eval = add("eval", "top-1/top-5 of a weights file on the test split");
   Sub* exp = add("export", "check a weights file against its model and write it for timm");
   Sub* bench = add("benchmark", "images/s and peak memory of distillation steps on synthetic data");
@@ -149,7 +164,8 @@ int main(int argc, char** argv) {
   std::string weights, out, model_name;
   for (Sub* s : {eval, exp}) {
     s->app->add_option("--weights", weights, "safetensors weights (timm names)")->required();
-    s->app->add_option("--model", model_name, "model name (default: the file's metadata, else model.student)");
+    s->app->add_option("--model", model_name,
+                       "model name (default: the file's metadata, else model.student)");
   }
   exp->app->add_option("--out", out, "output safetensors")->required();
   CLI11_PARSE(app, argc, argv);
@@ -159,7 +175,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (models->parsed()) {
-      for (auto& [name, desc] : list_models()) std::printf("%-34s %s\n", name.c_str(), desc.c_str());
+      for (auto& [name, desc] : list_models())
+        std::printf("%-34s %s\n", name.c_str(), desc.c_str());
       return 0;
     }
     for (auto& s : subs) {
@@ -174,7 +191,8 @@ int main(int argc, char** argv) {
         TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
         if (r.stopped) return 0;
         std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
-                    (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1, r.best_weights.c_str());
+                    (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1,
+                    r.best_weights.c_str());
         return 0;
       }
       if (s.get() == eval) return cmd_eval(cfg, weights, model_name);

@@ -58,8 +58,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, fl
 void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& out, const Tensor& lse, const Tensor& gout,
                                     float scale, Tensor& gq, Tensor& gk, Tensor& gv) {
-  const AttnDims a =
-      attention_backward_args(DeviceType::CPU, q, k, v, out, lse, gout, gq, gk, gv);
+  const AttnDims a = attention_backward_args(DeviceType::CPU, q, k, v, out, lse, gout, gq, gk, gv);
   const float* pq = q.data<float>();
   const float* pk = k.data<float>();
   const float* pv = v.data<float>();

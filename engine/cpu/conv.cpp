@@ -81,12 +81,14 @@ bool bf16_via_f32(const char* kernel, const Tensor& a, const char* na, const Ten
 
 }  // namespace
 
-void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
-                        const Conv2dParams& p, Tensor& y) {
-  if (bf16_via_f32("conv2d", x, "x", w, "w", y, "y", [&](const Tensor& xf, const Tensor& wf, Tensor& yf) {
-        MOKD_CHECK(!bias, "conv2d: bf16 operands take no bias (add it in f32), got ", bias->str());
-        conv2d(xf, wf, nullptr, p, yf);
-      }))
+void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dParams& p,
+                        Tensor& y) {
+  if (bf16_via_f32("conv2d", x, "x", w, "w", y, "y",
+                   [&](const Tensor& xf, const Tensor& wf, Tensor& yf) {
+                     MOKD_CHECK(!bias, "conv2d: bf16 operands take no bias (add it in f32), got ",
+                                bias->str());
+                     conv2d(xf, wf, nullptr, p, yf);
+                   }))
     return;
   cpu_expect_f32(x, "conv2d", "x");
   cpu_expect_f32(w, "conv2d", "w");

@@ -18,22 +18,61 @@ namespace {
 
 double load_as_double(const char* p, DType t) {
   switch (t) {
-    case DType::F32: { float v; std::memcpy(&v, p, 4); return v; }
-    case DType::F64: { double v; std::memcpy(&v, p, 8); return v; }
-    case DType::BF16: { bf16 h; std::memcpy(&h, p, 2); return bf16_to_float(h); }
-    case DType::I32: { int32_t v; std::memcpy(&v, p, 4); return v; }
-    case DType::I64: { int64_t v; std::memcpy(&v, p, 8); return static_cast<double>(v); }
+    case DType::F32: {
+      float v;
+      std::memcpy(&v, p, 4);
+      return v;
+    }
+    case DType::F64: {
+      double v;
+      std::memcpy(&v, p, 8);
+      return v;
+    }
+    case DType::BF16: {
+      bf16 h;
+      std::memcpy(&h, p, 2);
+      return bf16_to_float(h);
+    }
+    case DType::I32: {
+      int32_t v;
+      std::memcpy(&v, p, 4);
+      return v;
+    }
+    case DType::I64: {
+      int64_t v;
+      std::memcpy(&v, p, 8);
+      return static_cast<double>(v);
+    }
   }
   return 0;
 }
 
 void store_from_double(char* p, DType t, double v) {
   switch (t) {
-    case DType::F32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
-    case DType::F64: { std::memcpy(p, &v, 8); return; }
-    case DType::BF16: { bf16 h = float_to_bf16(static_cast<float>(v)); std::memcpy(p, &h, 2); return; }
-    case DType::I32: { int32_t i = static_cast<int32_t>(v); std::memcpy(p, &i, 4); return; }
-    case DType::I64: { int64_t i = static_cast<int64_t>(v); std::memcpy(p, &i, 8); return; }
+    case DType::F32: {
+      float f = static_cast<float>(v);
+      std::memcpy(p, &f, 4);
+      return;
+    }
+    case DType::F64: {
+      std::memcpy(p, &v, 8);
+      return;
+    }
+    case DType::BF16: {
+      bf16 h = float_to_bf16(static_cast<float>(v));
+      std::memcpy(p, &h, 2);
+      return;
+    }
+    case DType::I32: {
+      int32_t i = static_cast<int32_t>(v);
+      std::memcpy(p, &i, 4);
+      return;
+    }
+    case DType::I64: {
+      int64_t i = static_cast<int64_t>(v);
+      std::memcpy(p, &i, 8);
+      return;
+    }
   }
 }
 
@@ -67,11 +106,13 @@ void for_each_row(const Shape& shape, const Shape& sst, const Shape& dst_st, Fn 
 }  // namespace
 
 void CpuBackend::copy(const Tensor& src, Tensor& dst) {
-  MOKD_CHECK(src.device().is_cpu() && dst.device().is_cpu(), "cpu copy: ", src.str(), " -> ", dst.str());
+  MOKD_CHECK(src.device().is_cpu() && dst.device().is_cpu(), "cpu copy: ", src.str(), " -> ",
+             dst.str());
   MOKD_CHECK(src.shape() == dst.shape(), "cpu copy: shapes differ: ", src.str(), " -> ", dst.str());
   if (src.numel() == 0) return;
   if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
-    if (src.raw_data() != dst.raw_data()) std::memmove(dst.raw_data(), src.raw_data(), src.nbytes());
+    if (src.raw_data() != dst.raw_data())
+      std::memmove(dst.raw_data(), src.raw_data(), src.nbytes());
     return;
   }
   const char* s = static_cast<const char*>(src.raw_data());
@@ -96,7 +137,8 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
 }
 
 void CpuBackend::fill(Tensor& dst, double value) {
-  MOKD_CHECK(dst.device().is_cpu() && dst.is_contiguous(), "cpu fill: needs a contiguous cpu tensor, got ", dst.str());
+  MOKD_CHECK(dst.device().is_cpu() && dst.is_contiguous(),
+             "cpu fill: needs a contiguous cpu tensor, got ", dst.str());
   char* d = static_cast<char*>(dst.raw_data());
   int64_t n = dst.numel();
   if (dst.dtype() == DType::F32) {

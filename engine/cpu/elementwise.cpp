@@ -12,22 +12,34 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 
 inline float unary_fwd(UnaryOp op, float x, float a) {
   switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Square: return x * x;
-    case UnaryOp::Abs: return std::fabs(x);
-    case UnaryOp::Relu: return x > 0.f ? x : 0.f;
-    case UnaryOp::Gelu: return 0.5f * x * (1.f + std::erf(x * kInvSqrt2));
-    case UnaryOp::Scale: return a * x;
-    case UnaryOp::AddScalar: return x + a;
+    case UnaryOp::Neg:
+      return -x;
+    case UnaryOp::Exp:
+      return std::exp(x);
+    case UnaryOp::Log:
+      return std::log(x);
+    case UnaryOp::Sqrt:
+      return std::sqrt(x);
+    case UnaryOp::Square:
+      return x * x;
+    case UnaryOp::Abs:
+      return std::fabs(x);
+    case UnaryOp::Relu:
+      return x > 0.f ? x : 0.f;
+    case UnaryOp::Gelu:
+      return 0.5f * x * (1.f + std::erf(x * kInvSqrt2));
+    case UnaryOp::Scale:
+      return a * x;
+    case UnaryOp::AddScalar:
+      return x + a;
     case UnaryOp::SmoothL1: {
       float ax = std::fabs(x);
       return ax < a ? 0.5f * x * x / a : ax - 0.5f * a;
     }
-    case UnaryOp::ClipCoef: return std::fmin(1.f, a / (x + 1e-6f));
-    case UnaryOp::Reciprocal: return 1.f / x;
+    case UnaryOp::ClipCoef:
+      return std::fmin(1.f, a / (x + 1e-6f));
+    case UnaryOp::Reciprocal:
+      return 1.f / x;
   }
   return 0.f;
 }
@@ -35,25 +47,36 @@ inline float unary_fwd(UnaryOp op, float x, float a) {
 // d op(x) / dx
 inline float unary_deriv(UnaryOp op, float x, float a) {
   switch (op) {
-    case UnaryOp::Neg: return -1.f;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return 1.f / x;
-    case UnaryOp::Sqrt: return 0.5f / std::sqrt(x);
-    case UnaryOp::Square: return 2.f * x;
-    case UnaryOp::Abs: return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
-    case UnaryOp::Relu: return x > 0.f ? 1.f : 0.f;
+    case UnaryOp::Neg:
+      return -1.f;
+    case UnaryOp::Exp:
+      return std::exp(x);
+    case UnaryOp::Log:
+      return 1.f / x;
+    case UnaryOp::Sqrt:
+      return 0.5f / std::sqrt(x);
+    case UnaryOp::Square:
+      return 2.f * x;
+    case UnaryOp::Abs:
+      return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
+    case UnaryOp::Relu:
+      return x > 0.f ? 1.f : 0.f;
     case UnaryOp::Gelu: {
       float cdf = 0.5f * (1.f + std::erf(x * kInvSqrt2));
       return cdf + x * kInvSqrt2Pi * std::exp(-0.5f * x * x);
     }
-    case UnaryOp::Scale: return a;
-    case UnaryOp::AddScalar: return 1.f;
-    case UnaryOp::SmoothL1: return std::fabs(x) < a ? x / a : (x > 0.f ? 1.f : -1.f);
+    case UnaryOp::Scale:
+      return a;
+    case UnaryOp::AddScalar:
+      return 1.f;
+    case UnaryOp::SmoothL1:
+      return std::fabs(x) < a ? x / a : (x > 0.f ? 1.f : -1.f);
     case UnaryOp::ClipCoef: {
       float q = a / (x + 1e-6f);
       return q < 1.f ? -q / (x + 1e-6f) : 0.f;
     }
-    case UnaryOp::Reciprocal: return -1.f / (x * x);
+    case UnaryOp::Reciprocal:
+      return -1.f / (x * x);
   }
   return 0.f;
 }
@@ -119,10 +142,18 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   binary_args(DeviceType::CPU, a, b, out);
   switch (op) {
-    case BinaryOp::Add: binary_loop(a, b, out, [](float x, float y) { return x + y; }); break;
-    case BinaryOp::Sub: binary_loop(a, b, out, [](float x, float y) { return x - y; }); break;
-    case BinaryOp::Mul: binary_loop(a, b, out, [](float x, float y) { return x * y; }); break;
-    case BinaryOp::Div: binary_loop(a, b, out, [](float x, float y) { return x / y; }); break;
+    case BinaryOp::Add:
+      binary_loop(a, b, out, [](float x, float y) { return x + y; });
+      break;
+    case BinaryOp::Sub:
+      binary_loop(a, b, out, [](float x, float y) { return x - y; });
+      break;
+    case BinaryOp::Mul:
+      binary_loop(a, b, out, [](float x, float y) { return x * y; });
+      break;
+    case BinaryOp::Div:
+      binary_loop(a, b, out, [](float x, float y) { return x / y; });
+      break;
   }
 }
 
@@ -195,8 +226,8 @@ void CpuBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off)
   const int64_t* l = lc.data<int64_t>();
   float* po = out.data<float>();
   for (int64_t b = 0; b < B; ++b) {
-    MOKD_CHECK(l[b] >= 0 && l[b] < C, "one_hot: label ", l[b], " at index ", b,
-               " is outside [0, ", C, ")");
+    MOKD_CHECK(l[b] >= 0 && l[b] < C, "one_hot: label ", l[b], " at index ", b, " is outside [0, ",
+               C, ")");
     for (int64_t c = 0; c < C; ++c) po[b * C + c] = (c == l[b]) ? on : off;
   }
 }

@@ -22,17 +22,25 @@ void gemm_one(const float* pa, const float* pb, float* pc, const GemmDims& da, c
   // beta == 0 must not read c: it may be uninitialised (NaN * 0 is NaN). Eigen's noalias()
   // assignment zeroes the destination before accumulating the product.
   if (beta == 0.f) {
-    if (!ta && !tb) C.noalias() = alpha * (A * B);
-    else if (ta && !tb) C.noalias() = alpha * (A.transpose() * B);
-    else if (!ta && tb) C.noalias() = alpha * (A * B.transpose());
-    else C.noalias() = alpha * (A.transpose() * B.transpose());
+    if (!ta && !tb)
+      C.noalias() = alpha * (A * B);
+    else if (ta && !tb)
+      C.noalias() = alpha * (A.transpose() * B);
+    else if (!ta && tb)
+      C.noalias() = alpha * (A * B.transpose());
+    else
+      C.noalias() = alpha * (A.transpose() * B.transpose());
     return;
   }
   if (beta != 1.f) C *= beta;
-  if (!ta && !tb) C.noalias() += alpha * (A * B);
-  else if (ta && !tb) C.noalias() += alpha * (A.transpose() * B);
-  else if (!ta && tb) C.noalias() += alpha * (A * B.transpose());
-  else C.noalias() += alpha * (A.transpose() * B.transpose());
+  if (!ta && !tb)
+    C.noalias() += alpha * (A * B);
+  else if (ta && !tb)
+    C.noalias() += alpha * (A.transpose() * B);
+  else if (!ta && tb)
+    C.noalias() += alpha * (A * B.transpose());
+  else
+    C.noalias() += alpha * (A.transpose() * B.transpose());
 }
 
 }  // namespace

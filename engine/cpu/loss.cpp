@@ -71,10 +71,10 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor* labels, const
 
 void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor* labels,
                                         const Tensor* soft, float smoothing, const Tensor& lse,
-                                        const Tensor& gloss_rows, float grad_scale,
-                                        Tensor* glogits, Tensor* gsoft) {
+                                        const Tensor& gloss_rows, float grad_scale, Tensor* glogits,
+                                        Tensor* gsoft) {
   const LossDims dims = ce_backward_args(DeviceType::CPU, logits, labels, soft, smoothing, lse,
-                                       gloss_rows, glogits, gsoft);
+                                         gloss_rows, glogits, gsoft);
   const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   const int64_t* pl = labels ? labels->data<int64_t>() : nullptr;
@@ -114,7 +114,8 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor* labe
 
 void CpuBackend::kl_div(const Tensor& student, const Tensor& teacher, float temperature,
                         Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) {
-  const LossDims dims = kl_args(DeviceType::CPU, student, teacher, temperature, loss_rows, lse_s, lse_t);
+  const LossDims dims =
+      kl_args(DeviceType::CPU, student, teacher, temperature, loss_rows, lse_s, lse_t);
   const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;
@@ -141,10 +142,10 @@ void CpuBackend::kl_div(const Tensor& student, const Tensor& teacher, float temp
 }
 
 void CpuBackend::kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
-                                 const Tensor& lse_s, const Tensor& lse_t,
-                                 const Tensor& gloss_rows, float grad_scale, Tensor& gstudent) {
+                                 const Tensor& lse_s, const Tensor& lse_t, const Tensor& gloss_rows,
+                                 float grad_scale, Tensor& gstudent) {
   const LossDims dims = kl_backward_args(DeviceType::CPU, student, teacher, temperature, lse_s,
-                                       lse_t, gloss_rows, gstudent);
+                                         lse_t, gloss_rows, gstudent);
   const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   const float inv_t = 1.f / temperature;

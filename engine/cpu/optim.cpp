@@ -1,6 +1,6 @@
-// CPU optimizer updates: Adam/AdamW and SGD (momentum, dampening, nesterov, weight decay), in place,
-// one tensor at a time or over a list (the multi forms check every entry first, then run the very
-// same per-tensor code on each, so both paths agree bit for bit), plus the multi-tensor sum of
+// CPU optimizer updates: Adam/AdamW and SGD (momentum, dampening, nesterov, weight decay), in
+// place, one tensor at a time or over a list (the multi forms check every entry first, then run the
+// very same per-tensor code on each, so both paths agree bit for bit), plus the multi-tensor sum of
 // squares and in-place scale used by gradient clipping.
 //
 // Each update follows torch.optim's single-tensor code path operation by operation (same order,
@@ -30,7 +30,7 @@ void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHype
   const float neg_step_size = static_cast<float>(-(lr / bc1));
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   const float decay = static_cast<float>(1.0 - lr * wd);  // AdamW: p *= 1 - lr wd
-  const float wdf = h.weight_decay;                         // Adam: g += wd p
+  const float wdf = h.weight_decay;                       // Adam: g += wd p
   const float w1 = static_cast<float>(1.0 - b1);
   const float beta2 = h.beta2;
   const float w2 = static_cast<float>(1.0 - b2);
@@ -46,8 +46,10 @@ void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHype
   for (int64_t i = 0; i < n; ++i) {
     float pi = pp[i], gi = pg[i];
     if (has_wd) {
-      if (decoupled) pi = pi * decay;
-      else gi = gi + wdf * pi;
+      if (decoupled)
+        pi = pi * decay;
+      else
+        gi = gi + wdf * pi;
     }
     float mi = lerp(pm[i], gi, w1);
     float vi = pv[i] * beta2;

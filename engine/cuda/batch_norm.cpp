@@ -14,8 +14,8 @@ void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tenso
                                          save_mean, save_invstd);
   cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
-    kernels::batch_norm_train(cf(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum,
-                              eps, mf(y), mf(save_mean), mf(save_invstd), d.rows, d.C,
+    kernels::batch_norm_train(cf(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum, eps,
+                              mf(y), mf(save_mean), mf(save_invstd), d.rows, d.C,
                               static_cast<double*>(s.raw_data()), stream());
   });
 }

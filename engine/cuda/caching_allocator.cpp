@@ -56,8 +56,8 @@ void* CudaCachingAllocator::allocate(size_t nbytes) {
         (void)cudaGetLastError();
         MOKD_FAIL("cuda allocator: out of memory allocating ", nbytes, " bytes on cuda:", device_,
                   " (", bytes_in_use(), " bytes in use by tensors, ", reserved_,
-                  " bytes reserved, device free ", free_b, " of ", total_b, "): ",
-                  cudaGetErrorString(e));
+                  " bytes reserved, device free ", free_b, " of ", total_b,
+                  "): ", cudaGetErrorString(e));
       }
       ++malloc_calls_;
       reserved_ += bin;

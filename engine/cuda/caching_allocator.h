@@ -27,8 +27,8 @@ class CudaCachingAllocator final : public Allocator {
 
   // Returns every cached (free) block to the driver.
   void empty_cache();
-  size_t bytes_cached() const;   // free blocks held for reuse
-  size_t bytes_reserved() const; // all blocks obtained from cudaMalloc
+  size_t bytes_cached() const;    // free blocks held for reuse
+  size_t bytes_reserved() const;  // all blocks obtained from cudaMalloc
   size_t cuda_malloc_calls() const { return malloc_calls_; }
 
   // The bin a request of n bytes is served from: multiples of 512 B up to 1 MiB, then four bins

@@ -32,31 +32,32 @@ namespace cuda_detail {
 inline void check_launch(const char* kernel) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
-    throw CudaError(detail::concat("CUDA kernel ", kernel, " failed to launch: ",
-                                   cudaGetErrorString(e)));
+    throw CudaError(
+        detail::concat("CUDA kernel ", kernel, " failed to launch: ", cudaGetErrorString(e)));
 }
 
 }  // namespace mokd
 
-#define MOKD_CUDA_CHECK(expr)                                                                   \
-  do {                                                                                          \
-    cudaError_t mokd_e_ = (expr);                                                               \
-    if (mokd_e_ != cudaSuccess) {                                                               \
-      (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */    \
-      ::mokd::cuda_detail::fail("CUDA", cudaGetErrorString(mokd_e_), #expr, __FILE__, __LINE__); \
-    }                                                                                           \
-  } while (0)
-
-#define MOKD_CUBLAS_CHECK(expr)                                                                   \
-  do {                                                                                            \
-    cublasStatus_t mokd_s_ = (expr);                                                              \
-    if (mokd_s_ != CUBLAS_STATUS_SUCCESS)                                                         \
-      ::mokd::cuda_detail::fail("cuBLAS", cublasGetStatusString(mokd_s_), #expr, __FILE__, __LINE__); \
-  } while (0)
-
-#define MOKD_CUDNN_CHECK(expr)                                                                   \
+#define MOKD_CUDA_CHECK(expr)                                                                    \
   do {                                                                                           \
-    cudnnStatus_t mokd_s_ = (expr);                                                              \
-    if (mokd_s_ != CUDNN_STATUS_SUCCESS)                                                         \
+    cudaError_t mokd_e_ = (expr);                                                                \
+    if (mokd_e_ != cudaSuccess) {                                                                \
+      (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */     \
+      ::mokd::cuda_detail::fail("CUDA", cudaGetErrorString(mokd_e_), #expr, __FILE__, __LINE__); \
+    }                                                                                            \
+  } while (0)
+
+#define MOKD_CUBLAS_CHECK(expr)                                                            \
+  do {                                                                                     \
+    cublasStatus_t mokd_s_ = (expr);                                                       \
+    if (mokd_s_ != CUBLAS_STATUS_SUCCESS)                                                  \
+      ::mokd::cuda_detail::fail("cuBLAS", cublasGetStatusString(mokd_s_), #expr, __FILE__, \
+                                __LINE__);                                                 \
+  } while (0)
+
+#define MOKD_CUDNN_CHECK(expr)                                                                     \
+  do {                                                                                             \
+    cudnnStatus_t mokd_s_ = (expr);                                                                \
+    if (mokd_s_ != CUDNN_STATUS_SUCCESS)                                                           \
       ::mokd::cuda_detail::fail("cuDNN", cudnnGetErrorString(mokd_s_), #expr, __FILE__, __LINE__); \
   } while (0)

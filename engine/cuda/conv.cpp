@@ -41,13 +41,13 @@ struct Descs {
     MOKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     MOKD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     MOKD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, data, int(g.N),
-                                                int(g.C), int(g.H), int(g.W)));
-    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, data, int(g.N),
-                                                int(g.O), int(g.Ho), int(g.Wo)));
+    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, data, int(g.N), int(g.C),
+                                                int(g.H), int(g.W)));
+    MOKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, data, int(g.N), int(g.O),
+                                                int(g.Ho), int(g.Wo)));
     // NHWC filter format = [O, kh, kw, C/groups] in memory: our OHWI layout.
-    MOKD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, data, CUDNN_TENSOR_NHWC, int(g.O),
-                                                int(g.Cg), int(g.kh), int(g.kw)));
+    MOKD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, data, CUDNN_TENSOR_NHWC, int(g.O), int(g.Cg),
+                                                int(g.kh), int(g.kw)));
     MOKD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, g.ph, g.pw, g.sh, g.sw, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     MOKD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, int(g.G)));
@@ -73,9 +73,9 @@ std::mutex g_mu;
 std::unordered_map<std::string, Choice> g_cache;
 
 std::string key_of(const char* kind, const ConvGeom& g, bool tf32, DType dt) {
-  return detail::concat(kind, ':', dtype_name(dt), ':', g.N, ',', g.H, ',', g.W, ',', g.C, ',', g.O, ',', g.kh, ',',
-                        g.kw, ',', g.Cg, ',', g.sh, ',', g.sw, ',', g.ph, ',', g.pw, ',', g.G, ',',
-                        tf32);
+  return detail::concat(kind, ':', dtype_name(dt), ':', g.N, ',', g.H, ',', g.W, ',', g.C, ',', g.O,
+                        ',', g.kh, ',', g.kw, ',', g.Cg, ',', g.sh, ',', g.sw, ',', g.ph, ',', g.pw,
+                        ',', g.G, ',', tf32);
 }
 
 // Picks the first heuristic result that succeeded, is not FFT/Winograd, and (without TF32) uses
@@ -91,7 +91,8 @@ Choice pick(const Perf* perf, int n, bool tf32, Skip skip, const char* kind) {
     if (!tf32 && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) continue;
     return {static_cast<int>(p.algo), tf32 ? p.mathType : CUDNN_FMA_MATH, p.memory};
   }
-  if (!fallback) throw CudaError(detail::concat("cuDNN has no ", kind, " algorithm for this shape"));
+  if (!fallback)
+    throw CudaError(detail::concat("cuDNN has no ", kind, " algorithm for this shape"));
   return {static_cast<int>(fallback->algo), tf32 ? fallback->mathType : CUDNN_FMA_MATH,
           fallback->memory};
 }
@@ -101,9 +102,9 @@ cudnnMathType_t math_mode(bool tf32, DType dt) {
   return tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
 }
 
-// query(allow_tf32) sets the descriptor's math type, asks the heuristics and picks. When no FMA-only
-// algorithm exists for a shape, cuDNN's default math (TF32 on Ampere and newer) is taken rather
-// than failing the op; stderr says so once per shape, since results then differ by ~1e-3.
+// query(allow_tf32) sets the descriptor's math type, asks the heuristics and picks. When no
+// FMA-only algorithm exists for a shape, cuDNN's default math (TF32 on Ampere and newer) is taken
+// rather than failing the op; stderr says so once per shape, since results then differ by ~1e-3.
 template <class Query>
 Choice pick_or_default_math(bool tf32, const std::string& key, Query query) {
   if (tf32) return query(true);
@@ -134,10 +135,12 @@ void store(const std::string& key, const Choice& c) {
 
 void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
                          const Conv2dParams& p, Tensor& y) {
-  const DType dt = expect_float_operands("conv2d", DeviceType::CUDA, {{&x, "x"}, {&w, "w"}, {&y, "y"}});
+  const DType dt =
+      expect_float_operands("conv2d", DeviceType::CUDA, {{&x, "x"}, {&w, "w"}, {&y, "y"}});
   ConvGeom g = cudnn_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
   if (bias) {
-    MOKD_CHECK(dt == DType::F32, "conv2d: bf16 operands take no bias (add it in f32), got ", bias->str());
+    MOKD_CHECK(dt == DType::F32, "conv2d: bf16 operands take no bias (add it in f32), got ",
+               bias->str());
     cuda_expect_f32(*bias, "conv2d", "bias");
     MOKD_CHECK(bias->numel() == g.O, "conv2d: bias ", bias->str(), " must have ", g.O, " elements");
   }
@@ -157,11 +160,15 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
           int n = 0;
           MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
               cudnn_handle(), d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
-          return pick(perf, n, allow_tf32, [](cudnnConvolutionFwdAlgo_t a) {
-            return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
-                   a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
-                   a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
-          }, "forward");
+          return pick(
+              perf, n, allow_tf32,
+              [](cudnnConvolutionFwdAlgo_t a) {
+                return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT ||
+                       a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+                       a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+                       a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+              },
+              "forward");
         });
         MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
         MOKD_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
@@ -172,10 +179,10 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
       MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
       Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
       const float one = 1.f, zero = 0.f;
-      MOKD_CUDNN_CHECK(cudnnConvolutionForward(
-          cudnn_handle(), &one, d.x, x.raw_data(), d.w, w.raw_data(), d.conv,
-          static_cast<cudnnConvolutionFwdAlgo_t>(ch.algo), ws.raw_data(), ch.workspace, &zero, d.y,
-          y.raw_data()));
+      MOKD_CUDNN_CHECK(
+          cudnnConvolutionForward(cudnn_handle(), &one, d.x, x.raw_data(), d.w, w.raw_data(),
+                                  d.conv, static_cast<cudnnConvolutionFwdAlgo_t>(ch.algo),
+                                  ws.raw_data(), ch.workspace, &zero, d.y, y.raw_data()));
     }
     if (bias)
       kernels::add_bias_lastdim(static_cast<float*>(y.raw_data()),
@@ -205,13 +212,17 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         int n = 0;
         MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-            cudnn_handle(), d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
-        return pick(perf, n, allow_tf32, [](cudnnConvolutionBwdDataAlgo_t a) {
-          return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
-                 a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
-                 a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
-                 a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
-        }, "backward-data");
+            cudnn_handle(), d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n,
+            perf));
+        return pick(
+            perf, n, allow_tf32,
+            [](cudnnConvolutionBwdDataAlgo_t a) {
+              return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+                     a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+                     a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+                     a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+            },
+            "backward-data");
       });
       MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
       MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -222,10 +233,10 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
     MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
     Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
     const float one = 1.f, zero = 0.f;
-    MOKD_CUDNN_CHECK(cudnnConvolutionBackwardData(
-        cudnn_handle(), &one, d.w, w.raw_data(), d.y, gy.raw_data(), d.conv,
-        static_cast<cudnnConvolutionBwdDataAlgo_t>(ch.algo), ws.raw_data(), ch.workspace, &zero,
-        d.x, gx.raw_data()));
+    MOKD_CUDNN_CHECK(
+        cudnnConvolutionBackwardData(cudnn_handle(), &one, d.w, w.raw_data(), d.y, gy.raw_data(),
+                                     d.conv, static_cast<cudnnConvolutionBwdDataAlgo_t>(ch.algo),
+                                     ws.raw_data(), ch.workspace, &zero, d.x, gx.raw_data()));
   });
 }
 
@@ -252,11 +263,14 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, cons
         MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             cudnn_handle(), d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n,
             perf));
-        return pick(perf, n, allow_tf32, [](cudnnConvolutionBwdFilterAlgo_t a) {
-          return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
-                 a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
-                 a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
-        }, "backward-filter");
+        return pick(
+            perf, n, allow_tf32,
+            [](cudnnConvolutionBwdFilterAlgo_t a) {
+              return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+                     a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+                     a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+            },
+            "backward-filter");
       });
       MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
       MOKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(

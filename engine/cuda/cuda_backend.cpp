@@ -47,7 +47,7 @@ Registrar g_registrar;
 }  // namespace
 
 kernels::StridedDesc cuda_strided_desc(const char* k, const Shape& shape, const Shape& sa,
-                                  const Shape& sb) {
+                                       const Shape& sb) {
   MOKD_CHECK(shape.size() <= static_cast<size_t>(kernels::kMaxDims), k, ": rank ", shape.size(),
              " of ", shape_str(shape), " exceeds the CUDA backend's limit of ", kernels::kMaxDims);
   kernels::StridedDesc d;
@@ -122,7 +122,8 @@ void CudaBackend::synchronize() { MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()
 void* CudaBackend::lt_workspace(size_t& bytes) {
   constexpr size_t kWs = size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
   std::lock_guard<std::mutex> lock(ws_mu_);
-  if (!lt_ws_.defined()) lt_ws_ = Tensor::empty({static_cast<int64_t>(kWs / 8)}, DType::F64, device());
+  if (!lt_ws_.defined())
+    lt_ws_ = Tensor::empty({static_cast<int64_t>(kWs / 8)}, DType::F64, device());
   bytes = kWs;
   return lt_ws_.raw_data();
 }
@@ -136,7 +137,8 @@ Tensor CudaBackend::scratch(int64_t n_doubles) {
 void CudaBackend::copy(const Tensor& src, Tensor& dst) {
   MOKD_CHECK(src.device().is_cuda() && dst.device().is_cuda(), "cuda copy: ", src.str(), " -> ",
              dst.str());
-  MOKD_CHECK(src.shape() == dst.shape(), "cuda copy: shapes differ: ", src.str(), " -> ", dst.str());
+  MOKD_CHECK(src.shape() == dst.shape(), "cuda copy: shapes differ: ", src.str(), " -> ",
+             dst.str());
   if (src.numel() == 0) return;
   cuda_guarded("copy", {&src, &dst}, [&] {
     if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
@@ -154,9 +156,8 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
 void CudaBackend::fill(Tensor& dst, double value) {
   MOKD_CHECK(dst.device().is_cuda() && dst.is_contiguous(),
              "cuda fill: needs a contiguous cuda tensor, got ", dst.str());
-  cuda_guarded("fill", {&dst}, [&] {
-    kernels::fill(dst.raw_data(), dst.dtype(), value, dst.numel(), stream());
-  });
+  cuda_guarded("fill", {&dst},
+               [&] { kernels::fill(dst.raw_data(), dst.dtype(), value, dst.numel(), stream()); });
 }
 
 void CudaBackend::copy_to_host(void* host_dst, const void* dev_src, size_t nbytes) {
@@ -178,8 +179,10 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
       const size_t n = std::min(kStagingMaxBytes, nbytes - off);
       StagingSlot& s = staging_[staging_next_];
       staging_next_ = (staging_next_ + 1) % kStagingSlots;
-      if (!s.done) MOKD_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
-      else MOKD_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last DMA has finished
+      if (!s.done)
+        MOKD_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+      else
+        MOKD_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last DMA has finished
       if (s.bytes < n) {
         if (s.buf) MOKD_CUDA_CHECK(cudaFreeHost(s.buf));
         s.buf = nullptr;
@@ -189,7 +192,8 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
           // synchronously, as uploads did before the ring.
           (void)cudaGetLastError();
           s.buf = nullptr;
-          MOKD_CUDA_CHECK(cudaMemcpyAsync(dst + off, src + off, n, cudaMemcpyHostToDevice, stream()));
+          MOKD_CUDA_CHECK(
+              cudaMemcpyAsync(dst + off, src + off, n, cudaMemcpyHostToDevice, stream()));
           MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
           off += n;
           continue;

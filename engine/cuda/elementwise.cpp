@@ -70,8 +70,8 @@ void CudaBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
       kernels::reduce_rows(cf(x), on, n / on, mf(out), scale, stream());
     } else if (!red_after_kept) {
       Tensor part = scratch(kernels::col_partials_size(n / on, on));
-      kernels::reduce_cols(cf(x), n / on, on, mf(out), scale,
-                           static_cast<double*>(part.raw_data()), stream());
+      kernels::reduce_cols(cf(x), n / on, on, mf(out), scale, static_cast<double*>(part.raw_data()),
+                           stream());
     } else {
       kernels::StridedDesc d = cuda_strided_desc("reduce_sum", xs, x.strides(), x.strides());
       kernels::reduce_generic(cf(x), mf(out), on, d, os.data(), scale, stream());
@@ -91,8 +91,8 @@ void CudaBackend::sum_squares_accumulate(const Tensor& x, Tensor& out) {
   if (x.numel() == 0) return;
   cuda_guarded("sum_squares", {&x, &out}, [&] {
     Tensor part = scratch(kernels::kReducePartials);
-    kernels::reduce_all(cf(x), x.numel(), mf(out), 1.f, true,
-                        static_cast<double*>(part.raw_data()), stream());
+    kernels::reduce_all(cf(x), x.numel(), mf(out), 1.f, true, static_cast<double*>(part.raw_data()),
+                        stream());
   });
 }
 

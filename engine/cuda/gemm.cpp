@@ -71,23 +71,32 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
   // First operand: b (column-major N x K after op); second: a (K x M after op).
   cublasOperation_t t1 = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t t2 = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t1, sizeof(t1)));
-  MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &t2, sizeof(t2)));
+  MOKD_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t1, sizeof(t1)));
+  MOKD_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &t2, sizeof(t2)));
   if (bias) {  // a vector over the rows of the column-major result, i.e. over our N columns
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     const cudaDataType_t bias_t = CUDA_R_32F;
-    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof(bias_t)));
+    MOKD_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    MOKD_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    MOKD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                     &bias_t, sizeof(bias_t)));
   }
 
   LayoutGuard l1, l2, lc;
   // b stored row-major [K, N] = column-major N x K (ld N); trans: [N, K] = column-major K x N.
-  if (!trans_b) make_layout(l1, at, N, K, N, nb, sb);
-  else make_layout(l1, at, K, N, K, nb, sb);
+  if (!trans_b)
+    make_layout(l1, at, N, K, N, nb, sb);
+  else
+    make_layout(l1, at, K, N, K, nb, sb);
   // a stored row-major [M, K] = column-major K x M (ld K); trans: [K, M] = column-major M x K.
-  if (!trans_a) make_layout(l2, at, K, M, K, nb, sa);
-  else make_layout(l2, at, M, K, M, nb, sa);
+  if (!trans_a)
+    make_layout(l2, at, K, M, K, nb, sa);
+  else
+    make_layout(l2, at, M, K, M, nb, sa);
   make_layout(lc, ct, N, M, N, nb, sc);
 
   size_t ws_bytes = 0;
@@ -95,8 +104,8 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
   const uint32_t al1 = alignment(pb), al2 = alignment(pa), alc = alignment(pc);
 
   std::string key = detail::concat(batch, ',', M, ',', N, ',', K, ',', trans_a, trans_b, ',',
-                                   int(ta_t), int(tc_t), tf32, ',', sa, ',', sb, ',', al1, ',',
-                                   al2, ',', alc, ',', beta != 0.f, ',', bias ? alignment(bias) : 0u);
+                                   int(ta_t), int(tc_t), tf32, ',', sa, ',', sb, ',', al1, ',', al2,
+                                   ',', alc, ',', beta != 0.f, ',', bias ? alignment(bias) : 0u);
   cublasLtMatmulHeuristicResult_t res{};
   bool cached = false;
   {
@@ -130,8 +139,8 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
                                                      pref, 1, &res, &found));
     if (found < 1)
       throw CudaError(detail::concat("cuBLASLt has no algorithm for batch ", batch, " M ", M, " N ",
-                                     N, " K ", K, " (", dtype_name(ta_t), " -> ",
-                                     dtype_name(tc_t), ")"));
+                                     N, " K ", K, " (", dtype_name(ta_t), " -> ", dtype_name(tc_t),
+                                     ")"));
     std::lock_guard<std::mutex> lock(g_cache_mu);
     g_algo_cache[key] = res;
   }
@@ -152,9 +161,11 @@ void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a
 
   cuda_guarded("gemm", {&a, &b, &c}, [&] {
     if (K == 0) {  // empty sum: c = beta c
-      if (beta == 0.f) fill(c, 0.0);
+      if (beta == 0.f)
+        fill(c, 0.0);
       else if (beta != 1.f) {
-        MOKD_CHECK(c.dtype() == DType::F32, "gemm: K = 0 with beta != 0 needs f32 c, got ", c.str());
+        MOKD_CHECK(c.dtype() == DType::F32, "gemm: K = 0 with beta != 0 needs f32 c, got ",
+                   c.str());
         unary(UnaryOp::Scale, c, c, beta);
       }
       return;

@@ -7,8 +7,8 @@
 
 namespace mokd {
 
-void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y,
-                             Tensor& mean, Tensor& rstd) {
+void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps,
+                             Tensor& y, Tensor& mean, Tensor& rstd) {
   const RowDims dims = layer_norm_args(DeviceType::CUDA, x, w, b, y, mean, rstd);
   const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm", {&x, w, b, &y}, [&] {
@@ -20,8 +20,7 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, 
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor* w,
                                       const Tensor& mean, const Tensor& rstd, Tensor& gx,
                                       Tensor* gw, Tensor* gb) {
-  const RowDims dims =
-      layer_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, rstd, gx, gw, gb);
+  const RowDims dims = layer_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, rstd, gx, gw, gb);
   const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm_backward", {&gy, &x, w, &gx}, [&] {
     Tensor part = scratch((gw || gb) ? kernels::layer_norm_partials_size(rows, d) : 1);

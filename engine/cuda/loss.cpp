@@ -51,7 +51,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor* lab
                                          Tensor* glogits, Tensor* gsoft) {
   const char* k = "cross_entropy_backward";
   const LossDims dims = ce_backward_args(DeviceType::CUDA, logits, labels, soft, smoothing, lse,
-                                       gloss_rows, glogits, gsoft);
+                                         gloss_rows, glogits, gsoft);
   const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&logits, soft, &lse, &gloss_rows, glogits, gsoft}, [&] {
@@ -64,7 +64,8 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor* lab
 void CudaBackend::kl_div(const Tensor& student, const Tensor& teacher, float temperature,
                          Tensor& loss_rows, Tensor& lse_s, Tensor& lse_t) {
   const char* k = "kl_div";
-  const LossDims dims = kl_args(DeviceType::CUDA, student, teacher, temperature, loss_rows, lse_s, lse_t);
+  const LossDims dims =
+      kl_args(DeviceType::CUDA, student, teacher, temperature, loss_rows, lse_s, lse_t);
   const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&student, &teacher, &loss_rows}, [&] {
@@ -75,11 +76,10 @@ void CudaBackend::kl_div(const Tensor& student, const Tensor& teacher, float tem
 
 void CudaBackend::kl_div_backward(const Tensor& student, const Tensor& teacher, float temperature,
                                   const Tensor& lse_s, const Tensor& lse_t,
-                                  const Tensor& gloss_rows, float grad_scale,
-                                  Tensor& gstudent) {
+                                  const Tensor& gloss_rows, float grad_scale, Tensor& gstudent) {
   const char* k = "kl_div_backward";
   const LossDims dims = kl_backward_args(DeviceType::CUDA, student, teacher, temperature, lse_s,
-                                       lse_t, gloss_rows, gstudent);
+                                         lse_t, gloss_rows, gstudent);
   const int64_t B = dims.B, C = dims.C;
   if (B == 0 || C == 0) return;
   cuda_guarded(k, {&student, &teacher, &gloss_rows, &gstudent}, [&] {

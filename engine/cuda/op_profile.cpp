@@ -27,7 +27,7 @@ struct Total {
 };
 
 std::mutex g_mu;
-std::vector<Record> g_pending;             // recorded, not yet read
+std::vector<Record> g_pending;                            // recorded, not yet read
 std::vector<std::pair<cudaEvent_t, cudaEvent_t>> g_free;  // event pairs to reuse
 std::map<std::string, Total> g_totals;
 thread_local int t_depth = 0;
@@ -52,7 +52,8 @@ bool enabled() {
   static const bool on = [] {
     const char* e = std::getenv("MOKD_CUDA_PROFILE");
     if (e && std::strcmp(e, "1") != 0 && std::strcmp(e, "0") != 0 && *e)
-      std::fprintf(stderr, "mokd: MOKD_CUDA_PROFILE=%s is neither 1 nor 0: profiling stays off\n", e);
+      std::fprintf(stderr, "mokd: MOKD_CUDA_PROFILE=%s is neither 1 nor 0: profiling stays off\n",
+                   e);
     return e && std::strcmp(e, "1") == 0;
   }();
   return on;

@@ -13,12 +13,12 @@
 
 namespace mokd {
 
-void CudaBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
+void CudaBackend::adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v,
+                              const AdamHyper& h) {
   const char* k = "adam_update";
   adam_args(DeviceType::CUDA, k, p, g, m, v, h);
-  cuda_guarded(k, {&p, &g}, [&] {
-    kernels::adam_update(mf(p), cf(g), mf(m), mf(v), p.numel(), h, stream());
-  });
+  cuda_guarded(k, {&p, &g},
+               [&] { kernels::adam_update(mf(p), cf(g), mf(m), mf(v), p.numel(), h, stream()); });
 }
 
 void CudaBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
@@ -39,7 +39,8 @@ void CudaBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
     adam_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.m, r.v, r.h);
     entries.push_back({mf(r.p), mf(r.g), mf(r.m), mf(r.v), r.p.numel(), r.h});
   }
-  cuda_guarded(k, {}, [&] { kernels::adam_update_multi(entries.data(), entries.size(), stream()); });
+  cuda_guarded(k, {},
+               [&] { kernels::adam_update_multi(entries.data(), entries.size(), stream()); });
 }
 
 void CudaBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {

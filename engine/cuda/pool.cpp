@@ -10,8 +10,19 @@ namespace mokd {
 namespace {
 // The pooling kernels' geometry from the shared contract's.
 kernels::PoolDims pool_dims(const PoolGeom& g, const Pool2dParams& p) {
-  return {g.N, g.H, g.W, g.C, g.Ho, g.Wo, p.kernel_h, p.kernel_w, p.stride_h,
-          p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
+  return {g.N,
+          g.H,
+          g.W,
+          g.C,
+          g.Ho,
+          g.Wo,
+          p.kernel_h,
+          p.kernel_w,
+          p.stride_h,
+          p.stride_w,
+          p.pad_h,
+          p.pad_w,
+          p.count_include_pad};
 }
 }  // namespace
 

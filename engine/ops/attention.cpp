@@ -36,7 +36,12 @@ Tensor select_view(const Tensor& t, int64_t d, int64_t i) {
 class AttentionCore {
  public:
   AttentionCore(const Tensor& q, const Tensor& k, const Tensor& v, float scale)
-      : B_(q.size(0)), H_(q.size(1)), N_(q.size(2)), D_(q.size(3)), Nk_(k.size(2)), scale_(scale),
+      : B_(q.size(0)),
+        H_(q.size(1)),
+        N_(q.size(2)),
+        D_(q.size(3)),
+        Nk_(k.size(2)),
+        scale_(scale),
         bf16_(matmul_precision() == MatmulPrecision::BF16 && q.dtype() == DType::F32) {
     const DType dt = bf16_ ? DType::BF16 : q.dtype();
     q_ = detail::contiguous_as(q, dt);
@@ -62,7 +67,8 @@ class AttentionCore {
 
   Tensor out;  // [B, H, N, D] f32, contiguous
 
-  // Gradients of q, k, v ([B, H, N, D] / [B, H, Nk, D], f32) for the output's gradient g (any strides).
+  // Gradients of q, k, v ([B, H, N, D] / [B, H, Nk, D], f32) for the output's gradient g (any
+  // strides).
   std::array<Tensor, 3> backward(const Tensor& g) const {
     Backend& be = backend_for(g);
     const Device dev = g.device();
@@ -119,8 +125,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   MOKD_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0) && k.size(1) == q.size(1) &&
                  v.size(1) == q.size(1),
              op, ": batch and head dims differ: q ", q.str(), ", k ", k.str(), ", v ", v.str());
-  MOKD_CHECK(k.size(3) == q.size(3) && v.size(3) == q.size(3), op,
-             ": head dims D differ: q ", q.str(), ", k ", k.str(), ", v ", v.str());
+  MOKD_CHECK(k.size(3) == q.size(3) && v.size(3) == q.size(3), op, ": head dims D differ: q ",
+             q.str(), ", k ", k.str(), ", v ", v.str());
   MOKD_CHECK(k.size(2) == v.size(2), op, ": k ", k.str(), " and v ", v.str(),
              " must have the same number of tokens");
 

@@ -35,7 +35,9 @@ inline Tensor contiguous_as(const Tensor& t, DType dt) {
   out.copy_(t);
   return out;
 }
-inline Tensor empty_like(const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), x.device()); }
+inline Tensor empty_like(const Tensor& x) {
+  return Tensor::empty(x.shape(), x.dtype(), x.device());
+}
 inline Tensor empty_as(const Tensor& x, const Shape& shape) {
   return Tensor::empty(shape, x.dtype(), x.device());
 }

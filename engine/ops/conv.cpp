@@ -49,9 +49,9 @@ void check_pool(const char* op, const Tensor& x, const Pool2dParams& p) {
              p.stride_w, " must be >= 1 and padding ", p.pad_h, "x", p.pad_w, " >= 0 for x ",
              x.str());
   // PyTorch's rule: every window then holds at least one real element.
-  MOKD_CHECK(p.pad_h <= p.kernel_h / 2 && p.pad_w <= p.kernel_w / 2, op, ": padding ", p.pad_h,
-             "x", p.pad_w, " must be at most half the kernel ", p.kernel_h, "x", p.kernel_w,
-             " for x ", x.str());
+  MOKD_CHECK(p.pad_h <= p.kernel_h / 2 && p.pad_w <= p.kernel_w / 2, op, ": padding ", p.pad_h, "x",
+             p.pad_w, " must be at most half the kernel ", p.kernel_h, "x", p.kernel_w, " for x ",
+             x.str());
   MOKD_CHECK(p.kernel_h <= x.size(1) + 2 * p.pad_h && p.kernel_w <= x.size(2) + 2 * p.pad_w, op,
              ": kernel ", p.kernel_h, "x", p.kernel_w, " is larger than the padded input of x ",
              x.str(), " (padding ", p.pad_h, "x", p.pad_w, ")");
@@ -104,7 +104,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
     Tensor yb = Tensor::empty(y_shape, DType::BF16, x.device());
     backend_for(x).conv2d(xc, wc, nullptr, p, yb);
     y = yb.to(DType::F32);
-    if (bc.defined()) backend_for(x).binary(BinaryOp::Add, y, bc.view({1, 1, 1, O}).expand_view(y_shape), y);
+    if (bc.defined())
+      backend_for(x).binary(BinaryOp::Add, y, bc.view({1, 1, 1, O}).expand_view(y_shape), y);
   } else {
     y = empty_as(xc, y_shape);
     backend_for(x).conv2d(xc, wc, bc.defined() ? &bc : nullptr, p, y);
@@ -158,8 +159,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
   if (training) {
     MOKD_CHECK(rows > 1, op, ": training needs more than one value per channel, got x ", x.str());
     // Updated in place: they must be the buffers themselves, not copies.
-    MOKD_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op,
-               ": running_mean ", running_mean.str(), " and running_var ", running_var.str(),
+    MOKD_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op, ": running_mean ",
+               running_mean.str(), " and running_var ", running_var.str(),
                " must be contiguous (updated in place)");
     // Statistics stay f32 whatever the activations' dtype.
     mean = Tensor::empty({C}, DType::F32, x.device());

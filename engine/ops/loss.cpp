@@ -56,10 +56,9 @@ Tensor fused_cross_entropy(const char* op, const Tensor& logits, const Tensor* l
     Tensor gx = grad_x ? detail::empty_like(sx) : Tensor();
     Tensor gt = grad_t ? detail::empty_like(st) : Tensor();
     // g is the scalar loss's gradient: the kernel reads it for every row (one element).
-    backend_for(sx).cross_entropy_backward(sx, lab.defined() ? &lab : nullptr,
-                                           st.defined() ? &st : nullptr, smoothing, sl,
-                                           g.contiguous(), k, grad_x ? &gx : nullptr,
-                                           grad_t ? &gt : nullptr);
+    backend_for(sx).cross_entropy_backward(
+        sx, lab.defined() ? &lab : nullptr, st.defined() ? &st : nullptr, smoothing, sl,
+        g.contiguous(), k, grad_x ? &gx : nullptr, grad_t ? &gt : nullptr);
     if (st.defined()) return {gx, gt};
     return {gx};
   });

@@ -12,7 +12,8 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
   return p;
 }
 
-// Under MatmulPrecision::BF16 the operands of every product are rounded to bf16 (engine/precision.h).
+// Under MatmulPrecision::BF16 the operands of every product are rounded to bf16
+// (engine/precision.h).
 bool bf16_products() { return matmul_precision() == MatmulPrecision::BF16; }
 // The contiguous operand of a product: one pass, rounding to bf16 under BF16.
 Tensor operand(const Tensor& t, bool bf16) {
@@ -74,16 +75,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   detail::check_pair("linear", x, w);
-  MOKD_CHECK(w.dim() == 2, "linear: weight must be [out, in], got w ", w.str(), " for x ",
-             x.str());
-  MOKD_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input features differ: x ",
-             x.str(), " is [.., ", x.dim() >= 1 ? x.size(-1) : 0, "] but w ", w.str(),
-             " is [out, ", w.size(1), "]");
+  MOKD_CHECK(w.dim() == 2, "linear: weight must be [out, in], got w ", w.str(), " for x ", x.str());
+  MOKD_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input features differ: x ", x.str(),
+             " is [.., ", x.dim() >= 1 ? x.size(-1) : 0, "] but w ", w.str(), " is [out, ",
+             w.size(1), "]");
   const bool has_bias = b.defined();
   if (has_bias) {
     detail::check_pair("linear", x, b);
-    MOKD_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "linear: bias ", b.str(),
-               " must be [", w.size(0), "] for w ", w.str());
+    MOKD_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "linear: bias ", b.str(), " must be [",
+               w.size(0), "] for w ", w.str());
   }
   const int64_t in = w.size(1), outf = w.size(0);
   const int64_t rows = prod(x.shape(), 0, x.shape().size() - 1);
@@ -123,8 +123,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     }
     if (need_b) {  // gb = sum of g over rows
       gb = detail::empty_as(g2, {1, outf});
-      if (rows == 0) gb.fill_(0.0);
-      else bk.reduce_sum(g2, gb, 1.f);
+      if (rows == 0)
+        gb.fill_(0.0);
+      else
+        bk.reduce_sum(g2, gb, 1.f);
       gb = gb.view({outf});
     }
     return {gx, gw, gb};

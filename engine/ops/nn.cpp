@@ -105,8 +105,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) 
   int64_t dn = x.size(-1);
   for (const auto& [t, arg] : {std::pair<const Tensor*, const char*>{&w, "weight"}, {&b, "bias"}}) {
     if (!t->defined()) continue;
-    MOKD_CHECK(t->shape() == Shape{dn}, "layer_norm: ", arg, " ", t->str(),
-               " must have shape [", dn, "] for input ", x.str());
+    MOKD_CHECK(t->shape() == Shape{dn}, "layer_norm: ", arg, " ", t->str(), " must have shape [",
+               dn, "] for input ", x.str());
     MOKD_CHECK(t->dtype() == x.dtype() && t->device() == x.device(), "layer_norm: ", arg, " ",
                t->str(), " must match the input's dtype and device, ", x.str());
   }

@@ -32,8 +32,10 @@ Tensor reduce_op(const char* name, const Tensor& x, std::vector<int64_t> dims, b
   float s = is_mean ? (count > 0 ? 1.f / static_cast<float>(count) : 0.f) : 1.f;
   Tensor xc = x.contiguous();
   Tensor out = Tensor::empty(keep, x.dtype(), x.device());
-  if (x.numel() == 0) out.fill_(0.0);
-  else backend_for(x).reduce_sum(xc, out, s);
+  if (x.numel() == 0)
+    out.fill_(0.0);
+  else
+    backend_for(x).reduce_sum(xc, out, s);
   out = out.view(final_shape);
   if (!needs_grad({&x})) return out;
   Shape xs = x.shape();

@@ -8,9 +8,8 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor out = x.contiguous().view(shape);  // a fresh view: never x's own handle
   if (!needs_grad({&x})) return out;
   Shape xs = x.shape();
-  record("reshape", out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
-    return {g.contiguous().view(xs)};
-  });
+  record("reshape", out, {x},
+         [xs](const Tensor& g) -> std::vector<Tensor> { return {g.contiguous().view(xs)}; });
   return out;
 }
 
@@ -27,7 +26,8 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   Tensor out = x.permute_view(dims).contiguous();
   if (!needs_grad({&x})) return out;
   std::vector<int64_t> inv(dims.size());
-  for (size_t i = 0; i < dims.size(); ++i) inv[wrap_dim(dims[i], x.dim(), "permute")] = static_cast<int64_t>(i);
+  for (size_t i = 0; i < dims.size(); ++i)
+    inv[wrap_dim(dims[i], x.dim(), "permute")] = static_cast<int64_t>(i);
   record("permute", out, {x}, [inv](const Tensor& g) -> std::vector<Tensor> {
     return {g.permute_view(inv).contiguous()};
   });
