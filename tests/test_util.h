@@ -17,7 +17,7 @@ namespace mokd::test {
 Tensor randn(const Shape& shape, uint64_t seed, float std = 1.f);
 Tensor uniform(const Shape& shape, uint64_t seed, float lo, float hi);
 
-// Max |a - b| / max(max |b|, tiny): the "relative error" the issues quote.
+// Max |a - b| / max(max |b|, tiny): the "relative error" the tests and docs quote.
 double rel_error(const Tensor& actual, const Tensor& expected);
 
 // Element-wise |a - b| <= atol + rtol |b|, same shape, no NaN/Inf in a; reports the worst element.

@@ -1,6 +1,6 @@
 """MoKD step reference (tests/test_distill.cpp): 20 MoKD steps written in PyTorch on a tiny timm
 teacher (VisionTransformer) and a tiny timm distilled student (VisionTransformerDistilled),
-following MOKD.md section 4 and the official FAMO code (famo.py: get_weighted_loss, update).
+following docs/method.md ("FAMO update") and the official FAMO code (famo.py: get_weighted_loss, update).
 
 Per step it records the three losses (task, kl, feat), the FAMO weights z before and after the
 update, and the projector after the step; at step 1 it records every student gradient (after
