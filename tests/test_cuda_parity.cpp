@@ -311,9 +311,9 @@ TEST(CudaParity, CrossAttention) {
   }
 }
 
-// TF32 GEMM and convolution (opt-in) against the f32 CPU reference, with the TF32 budget 1e-3 (docs/method.md, Decisions).
-// A simulation of truncated TF32 inputs on these shapes reached 1.2e-3; the H200 gave 3.8e-4
-// (2026-11-26).
+// TF32 GEMM and convolution (opt-in) against the f32 CPU reference, with the TF32 budget 1e-3
+// (docs/method.md, Decisions). A simulation of truncated TF32 inputs on these shapes
+// reached 1.2e-3; the H200 gave 3.8e-4 (2026-11-26).
 TEST(CudaParity, Tf32MatmulConv) {
   SKIP_WITHOUT_CUDA();
 #ifdef MOKD_WITH_CUDA
