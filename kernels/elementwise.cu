@@ -145,10 +145,12 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int64_t 
 
 }  // namespace
 
-#define MOKD_UNARY_CASES(X)                                                                \
-  X(Neg)                                                                                   \
-  X(Exp) X(Log) X(Sqrt) X(Square) X(Abs) X(Relu) X(Gelu) X(Scale) X(AddScalar) X(SmoothL1) \
-      X(ClipCoef) X(Reciprocal)
+// The formatter does not settle on one layout for this list.
+// clang-format off
+#define MOKD_UNARY_CASES(X) \
+  X(Neg) X(Exp) X(Log) X(Sqrt) X(Square) X(Abs) X(Relu) X(Gelu) X(Scale) X(AddScalar) \
+  X(SmoothL1) X(ClipCoef) X(Reciprocal)
+// clang-format on
 
 void unary(UnaryOp op, const float* x, float* out, int64_t n, float alpha, cudaStream_t stream) {
   if (n == 0) return;
