@@ -14,11 +14,72 @@ namespace mokd {
 namespace fs = std::filesystem;
 
 RunFolder::RunFolder(const TrainConfig& cfg) : dir_(cfg.run.out_dir) {
-  fs::create_directories(checkpoints());
-  write_text(dir_ + "/config.toml", to_toml(cfg));
+  MOKD_CHECK(!dir_.empty(), "run.out_dir: empty (resolve it with default_out_dir)");
 }
 
 bool RunFolder::has_state() const { return fs::exists(state_file()); }
+
+std::string RunFolder::run_file() const {
+  for (const std::string& f : {config_file(), dir_ + "/metrics.jsonl", state_file()}) {
+    std::error_code ec;
+    if (fs::symlink_status(f, ec).type() != fs::file_type::not_found && !ec) return f;
+  }
+  return "";
+}
+
+namespace {
+
+// Whether `p` is `dir` or inside it, both canonical (symlinks and "..", absolute).
+bool inside(const fs::path& p, const fs::path& dir) {
+  auto d = dir.begin(), q = p.begin();
+  for (; d != dir.end(); ++d, ++q) {
+    if (d->empty()) continue;  // a trailing separator
+    if (q == p.end() || *q != *d) return false;
+  }
+  return true;
+}
+
+fs::path canonical_path(const std::string& p) {
+  std::error_code ec;
+  fs::path c = fs::weakly_canonical(fs::absolute(p), ec);
+  return ec ? fs::absolute(p).lexically_normal() : c;
+}
+
+}  // namespace
+
+void RunFolder::check_fresh_run(const TrainConfig& cfg, TrainMode mode) const {
+  if (mode == TrainMode::Distill) {
+    const fs::path out = canonical_path(dir_);
+    const std::pair<const char*, std::string> inputs[] = {
+        {"model.teacher_weights", cfg.model.teacher_weights},
+        {"model.student_init", cfg.model.student_init}};
+    for (const auto& [key, value] : inputs) {
+      if (value.empty()) continue;
+      const fs::path p = canonical_path(value);
+      MOKD_CHECK(!inside(p, out), key, ": ", value, " (", p.string(),
+                 ") is inside this run's output folder run.out_dir = ", dir_, " (", out.string(),
+                 "), whose files the run writes; copy the file elsewhere or choose another "
+                 "run.out_dir");
+    }
+  }
+  if (cfg.run.resume) return;
+  const std::string found = run_file();
+  if (found.empty()) return;
+  MOKD_CHECK(cfg.run.overwrite, "run.out_dir: ", dir_, " already holds a run (", found,
+             "); resume it with --run.resume=true, choose another run.out_dir, or pass "
+             "--run.overwrite=true to replace it");
+}
+
+void RunFolder::remove_run_files() const {
+  for (const std::string& f : {config_file(), dir_ + "/metrics.jsonl", dir_ + "/metrics.csv",
+                               state_file(), last_weights(), best_weights()}) {
+    std::error_code ec;
+    fs::remove(f, ec);
+    MOKD_CHECK(!ec, "run.overwrite: cannot remove ", f, ": ", ec.message());
+  }
+}
+
+void RunFolder::create() const { fs::create_directories(checkpoints()); }
 
 void RunFolder::write_safetensors(const std::string& path, const io::TensorMap& tensors,
                                   const io::Metadata& meta) const {

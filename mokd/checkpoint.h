@@ -34,17 +34,33 @@
 
 namespace mokd {
 
+// A run folder belongs to one run. A fresh run (no --run.resume) refuses a folder that already
+// holds one (config.toml, metrics.jsonl or checkpoints/state.safetensors there) unless
+// run.overwrite, and every run refuses input files (model.teacher_weights, model.student_init)
+// inside its own folder, which it would overwrite.
 class RunFolder {
  public:
-  // Creates run.out_dir and its checkpoints/ folder and writes config.toml.
+  // Names the folder of cfg.run.out_dir; writes nothing.
   explicit RunFolder(const TrainConfig& cfg);
 
   const std::string& dir() const { return dir_; }
+  std::string config_file() const { return dir_ + "/config.toml"; }
   std::string checkpoints() const { return dir_ + "/checkpoints"; }
   std::string state_file() const { return checkpoints() + "/state.safetensors"; }
   std::string last_weights() const { return checkpoints() + "/last.safetensors"; }
   std::string best_weights() const { return checkpoints() + "/best.safetensors"; }
   bool has_state() const;
+  // The first file of a run found in the folder ("" when none): config.toml, metrics.jsonl or
+  // checkpoints/state.safetensors.
+  std::string run_file() const;
+  // Throws, naming the folder and the ways on, when a fresh run (cfg.run.resume false) finds a
+  // run there and cfg.run.overwrite is false. Throws when an input file of a distillation is
+  // inside the folder (canonical paths compared). Writes nothing.
+  void check_fresh_run(const TrainConfig& cfg, TrainMode mode) const;
+  // run.overwrite: removes the files of the run in the folder (config.toml, metrics, checkpoints).
+  void remove_run_files() const;
+  // Creates the folder and its checkpoints/ folder.
+  void create() const;
 
   // Every file of the folder is written by one of these: whole files atomically (temporary name,
   // then rename), the metrics logs appended (append: continue the existing logs, as on resume).

@@ -15,13 +15,16 @@ class App;
 namespace mokd {
 
 struct RunConfig {
-  std::string out_dir = "runs/default";  // checkpoints, metrics, the resolved config
+  // checkpoints, metrics, the resolved config; "" = runs/<subcommand>-<trained model>
+  // (default_out_dir in mokd/setup.h)
+  std::string out_dir = "";
   uint64_t seed = 0;
   std::string device = "auto";    // auto (cuda when available), cpu, cuda, cuda:N
   std::string precision = "f32";  // matmul/linear precision: f32 or bf16 (engine/precision.h)
   int threads = 0;                // OpenMP threads on the CPU; 0 = all cores
   bool resume = false;            // continue from out_dir/checkpoints/state.safetensors
   int64_t stop_after = 0;         // > 0: checkpoint and stop this invocation after N steps
+  bool overwrite = false;         // a fresh run may replace the run already in out_dir
 };
 
 struct DataConfig {
@@ -48,8 +51,9 @@ struct DataConfig {
 struct ModelConfig {
   std::string student = "vit_fmnist_tiny_distilled";
   std::string teacher = "resnet_fmnist_small";
-  std::string teacher_weights = "";  // safetensors (timm names); "" = out of the teacher run
-  std::string student_init = "";     // optional safetensors to start the student from
+  std::string teacher_weights =
+      "";                         // safetensors (timm names); distill needs it, teacher ignores it
+  std::string student_init = "";  // optional safetensors to start the student from
   double drop_path_rate = 0.0;
   double drop_rate = 0.0;
 };
@@ -138,8 +142,8 @@ void validate_config(const TrainConfig& c);
 // Every key as TOML (written next to checkpoints; loads back to the same config).
 std::string to_toml(const TrainConfig& c);
 // SHA-256 (hex) of the keys that must not change across --resume (everything but run.resume,
-// run.stop_after, run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs,
-// optim.steps).
+// run.stop_after, run.overwrite, run.device, run.threads, data.workers, data.prefetch, log.*,
+// optim.epochs, optim.steps).
 std::string config_hash(const TrainConfig& c);
 // Markdown table of every key: name, type, default, meaning (README's config reference).
 std::string config_reference();

@@ -70,9 +70,14 @@ class Run {
 
 void Run::start() {
   tty_ = isatty(fileno(stdout));
+  cfg_.run.out_dir = default_out_dir(cfg_, mode_);
   folder_ = std::make_unique<RunFolder>(cfg_);
-  t_ = build_training(cfg_, mode_);
+  folder_->check_fresh_run(cfg_, mode_);
+  t_ = build_training(cfg_, mode_);  // writes nothing
   id_ = run_identity(cfg_, *t_);
+  if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();  // overwrite
+  folder_->create();
+  folder_->write_text(folder_->config_file(), to_toml(cfg_));
   bool resume = cfg_.run.resume && folder_->has_state();
   if (cfg_.run.resume && !resume)
     std::printf("run.resume: no checkpoint in %s, starting from scratch\n",

@@ -357,7 +357,6 @@ TEST(Config, OutOfRange) {
       {"data.std", "0.5,0,0.5", "each > 0"},
       {"data.crop_padding", "-2", ">= -1"},
       {"data.mixup_prob", "1.5", "in [0, 1]"},
-      {"run.out_dir", "", "not empty"},
       {"log.log_every", "0", ">= 1"},
   };
   for (const auto& c : cases) {

@@ -1,0 +1,160 @@
+// The run folder's safety rules: one run per folder, input files outside it, resume checked before
+// anything is written, a lock for the run's lifetime, regular output files only, checked writes
+// and stale temporary files removed.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/dataset.h"
+#include "models/registry.h"
+#include "mokd/checkpoint.h"
+#include "mokd/setup.h"
+#include "mokd/trainer.h"
+#include "tests/test_util.h"
+
+namespace mokd {
+namespace {
+
+namespace fs = std::filesystem;
+
+#define EXPECT_CONTAINS(hay, needle)                          \
+  EXPECT_NE(std::string(hay).find(needle), std::string::npos) \
+      << "'" << (hay) << "' lacks '" << (needle) << "'"
+
+bool have_fashion_mnist() {
+  return fs::exists(std::string(data::kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz");
+}
+
+std::string temp_dir(const std::string& name) {
+  std::string d =
+      (fs::temp_directory_path() / ("mokd_runfolder_" + name + "_" + std::to_string(::getpid())))
+          .string();
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+TrainConfig tiny_config(const std::string& out) {
+  TrainConfig c;
+  c.run.out_dir = out;
+  c.run.device = "cpu";
+  c.data.train_limit = 64;
+  c.data.eval_limit = 32;
+  c.data.batch_size = 32;
+  c.data.eval_batch_size = 32;
+  c.data.workers = 0;
+  c.model.student = "vit_fmnist_micro_distilled";
+  c.model.teacher = "resnet_fmnist_small";
+  c.optim.steps = 1;
+  return c;
+}
+
+TEST(RunFolder, DefaultOutDirNamesTheSubcommandAndModel) {
+  TrainConfig c;
+  EXPECT_EQ(c.run.out_dir, "");
+  EXPECT_EQ(default_out_dir(c, TrainMode::Teacher), "runs/teacher-resnet_fmnist_small");
+  EXPECT_EQ(default_out_dir(c, TrainMode::Distill), "runs/distill-vit_fmnist_tiny_distilled");
+  c.run.out_dir = "elsewhere/x";
+  EXPECT_EQ(default_out_dir(c, TrainMode::Teacher), "elsewhere/x");
+  EXPECT_EQ(default_out_dir(c, TrainMode::Distill), "elsewhere/x");
+}
+
+TEST(RunFolder, AFreshRunRefusesAFolderHoldingARun) {
+  const std::string dir = temp_dir("fresh");
+  TrainConfig c = tiny_config(dir);
+  RunFolder f(c);
+  EXPECT_NO_THROW(f.check_fresh_run(c, TrainMode::Teacher));  // empty folder
+  for (const std::string& file :
+       {dir + "/config.toml", dir + "/metrics.jsonl", dir + "/checkpoints/state.safetensors"}) {
+    fs::remove_all(dir);
+    write_file(file, "x");
+    std::string msg = test::error_of([&] { f.check_fresh_run(c, TrainMode::Teacher); });
+    EXPECT_CONTAINS(msg, dir);
+    EXPECT_CONTAINS(msg, file);
+    EXPECT_CONTAINS(msg, "--run.resume=true");
+    EXPECT_CONTAINS(msg, "run.out_dir");
+    EXPECT_CONTAINS(msg, "--run.overwrite=true");
+    TrainConfig r = c;
+    r.run.resume = true;
+    EXPECT_NO_THROW(f.check_fresh_run(r, TrainMode::Teacher));
+    TrainConfig o = c;
+    o.run.overwrite = true;
+    EXPECT_NO_THROW(f.check_fresh_run(o, TrainMode::Teacher));
+    f.remove_run_files();
+    EXPECT_EQ(f.run_file(), "");
+  }
+  fs::remove_all(dir);
+}
+
+TEST(RunFolder, AnInputFileInsideTheRunFolderIsRefused) {
+  const std::string dir = temp_dir("inside");
+  TrainConfig c = tiny_config(dir + "/run");
+  const std::string best = dir + "/run/checkpoints/best.safetensors";
+  write_file(best, "x");
+  RunFolder f(c);
+  for (const std::string& given :
+       {best, dir + "/run/../run/checkpoints/best.safetensors", fs::relative(best).string()}) {
+    TrainConfig d = c;
+    d.run.overwrite = true;
+    d.model.teacher_weights = given;
+    std::string msg = test::error_of([&] { f.check_fresh_run(d, TrainMode::Distill); });
+    EXPECT_CONTAINS(msg, "model.teacher_weights");
+    EXPECT_CONTAINS(msg, given);
+    EXPECT_CONTAINS(msg, fs::canonical(best).string());
+    EXPECT_CONTAINS(msg, fs::canonical(dir + "/run").string());
+    // A teacher run does not read model.teacher_weights.
+    EXPECT_NO_THROW(f.check_fresh_run(d, TrainMode::Teacher));
+    d.model.teacher_weights = "";
+    d.model.student_init = given;
+    msg = test::error_of([&] { f.check_fresh_run(d, TrainMode::Distill); });
+    EXPECT_CONTAINS(msg, "model.student_init");
+  }
+  // A sibling folder whose name starts with the run's is outside it.
+  write_file(dir + "/run2/best.safetensors", "x");
+  TrainConfig d = c;
+  d.model.teacher_weights = dir + "/run2/best.safetensors";
+  EXPECT_NO_THROW(f.check_fresh_run(d, TrainMode::Distill));
+  fs::remove_all(dir);
+}
+
+// The reported loss: a distill run pointed at its teacher's folder replaced the teacher's weights.
+TEST(RunFolder, ADistillRunDoesNotOverwriteItsTeacher) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const std::string dir = temp_dir("teacher_kept");
+  TrainConfig t = tiny_config(dir + "/run");
+  train(t, TrainMode::Teacher);
+  const std::string best = t.run.out_dir + "/checkpoints/best.safetensors";
+  const std::string weights = read_file(best), metrics = read_file(t.run.out_dir + "/metrics.csv");
+  ASSERT_FALSE(weights.empty());
+  TrainConfig s = t;
+  s.model.teacher_weights = best;
+  std::string msg = test::error_of([&] { train(s, TrainMode::Distill); });
+  EXPECT_CONTAINS(msg, "model.teacher_weights");
+  // A second fresh teacher run in the same folder.
+  msg = test::error_of([&] { train(t, TrainMode::Teacher); });
+  EXPECT_CONTAINS(msg, "already holds a run");
+  EXPECT_EQ(read_file(best), weights);
+  EXPECT_EQ(read_file(t.run.out_dir + "/metrics.csv"), metrics);
+  // run.overwrite replaces it.
+  t.run.overwrite = true;
+  EXPECT_NO_THROW(train(t, TrainMode::Teacher));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mokd
