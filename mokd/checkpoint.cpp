@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/ops.h"
 
@@ -79,6 +80,31 @@ void RunFolder::remove_run_files() const {
   }
 }
 
+TrainConfig RunFolder::check_resume(const TrainConfig& cfg) const {
+  const std::string path = config_file();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return cfg;
+  std::ifstream f(path, std::ios::binary);
+  MOKD_CHECK(f, "run.resume: cannot read ", path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  TrainConfig stored;
+  try {
+    stored = ConfigParser::resolve(ss.str(), path, {});
+  } catch (const Error& e) {
+    MOKD_FAIL("run.resume: the run's configuration cannot be read: ", e.what());
+  }
+  const std::vector<std::string> diff = config_differences(stored, cfg);
+  if (!diff.empty()) {
+    std::string list;
+    for (const auto& d : diff) list += "\n  " + d;
+    MOKD_FAIL("run.resume: ", dir_, " was run with another configuration (", path,
+              "); these keys differ:", list, "\nonly ", resume_safe_keys(),
+              " may change on --resume; nothing was written");
+  }
+  return stored;
+}
+
 void RunFolder::create() const { fs::create_directories(checkpoints()); }
 
 void RunFolder::write_safetensors(const std::string& path, const io::TensorMap& tensors,
@@ -107,7 +133,14 @@ std::unique_ptr<MetricsLog> RunFolder::open_metrics(bool append) const {
 }
 
 RunIdentity run_identity(const TrainConfig& cfg, const Training& t) {
-  return {config_hash(cfg), t.teacher_sha256, cfg.model.teacher_weights};
+  return run_identity(cfg, t, cfg);
+}
+
+RunIdentity run_identity(const TrainConfig& cfg, const Training& t, const TrainConfig& stored) {
+  TrainConfig old = cfg;
+  old.run.out_dir = stored.run.out_dir;
+  return {config_hash(cfg), config_hash_with_out_dir(old), t.teacher_sha256,
+          cfg.model.teacher_weights};
 }
 
 namespace {
@@ -172,11 +205,10 @@ Progress load_checkpoint(const RunFolder& folder, Training& t, const RunIdentity
   MOKD_CHECK(meta.count("mokd_state"), path,
              ": not a mokd training state (no mokd_state metadata)");
   nlohmann::json j = nlohmann::json::parse(meta.at("mokd_state"));
-  MOKD_CHECK(j.at("config_hash").get<std::string>() == id.config_hash, path,
-             ": the checkpoint was written with a different configuration (only "
-             "run.resume/stop_after/device/threads, log.*, data.workers/prefetch and "
-             "optim.epochs/steps may change on --resume); see ",
-             folder.dir(), "/config.toml");
+  const std::string hash = j.at("config_hash").get<std::string>();
+  MOKD_CHECK(hash == id.config_hash || hash == id.hash_with_out_dir, path,
+             ": the checkpoint was written with a different configuration (only ",
+             resume_safe_keys(), " may change on --resume); see ", folder.config_file());
   MOKD_CHECK(j.at("teacher_sha256").get<std::string>() == id.teacher_sha256, path,
              ": the teacher file ", id.teacher_weights,
              " changed since the checkpoint (SHA-256 differs)");

@@ -59,6 +59,10 @@ class RunFolder {
   void check_fresh_run(const TrainConfig& cfg, TrainMode mode) const;
   // run.overwrite: removes the files of the run in the folder (config.toml, metrics, checkpoints).
   void remove_run_files() const;
+  // --run.resume, before anything is written: compares cfg with the run's config.toml key by
+  // key (the keys that may change on --resume aside) and throws naming each differing key with
+  // both values. Returns the configuration stored there (cfg when there is no config.toml).
+  TrainConfig check_resume(const TrainConfig& cfg) const;
   // Creates the folder and its checkpoints/ folder.
   void create() const;
 
@@ -74,13 +78,17 @@ class RunFolder {
 };
 
 // What a checkpoint must match to be resumed: the configuration (config_hash, which leaves out
-// what may change on --resume) and the teacher file's contents.
+// what may change on --resume) and the teacher file's contents. A checkpoint written when
+// run.out_dir was part of the hash matches hash_with_out_dir: config_hash_with_out_dir of the
+// configuration with the run.out_dir the run was started with (`stored`, its config.toml).
 struct RunIdentity {
   std::string config_hash;
+  std::string hash_with_out_dir;
   std::string teacher_sha256;   // "" when training a teacher
   std::string teacher_weights;  // the file's path, for messages
 };
 RunIdentity run_identity(const TrainConfig& cfg, const Training& t);
+RunIdentity run_identity(const TrainConfig& cfg, const Training& t, const TrainConfig& stored);
 
 // The loop's own progress, saved with the parts' state.
 struct Progress {

@@ -467,9 +467,9 @@ std::vector<std::string> sections() {
 
 // Keys that may change across --resume: left out of config_hash.
 bool resume_safe(const Key& k) {
-  static const char* names[] = {"run.resume",    "run.stop_after", "run.overwrite",
-                                "run.device",    "run.threads",    "data.workers",
-                                "data.prefetch", "optim.epochs",   "optim.steps"};
+  static const char* names[] = {"run.out_dir",  "run.resume",  "run.stop_after", "run.overwrite",
+                                "run.device",   "run.threads", "data.workers",   "data.prefetch",
+                                "optim.epochs", "optim.steps"};
   if (k.section == "log") return true;
   return std::any_of(std::begin(names), std::end(names),
                      [&](const char* n) { return k.name == n; });
@@ -947,6 +947,44 @@ std::string config_hash(const TrainConfig& c) {
   for (const auto& k : keys())
     if (resume_safe(k)) k.set(h, k.get(defaults));
   return sha256_hex(to_toml(h));
+}
+
+std::string config_hash_with_out_dir(const TrainConfig& c) {
+  static const TrainConfig defaults{};
+  static const char* added[] = {"run.overwrite"};  // keys the older hash's TOML did not have
+  auto is_added = [&](const Key& k) {
+    return std::any_of(std::begin(added), std::end(added),
+                       [&](const char* n) { return k.name == n; });
+  };
+  TrainConfig h = c;
+  for (const auto& k : keys())
+    if (resume_safe(k) && k.name != "run.out_dir") k.set(h, k.get(defaults));
+  std::string out, section;
+  for (const auto& k : keys()) {
+    if (k.section != section) {
+      out += (section.empty() ? "[" : "\n[") + k.section + "]\n";
+      section = k.section;
+    }
+    if (!is_added(k)) out += k.field + " = " + format_value(k.get(h)) + "\n";
+  }
+  return sha256_hex(out);
+}
+
+std::vector<std::string> config_differences(const TrainConfig& before, const TrainConfig& now) {
+  std::vector<std::string> out;
+  for (const auto& k : keys()) {
+    if (resume_safe(k)) continue;
+    std::string a = format_value(k.get(before)), b = format_value(k.get(now));
+    if (a != b) out.push_back(k.name + " = " + a + " in the run, " + b + " now");
+  }
+  return out;
+}
+
+std::string resume_safe_keys() {
+  std::string out;
+  for (const auto& k : keys())
+    if (resume_safe(k)) out += (out.empty() ? "" : ", ") + k.name;
+  return out;
 }
 
 std::string config_reference() {

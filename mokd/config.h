@@ -141,10 +141,20 @@ class ConfigParser {
 void validate_config(const TrainConfig& c);
 // Every key as TOML (written next to checkpoints; loads back to the same config).
 std::string to_toml(const TrainConfig& c);
-// SHA-256 (hex) of the keys that must not change across --resume (everything but run.resume,
-// run.stop_after, run.overwrite, run.device, run.threads, data.workers, data.prefetch, log.*,
-// optim.epochs, optim.steps).
+// SHA-256 (hex) of the keys that must not change across --resume (everything but run.out_dir,
+// run.resume, run.stop_after, run.overwrite, run.device, run.threads, data.workers,
+// data.prefetch, log.*, optim.epochs, optim.steps). run.out_dir is left out so that a moved run
+// folder, or the same folder named by another path, resumes.
 std::string config_hash(const TrainConfig& c);
+// The hash that checkpoints written before run.out_dir left the hash hold: run.out_dir kept, and
+// the TOML text without the keys added since (run.overwrite). A resume accepts either.
+std::string config_hash_with_out_dir(const TrainConfig& c);
+// The keys that must not change across --resume whose values differ between `before` (a run's
+// stored config.toml) and `now`, one "key = <before> in the run, <now> now" line each (values in
+// TOML syntax); empty when none does.
+std::vector<std::string> config_differences(const TrainConfig& before, const TrainConfig& now);
+// The keys that may change across --resume, comma-separated (messages).
+std::string resume_safe_keys();
 // Markdown table of every key: name, type, default, meaning (README's config reference).
 std::string config_reference();
 

@@ -72,19 +72,21 @@ void Run::start() {
   tty_ = isatty(fileno(stdout));
   cfg_.run.out_dir = default_out_dir(cfg_, mode_);
   folder_ = std::make_unique<RunFolder>(cfg_);
+  // Everything is checked, and a checkpoint to resume loaded, before the first write.
   folder_->check_fresh_run(cfg_, mode_);
+  const bool resume = cfg_.run.resume && folder_->has_state();
+  const TrainConfig stored = resume ? folder_->check_resume(cfg_) : cfg_;
   t_ = build_training(cfg_, mode_);  // writes nothing
-  id_ = run_identity(cfg_, *t_);
-  if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();  // overwrite
-  folder_->create();
-  folder_->write_text(folder_->config_file(), to_toml(cfg_));
-  bool resume = cfg_.run.resume && folder_->has_state();
+  id_ = run_identity(cfg_, *t_, stored);
+  if (resume) progress_ = load_checkpoint(*folder_, *t_, id_);
   if (cfg_.run.resume && !resume)
     std::printf("run.resume: no checkpoint in %s, starting from scratch\n",
                 folder_->checkpoints().c_str());
+  if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();  // overwrite
+  folder_->create();
+  folder_->write_text(folder_->config_file(), to_toml(cfg_));
   metrics_ = folder_->open_metrics(resume);
   if (resume) {
-    progress_ = load_checkpoint(*folder_, *t_, id_);
     best_.top1 = progress_.best_top1;
     best_.top5 = progress_.best_top5;
     std::printf("resumed from %s at step %ld (epoch %ld, batch %ld)\n",

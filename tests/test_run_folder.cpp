@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "io/dataset.h"
@@ -153,6 +155,74 @@ TEST(RunFolder, ADistillRunDoesNotOverwriteItsTeacher) {
   // run.overwrite replaces it.
   t.run.overwrite = true;
   EXPECT_NO_THROW(train(t, TrainMode::Teacher));
+  fs::remove_all(dir);
+}
+
+// The files of a run folder, by path relative to it, with their bytes.
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out[fs::relative(e.path(), dir).string()] = read_file(e.path());
+  return out;
+}
+
+TEST(RunFolder, AResumeIsCheckedBeforeAnythingIsWritten) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const std::string dir = temp_dir("resume_first");
+  TrainConfig a = tiny_config(dir + "/run");
+  a.optim.steps = 3;
+  a.run.stop_after = 1;
+  EXPECT_TRUE(train(a, TrainMode::Teacher).stopped);
+  const auto before = snapshot(a.run.out_dir);
+  ASSERT_TRUE(before.count("config.toml"));
+  TrainConfig b = a;
+  b.run.resume = true;
+  b.optim.lr = 5e-3;
+  b.optim.weight_decay = 0.1;
+  std::string msg = test::error_of([&] { train(b, TrainMode::Teacher); });
+  EXPECT_CONTAINS(msg, "optim.lr = 0.001 in the run, 0.005 now");
+  EXPECT_CONTAINS(msg, "optim.weight_decay = 0.05 in the run, 0.1 now");
+  EXPECT_CONTAINS(msg, a.run.out_dir + "/config.toml");
+  EXPECT_EQ(snapshot(a.run.out_dir), before) << "a refused resume changed the run folder";
+  // A moved folder, named by an absolute path, resumes.
+  const std::string moved = fs::absolute(dir + "/moved").string();
+  fs::rename(a.run.out_dir, moved);
+  TrainConfig c = a;
+  c.run.resume = true;
+  c.run.out_dir = moved;
+  TrainSummary r = train(c, TrainMode::Teacher);
+  EXPECT_TRUE(r.stopped);
+  EXPECT_EQ(r.steps, 2);
+  fs::remove_all(dir);
+}
+
+// A checkpoint written when run.out_dir was part of the configuration hash resumes.
+TEST(RunFolder, ACheckpointHashedWithItsOutDirResumes) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const std::string dir = temp_dir("old_hash");
+  TrainConfig a = tiny_config(dir + "/run");
+  a.optim.steps = 2;
+  a.run.stop_after = 1;
+  train(a, TrainMode::Teacher);
+  const std::string state = a.run.out_dir + "/checkpoints/state.safetensors";
+  io::Metadata meta;
+  io::TensorMap tensors = io::load_safetensors(state, {}, &meta);
+  nlohmann::json j = nlohmann::json::parse(meta.at("mokd_state"));
+  ASSERT_EQ(j.at("config_hash").get<std::string>(), config_hash(a));
+  j["config_hash"] = config_hash_with_out_dir(a);
+  meta["mokd_state"] = j.dump();
+  io::save_safetensors(state, tensors, meta);
+  TrainConfig b = a;
+  b.run.resume = true;
+  b.run.stop_after = 0;
+  EXPECT_EQ(train(b, TrainMode::Teacher).steps, 2);
+  // Another hash is still refused.
+  j["config_hash"] = std::string(64, '0');
+  meta["mokd_state"] = j.dump();
+  io::save_safetensors(state, tensors, meta);
+  b.optim.steps = 3;
+  std::string msg = test::error_of([&] { train(b, TrainMode::Teacher); });
+  EXPECT_CONTAINS(msg, "different configuration");
   fs::remove_all(dir);
 }
 
