@@ -17,10 +17,10 @@ namespace mokd {
 
 namespace {
 
-std::atomic<bool> g_stop_requested{false};
+std::atomic<int> g_stop_signal{0};  // the signal that asked for a stop; 0 = none
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop_requested.exchange(true)) {  // second signal: default action
+  if (g_stop_signal.exchange(sig) != 0) {  // second signal: default action
     std::signal(sig, SIG_DFL);
     std::raise(sig);
   }
@@ -28,7 +28,9 @@ extern "C" void on_stop_signal(int sig) {
 
 }  // namespace
 
-void request_stop() { g_stop_requested = true; }
+void request_stop(int sig) { g_stop_signal = sig; }
+
+int exit_code(const TrainSummary& s) { return s.signal > 0 ? 128 + s.signal : 0; }
 
 void install_stop_handlers() {
   std::signal(SIGINT, on_stop_signal);
@@ -196,7 +198,8 @@ TrainSummary Run::go() {
     log_step(st, ips, eta, print);
     if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last)
       checkpoint(false);
-    bool signalled = g_stop_requested.exchange(false);
+    const int sig = g_stop_signal.exchange(0);
+    const bool signalled = sig != 0;
     if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) &&
         !last) {
       checkpoint(false);
@@ -206,6 +209,7 @@ TrainSummary Run::go() {
           folder_->checkpoints().c_str());
       sum.steps = s;
       sum.stopped = true;
+      sum.signal = sig;
       sum.seconds = seconds_since(t_start);
       return sum;
     }

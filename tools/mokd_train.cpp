@@ -156,6 +156,13 @@ int main(int argc, char** argv) {
   Sub* teacher = add("teacher", "train model.teacher with cross-entropy");
   Sub* distill =
       add("distill", "distil model.student from the frozen model.teacher (distill.method)");
+  const char* exit_status =
+      "Exit status: 0 when the run finished or run.stop_after stopped it; 1 on an error; 130 "
+      "(SIGINT) or 143 (SIGTERM) when a signal stopped it, after a checkpoint (continue with "
+      "--run.resume=true).";
+  app.footer(exit_status);
+  teacher->app->footer(exit_status);
+  distill->app->footer(exit_status);
   Sub* eval = add("eval", "top-1/top-5 of a weights file on the test split");
   Sub* exp = add("export", "check a weights file against its model and write it for timm");
   Sub* bench = add("benchmark", "images/s and peak memory of distillation steps on synthetic data");
@@ -189,7 +196,7 @@ int main(int argc, char** argv) {
       if (s.get() == teacher || s.get() == distill) {
         install_stop_handlers();
         TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
-        if (r.stopped) return 0;
+        if (r.stopped) return exit_code(r);
         std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
                     (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1,
                     r.best_weights.c_str());
