@@ -1,6 +1,11 @@
 #include "mokd/checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +18,49 @@
 namespace mokd {
 
 namespace fs = std::filesystem;
+
+RunLock::RunLock(const std::string& dir) : path_(dir + "/run.lock") {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  MOKD_CHECK(!ec, "run.out_dir: cannot create ", dir, ": ", ec.message());
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  MOKD_CHECK(fd_ >= 0, "run.out_dir: cannot open ", path_, ": ", std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[512] = {0};
+    ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    if (err != EWOULDBLOCK) MOKD_FAIL("run.out_dir: cannot lock ", path_, ": ", std::strerror(err));
+    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    std::string pid = holder.substr(0, holder.find(' '));
+    std::string host =
+        holder.find(' ') == std::string::npos ? "?" : holder.substr(holder.find(' ') + 1);
+    MOKD_FAIL("run.out_dir: ", dir, " is in use by another run (pid ", pid.empty() ? "?" : pid,
+              " on host ", host, ", holding ", path_,
+              "); wait for it to end or choose another run.out_dir");
+  }
+  char host[256] = {0};
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  const std::string text = std::to_string(::getpid()) + " " + host + "\n";
+  bool ok = ::ftruncate(fd_, 0) == 0 &&
+            ::pwrite(fd_, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size());
+  if (!ok) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    MOKD_FAIL("run.out_dir: cannot write ", path_, ": ", std::strerror(err));
+  }
+}
+
+RunLock::~RunLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+void RunFolder::lock() {
+  if (!lock_) lock_ = std::make_unique<RunLock>(dir_);
+}
 
 RunFolder::RunFolder(const TrainConfig& cfg) : dir_(cfg.run.out_dir) {
   MOKD_CHECK(!dir_.empty(), "run.out_dir: empty (resolve it with default_out_dir)");

@@ -8,6 +8,7 @@
 //   checkpoints/last.safetensors     the trained model's weights (timm names), every checkpoint
 //   checkpoints/best.safetensors     the weights with the best test top-1 so far
 //   checkpoints/state.safetensors    everything --resume needs (below)
+//   run.lock                         the running run's pid and host (RunLock)
 // Whole files are written to a temporary name in the same folder and renamed, so a run that
 // stops for any reason leaves the previous checkpoint intact.
 //
@@ -33,6 +34,25 @@
 #include "mokd/setup.h"
 
 namespace mokd {
+
+// out_dir/run.lock, held with flock(LOCK_EX | LOCK_NB) from before a run's first write until it
+// ends, and holding the holder's "pid host". The OS releases the lock when the process exits in
+// any way, so a dead run leaves no stale lock. flock locks belong to an open file description:
+// two RunLocks on one folder conflict within one process too.
+class RunLock {
+ public:
+  // Creates the folder when needed and takes the lock; throws naming the holder's pid and host
+  // when another run holds it.
+  explicit RunLock(const std::string& dir);
+  ~RunLock();
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
 
 // A run folder belongs to one run. A fresh run (no --run.resume) refuses a folder that already
 // holds one (config.toml, metrics.jsonl or checkpoints/state.safetensors there) unless
@@ -63,6 +83,8 @@ class RunFolder {
   // key (the keys that may change on --resume aside) and throws naming each differing key with
   // both values. Returns the configuration stored there (cfg when there is no config.toml).
   TrainConfig check_resume(const TrainConfig& cfg) const;
+  // Takes the folder's RunLock (creating the folder) for the lifetime of this RunFolder.
+  void lock();
   // Creates the folder and its checkpoints/ folder.
   void create() const;
 
@@ -75,6 +97,7 @@ class RunFolder {
 
  private:
   std::string dir_;
+  std::unique_ptr<RunLock> lock_;
 };
 
 // What a checkpoint must match to be resumed: the configuration (config_hash, which leaves out

@@ -74,7 +74,9 @@ void Run::start() {
   tty_ = isatty(fileno(stdout));
   cfg_.run.out_dir = default_out_dir(cfg_, mode_);
   folder_ = std::make_unique<RunFolder>(cfg_);
-  // Everything is checked, and a checkpoint to resume loaded, before the first write.
+  // The folder is locked, everything checked and a checkpoint to resume loaded before the first
+  // write.
+  folder_->lock();
   folder_->check_fresh_run(cfg_, mode_);
   const bool resume = cfg_.run.resume && folder_->has_state();
   const TrainConfig stored = resume ? folder_->check_resume(cfg_) : cfg_;

@@ -226,5 +226,29 @@ TEST(RunFolder, ACheckpointHashedWithItsOutDirResumes) {
   fs::remove_all(dir);
 }
 
+TEST(RunFolder, ALockRefusesASecondRunNamingItsHolder) {
+  const std::string dir = temp_dir("lock") + "/run";
+  char host[256] = {0};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  const std::string pid = std::to_string(::getpid());
+  {
+    RunLock a(dir);  // creates the folder
+    EXPECT_EQ(read_file(dir + "/run.lock"), pid + " " + host + "\n");
+    std::string msg = test::error_of([&] { RunLock b(dir); });
+    EXPECT_CONTAINS(msg, dir);
+    EXPECT_CONTAINS(msg, "pid " + pid);
+    EXPECT_CONTAINS(msg, std::string("host ") + host);
+    // A run on the locked folder is refused before it writes anything.
+    TrainConfig c = tiny_config(dir);
+    msg = test::error_of([&] { train(c, TrainMode::Teacher); });
+    EXPECT_CONTAINS(msg, "in use by another run");
+    EXPECT_EQ(fs::exists(dir + "/config.toml"), false);
+  }
+  // Released with its holder; the file left behind is no lock.
+  EXPECT_TRUE(fs::exists(dir + "/run.lock"));
+  EXPECT_NO_THROW(RunLock c(dir));
+  fs::remove_all(fs::path(dir).parent_path());
+}
+
 }  // namespace
 }  // namespace mokd
