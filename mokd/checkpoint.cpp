@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,11 +20,41 @@ namespace mokd {
 
 namespace fs = std::filesystem;
 
+void check_output_file(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;  // absent (or unreachable: the write reports it)
+  const char* what = nullptr;
+  if (S_ISREG(st.st_mode)) return;
+  if (S_ISLNK(st.st_mode))
+    what = "a symbolic link";
+  else if (S_ISDIR(st.st_mode))
+    what = "a directory";
+  else if (S_ISCHR(st.st_mode))
+    what = "a character device";
+  else if (S_ISBLK(st.st_mode))
+    what = "a block device";
+  else if (S_ISFIFO(st.st_mode))
+    what = "a FIFO";
+  else if (S_ISSOCK(st.st_mode))
+    what = "a socket";
+  else
+    what = "not a regular file";
+  std::string target;
+  if (S_ISLNK(st.st_mode)) {
+    std::error_code ec;
+    target = " to " + fs::read_symlink(path, ec).string();
+  }
+  MOKD_FAIL(path, " is ", what, target,
+            ", not a regular file; mokd_train writes only regular files (remove it or name "
+            "another path)");
+}
+
 RunLock::RunLock(const std::string& dir) : path_(dir + "/run.lock") {
   std::error_code ec;
   fs::create_directories(dir, ec);
   MOKD_CHECK(!ec, "run.out_dir: cannot create ", dir, ": ", ec.message());
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  check_output_file(path_);
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   MOKD_CHECK(fd_ >= 0, "run.out_dir: cannot open ", path_, ": ", std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
@@ -157,11 +188,15 @@ void RunFolder::create() const { fs::create_directories(checkpoints()); }
 
 void RunFolder::write_safetensors(const std::string& path, const io::TensorMap& tensors,
                                   const io::Metadata& meta) const {
+  check_output_file(path);
+  check_output_file(path + ".tmp." + std::to_string(::getpid()));
   io::save_safetensors(path, tensors, meta);  // temporary file + rename
 }
 
 void RunFolder::write_text(const std::string& path, const std::string& text) const {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  check_output_file(path);
+  check_output_file(tmp);
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     f << text;
@@ -177,6 +212,8 @@ void RunFolder::write_text(const std::string& path, const std::string& text) con
 }
 
 std::unique_ptr<MetricsLog> RunFolder::open_metrics(bool append) const {
+  check_output_file(dir_ + "/metrics.jsonl");
+  check_output_file(dir_ + "/metrics.csv");
   return std::make_unique<MetricsLog>(dir_, append);
 }
 

@@ -35,6 +35,14 @@
 
 namespace mokd {
 
+// Refuses an output path that exists and is not a regular file, naming the path and what it is:
+// a symbolic link, a directory, a device node (/dev/null, /dev/full), a FIFO or a socket. Every
+// file mokd_train writes (the run folder's files, export --out) is checked first. Refusing, rather
+// than following a symlink or renaming over it, because replacing what a link points to (a
+// teacher's weights, another run's checkpoint) or a device node without a word is what destroys
+// data; a user who means another place names it.
+void check_output_file(const std::string& path);
+
 // out_dir/run.lock, held with flock(LOCK_EX | LOCK_NB) from before a run's first write until it
 // ends, and holding the holder's "pid host". The OS releases the lock when the process exits in
 // any way, so a dead run leaves no stale lock. flock locks belong to an open file description:

@@ -1,6 +1,7 @@
 // The run folder's safety rules: one run per folder, input files outside it, resume checked before
 // anything is written, a lock for the run's lifetime, regular output files only, checked writes
 // and stale temporary files removed.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -248,6 +249,41 @@ TEST(RunFolder, ALockRefusesASecondRunNamingItsHolder) {
   EXPECT_TRUE(fs::exists(dir + "/run.lock"));
   EXPECT_NO_THROW(RunLock c(dir));
   fs::remove_all(fs::path(dir).parent_path());
+}
+
+TEST(RunFolder, OutputsMustBeRegularFiles) {
+  const std::string dir = temp_dir("regular");
+  const std::string victim = dir + "/victim.safetensors";
+  write_file(victim, "precious");
+  EXPECT_NO_THROW(check_output_file(victim));
+  EXPECT_NO_THROW(check_output_file(dir + "/absent"));
+  fs::create_symlink(victim, dir + "/link");
+  std::string msg = test::error_of([&] { check_output_file(dir + "/link"); });
+  EXPECT_CONTAINS(msg, dir + "/link is a symbolic link to " + victim);
+  // /dev/null is writable, as root everything under /dev is: a rename over it would replace it.
+  msg = test::error_of([&] { check_output_file("/dev/null"); });
+  EXPECT_CONTAINS(msg, "/dev/null is a character device");
+  msg = test::error_of([&] { check_output_file(dir); });
+  EXPECT_CONTAINS(msg, dir + " is a directory");
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0644), 0);
+  msg = test::error_of([&] { check_output_file(dir + "/fifo"); });
+  EXPECT_CONTAINS(msg, dir + "/fifo is a FIFO");
+
+  // The run folder's writers refuse them, and the link's target is untouched.
+  TrainConfig c = tiny_config(dir + "/run");
+  RunFolder f(c);
+  f.create();
+  fs::create_symlink(victim, f.config_file());
+  msg = test::error_of([&] { f.write_text(f.config_file(), "x"); });
+  EXPECT_CONTAINS(msg, f.config_file() + " is a symbolic link");
+  fs::create_symlink(victim, f.last_weights());
+  msg = test::error_of([&] { f.write_safetensors(f.last_weights(), {}, {}); });
+  EXPECT_CONTAINS(msg, f.last_weights() + " is a symbolic link");
+  fs::create_symlink("/dev/null", dir + "/run/metrics.csv");
+  msg = test::error_of([&] { f.open_metrics(false); });
+  EXPECT_CONTAINS(msg, dir + "/run/metrics.csv is a symbolic link to /dev/null");
+  EXPECT_EQ(read_file(victim), "precious");
+  fs::remove_all(dir);
 }
 
 }  // namespace

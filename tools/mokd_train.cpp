@@ -8,6 +8,7 @@
 //   keys       print every configuration key as a Markdown table
 // Configuration: --config FILE (TOML) and --section.key=value overrides; see --help.
 #include <omp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
+#include "mokd/checkpoint.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
 #include "mokd/evaluate.h"
@@ -68,6 +70,8 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
   auto ds = open_dataset(cfg, false);
   auto model = make_model(name, cfg, *ds, 0, false);
   load_weights(*model, w, weights, name);  // strict: names and shapes must be the model's
+  check_output_file(out);
+  check_output_file(out + ".tmp." + std::to_string(::getpid()));
   io::save_safetensors(out, model->state_dict(), {{"model", name}, {"format", "pt"}});
   std::printf(
       "exported %s (%s, %ld parameters) to %s\n"
