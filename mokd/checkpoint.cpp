@@ -197,18 +197,31 @@ void RunFolder::write_text(const std::string& path, const std::string& text) con
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   check_output_file(path);
   check_output_file(tmp);
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    MOKD_CHECK(f.good(), "cannot write ", tmp);
+  // Every call is checked: a failed write, fsync or close names the file and the OS error, and
+  // the file at `path` stays as it was.
+  auto fail = [&](const char* what, int err) {
+    ::unlink(tmp.c_str());
+    MOKD_FAIL("cannot write ", path, ": ", what, " ", tmp, " failed: ", std::strerror(err));
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) fail("creating", errno);
+  for (size_t done = 0; done < text.size();) {
+    ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = w < 0 ? errno : EIO;
+      ::close(fd);
+      fail("writing", err);
+    }
+    done += static_cast<size_t>(w);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    MOKD_FAIL("cannot rename ", tmp, " to ", path);
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    fail("fsync of", err);
   }
+  if (::close(fd) != 0) fail("closing", errno);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming", errno);
 }
 
 std::unique_ptr<MetricsLog> RunFolder::open_metrics(bool append) const {

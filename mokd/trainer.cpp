@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "mokd/checkpoint.h"
@@ -57,6 +58,8 @@ class Run {
   // Evaluates the model (and its EMA), logs it, and checkpoints, as best when top-1 improved.
   EvalResult evaluate_and_checkpoint();
   void checkpoint(bool best) { save_checkpoint(*folder_, *t_, id_, progress_, best); }
+  // A metrics row; a failed write stops the run before the next checkpoint.
+  void log(const std::string& kind, const std::map<std::string, double>& row);
   int64_t epoch() const { return t_->loader->epoch(); }  // 0-based: the data position's
 
   TrainConfig cfg_;
@@ -113,6 +116,15 @@ StepStats Run::step(const data::Batch& b) {
   }
 }
 
+void Run::log(const std::string& kind, const std::map<std::string, double>& row) {
+  try {
+    metrics_->write(kind, row);
+  } catch (const Error& e) {
+    MOKD_FAIL(e.what(), "; the run stops here and the last checkpoint in ", folder_->checkpoints(),
+              " is intact");
+  }
+}
+
 // A metrics row every step; the progress line only when `print` (every log.log_every steps).
 void Run::log_step(const StepStats& st, double images_per_s, double eta, bool print) {
   StepProgress p;
@@ -123,7 +135,7 @@ void Run::log_step(const StepStats& st, double images_per_s, double eta, bool pr
   p.lr = t_->optimizer->current_lr(t_->optimizer->groups().size() - 1);
   p.images_per_s = images_per_s;
   p.eta_s = eta;
-  metrics_->write("step", step_row(p, st, print));
+  log("step", step_row(p, st, print));
   if (!print) return;
   std::string line = step_line(p, st);
   if (tty_)
@@ -142,7 +154,7 @@ EvalResult Run::evaluate_and_checkpoint() {
         [&] { return evaluate(*t_->model, *t_->test_set, cfg_, t_->device); });
   const EvalResult* ema = t_->ema ? &e : nullptr;
   std::printf("%s\n", eval_line(progress_.step, r, ema).c_str());
-  metrics_->write("eval", eval_row(progress_.step, epoch(), r, ema));
+  log("eval", eval_row(progress_.step, epoch(), r, ema));
   bool best = r.top1 > progress_.best_top1;
   if (best) {
     progress_.best_top1 = r.top1;
@@ -213,6 +225,7 @@ TrainSummary Run::go() {
       sum.stopped = true;
       sum.signal = sig;
       sum.seconds = seconds_since(t_start);
+      metrics_->close();
       return sum;
     }
   }
@@ -223,6 +236,7 @@ TrainSummary Run::go() {
   sum.seconds = seconds_since(t_start);
   if (sum.final_eval.count == 0 && progress_.step > 0)
     sum.final_eval = evaluate(*t_->model, *t_->test_set, cfg_, t_->device);
+  metrics_->close();
   return sum;
 }
 

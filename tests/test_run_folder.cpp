@@ -1,9 +1,13 @@
 // The run folder's safety rules: one run per folder, input files outside it, resume checked before
 // anything is written, a lock for the run's lifetime, regular output files only, checked writes
 // and stale temporary files removed.
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +17,7 @@
 #include "io/dataset.h"
 #include "models/registry.h"
 #include "mokd/checkpoint.h"
+#include "mokd/metrics.h"
 #include "mokd/setup.h"
 #include "mokd/trainer.h"
 #include "tests/test_util.h"
@@ -283,6 +288,43 @@ TEST(RunFolder, OutputsMustBeRegularFiles) {
   msg = test::error_of([&] { f.open_metrics(false); });
   EXPECT_CONTAINS(msg, dir + "/run/metrics.csv is a symbolic link to /dev/null");
   EXPECT_EQ(read_file(victim), "precious");
+  fs::remove_all(dir);
+}
+
+TEST(RunFolder, AFailedMetricsWriteNamesTheFileAndTheError) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const std::string full = std::strerror(ENOSPC);
+  // A new log writes the CSV header at once.
+  std::string msg = test::error_of([] { MetricsLog("/dev/full", "/dev/full", false); });
+  EXPECT_CONTAINS(msg, "writing /dev/full failed: " + full);
+  // Appending: the first row fails, the JSON line before it was written whole.
+  const std::string dir = temp_dir("metrics_full");
+  MetricsLog log(dir + "/metrics.jsonl", "/dev/full", true);
+  msg = test::error_of([&] { log.write("step", {{"step", 1}}); });
+  EXPECT_CONTAINS(msg, "writing /dev/full failed: " + full);
+  EXPECT_EQ(read_file(dir + "/metrics.jsonl"), "{\"kind\":\"step\",\"step\":1.0}\n");
+  fs::remove_all(dir);
+}
+
+TEST(RunFolder, AFailedConfigWriteNamesTheFileAndKeepsTheOldOne) {
+  const std::string dir = temp_dir("config_full");
+  TrainConfig c = tiny_config(dir);
+  RunFolder f(c);
+  f.write_text(f.config_file(), "old\n");
+  // A file size limit makes write() fail with EFBIG (SIGXFSZ ignored), as a full disk would.
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = saved;
+  small.rlim_cur = 16;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string msg = test::error_of([&] { f.write_text(f.config_file(), std::string(100, 'x')); });
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_CONTAINS(msg, f.config_file());
+  EXPECT_CONTAINS(msg, std::strerror(EFBIG));
+  EXPECT_EQ(read_file(f.config_file()), "old\n");
+  EXPECT_FALSE(fs::exists(f.config_file() + ".tmp." + std::to_string(::getpid())));
   fs::remove_all(dir);
 }
 
