@@ -1,6 +1,7 @@
 #include "mokd/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -182,6 +183,29 @@ TrainConfig RunFolder::check_resume(const TrainConfig& cfg) const {
               " may change on --resume; nothing was written");
   }
   return stored;
+}
+
+std::vector<std::string> RunFolder::remove_stale_temporaries() const {
+  std::vector<std::string> removed;
+  for (const std::string& d : {dir_, checkpoints()}) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(d, ec)) {
+      const std::string name = e.path().filename().string();
+      const size_t at = name.rfind(".tmp.");
+      if (at == std::string::npos || at == 0) continue;
+      const std::string digits = name.substr(at + 5);
+      if (digits.empty() || digits.size() > 9 ||
+          digits.find_first_not_of("0123456789") != std::string::npos)
+        continue;
+      const long pid = std::stol(digits);
+      if (pid <= 0 || pid == ::getpid()) continue;
+      std::error_code tec;
+      if (!fs::is_regular_file(fs::symlink_status(e.path(), tec))) continue;
+      if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or unknown
+      if (fs::remove(e.path(), tec)) removed.push_back(e.path().string());
+    }
+  }
+  return removed;
 }
 
 void RunFolder::create() const { fs::create_directories(checkpoints()); }

@@ -27,6 +27,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.h"
 #include "mokd/config.h"
@@ -93,6 +94,10 @@ class RunFolder {
   TrainConfig check_resume(const TrainConfig& cfg) const;
   // Takes the folder's RunLock (creating the folder) for the lifetime of this RunFolder.
   void lock();
+  // Removes the temporary files (`<name>.tmp.<pid>`, in the folder and checkpoints/) left by a
+  // writer that died mid-write: those whose pid is no running process (kill(pid, 0) fails with
+  // ESRCH). Call it holding the lock. Returns the paths removed.
+  std::vector<std::string> remove_stale_temporaries() const;
   // Creates the folder and its checkpoints/ folder.
   void create() const;
 

@@ -80,6 +80,8 @@ void Run::start() {
   // The folder is locked, everything checked and a checkpoint to resume loaded before the first
   // write.
   folder_->lock();
+  for (const auto& f : folder_->remove_stale_temporaries())
+    std::printf("removed %s, a temporary file of a writer that is gone\n", f.c_str());
   folder_->check_fresh_run(cfg_, mode_);
   const bool resume = cfg_.run.resume && folder_->has_state();
   const TrainConfig stored = resume ? folder_->check_resume(cfg_) : cfg_;

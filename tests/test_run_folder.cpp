@@ -3,8 +3,10 @@
 // and stale temporary files removed.
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -325,6 +327,40 @@ TEST(RunFolder, AFailedConfigWriteNamesTheFileAndKeepsTheOldOne) {
   EXPECT_CONTAINS(msg, std::strerror(EFBIG));
   EXPECT_EQ(read_file(f.config_file()), "old\n");
   EXPECT_FALSE(fs::exists(f.config_file() + ".tmp." + std::to_string(::getpid())));
+  fs::remove_all(dir);
+}
+
+TEST(RunFolder, StaleTemporaryFilesOfDeadWritersAreRemoved) {
+  const std::string dir = temp_dir("stale");
+  // The pid of a process that has exited (and been reaped).
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);
+  const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
+  const std::string stale = dir + "/checkpoints/state.safetensors.tmp." + dead,
+                    stale_top = dir + "/config.toml.tmp." + dead,
+                    live = dir + "/checkpoints/last.safetensors.tmp." + alive,
+                    mine = dir + "/metrics.csv.tmp." + std::to_string(::getpid()),
+                    other = dir + "/notes.tmp.backup";
+  for (const auto& p : {stale, stale_top, live, mine, other}) write_file(p, "x");
+  TrainConfig c = tiny_config(dir);
+  RunFolder f(c);
+  auto removed = f.remove_stale_temporaries();
+  std::sort(removed.begin(), removed.end());
+  std::vector<std::string> want = {stale, stale_top};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(removed, want);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_FALSE(fs::exists(stale_top));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(mine));
+  EXPECT_TRUE(fs::exists(other));
+  // A run's start removes them (here one that then fails on a missing dataset).
+  write_file(stale, "x");
+  c.data.dir = dir + "/no_such_dataset";
+  EXPECT_THROW(train(c, TrainMode::Teacher), Error);
+  EXPECT_FALSE(fs::exists(stale));
   fs::remove_all(dir);
 }
 
