@@ -318,7 +318,8 @@ const std::vector<Key>& keys() {
   static const std::vector<Key> table = {
       // [run]
       key("run.out_dir", &C::run, &RunConfig::out_dir,
-          "run folder: checkpoints, metrics, the resolved config", non_empty()),
+          "run folder: checkpoints, metrics, the resolved config (\"\" = "
+          "runs/<subcommand>-<trained model>, e.g. runs/teacher-resnet_fmnist_small)"),
       key("run.seed", &C::run, &RunConfig::seed,
           "seed of every random stream (init, data order, augmentation, dropout)"),
       key("run.device", &C::run, &RunConfig::device, "where to train (auto = cuda when available)",
@@ -333,6 +334,9 @@ const std::vector<Key>& keys() {
           "continue from out_dir/checkpoints/state.safetensors"),
       key("run.stop_after", &C::run, &RunConfig::stop_after,
           "> 0: checkpoint and stop this invocation after N steps", ge(0)),
+      key("run.overwrite", &C::run, &RunConfig::overwrite,
+          "a fresh run (no --run.resume) may replace the run already in out_dir (its "
+          "config.toml, metrics and checkpoints); without it such a folder is refused"),
       // [data]
       key("data.dataset", &C::data, &DataConfig::dataset, "dataset",
           one_of({"fashion_mnist", "cifar10", "cifar100", "image_folder"})),
@@ -374,7 +378,8 @@ const std::vector<Key>& keys() {
       key("model.teacher", &C::model, &ModelConfig::teacher,
           "teacher architecture (a registry name)", non_empty()),
       key("model.teacher_weights", &C::model, &ModelConfig::teacher_weights,
-          "teacher safetensors, timm names (\"\" = out of the teacher run)"),
+          "teacher safetensors, timm names, e.g. the checkpoints/best.safetensors of a `mokd_train "
+          "teacher` run; distill needs it (\"\" is refused), teacher ignores it"),
       key("model.student_init", &C::model, &ModelConfig::student_init,
           "optional safetensors to start the student from"),
       key("model.drop_path_rate", &C::model, &ModelConfig::drop_path_rate,
@@ -462,8 +467,9 @@ std::vector<std::string> sections() {
 
 // Keys that may change across --resume: left out of config_hash.
 bool resume_safe(const Key& k) {
-  static const char* names[] = {"run.resume",   "run.stop_after", "run.device",   "run.threads",
-                                "data.workers", "data.prefetch",  "optim.epochs", "optim.steps"};
+  static const char* names[] = {"run.out_dir",  "run.resume",  "run.stop_after", "run.overwrite",
+                                "run.device",   "run.threads", "data.workers",   "data.prefetch",
+                                "optim.epochs", "optim.steps"};
   if (k.section == "log") return true;
   return std::any_of(std::begin(names), std::end(names),
                      [&](const char* n) { return k.name == n; });
@@ -941,6 +947,44 @@ std::string config_hash(const TrainConfig& c) {
   for (const auto& k : keys())
     if (resume_safe(k)) k.set(h, k.get(defaults));
   return sha256_hex(to_toml(h));
+}
+
+std::string config_hash_with_out_dir(const TrainConfig& c) {
+  static const TrainConfig defaults{};
+  static const char* added[] = {"run.overwrite"};  // keys the older hash's TOML did not have
+  auto is_added = [&](const Key& k) {
+    return std::any_of(std::begin(added), std::end(added),
+                       [&](const char* n) { return k.name == n; });
+  };
+  TrainConfig h = c;
+  for (const auto& k : keys())
+    if (resume_safe(k) && k.name != "run.out_dir") k.set(h, k.get(defaults));
+  std::string out, section;
+  for (const auto& k : keys()) {
+    if (k.section != section) {
+      out += (section.empty() ? "[" : "\n[") + k.section + "]\n";
+      section = k.section;
+    }
+    if (!is_added(k)) out += k.field + " = " + format_value(k.get(h)) + "\n";
+  }
+  return sha256_hex(out);
+}
+
+std::vector<std::string> config_differences(const TrainConfig& before, const TrainConfig& now) {
+  std::vector<std::string> out;
+  for (const auto& k : keys()) {
+    if (resume_safe(k)) continue;
+    std::string a = format_value(k.get(before)), b = format_value(k.get(now));
+    if (a != b) out.push_back(k.name + " = " + a + " in the run, " + b + " now");
+  }
+  return out;
+}
+
+std::string resume_safe_keys() {
+  std::string out;
+  for (const auto& k : keys())
+    if (resume_safe(k)) out += (out.empty() ? "" : ", ") + k.name;
+  return out;
 }
 
 std::string config_reference() {

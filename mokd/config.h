@@ -15,13 +15,16 @@ class App;
 namespace mokd {
 
 struct RunConfig {
-  std::string out_dir = "runs/default";  // checkpoints, metrics, the resolved config
+  // checkpoints, metrics, the resolved config; "" = runs/<subcommand>-<trained model>
+  // (default_out_dir in mokd/setup.h)
+  std::string out_dir = "";
   uint64_t seed = 0;
   std::string device = "auto";    // auto (cuda when available), cpu, cuda, cuda:N
   std::string precision = "f32";  // matmul/linear precision: f32 or bf16 (engine/precision.h)
   int threads = 0;                // OpenMP threads on the CPU; 0 = all cores
   bool resume = false;            // continue from out_dir/checkpoints/state.safetensors
   int64_t stop_after = 0;         // > 0: checkpoint and stop this invocation after N steps
+  bool overwrite = false;         // a fresh run may replace the run already in out_dir
 };
 
 struct DataConfig {
@@ -48,8 +51,9 @@ struct DataConfig {
 struct ModelConfig {
   std::string student = "vit_fmnist_tiny_distilled";
   std::string teacher = "resnet_fmnist_small";
-  std::string teacher_weights = "";  // safetensors (timm names); "" = out of the teacher run
-  std::string student_init = "";     // optional safetensors to start the student from
+  std::string teacher_weights =
+      "";                         // safetensors (timm names); distill needs it, teacher ignores it
+  std::string student_init = "";  // optional safetensors to start the student from
   double drop_path_rate = 0.0;
   double drop_rate = 0.0;
 };
@@ -137,10 +141,20 @@ class ConfigParser {
 void validate_config(const TrainConfig& c);
 // Every key as TOML (written next to checkpoints; loads back to the same config).
 std::string to_toml(const TrainConfig& c);
-// SHA-256 (hex) of the keys that must not change across --resume (everything but run.resume,
-// run.stop_after, run.device, run.threads, data.workers, data.prefetch, log.*, optim.epochs,
-// optim.steps).
+// SHA-256 (hex) of the keys that must not change across --resume (everything but run.out_dir,
+// run.resume, run.stop_after, run.overwrite, run.device, run.threads, data.workers,
+// data.prefetch, log.*, optim.epochs, optim.steps). run.out_dir is left out so that a moved run
+// folder, or the same folder named by another path, resumes.
 std::string config_hash(const TrainConfig& c);
+// The hash that checkpoints written before run.out_dir left the hash hold: run.out_dir kept, and
+// the TOML text without the keys added since (run.overwrite). A resume accepts either.
+std::string config_hash_with_out_dir(const TrainConfig& c);
+// The keys that must not change across --resume whose values differ between `before` (a run's
+// stored config.toml) and `now`, one "key = <before> in the run, <now> now" line each (values in
+// TOML syntax); empty when none does.
+std::vector<std::string> config_differences(const TrainConfig& before, const TrainConfig& now);
+// The keys that may change across --resume, comma-separated (messages).
+std::string resume_safe_keys();
 // Markdown table of every key: name, type, default, meaning (README's config reference).
 std::string config_reference();
 

@@ -1,8 +1,11 @@
 #include "mokd/metrics.h"
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <vector>
 
 #include "engine/error.h"
@@ -18,36 +21,75 @@ const std::vector<std::string> kColumns = {
     "eval_loss",      "ema.top1",     "ema.top5"};
 }
 
-MetricsLog::MetricsLog(const std::string& dir, bool append) {
+namespace {
+const std::string& created(const std::string& dir) {
   std::filesystem::create_directories(dir);
-  std::string jp = dir + "/metrics.jsonl", cp = dir + "/metrics.csv";
-  bool csv_exists = std::filesystem::exists(cp) && append;
-  auto mode = append ? std::ios::app : std::ios::trunc;
-  jsonl_.open(jp, std::ios::out | mode);
-  csv_.open(cp, std::ios::out | mode);
-  MOKD_CHECK(jsonl_ && csv_, "metrics: cannot open ", jp, " or ", cp, " for writing");
-  if (!csv_exists) {
-    csv_ << "kind";
-    for (auto& c : kColumns) csv_ << "," << c;
-    csv_ << "\n";
-    csv_.flush();
+  return dir;
+}
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& dir, bool append)
+    : MetricsLog(created(dir) + "/metrics.jsonl", dir + "/metrics.csv", append) {}
+
+MetricsLog::MetricsLog(const std::string& jsonl_path, const std::string& csv_path, bool append)
+    : jsonl_path_(jsonl_path), csv_path_(csv_path) {
+  bool csv_exists = append && std::filesystem::exists(csv_path_);
+  const char* mode = append ? "a" : "w";
+  jsonl_ = std::fopen(jsonl_path_.c_str(), mode);
+  MOKD_CHECK(jsonl_, "metrics: cannot open ", jsonl_path_, " for writing: ", std::strerror(errno));
+  csv_ = std::fopen(csv_path_.c_str(), mode);
+  if (!csv_) {
+    const int err = errno;
+    std::fclose(jsonl_);
+    jsonl_ = nullptr;
+    MOKD_FAIL("metrics: cannot open ", csv_path_, " for writing: ", std::strerror(err));
   }
+  if (!csv_exists) {
+    std::string header = "kind";
+    for (auto& c : kColumns) header += "," + c;
+    put(csv_, csv_path_, header + "\n");
+  }
+}
+
+MetricsLog::~MetricsLog() {
+  if (jsonl_) std::fclose(jsonl_);
+  if (csv_) std::fclose(csv_);
+}
+
+void MetricsLog::put(std::FILE* f, const std::string& path, const std::string& text) {
+  MOKD_CHECK(f, "metrics: ", path, " is closed");
+  errno = 0;
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok = std::fflush(f) == 0 && ok;
+  MOKD_CHECK(ok, "metrics: writing ", path, " failed: ", std::strerror(errno ? errno : EIO));
 }
 
 void MetricsLog::write(const std::string& kind, const std::map<std::string, double>& values) {
   nlohmann::json j;
   j["kind"] = kind;
   for (auto& [k, v] : values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-  jsonl_ << j.dump() << "\n";
-  jsonl_.flush();
-  csv_ << kind;
+  put(jsonl_, jsonl_path_, j.dump() + "\n");
+  std::ostringstream csv;
+  csv << kind;
   for (auto& c : kColumns) {
-    csv_ << ",";
+    csv << ",";
     auto it = values.find(c);
-    if (it != values.end()) csv_ << it->second;
+    if (it != values.end()) csv << it->second;
   }
-  csv_ << "\n";
-  csv_.flush();
+  csv << "\n";
+  put(csv_, csv_path_, csv.str());
+}
+
+void MetricsLog::close() {
+  for (auto [f, path] :
+       {std::pair<std::FILE**, const std::string*>{&jsonl_, &jsonl_path_}, {&csv_, &csv_path_}}) {
+    if (!*f) continue;
+    errno = 0;
+    const int rc = std::fclose(*f);
+    *f = nullptr;
+    MOKD_CHECK(rc == 0, "metrics: closing ", *path,
+               " failed: ", std::strerror(errno ? errno : EIO));
+  }
 }
 
 }  // namespace mokd

@@ -14,6 +14,12 @@ namespace mokd {
 
 namespace fs = std::filesystem;
 
+std::string default_out_dir(const TrainConfig& cfg, TrainMode mode) {
+  if (!cfg.run.out_dir.empty()) return cfg.run.out_dir;
+  return mode == TrainMode::Teacher ? "runs/teacher-" + cfg.model.teacher
+                                    : "runs/distill-" + cfg.model.student;
+}
+
 Device resolve_device(const std::string& name) {
   if (name == "auto") return device_available(Device::cuda()) ? Device::cuda() : Device::cpu();
   Device d = parse_device(name);

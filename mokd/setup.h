@@ -20,6 +20,10 @@ namespace mokd {
 
 enum class TrainMode { Teacher, Distill };
 
+// The run folder of a config: run.out_dir as given, or when it is "" runs/<subcommand>-<the model
+// trained>: runs/teacher-<model.teacher> or runs/distill-<model.student>.
+std::string default_out_dir(const TrainConfig& cfg, TrainMode mode);
+
 // The device of a config: "auto" means cuda when a CUDA device is available.
 Device resolve_device(const std::string& name);
 

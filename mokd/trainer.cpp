@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "mokd/checkpoint.h"
@@ -17,10 +18,10 @@ namespace mokd {
 
 namespace {
 
-std::atomic<bool> g_stop_requested{false};
+std::atomic<int> g_stop_signal{0};  // the signal that asked for a stop; 0 = none
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop_requested.exchange(true)) {  // second signal: default action
+  if (g_stop_signal.exchange(sig) != 0) {  // second signal: default action
     std::signal(sig, SIG_DFL);
     std::raise(sig);
   }
@@ -28,7 +29,9 @@ extern "C" void on_stop_signal(int sig) {
 
 }  // namespace
 
-void request_stop() { g_stop_requested = true; }
+void request_stop(int sig) { g_stop_signal = sig; }
+
+int exit_code(const TrainSummary& s) { return s.signal > 0 ? 128 + s.signal : 0; }
 
 void install_stop_handlers() {
   std::signal(SIGINT, on_stop_signal);
@@ -55,6 +58,8 @@ class Run {
   // Evaluates the model (and its EMA), logs it, and checkpoints, as best when top-1 improved.
   EvalResult evaluate_and_checkpoint();
   void checkpoint(bool best) { save_checkpoint(*folder_, *t_, id_, progress_, best); }
+  // A metrics row; a failed write stops the run before the next checkpoint.
+  void log(const std::string& kind, const std::map<std::string, double>& row);
   int64_t epoch() const { return t_->loader->epoch(); }  // 0-based: the data position's
 
   TrainConfig cfg_;
@@ -70,16 +75,27 @@ class Run {
 
 void Run::start() {
   tty_ = isatty(fileno(stdout));
+  cfg_.run.out_dir = default_out_dir(cfg_, mode_);
   folder_ = std::make_unique<RunFolder>(cfg_);
-  t_ = build_training(cfg_, mode_);
-  id_ = run_identity(cfg_, *t_);
-  bool resume = cfg_.run.resume && folder_->has_state();
+  // The folder is locked, everything checked and a checkpoint to resume loaded before the first
+  // write.
+  folder_->lock();
+  for (const auto& f : folder_->remove_stale_temporaries())
+    std::printf("removed %s, a temporary file of a writer that is gone\n", f.c_str());
+  folder_->check_fresh_run(cfg_, mode_);
+  const bool resume = cfg_.run.resume && folder_->has_state();
+  const TrainConfig stored = resume ? folder_->check_resume(cfg_) : cfg_;
+  t_ = build_training(cfg_, mode_);  // writes nothing
+  id_ = run_identity(cfg_, *t_, stored);
+  if (resume) progress_ = load_checkpoint(*folder_, *t_, id_);
   if (cfg_.run.resume && !resume)
     std::printf("run.resume: no checkpoint in %s, starting from scratch\n",
                 folder_->checkpoints().c_str());
+  if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();  // overwrite
+  folder_->create();
+  folder_->write_text(folder_->config_file(), to_toml(cfg_));
   metrics_ = folder_->open_metrics(resume);
   if (resume) {
-    progress_ = load_checkpoint(*folder_, *t_, id_);
     best_.top1 = progress_.best_top1;
     best_.top5 = progress_.best_top5;
     std::printf("resumed from %s at step %ld (epoch %ld, batch %ld)\n",
@@ -102,6 +118,15 @@ StepStats Run::step(const data::Batch& b) {
   }
 }
 
+void Run::log(const std::string& kind, const std::map<std::string, double>& row) {
+  try {
+    metrics_->write(kind, row);
+  } catch (const Error& e) {
+    MOKD_FAIL(e.what(), "; the run stops here and the last checkpoint in ", folder_->checkpoints(),
+              " is intact");
+  }
+}
+
 // A metrics row every step; the progress line only when `print` (every log.log_every steps).
 void Run::log_step(const StepStats& st, double images_per_s, double eta, bool print) {
   StepProgress p;
@@ -112,7 +137,7 @@ void Run::log_step(const StepStats& st, double images_per_s, double eta, bool pr
   p.lr = t_->optimizer->current_lr(t_->optimizer->groups().size() - 1);
   p.images_per_s = images_per_s;
   p.eta_s = eta;
-  metrics_->write("step", step_row(p, st, print));
+  log("step", step_row(p, st, print));
   if (!print) return;
   std::string line = step_line(p, st);
   if (tty_)
@@ -131,7 +156,7 @@ EvalResult Run::evaluate_and_checkpoint() {
         [&] { return evaluate(*t_->model, *t_->test_set, cfg_, t_->device); });
   const EvalResult* ema = t_->ema ? &e : nullptr;
   std::printf("%s\n", eval_line(progress_.step, r, ema).c_str());
-  metrics_->write("eval", eval_row(progress_.step, epoch(), r, ema));
+  log("eval", eval_row(progress_.step, epoch(), r, ema));
   bool best = r.top1 > progress_.best_top1;
   if (best) {
     progress_.best_top1 = r.top1;
@@ -189,7 +214,8 @@ TrainSummary Run::go() {
     log_step(st, ips, eta, print);
     if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last)
       checkpoint(false);
-    bool signalled = g_stop_requested.exchange(false);
+    const int sig = g_stop_signal.exchange(0);
+    const bool signalled = sig != 0;
     if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) &&
         !last) {
       checkpoint(false);
@@ -199,7 +225,9 @@ TrainSummary Run::go() {
           folder_->checkpoints().c_str());
       sum.steps = s;
       sum.stopped = true;
+      sum.signal = sig;
       sum.seconds = seconds_since(t_start);
+      metrics_->close();
       return sum;
     }
   }
@@ -210,6 +238,7 @@ TrainSummary Run::go() {
   sum.seconds = seconds_since(t_start);
   if (sum.final_eval.count == 0 && progress_.step > 0)
     sum.final_eval = evaluate(*t_->model, *t_->test_set, cfg_, t_->device);
+  metrics_->close();
   return sum;
 }
 

@@ -18,16 +18,23 @@ struct TrainSummary {
   double seconds = 0;
   std::string best_weights;  // path
   bool stopped = false;      // run.stop_after or a signal ended this invocation early
+  int signal = 0;            // the signal that stopped it (SIGINT, SIGTERM); 0 otherwise
 };
+
+// mokd_train's exit status after a run: 0 when it finished or run.stop_after stopped it (a planned
+// stop), 128 + the signal number when a signal stopped it (130 for SIGINT, 143 for SIGTERM), as a
+// shell reports a process killed by that signal, so that `mokd_train distill ... && next` does not
+// go on with a half-trained model. Errors exit with 1.
+int exit_code(const TrainSummary& s);
 
 // Runs a whole training (or resumes one when cfg.run.resume). Prints progress to stdout.
 TrainSummary train(const TrainConfig& cfg, TrainMode mode);
 
 // SIGINT/SIGTERM (Ctrl-C, a cluster's preemption notice) make a running train() finish its
-// current step, write a checkpoint and return with stopped = true, instead of dying mid-step.
-// A second signal while that happens ends the process as usual.
+// current step, write a checkpoint and return with stopped = true and signal set, instead of
+// dying mid-step. A second signal while that happens ends the process as usual.
 void install_stop_handlers();
-// What the handlers do; also for tests.
-void request_stop();
+// What the handlers do on signal `sig`; also for tests.
+void request_stop(int sig);
 
 }  // namespace mokd

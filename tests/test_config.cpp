@@ -357,7 +357,6 @@ TEST(Config, OutOfRange) {
       {"data.std", "0.5,0,0.5", "each > 0"},
       {"data.crop_padding", "-2", ">= -1"},
       {"data.mixup_prob", "1.5", "in [0, 1]"},
-      {"run.out_dir", "", "not empty"},
       {"log.log_every", "0", ">= 1"},
   };
   for (const auto& c : cases) {
@@ -445,6 +444,8 @@ TEST(Config, HashIgnoresResumeSafeKeys) {
   b.log.checkpoint_every = 11;
   b.optim.epochs = 99;
   b.optim.steps = 5;
+  b.run.overwrite = true;
+  b.run.out_dir = "/moved/elsewhere";  // a moved run folder resumes
   EXPECT_EQ(config_hash(b), h);
   // Everything else changes it.
   TrainConfig c = a;
@@ -461,6 +462,42 @@ TEST(Config, HashIgnoresResumeSafeKeys) {
   EXPECT_NE(config_hash(c), h);
   // The hash is the SHA-256 of the TOML text of the config with those keys at their defaults.
   EXPECT_EQ(h, sha256_hex(to_toml(a)));
+}
+
+// Checkpoints written while run.out_dir was hashed: the same text as then (out_dir kept, no
+// run.overwrite line), the keys that may change on --resume at their defaults.
+TEST(Config, HashWithOutDirIsTheOlderHash) {
+  TrainConfig a;
+  a.run.out_dir = "runs/default";
+  a.optim.lr = 2e-3;
+  std::string text = to_toml(a);
+  const std::string line = "overwrite = false\n";
+  ASSERT_NE(text.find(line), std::string::npos);
+  text.erase(text.find(line), line.size());
+  EXPECT_EQ(config_hash_with_out_dir(a), sha256_hex(text));
+  TrainConfig b = a;
+  b.run.overwrite = true;
+  b.run.resume = true;
+  b.log.log_every = 3;
+  EXPECT_EQ(config_hash_with_out_dir(b), config_hash_with_out_dir(a));
+  b.run.out_dir = "runs/other";
+  EXPECT_NE(config_hash_with_out_dir(b), config_hash_with_out_dir(a));
+  EXPECT_NE(config_hash_with_out_dir(a), config_hash(a));
+}
+
+TEST(Config, DifferencesNameEachKeyWithBothValues) {
+  TrainConfig a, b;
+  EXPECT_TRUE(config_differences(a, b).empty());
+  b.optim.lr = 5e-3;
+  b.distill.method = "kd";
+  b.run.out_dir = "/moved";  // may change on --resume
+  b.optim.steps = 7;
+  auto d = config_differences(a, b);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0], "optim.lr = 0.001 in the run, 0.005 now");
+  EXPECT_EQ(d[1], "distill.method = \"mokd\" in the run, \"kd\" now");
+  EXPECT_CONTAINS(resume_safe_keys(), "run.out_dir");
+  EXPECT_CONTAINS(resume_safe_keys(), "optim.steps");
 }
 
 TEST(Config, ReferenceTable) {

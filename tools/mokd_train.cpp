@@ -8,6 +8,7 @@
 //   keys       print every configuration key as a Markdown table
 // Configuration: --config FILE (TOML) and --section.key=value overrides; see --help.
 #include <omp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
+#include "mokd/checkpoint.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
 #include "mokd/evaluate.h"
@@ -68,6 +70,8 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
   auto ds = open_dataset(cfg, false);
   auto model = make_model(name, cfg, *ds, 0, false);
   load_weights(*model, w, weights, name);  // strict: names and shapes must be the model's
+  check_output_file(out);
+  check_output_file(out + ".tmp." + std::to_string(::getpid()));
   io::save_safetensors(out, model->state_dict(), {{"model", name}, {"format", "pt"}});
   std::printf(
       "exported %s (%s, %ld parameters) to %s\n"
@@ -156,6 +160,13 @@ int main(int argc, char** argv) {
   Sub* teacher = add("teacher", "train model.teacher with cross-entropy");
   Sub* distill =
       add("distill", "distil model.student from the frozen model.teacher (distill.method)");
+  const char* exit_status =
+      "Exit status: 0 when the run finished or run.stop_after stopped it; 1 on an error; 130 "
+      "(SIGINT) or 143 (SIGTERM) when a signal stopped it, after a checkpoint (continue with "
+      "--run.resume=true).";
+  app.footer(exit_status);
+  teacher->app->footer(exit_status);
+  distill->app->footer(exit_status);
   Sub* eval = add("eval", "top-1/top-5 of a weights file on the test split");
   Sub* exp = add("export", "check a weights file against its model and write it for timm");
   Sub* bench = add("benchmark", "images/s and peak memory of distillation steps on synthetic data");
@@ -189,7 +200,7 @@ int main(int argc, char** argv) {
       if (s.get() == teacher || s.get() == distill) {
         install_stop_handlers();
         TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
-        if (r.stopped) return 0;
+        if (r.stopped) return exit_code(r);
         std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
                     (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1,
                     r.best_weights.c_str());
