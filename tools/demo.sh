@@ -5,7 +5,7 @@
 #
 # Without a GPU it runs a reduced schedule sized for 2 CPU cores (about 15 minutes); with a GPU
 # (nvidia-smi works) the full schedule. Override with DEMO_SCHEDULE=reduced|full, and the seed
-# with DEMO_SEED. Runs land in runs/demo/.
+# with DEMO_SEED. Runs land in runs/demo/ (each demo replaces the previous demo's runs there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_deps.sh
@@ -38,7 +38,7 @@ mkdir -p $out
 declare -A acc secs
 t0=$(date +%s)
 echo "=== teacher: $teacher ($schedule schedule) ==="
-$bin teacher --run.out_dir=$out/teacher --model.teacher=$teacher "${common[@]}" "${teacher_args[@]}" \
+$bin teacher --run.out_dir=$out/teacher --run.overwrite=true --model.teacher=$teacher "${common[@]}" "${teacher_args[@]}" \
   | tee $out/teacher.log || true
 acc[teacher]=$(grep -oE 'final top-1 [0-9.]+' $out/teacher.log | awk '{print $3}')
 secs[teacher]=$(( $(date +%s) - t0 ))
@@ -47,7 +47,7 @@ secs[teacher]=$(( $(date +%s) - t0 ))
 for method in none kd vkd mokd; do
   t1=$(date +%s)
   echo "=== student: $student, method $method ==="
-  $bin distill --run.out_dir=$out/$method --model.student=$student --model.teacher=$teacher \
+  $bin distill --run.out_dir=$out/$method --run.overwrite=true --model.student=$student --model.teacher=$teacher \
     --model.teacher_weights=$out/teacher/checkpoints/best.safetensors --distill.method=$method \
     "${common[@]}" "${student_args[@]}" | tee $out/$method.log || true
   acc[$method]=$(grep -oE 'final top-1 [0-9.]+' $out/$method.log | awk '{print $3}')
