@@ -210,7 +210,45 @@ void load_teacher(const TrainConfig& cfg, Training& t) {
   t.teacher->eval();
 }
 
+// Where a split's images come from, for messages: the folder (and split) a user can look at.
+std::string split_source(const TrainConfig& cfg, bool train) {
+  const std::string& d = cfg.data.dataset;
+  std::string split = train ? "train" : "test";
+  if (d == "image_folder") return cfg.data.dir + (train ? "/train" : "/val");
+  std::string dir =
+      cfg.data.dir.empty() && d == "fashion_mnist" ? data::kFashionMnistDir : cfg.data.dir;
+  return d + " " + split + " split in " + dir;
+}
+
 }  // namespace
+
+// A label means the same class in both splits; checked before training, so a mismatch never
+// costs an epoch.
+void check_splits(const TrainConfig& cfg, const data::Dataset& train, const data::Dataset& test) {
+  for (auto [ds, is_train] : {std::pair{&train, true}, std::pair{&test, false}})
+    MOKD_CHECK(ds->size() > 0, "data: the ", is_train ? "training" : "test", " split (",
+               split_source(cfg, is_train), ") holds no images");
+  MOKD_CHECK(train.num_classes() >= 2, "data: the training split (", split_source(cfg, true),
+             ") has ", train.num_classes(),
+             " class(es); classification needs at least 2 (accuracy would be meaningless)");
+  MOKD_CHECK(train.num_classes() == test.num_classes(), "data: the training split (",
+             split_source(cfg, true), ") has ", train.num_classes(), " classes, the test split (",
+             split_source(cfg, false), ") ", test.num_classes());
+  const auto& a = train.class_names();
+  const auto& b = test.class_names();
+  if (!a.empty() && !b.empty()) {
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+      MOKD_CHECK(a[i] == b[i], "data: class ", i, " is '", a[i], "' in the training split (",
+                 split_source(cfg, true), ") but '", b[i], "' in the test split (",
+                 split_source(cfg, false), "): both splits need the same class names");
+  }
+  MOKD_CHECK(train.height() == test.height() && train.width() == test.width() &&
+                 train.channels() == test.channels(),
+             "data: the training split (", split_source(cfg, true), ") has ", train.height(), "x",
+             train.width(), "x", train.channels(), " images, the test split (",
+             split_source(cfg, false), ") ", test.height(), "x", test.width(), "x", test.channels(),
+             ": both splits need one image size and channel count");
+}
 
 std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode) {
   auto t = std::make_unique<Training>();
@@ -219,14 +257,20 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode)
   apply_runtime_settings(cfg);
   t->train_set = open_dataset(cfg, true);
   t->test_set = open_dataset(cfg, false);
-  MOKD_CHECK(t->train_set->num_classes() == t->test_set->num_classes(), "data: train split has ",
-             t->train_set->num_classes(), " classes, test split ", t->test_set->num_classes());
+  check_splits(cfg, *t->train_set, *t->test_set);
 
   const bool distill = mode == TrainMode::Distill;
   t->model = make_model(distill ? cfg.model.student : cfg.model.teacher, cfg, *t->train_set,
                         cfg.run.seed, true);
-  if (distill && !cfg.model.student_init.empty())
-    t->model->load_state_dict(io::load_safetensors(cfg.model.student_init));
+  if (distill && !cfg.model.student_init.empty()) {
+    try {
+      t->model->load_state_dict(io::load_safetensors(cfg.model.student_init));
+    } catch (const Error& e) {
+      MOKD_FAIL("model.student_init: ", cfg.model.student_init, " does not fit model.student ",
+                cfg.model.student, " (expected its timm-named weights for this dataset's ",
+                t->train_set->num_classes(), " classes): ", e.what());
+    }
+  }
   t->model->to(t->device);
   t->model->train();
 

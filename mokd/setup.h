@@ -33,6 +33,11 @@ void apply_runtime_settings(const TrainConfig& cfg);
 // The datasets of a config (train or test split), limited by data.train_limit / eval_limit.
 std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train);
 
+// The train and test splits describe one task, checked before training: both non-empty, at least
+// two classes, the same class names in the same order, one image size and channel count. Errors
+// name the splits' folders.
+void check_splits(const TrainConfig& cfg, const data::Dataset& train, const data::Dataset& test);
+
 // Loader options for training (augmentation, mixup/cutmix, shuffling, drop_last) or evaluation;
 // both normalise with data.mean/std, or the dataset's usual statistics (ImageNet's for
 // image_folder).
