@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -343,7 +344,7 @@ const std::vector<Key>& keys() {
       key("data.dir", &C::data, &DataConfig::dir,
           "dataset folder (\"\" = the dataset's default location)"),
       key("data.image_size", &C::data, &DataConfig::image_size,
-          "image_folder resize / random-resized-crop size (0 = native)", ge(0)),
+          "image_folder resize / random-resized-crop size (0 = native)", in_range(0, 4096, true)),
       key("data.batch_size", &C::data, &DataConfig::batch_size, "training batch size", ge(1)),
       key("data.eval_batch_size", &C::data, &DataConfig::eval_batch_size, "evaluation batch size",
           ge(1)),
@@ -910,6 +911,10 @@ void ConfigParser::add_options(CLI::App& app) {
 TrainConfig ConfigParser::resolve() const {
   std::string text;
   if (!config_file_.empty()) {
+    std::error_code ec;
+    const auto st = std::filesystem::status(config_file_, ec);
+    MOKD_CHECK(!std::filesystem::is_directory(st), "config ", config_file_,
+               ": is a folder; --config takes a TOML file");
     std::ifstream f(config_file_, std::ios::binary);
     MOKD_CHECK(f, "config ", config_file_, ": cannot open the file");
     std::ostringstream ss;
@@ -1002,6 +1007,10 @@ std::string config_reference() {
            cell(meaning) + " |\n";
   }
   return out;
+}
+
+std::string did_you_mean(const std::string& given, const std::vector<std::string>& candidates) {
+  return suggest(given, candidates);
 }
 
 }  // namespace mokd

@@ -158,4 +158,8 @@ std::string resume_safe_keys();
 // Markdown table of every key: name, type, default, meaning (README's config reference).
 std::string config_reference();
 
+// " (did you mean 'x'?)" naming the closest of `candidates` to `given`, or "" when none is close
+// (config keys, subcommands).
+std::string did_you_mean(const std::string& given, const std::vector<std::string>& candidates);
+
 }  // namespace mokd
