@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -179,6 +180,20 @@ int main(int argc, char** argv) {
                        "model name (default: the file's metadata, else model.student)");
   }
   exp->app->add_option("--out", out, "output safetensors")->required();
+  // A mistyped subcommand gets its name and the closest one, not CLI11's "A subcommand is
+  // required".
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      std::string all;
+      for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+      std::fprintf(stderr,
+                   "mokd_train: error: unknown subcommand '%s'%s; the subcommands are: %s\n",
+                   argv[1], did_you_mean(argv[1], names).c_str(), all.c_str());
+      return 1;
+    }
+  }
   CLI11_PARSE(app, argc, argv);
   try {
     if (keys->parsed()) {
