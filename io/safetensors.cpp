@@ -279,7 +279,8 @@ void convert(const uint8_t* src, const Entry& e, Dst* dst, bool check, const std
     if (check && !std::isfinite(widen(dst[i]))) {
       if (!std::isfinite(v))
         MOKD_FAIL(where, ": non-finite value ", v, " at flat index ", i,
-                  " (set LoadOptions::allow_non_finite to accept NaN/Inf)");
+                  ": weights and checkpoints must hold finite values (the run that wrote this "
+                  "file may have diverged)");
       MOKD_FAIL(where, ": value ", v, " at flat index ", i, " overflows ", to);
     }
   }

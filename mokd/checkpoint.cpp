@@ -248,6 +248,12 @@ void RunFolder::write_text(const std::string& path, const std::string& text) con
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming", errno);
 }
 
+int64_t RunFolder::drop_metrics_after(int64_t step) const {
+  check_output_file(dir_ + "/metrics.jsonl");
+  check_output_file(dir_ + "/metrics.csv");
+  return MetricsLog::drop_rows_after(dir_ + "/metrics.jsonl", dir_ + "/metrics.csv", step);
+}
+
 std::unique_ptr<MetricsLog> RunFolder::open_metrics(bool append) const {
   check_output_file(dir_ + "/metrics.jsonl");
   check_output_file(dir_ + "/metrics.csv");

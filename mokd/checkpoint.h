@@ -73,6 +73,9 @@ class RunFolder {
   explicit RunFolder(const TrainConfig& cfg);
 
   const std::string& dir() const { return dir_; }
+  // Before a resume from a checkpoint at `step`: drops the metrics rows of later steps (they are
+  // logged again); returns how many (MetricsLog::drop_rows_after).
+  int64_t drop_metrics_after(int64_t step) const;
   std::string config_file() const { return dir_ + "/config.toml"; }
   std::string checkpoints() const { return dir_ + "/checkpoints"; }
   std::string state_file() const { return checkpoints() + "/state.safetensors"; }

@@ -2,11 +2,16 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
+
+#include <unistd.h>
 
 #include "engine/error.h"
 
@@ -90,6 +95,63 @@ void MetricsLog::close() {
     MOKD_CHECK(rc == 0, "metrics: closing ", *path,
                " failed: ", std::strerror(errno ? errno : EIO));
   }
+}
+
+namespace {
+
+// Rewrites `path` keeping the lines `keep` accepts (line 0 is passed as the header), through a
+// temporary file and a rename; returns the number of lines dropped (0: the file is untouched).
+int64_t filter_lines(const std::string& path,
+                     const std::function<bool(size_t, const std::string&)>& keep) {
+  if (!std::filesystem::exists(path)) return 0;
+  std::ifstream in(path, std::ios::binary);
+  MOKD_CHECK(in, "metrics: cannot read ", path, ": ", std::strerror(errno));
+  std::string kept, line;
+  int64_t dropped = 0;
+  for (size_t i = 0; std::getline(in, line); ++i) {
+    const bool whole = !in.eof();  // a last line without its newline: a killed writer's
+    if (whole && keep(i, line))
+      kept += line + "\n";
+    else
+      ++dropped;
+  }
+  if (dropped == 0) return 0;
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << kept;
+    out.flush();
+    MOKD_CHECK(out.good(), "metrics: writing ", tmp,
+               " failed: ", std::strerror(errno ? errno : EIO));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  MOKD_CHECK(!ec, "metrics: replacing ", path, " failed: ", ec.message());
+  return dropped;
+}
+
+}  // namespace
+
+int64_t MetricsLog::drop_rows_after(const std::string& jsonl_path, const std::string& csv_path,
+                                    int64_t step) {
+  int64_t dropped = filter_lines(jsonl_path, [&](size_t, const std::string& line) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    return !j.is_discarded() && j.is_object() && j.contains("step") && j["step"].is_number() &&
+           j["step"].get<double>() <= static_cast<double>(step);
+  });
+  filter_lines(csv_path, [&](size_t i, const std::string& line) {
+    if (i == 0) return true;  // the header
+    // kind,step,...: the second field
+    const size_t a = line.find(',');
+    if (a == std::string::npos) return false;
+    const size_t b = line.find(',', a + 1);
+    const std::string f =
+        line.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+    char* end = nullptr;
+    const double v = std::strtod(f.c_str(), &end);
+    return !f.empty() && end && *end == '\0' && v <= static_cast<double>(step);
+  });
+  return dropped;
 }
 
 }  // namespace mokd

@@ -4,6 +4,7 @@
 // OS error, which stops the run before its next checkpoint, so the last one stays intact.
 // tools/plot_metrics.py draws them.
 #pragma once
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -24,6 +25,12 @@ class MetricsLog {
   void write(const std::string& kind, const std::map<std::string, double>& values);
   // Closes both files; throws naming the file when closing fails.
   void close();
+
+  // Before a resume from a checkpoint at `step`: rewrites the two logs (when present) without the
+  // rows of later steps, which the resumed run logs again, and without a partial last line left
+  // by a killed writer. Returns the number of rows dropped; throws naming the file on an error.
+  static int64_t drop_rows_after(const std::string& jsonl_path, const std::string& csv_path,
+                                 int64_t step);
 
  private:
   void put(std::FILE* f, const std::string& path, const std::string& text);

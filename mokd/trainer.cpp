@@ -94,6 +94,13 @@ void Run::start() {
   if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();  // overwrite
   folder_->create();
   folder_->write_text(folder_->config_file(), to_toml(cfg_));
+  if (resume) {
+    // Rows logged after the checkpoint are logged again by the resumed steps: drop them.
+    const int64_t n = folder_->drop_metrics_after(progress_.step);
+    if (n > 0)
+      std::printf("metrics: dropped %ld rows logged after the checkpoint's step %ld\n", (long)n,
+                  (long)progress_.step);
+  }
   metrics_ = folder_->open_metrics(resume);
   if (resume) {
     best_.top1 = progress_.best_top1;
@@ -188,11 +195,13 @@ TrainSummary Run::go() {
   data::Batch b;
   while (progress_.step < total) {
     if (!t_->loader->next(b)) {  // the epoch is over: the position moves to the next one
+      const auto paused = Clock::now();
       t_->loader->start_epoch(epoch() + 1);
       if (cfg_.log.eval_every > 0 && epoch() % cfg_.log.eval_every == 0)
         sum.final_eval = evaluate_and_checkpoint();
       else if (cfg_.log.checkpoint_every == 0)
         checkpoint(false);
+      window_start += Clock::now() - paused;  // images/s and the ETA count training time only
       continue;
     }
     StepStats st = step(b);
@@ -212,8 +221,11 @@ TrainSummary Run::go() {
       window_images = 0;
     }
     log_step(st, ips, eta, print);
-    if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last)
+    if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last) {
+      const auto paused = Clock::now();
       checkpoint(false);
+      window_start += Clock::now() - paused;
+    }
     const int sig = g_stop_signal.exchange(0);
     const bool signalled = sig != 0;
     if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) &&

@@ -293,6 +293,39 @@ TEST(RunFolder, OutputsMustBeRegularFiles) {
   fs::remove_all(dir);
 }
 
+// Rows logged after the last checkpoint are logged again by the resumed run: before resuming at
+// step 3, rows of steps 4 and 5 (and a killed writer's partial line) go; earlier rows stay.
+TEST(RunFolder, MetricsRowsAfterTheCheckpointAreDroppedOnResume) {
+  const std::string dir = temp_dir("metrics_resume");
+  {
+    MetricsLog log(dir, false);
+    for (int s = 1; s <= 5; ++s) log.write("step", {{"step", s}, {"loss.task", 1.0 / s}});
+    log.write("eval", {{"step", 3}, {"top1", 50}});
+    log.close();
+  }
+  {
+    std::ofstream partial(dir + "/metrics.jsonl", std::ios::app);
+    partial << "{\"kind\":\"step\",\"st";  // no newline: cut off mid-write
+  }
+  EXPECT_EQ(MetricsLog::drop_rows_after(dir + "/metrics.jsonl", dir + "/metrics.csv", 3), 3);
+  std::vector<double> steps;
+  std::istringstream jsonl(read_file(dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(jsonl, line);)
+    steps.push_back(nlohmann::json::parse(line)["step"].get<double>());
+  EXPECT_EQ(steps, (std::vector<double>{1, 2, 3, 3}));
+  std::istringstream csv(read_file(dir + "/metrics.csv"));
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(csv, line);)
+    rows.push_back(line.substr(0, line.find(',', 5)));
+  ASSERT_EQ(rows.size(), 5u);  // the header and four rows
+  EXPECT_EQ(rows[0].substr(0, 9), "kind,step");
+  EXPECT_EQ(rows[3], "step,3");
+  EXPECT_EQ(rows[4], "eval,3");
+  // Nothing to drop: the files stay as they are.
+  EXPECT_EQ(MetricsLog::drop_rows_after(dir + "/metrics.jsonl", dir + "/metrics.csv", 3), 0);
+  fs::remove_all(dir);
+}
+
 TEST(RunFolder, AFailedMetricsWriteNamesTheFileAndTheError) {
   if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
   const std::string full = std::strerror(ENOSPC);
