@@ -767,26 +767,46 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
                     ": a non-ASCII character outside a string or comment (TOML keys and syntax are "
                     "ASCII)");
         } else if (c == '=') {
-          if (nest.empty())
-            top_value = !header;
-          else if (nest.back().inline_table)
+          // A key's '=' only where a key ended; elsewhere it opens nothing (prev: junk).
+          if (!key_context() || header || std::strchr("\n=[,{.", prev_code))
+            prev = 'x';
+          else if (nest.empty())
+            top_value = true;
+          else
             nest.back().value = true;
         } else if (c == '[') {
+          // A table header at a line's start, or an array where a value starts; any other '['
+          // opens nothing, so no string may follow it.
+          const bool value_start =
+              (prev_code == '=' && value_context()) ||
+              (!nest.empty() && !nest.back().inline_table && std::strchr("\n[,", prev_code));
           if (nest.empty() && !top_value && (prev_code == '\n' || (header && prev_code == '[')))
             header = true;
-          else if (value_context())
+          else if (value_start)
             nest.push_back({false, false});
+          else
+            prev = 'x';
         } else if (c == ']') {
           if (!nest.empty() && !nest.back().inline_table)
             nest.pop_back();
           else if (header && !(i + 1 < t.size() && t[i + 1] == ']'))
             header = false, prev = 'h';
         } else if (c == '{') {
-          if (value_context()) nest.push_back({true, false});
+          const bool value_start =
+              (prev_code == '=' && value_context()) ||
+              (!nest.empty() && !nest.back().inline_table && std::strchr("\n[,", prev_code));
+          if (value_start)
+            nest.push_back({true, false});
+          else
+            prev = 'x';
         } else if (c == '}') {
           if (!nest.empty() && nest.back().inline_table) nest.pop_back();
         } else if (c == ',') {
-          if (!nest.empty() && nest.back().inline_table) nest.back().value = false;
+          // A separator only inside brackets and after an element.
+          if (nest.empty() || std::strchr("\n[,{", prev_code))
+            prev = 'x';
+          else if (nest.back().inline_table)
+            nest.back().value = false;
         }
         break;
       }

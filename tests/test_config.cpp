@@ -239,6 +239,17 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPlace) {
   msg = error_of([] { resolve("[ptil]\nl= 0.'\x01\xEF\xB4\xBFN0e"); });
   EXPECT_CONTAINS(msg, "config test.toml:2:8");
   EXPECT_CONTAINS(msg, "non-ASCII");
+  // Nor after a '[' that opens nothing (after a value): the config fuzzer's input
+  // bHIgPTBbJyHvub8u (base64), which reached toml++'s undefined behaviour the same way.
+  msg = error_of([] { resolve("lr =0['!\xEF\xB9\xBF."); });
+  EXPECT_CONTAINS(msg, "config test.toml:1:9");
+  // Nor inside an array after such a '[', nor after a second '=' or a doubled ','.
+  msg = error_of([] { resolve("a = [0['\xC3\xA9']\n"); });
+  EXPECT_CONTAINS(msg, "config test.toml:1:9");
+  msg = error_of([] { resolve("a = = '\xC3\xA9'\n"); });
+  EXPECT_CONTAINS(msg, "config test.toml:1:8");
+  msg = error_of([] { resolve("a = [1,,'\xC3\xA9']\n"); });
+  EXPECT_CONTAINS(msg, "config test.toml:1:10");
   // Nor after a closed string, nor after a ',' at the top level.
   msg = error_of([] { resolve("a = 'x''\xC3\xA9'\n"); });
   EXPECT_CONTAINS(msg, "config test.toml:1:9");
