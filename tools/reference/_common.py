@@ -52,6 +52,16 @@ def randn(*shape, seed=0, scale=1.0):
     return torch.randn(*shape, generator=gen(seed)) * scale
 
 
+def as_double_leaf(t):
+    """t as a float64 leaf that requires grad: gradients computed in double, stored as f32."""
+    return t.detach().double().requires_grad_(True)
+
+
+def as_float(t):
+    """t detached, as f32 (what a fixture stores)."""
+    return t.detach().float()
+
+
 def scripts():
     """Stems of the reference scripts (tools/reference/*.py without the _-prefixed helpers)."""
     return sorted(p.stem for p in SCRIPTS.glob("*.py") if not p.stem.startswith("_"))

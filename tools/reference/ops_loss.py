@@ -8,20 +8,12 @@ smooth_l1.beta.
 import torch
 import torch.nn.functional as F
 
-from ._common import gen, randn, save
+from ._common import as_double_leaf as _d, as_float as _f, gen, randn, save
 
 REQUIRES = ("torch", "numpy", "safetensors")
 SMOOTHING = {"ce": 0.0, "ce_ls": 0.1}
 TEMPERATURES = (1, 4)
 SL1_BETA = 0.5
-
-
-def _d(t):
-    return t.detach().double().requires_grad_(True)
-
-
-def _f(t):
-    return t.detach().float()
 
 
 def generate(out_dir):

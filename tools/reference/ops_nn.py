@@ -8,18 +8,10 @@ Layer norm eps: params ln.eps.
 import torch
 import torch.nn.functional as F
 
-from ._common import randn, save
+from ._common import as_double_leaf as _d, as_float as _f, randn, save
 
 REQUIRES = ("torch", "numpy", "safetensors")
 LN_EPS = 1e-5
-
-
-def _d(t):
-    return t.detach().double().requires_grad_(True)
-
-
-def _f(t):
-    return t.detach().float()
 
 
 def generate(out_dir):
