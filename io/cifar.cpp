@@ -99,7 +99,7 @@ std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_clas
   std::vector<std::string> names =
       read_names(base + (c10 ? "/batches.meta.txt" : "/fine_label_names.txt"), num_classes);
   return std::make_unique<InMemoryDataset>(kSide, kSide, 3, std::move(names), std::move(pixels),
-                                           std::move(labels));
+                                           std::move(labels), base);
 }
 
 }  // namespace mokd::data

@@ -13,19 +13,38 @@ struct Sample {
   int64_t label = 0;
 };
 
+// What a dataset hands out for one sample: the encoded file (JPEG/PNG bytes, decoded by the
+// transform, io/decode.h) or, for splits held decoded in memory, the HWC pixels.
+struct RawSample {
+  std::vector<uint8_t> bytes;
+  bool encoded = true;
+  int64_t height = 0, width = 0, channels = 0;  // of the pixels, when !encoded
+  int64_t label = 0;
+};
+
 class Dataset {
  public:
   virtual ~Dataset() = default;
   virtual int64_t size() const = 0;
+  // The shape every sample has (splits held decoded), or 0 where samples are encoded files of
+  // any size (ImageFolder, tar shards; those decode to channels() == 3, RGB).
   virtual int64_t height() const = 0;
   virtual int64_t width() const = 0;
   virtual int64_t channels() const = 0;
   virtual int64_t num_classes() const = 0;
   virtual const std::vector<std::string>& class_names() const = 0;
-  // Writes sample `index` (HWC, height*width*channels bytes) and its label. Thread-safe; throws
-  // mokd::Error naming the source file when the sample cannot be decoded.
-  virtual void read(int64_t index, uint8_t* hwc_out, int64_t* label) const = 0;
+  // Sample `index` as it is stored. Thread-safe; throws mokd::Error naming the source file when it
+  // cannot be read.
+  virtual void fetch(int64_t index, RawSample* out) const = 0;
+  // Where sample `index` comes from, for messages: a file path, "shard.tar:member", "dir[index]".
+  virtual std::string source(int64_t index) const = 0;
+  // The folder or file the split was read from, for messages.
+  virtual std::string location() const = 0;
+  bool fixed_size() const { return height() > 0 && width() > 0; }
 
+  // Fixed-size splits only: writes sample `index` (HWC, height*width*channels bytes) and its
+  // label.
+  void read(int64_t index, uint8_t* hwc_out, int64_t* label) const;
   int64_t sample_bytes() const { return height() * width() * channels(); }
   Sample get(int64_t index) const;
 };
@@ -35,14 +54,16 @@ class InMemoryDataset final : public Dataset {
  public:
   InMemoryDataset(int64_t height, int64_t width, int64_t channels,
                   std::vector<std::string> class_names, std::vector<uint8_t> pixels,
-                  std::vector<int64_t> labels);
+                  std::vector<int64_t> labels, std::string location = "an in-memory split");
   int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
   int64_t height() const override { return h_; }
   int64_t width() const override { return w_; }
   int64_t channels() const override { return c_; }
   int64_t num_classes() const override { return static_cast<int64_t>(names_.size()); }
   const std::vector<std::string>& class_names() const override { return names_; }
-  void read(int64_t index, uint8_t* hwc_out, int64_t* label) const override;
+  void fetch(int64_t index, RawSample* out) const override;
+  std::string source(int64_t index) const override;
+  std::string location() const override { return location_; }
 
   const std::vector<uint8_t>& pixels() const { return pixels_; }
   const std::vector<int64_t>& labels() const { return labels_; }
@@ -52,6 +73,7 @@ class InMemoryDataset final : public Dataset {
   std::vector<std::string> names_;
   std::vector<uint8_t> pixels_;
   std::vector<int64_t> labels_;
+  std::string location_;
 };
 
 // IDX files (http://yann.lecun.com/exdb/mnist/), gzipped or raw: images u8 [N, H, W] (or
@@ -73,10 +95,9 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes,
                                             const std::string& split);
 
-// root/<class>/*.{jpg,jpeg,png}: classes sorted by name, files sorted by name within a class.
-// Images are decoded on read() (JPEG via libturbojpeg, PNG via libpng), converted to RGB and
-// resized to image_size x image_size with bilinear (antialiased when shrinking) resampling.
-std::unique_ptr<Dataset> open_image_folder(const std::string& root, int64_t image_size);
+// root/<class>/*.{jpg,jpeg,png} (any case): classes sorted by name (as torchvision and timm),
+// files sorted by name within a class. fetch() returns the file's bytes; the loader decodes them.
+std::unique_ptr<Dataset> open_image_folder(const std::string& root);
 
 // Decodes one JPEG or PNG file to RGB HWC (exposed for tests); `source` names it in errors.
 std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source,

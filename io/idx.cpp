@@ -132,7 +132,7 @@ std::unique_ptr<InMemoryDataset> load_idx(const std::string& images_path,
   MOKD_CHECK(static_cast<int64_t>(class_names.size()) == num_classes,
              "load_idx: ", class_names.size(), " class names for ", num_classes, " classes");
   return std::make_unique<InMemoryDataset>(h, w, c, std::move(class_names), std::move(images.data),
-                                           std::move(lab));
+                                           std::move(lab), images_path);
 }
 
 std::unique_ptr<InMemoryDataset> load_fashion_mnist(const std::string& dir,

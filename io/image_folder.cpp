@@ -85,8 +85,7 @@ std::string lower_ext(const fs::path& p) {
 
 class ImageFolder final : public Dataset {
  public:
-  ImageFolder(const std::string& root, int64_t size) : size_(size) {
-    MOKD_CHECK(size > 0, "ImageFolder: image_size must be > 0, got ", size);
+  explicit ImageFolder(const std::string& root) : root_(root) {
     MOKD_CHECK(fs::is_directory(root), "ImageFolder: directory ", root,
                " not found; expected root/<class>/*.jpg|*.jpeg|*.png");
     std::vector<fs::path> classes;
@@ -110,27 +109,28 @@ class ImageFolder final : public Dataset {
                "; expected root/<class>/*.jpg|*.jpeg|*.png");
   }
   int64_t size() const override { return static_cast<int64_t>(items_.size()); }
-  int64_t height() const override { return size_; }
-  int64_t width() const override { return size_; }
+  int64_t height() const override { return 0; }  // files of any size
+  int64_t width() const override { return 0; }
   int64_t channels() const override { return 3; }
   int64_t num_classes() const override { return static_cast<int64_t>(names_.size()); }
   const std::vector<std::string>& class_names() const override { return names_; }
+  std::string location() const override { return root_; }
+  std::string source(int64_t index) const override {
+    return index >= 0 && index < size() ? items_[static_cast<size_t>(index)].path
+                                        : root_ + "[" + std::to_string(index) + "]";
+  }
 
-  void read(int64_t index, uint8_t* hwc_out, int64_t* label) const override {
-    MOKD_CHECK(index >= 0 && index < size(), "ImageFolder: index ", index, " outside [0, ", size(),
-               ")");
+  void fetch(int64_t index, RawSample* out) const override {
+    MOKD_CHECK(index >= 0 && index < size(), "ImageFolder ", root_, ": index ", index,
+               " outside [0, ", size(), ")");
     const Item& it = items_[static_cast<size_t>(index)];
     std::ifstream in(it.path, std::ios::binary);
     MOKD_CHECK(in, it.path, ": cannot open for reading");
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                               std::istreambuf_iterator<char>());
-    int64_t h = 0, w = 0;
-    std::vector<uint8_t> rgb = decode_image(bytes, it.path, &h, &w);
-    if (h == size_ && w == size_)
-      std::memcpy(hwc_out, rgb.data(), rgb.size());
-    else
-      resize_bilinear(rgb.data(), h, w, 3, Box{0, 0, h, w}, size_, size_, hwc_out);
-    if (label) *label = it.label;
+    out->bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    MOKD_CHECK(!in.bad(), it.path, ": read error");
+    out->encoded = true;
+    out->height = out->width = out->channels = 0;
+    out->label = it.label;
   }
 
  private:
@@ -138,7 +138,7 @@ class ImageFolder final : public Dataset {
     std::string path;
     int64_t label;
   };
-  int64_t size_;
+  std::string root_;
   std::vector<std::string> names_;
   std::vector<Item> items_;
 };
@@ -157,8 +157,8 @@ std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::
             " bytes)");
 }
 
-std::unique_ptr<Dataset> open_image_folder(const std::string& root, int64_t image_size) {
-  return std::make_unique<ImageFolder>(root, image_size);
+std::unique_ptr<Dataset> open_image_folder(const std::string& root) {
+  return std::make_unique<ImageFolder>(root);
 }
 
 }  // namespace mokd::data

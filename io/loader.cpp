@@ -18,7 +18,11 @@ Loader::Loader(const Dataset& dataset, LoaderOptions options)
              "Loader: mixup needs num_classes > 0");
   MOKD_CHECK(opt_.mixup.label_smoothing >= 0 && opt_.mixup.label_smoothing < 1,
              "Loader: label_smoothing must be in [0, 1), got ", opt_.mixup.label_smoothing);
-  augmented_size(opt_.augment, dataset_.height(), dataset_.width(), &out_h_, &out_w_);
+  in_h_ = dataset_.fixed_size() ? dataset_.height() : opt_.image_size;
+  in_w_ = dataset_.fixed_size() ? dataset_.width() : opt_.image_size;
+  MOKD_CHECK(in_h_ > 0 && in_w_ > 0, "Loader: ", dataset_.location(),
+             " holds images of any size; set the size to resize them to (data.image_size)");
+  augmented_size(opt_.augment, in_h_, in_w_, &out_h_, &out_w_);
   table_ = normalize_table(opt_.normalize, dataset_.channels());
   for (int i = 0; i < opt_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
@@ -64,7 +68,7 @@ void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t ind
                    Built& out) const {
   const int64_t n = dataset_.size(), first = index * opt_.batch_size;
   const int64_t rows = std::min(opt_.batch_size, n - first);
-  const int64_t h = dataset_.height(), w = dataset_.width(), c = dataset_.channels();
+  const int64_t h = in_h_, w = in_w_, c = dataset_.channels();
   const int64_t per = out_h_ * out_w_ * c;
   out.rows = rows;
   out.images.resize(static_cast<size_t>(rows * per));
@@ -74,7 +78,19 @@ void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t ind
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t pos = first + i;
     const int64_t sample = order ? (*order)[static_cast<size_t>(pos)] : pos;
-    dataset_.read(sample, raw.data(), &out.labels[static_cast<size_t>(i)]);
+    RawSample rs;
+    dataset_.fetch(sample, &rs);
+    out.labels[static_cast<size_t>(i)] = rs.label;
+    if (rs.encoded) {
+      int64_t dh = 0, dw = 0;
+      std::vector<uint8_t> rgb = decode_image(rs.bytes, dataset_.source(sample), &dh, &dw);
+      resize_bilinear(rgb.data(), dh, dw, 3, Box{0, 0, dh, dw}, h, w, raw.data());
+    } else {
+      MOKD_CHECK(rs.height == h && rs.width == w && rs.channels == c, dataset_.source(sample),
+                 ": image of ", rs.height, "x", rs.width, "x", rs.channels, ", expected ", h, "x",
+                 w, "x", c);
+      std::memcpy(raw.data(), rs.bytes.data(), rs.bytes.size());
+    }
     const uint8_t* src = raw.data();
     if (augmenting) {
       Rng rng(data_key(opt_.seed, epoch, DataPurpose::Sample, pos));

@@ -23,8 +23,9 @@ struct LoaderOptions {
   bool shuffle = true;
   bool drop_last = false;
   uint64_t seed = 0;
-  int num_workers = 2;  // threads building batches; 0 builds them in next()'s thread
-  int prefetch = 4;     // batches built ahead of the consumer (>= 1)
+  int num_workers = 2;     // threads building batches; 0 builds them in next()'s thread
+  int prefetch = 4;        // batches built ahead of the consumer (>= 1)
+  int64_t image_size = 0;  // datasets of encoded files: decoded images are resized to this square
   AugmentOptions augment;
   MixupOptions mixup;   // soft targets when mixup, cutmix or label smoothing is on
   Normalize normalize;  // (x / 255 - mean) / std per channel
@@ -82,7 +83,7 @@ class Loader {
 
   const Dataset& dataset_;
   LoaderOptions opt_;
-  int64_t out_h_ = 0, out_w_ = 0;
+  int64_t in_h_ = 0, in_w_ = 0, out_h_ = 0, out_w_ = 0;
   std::vector<float> table_;
 
   // Shared with the workers, under mu_.

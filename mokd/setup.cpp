@@ -45,7 +45,9 @@ class Prefix final : public data::Dataset {
   int64_t channels() const override { return base_->channels(); }
   int64_t num_classes() const override { return base_->num_classes(); }
   const std::vector<std::string>& class_names() const override { return base_->class_names(); }
-  void read(int64_t i, uint8_t* out, int64_t* label) const override { base_->read(i, out, label); }
+  void fetch(int64_t i, data::RawSample* out) const override { base_->fetch(i, out); }
+  std::string source(int64_t i) const override { return base_->source(i); }
+  std::string location() const override { return base_->location(); }
 
  private:
   std::unique_ptr<data::Dataset> base_;
@@ -89,7 +91,7 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) 
   } else if (d == "image_folder") {
     MOKD_CHECK(!cfg.data.dir.empty(), "data.dir: set it to a folder holding train/ and val/");
     MOKD_CHECK(cfg.data.image_size > 0, "data.image_size: image_folder needs an image size > 0");
-    ds = data::open_image_folder(cfg.data.dir + (train ? "/train" : "/val"), cfg.data.image_size);
+    ds = data::open_image_folder(cfg.data.dir + (train ? "/train" : "/val"));
   } else {
     MOKD_FAIL("data.dataset: unknown dataset '", d, "'");
   }
@@ -108,6 +110,7 @@ data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& 
   o.num_workers = cfg.data.workers;
   o.prefetch = std::max(1, cfg.data.prefetch);
   o.normalize = dataset_normalize(cfg, ds.channels());
+  o.image_size = cfg.data.image_size;
   if (train) {
     int64_t pad = cfg.data.crop_padding;
     if (pad < 0)
@@ -133,9 +136,10 @@ std::unique_ptr<Model> make_model(const std::string& name, const TrainConfig& cf
   ModelOverrides o;
   o.num_classes = ds.num_classes();
   o.in_chans = ds.channels();
-  o.img_size = ds.height();
-  MOKD_CHECK(ds.height() == ds.width(), "data: images are ", ds.height(), "x", ds.width(),
-             "; models need square images (set data.image_size)");
+  // Splits of encoded files are transformed to data.image_size squared.
+  o.img_size = ds.fixed_size() ? ds.height() : cfg.data.image_size;
+  MOKD_CHECK(!ds.fixed_size() || ds.height() == ds.width(), "data: images are ", ds.height(), "x",
+             ds.width(), "; models need square images (set data.image_size)");
   if (is_student) {
     o.drop_path_rate = static_cast<float>(cfg.model.drop_path_rate);
     o.drop_rate = static_cast<float>(cfg.model.drop_rate);

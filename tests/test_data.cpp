@@ -312,6 +312,18 @@ void write_jpeg(const std::string& path, int h, int w, const std::vector<uint8_t
   tjDestroy(tj);
 }
 
+// Sample i of a split of encoded files, decoded to RGB.
+Sample decoded(const Dataset& ds, int64_t i) {
+  RawSample raw;
+  ds.fetch(i, &raw);
+  EXPECT_TRUE(raw.encoded);
+  int64_t h = 0, w = 0;
+  Sample s;
+  s.pixels = decode_image(raw.bytes, ds.source(i), &h, &w);
+  s.label = raw.label;
+  return s;
+}
+
 TEST(DataImageFolder, DecodesPngAndJpegWithSortedClasses) {
   TempDir t;
   const int s = 6;
@@ -327,12 +339,13 @@ TEST(DataImageFolder, DecodesPngAndJpegWithSortedClasses) {
   write_jpeg(t.path("ant/y.jpg"), s, s, smooth);
   write_bytes(t.path("ant/notes.txt"), {'h', 'i'});
   fs::create_directories(t.path("empty"));
-  auto ds = open_image_folder(t.root(), s);
+  auto ds = open_image_folder(t.root());
   ASSERT_EQ(ds->size(), 3);
   EXPECT_EQ(ds->num_classes(), 2);
   EXPECT_EQ(ds->class_names(), (std::vector<std::string>{"ant", "zebra"}));
   EXPECT_EQ(ds->channels(), 3);
-  Sample x = ds->get(0), y = ds->get(1), z = ds->get(2);
+  Sample x = decoded(*ds, 0), y = decoded(*ds, 1), z = decoded(*ds, 2);
+  EXPECT_EQ(ds->source(2), t.path("zebra/b.png"));
   EXPECT_EQ(x.label, 0);
   EXPECT_EQ(y.label, 0);
   EXPECT_EQ(z.label, 1);
@@ -342,13 +355,6 @@ TEST(DataImageFolder, DecodesPngAndJpegWithSortedClasses) {
   for (size_t i = 0; i < smooth.size(); ++i)
     worst = std::max(worst, std::abs(int(y.pixels[i]) - int(smooth[i])));
   EXPECT_LE(worst, 3) << "JPEG q100 4:4:4 of a smooth ramp";
-
-  // At another size, the decoded image goes through resize_bilinear.
-  auto small = open_image_folder(t.root(), 4);
-  Sample zs = small->get(2);
-  std::vector<uint8_t> expect(4 * 4 * 3);
-  resize_bilinear(b.data(), s, s, 3, Box{0, 0, s, s}, 4, 4, expect.data());
-  EXPECT_EQ(zs.pixels, expect);
 }
 
 TEST(DataImageFolder, CorruptImagesNameTheFile) {
@@ -366,17 +372,17 @@ TEST(DataImageFolder, CorruptImagesNameTheFile) {
   badjpg.resize(40);  // inside the headers
   write_bytes(t.path("c/hdr.jpeg"), badjpg);
   write_bytes(t.path("c/text.png"), {'n', 'o', 't', ' ', 'a', 'n', ' ', 'i', 'm', 'a', 'g', 'e'});
-  auto ds = open_image_folder(t.root(), 8);
+  auto ds = open_image_folder(t.root());
   ASSERT_EQ(ds->size(), 6);  // sorted: good.jpg, good.png, hdr.jpeg, text.png, trunc.jpg, trunc.png
-  EXPECT_NO_THROW(ds->get(0));
-  EXPECT_NO_THROW(ds->get(1));
-  expect_error([&] { ds->get(2); }, {t.path("c/hdr.jpeg"), "JPEG"});
-  expect_error([&] { ds->get(3); }, {t.path("c/text.png"), "not a JPEG or PNG"});
-  expect_error([&] { ds->get(4); }, {t.path("c/trunc.jpg"), "corrupt JPEG"});
-  expect_error([&] { ds->get(5); }, {t.path("c/trunc.png"), "corrupt PNG"});
-  expect_error([&] { open_image_folder(t.path("absent"), 8); }, {t.path("absent"), "not found"});
+  EXPECT_NO_THROW(decoded(*ds, 0));
+  EXPECT_NO_THROW(decoded(*ds, 1));
+  expect_error([&] { decoded(*ds, 2); }, {t.path("c/hdr.jpeg"), "JPEG"});
+  expect_error([&] { decoded(*ds, 3); }, {t.path("c/text.png"), "not a JPEG or PNG"});
+  expect_error([&] { decoded(*ds, 4); }, {t.path("c/trunc.jpg"), "corrupt JPEG"});
+  expect_error([&] { decoded(*ds, 5); }, {t.path("c/trunc.png"), "corrupt PNG"});
+  expect_error([&] { open_image_folder(t.path("absent")); }, {t.path("absent"), "not found"});
   fs::create_directories(t.path("bare/cls"));
-  expect_error([&] { open_image_folder(t.path("bare"), 8); }, {t.path("bare"), "no images"});
+  expect_error([&] { open_image_folder(t.path("bare")); }, {t.path("bare"), "no images"});
 }
 
 // Headers that claim a huge image fail before anything is allocated (the image fuzzer found a
@@ -836,11 +842,17 @@ class FailingDataset final : public Dataset {
   int64_t channels() const override { return 1; }
   int64_t num_classes() const override { return 2; }
   const std::vector<std::string>& class_names() const override { return names_; }
-  void read(int64_t index, uint8_t* out, int64_t* label) const override {
-    if (index == bad_)
-      throw Error("/data/broken_" + std::to_string(index) + ".jpg: corrupt JPEG (test)");
-    std::memset(out, static_cast<int>(index), 4);
-    *label = index % 2;
+  std::string location() const override { return "/data"; }
+  std::string source(int64_t index) const override {
+    return "/data/broken_" + std::to_string(index) + ".jpg";
+  }
+  void fetch(int64_t index, RawSample* out) const override {
+    if (index == bad_) throw Error(source(index) + ": corrupt JPEG (test)");
+    out->bytes.assign(4, static_cast<uint8_t>(index));
+    out->encoded = false;
+    out->height = out->width = 2;
+    out->channels = 1;
+    out->label = index % 2;
   }
 
  private:

@@ -100,9 +100,15 @@ class TinyDataset final : public data::Dataset {
   int64_t channels() const override { return 1; }
   int64_t num_classes() const override { return 3; }
   const std::vector<std::string>& class_names() const override { return names_; }
-  void read(int64_t i, uint8_t* out, int64_t* label) const override {
-    for (int k = 0; k < 16; ++k) out[k] = static_cast<uint8_t>(i * 16 + k);
-    *label = i % 3;
+  std::string location() const override { return "tiny"; }
+  std::string source(int64_t i) const override { return "tiny[" + std::to_string(i) + "]"; }
+  void fetch(int64_t i, data::RawSample* out) const override {
+    out->bytes.resize(16);
+    for (int k = 0; k < 16; ++k) out->bytes[k] = static_cast<uint8_t>(i * 16 + k);
+    out->encoded = false;
+    out->height = out->width = 4;
+    out->channels = 1;
+    out->label = i % 3;
   }
 
  private:
