@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "io/random_resized_crop.h"
 
 namespace mokd::data {
 
@@ -101,38 +102,6 @@ void hflip_inplace(uint8_t* img, int64_t h, int64_t w, int64_t c) {
     for (int64_t a = 0, b = w - 1; a < b; ++a, --b)
       for (int64_t k = 0; k < c; ++k) std::swap(row[a * c + k], row[b * c + k]);
   }
-}
-
-Box sample_resized_crop(int64_t h, int64_t w, double scale_min, double scale_max, double ratio_min,
-                        double ratio_max, Rng& rng) {
-  const double area = static_cast<double>(h) * static_cast<double>(w);
-  const double log_lo = std::log(ratio_min), log_hi = std::log(ratio_max);
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    double target_area = area * rng.uniform(scale_min, scale_max);
-    double aspect = std::exp(rng.uniform(log_lo, log_hi));
-    // Python's round(): half to even, which nearbyint does in the default rounding mode.
-    int64_t cw = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * aspect)));
-    int64_t chh = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / aspect)));
-    if (cw > 0 && cw <= w && chh > 0 && chh <= h) {
-      int64_t top = rng.randint(0, h - chh + 1);
-      int64_t left = rng.randint(0, w - cw + 1);
-      return Box{top, left, chh, cw};
-    }
-  }
-  // Center crop, clamped to the ratio range.
-  double in_ratio = static_cast<double>(w) / static_cast<double>(h);
-  int64_t cw, chh;
-  if (in_ratio < ratio_min) {
-    cw = w;
-    chh = static_cast<int64_t>(std::nearbyint(cw / ratio_min));
-  } else if (in_ratio > ratio_max) {
-    chh = h;
-    cw = static_cast<int64_t>(std::nearbyint(chh * ratio_max));
-  } else {
-    cw = w;
-    chh = h;
-  }
-  return Box{(h - chh) / 2, (w - cw) / 2, chh, cw};
 }
 
 namespace {

@@ -56,10 +56,7 @@ void hflip_inplace(uint8_t* img, int64_t h, int64_t w, int64_t c);
 struct Box {
   int64_t top = 0, left = 0, height = 0, width = 0;
 };
-// torchvision RandomResizedCrop.get_params: 10 attempts at an area in scale * (h w) and a
-// log-uniform aspect ratio; else the center crop clamped to the ratio range.
-Box sample_resized_crop(int64_t h, int64_t w, double scale_min, double scale_max, double ratio_min,
-                        double ratio_max, Rng& rng);
+// The RandomResizedCrop box: sample_resized_crop in io/random_resized_crop.h.
 // Resamples src's box (as if cropped first) to out_h x out_w: bilinear with half-pixel centres,
 // widened to a triangle filter of the scale's support when shrinking (PIL's / torchvision's
 // antialiased bilinear). Rounds to the nearest uint8.

@@ -520,32 +520,6 @@ TEST(AugmentNormalize, MatchesTorchvision) {
   expect_error([&] { normalize_table(Normalize{{0.5f}, {0.5f}}, 3); }, {"one per channel"});
 }
 
-TEST(AugmentRandomResizedCrop, BoxesInBoundsAndCenterFallback) {
-  Rng rng(data_key(5, 2, DataPurpose::Sample, 9));
-  double area_sum = 0;
-  const int n = 2000;
-  for (int i = 0; i < n; ++i) {
-    Box b = sample_resized_crop(40, 60, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0, rng);
-    ASSERT_TRUE(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 &&
-                b.top + b.height <= 40 && b.left + b.width <= 60);
-    area_sum += double(b.height * b.width) / (40.0 * 60.0);
-  }
-  // The mean area fraction is below the uniform scale's 0.54 (large draws that do not fit are
-  // redrawn) and well above the minimum.
-  EXPECT_GT(area_sum / n, 0.3);
-  EXPECT_LT(area_sum / n, 0.56);
-  // No attempt can fit a 10x100 image at scale ~1 with a ratio near 1: center crop at ratio 4/3.
-  Box b = sample_resized_crop(10, 100, 0.99, 1.0, 3.0 / 4.0, 4.0 / 3.0, rng);
-  EXPECT_EQ(b.height, 10);
-  EXPECT_EQ(b.width, 13);  // round(10 * 4/3)
-  EXPECT_EQ(b.top, 0);
-  EXPECT_EQ(b.left, 43);
-  b = sample_resized_crop(100, 10, 0.99, 1.0, 3.0 / 4.0, 4.0 / 3.0, rng);
-  EXPECT_EQ(b.width, 10);
-  EXPECT_EQ(b.height, 13);  // round(10 / (3/4))
-  EXPECT_EQ(b.top, 43);
-}
-
 TEST(AugmentRng, GammaAndBetaMoments) {
   Rng rng(data_key(11, 0, DataPurpose::Batch, 0));
   for (double a : {0.2, 0.8, 1.0, 3.0}) {
