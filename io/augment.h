@@ -60,9 +60,9 @@ struct Box {
 // log-uniform aspect ratio; else the center crop clamped to the ratio range.
 Box sample_resized_crop(int64_t h, int64_t w, double scale_min, double scale_max, double ratio_min,
                         double ratio_max, Rng& rng);
-// Resamples src's box (as if cropped first) to out_h x out_w: bilinear with half-pixel centres,
-// widened to a triangle filter of the scale's support when shrinking (PIL's / torchvision's
-// antialiased bilinear). Rounds to the nearest uint8.
+// src's box cropped, then resized to out_h x out_w with PIL's antialiased bilinear filter, byte for
+// byte (what torchvision's RandomResizedCrop does on a PIL image): io/resample.h's resize with
+// Interpolation::Bilinear.
 void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box,
                      int64_t out_h, int64_t out_w, uint8_t* dst);
 
