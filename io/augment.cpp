@@ -1,5 +1,5 @@
-// Augmentation: Philox-driven sampling (uniform, normal, Gamma, Beta), crops, flips, antialiased
-// bilinear resize, normalisation lookup tables and timm-style batch mixup/cutmix.
+// Augmentation: Philox-driven sampling (uniform, normal, Gamma, Beta), crops, flips, the bilinear
+// resize (io/resample), normalisation lookup tables and timm-style batch mixup/cutmix.
 #include "io/augment.h"
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "io/random_resized_crop.h"
+#include "io/resample.h"
 
 namespace mokd::data {
 
@@ -104,97 +105,9 @@ void hflip_inplace(uint8_t* img, int64_t h, int64_t w, int64_t c) {
   }
 }
 
-namespace {
-
-// Taps of one output coordinate: input indices [first, first + weights.size()).
-struct Taps {
-  int64_t first;
-  int64_t count;
-};
-
-// Triangle-filter taps mapping the `len` pixels starting at `start` of an axis onto `out` pixels.
-// As torchvision's crop-then-resize, the filter sees only the box (clamped at its edges).
-void make_taps(int64_t start, int64_t len, int64_t out, std::vector<Taps>& taps,
-               std::vector<float>& weights, int64_t* max_count) {
-  const double scale = static_cast<double>(len) / static_cast<double>(out);
-  const double fscale = std::max(scale, 1.0);  // widen the filter when shrinking (antialias)
-  const double support = fscale;               // bilinear: support 1 in output pixels
-  taps.resize(static_cast<size_t>(out));
-  const int64_t mc = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  weights.assign(static_cast<size_t>(out * mc), 0.f);
-  std::vector<double> wp(static_cast<size_t>(mc));
-  for (int64_t o = 0; o < out; ++o) {
-    double center = (static_cast<double>(o) + 0.5) * scale;
-    int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(center - support + 0.5));
-    int64_t hi = std::min<int64_t>(len, static_cast<int64_t>(center + support + 0.5));
-    if (hi <= lo) {  // cannot happen for len >= 1, kept as a guard: nearest pixel
-      lo = std::clamp<int64_t>(static_cast<int64_t>(center), 0, len - 1);
-      hi = lo + 1;
-    }
-    const int64_t n = std::min(hi - lo, mc);
-    double total = 0;
-    for (int64_t k = 0; k < n; ++k) {
-      double x = (static_cast<double>(lo + k) - center + 0.5) / fscale;
-      double t = 1.0 - std::abs(x);
-      wp[k] = t > 0 ? t : 0;
-      total += wp[k];
-    }
-    for (int64_t k = 0; k < n; ++k)
-      weights[o * mc + k] = total > 0 ? static_cast<float>(wp[k] / total) : (k == 0 ? 1.f : 0.f);
-    taps[o] = Taps{start + lo, n};
-  }
-  *max_count = mc;
-}
-
-}  // namespace
-
 void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box,
                      int64_t out_h, int64_t out_w, uint8_t* dst) {
-  MOKD_CHECK(box.height > 0 && box.width > 0 && box.top >= 0 && box.left >= 0 &&
-                 box.top + box.height <= h && box.left + box.width <= w && out_h > 0 && out_w > 0,
-             "resize_bilinear: box (top ", box.top, ", left ", box.left, ", ", box.height, "x",
-             box.width, ") outside the ", h, "x", w, " image or empty output ", out_h, "x", out_w);
-  std::vector<Taps> tx, ty;
-  std::vector<float> wx, wy;
-  int64_t mx, my;
-  make_taps(box.left, box.width, out_w, tx, wx, &mx);
-  make_taps(box.top, box.height, out_h, ty, wy, &my);
-  // Horizontal pass over the rows the vertical taps touch, in f32; then vertical, rounding once.
-  int64_t row_lo = ty.front().first, row_hi = ty.back().first + ty.back().count;
-  for (const Taps& t : ty) {
-    row_lo = std::min(row_lo, t.first);
-    row_hi = std::max(row_hi, t.first + t.count);
-  }
-  const int64_t rows = row_hi - row_lo;
-  std::vector<float> mid(static_cast<size_t>(rows * out_w * c));
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* srow = src + (row_lo + r) * w * c;
-    float* mrow = mid.data() + r * out_w * c;
-    for (int64_t o = 0; o < out_w; ++o) {
-      const float* wt = wx.data() + o * mx;
-      for (int64_t k = 0; k < c; ++k) {
-        float acc = 0;
-        for (int64_t t = 0; t < tx[o].count; ++t) acc += wt[t] * srow[(tx[o].first + t) * c + k];
-        mrow[o * c + k] = acc;
-      }
-    }
-  }
-  const int64_t rowlen = out_w * c;
-  std::vector<float> acc(static_cast<size_t>(rowlen));
-  for (int64_t o = 0; o < out_h; ++o) {
-    std::fill(acc.begin(), acc.end(), 0.f);
-    const float* wt = wy.data() + o * my;
-    for (int64_t t = 0; t < ty[o].count; ++t) {
-      const float* mrow = mid.data() + (ty[o].first - row_lo + t) * rowlen;
-      float wv = wt[t];
-      for (int64_t i = 0; i < rowlen; ++i) acc[i] += wv * mrow[i];
-    }
-    uint8_t* drow = dst + o * rowlen;
-    for (int64_t i = 0; i < rowlen; ++i) {
-      float v = std::nearbyint(acc[i]);
-      drow[i] = static_cast<uint8_t>(std::clamp(v, 0.f, 255.f));
-    }
-  }
+  resize(src, h, w, c, box, out_h, out_w, Interpolation::Bilinear, dst);
 }
 
 void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h,

@@ -57,9 +57,9 @@ struct Box {
   int64_t top = 0, left = 0, height = 0, width = 0;
 };
 // The RandomResizedCrop box: sample_resized_crop in io/random_resized_crop.h.
-// Resamples src's box (as if cropped first) to out_h x out_w: bilinear with half-pixel centres,
-// widened to a triangle filter of the scale's support when shrinking (PIL's / torchvision's
-// antialiased bilinear). Rounds to the nearest uint8.
+// src's box cropped, then resized to out_h x out_w with PIL's antialiased bilinear filter, byte for
+// byte (what torchvision's RandomResizedCrop does on a PIL image): io/resample.h's resize with
+// Interpolation::Bilinear.
 void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box,
                      int64_t out_h, int64_t out_w, uint8_t* dst);
 

@@ -467,7 +467,7 @@ std::vector<uint8_t> fixture_u8(const Tensor& t) {
   return std::vector<uint8_t>(v.begin(), v.end());
 }
 
-TEST(AugmentResize, MatchesPilBilinearWithinOneLevel) {
+TEST(AugmentResize, MatchesPilBilinearExactly) {
   test::Fixture fx("data.safetensors");  // tools/reference/data.py
   std::vector<uint8_t> in = fixture_u8(fx["resize_input"]);
   const int h = static_cast<int>(fx.param_iv("image").at(0)),
@@ -494,7 +494,7 @@ TEST(AugmentResize, MatchesPilBilinearWithinOneLevel) {
     int worst = 0;
     for (size_t i = 0; i < out.size(); ++i)
       worst = std::max(worst, std::abs(int(out[i]) - int(ref[i])));
-    EXPECT_LE(worst, 1) << cs.name << ": PIL rounds its fixed-point passes separately";
+    EXPECT_EQ(worst, 0) << cs.name;
   }
   // Same size: the identity.
   std::vector<uint8_t> same(in.size());
