@@ -57,7 +57,8 @@ void enhance_sharpness(Image& img, double factor);
 // dst = src.transform(src.size, AFFINE, a, resample, fillcolor=fill): the output pixel centred at
 // (x + 0.5, y + 0.5) samples src at (a0 x' + a1 y' + a2, a3 x' + a4 y' + a5); positions outside
 // [0, w) x [0, h) keep the fill colour, inside the filter's taps are clamped to the image. dst is
-// resized to src's shape and must not alias it.
+// resized to src's shape and must not alias it. Reads src through a per-thread copy of 16 bytes
+// per pixel (kept for the next call).
 void affine_transform(const Image& src, const std::array<double, 6>& a, Resample resample,
                       const Rgb& fill, Image& dst);
 // dst = src.rotate(degrees, resample, fillcolor=fill): counter-clockwise about the centre, same
