@@ -73,13 +73,10 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes,
                                             const std::string& split);
 
-// root/<class>/*.{jpg,jpeg,png}: classes sorted by name, files sorted by name within a class.
-// Images are decoded on read() (JPEG via libturbojpeg, PNG via libpng), converted to RGB and
-// resized to image_size x image_size with bilinear (antialiased when shrinking) resampling.
+// root/<class>/*.{jpg,jpeg,png} (extensions in any case, e.g. ImageNet's .JPEG): classes sorted by
+// name, files sorted by name within a class. Images are decoded on read() to RGB as Pillow decodes
+// them (io/decode.h) and resized to image_size x image_size with bilinear (antialiased when
+// shrinking) resampling.
 std::unique_ptr<Dataset> open_image_folder(const std::string& root, int64_t image_size);
-
-// Decodes one JPEG or PNG file to RGB HWC (exposed for tests); `source` names it in errors.
-std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source,
-                                  int64_t* height, int64_t* width);
 
 }  // namespace mokd::data
