@@ -18,7 +18,9 @@
 //   Interlaced files are deinterlaced. Data after the image (chunks after IDAT, IEND) is not
 //   read.
 // Errors name `source`, say what is wrong (truncated, corrupt, unsupported, too large) and quote
-// the decoder's message; no image larger than kMaxDecodePixels is allocated.
+// the decoder's message; no image larger than kMaxDecodePixels is allocated. Refused here but
+// decoded by Pillow: formats other than JPEG and PNG, progressive JPEGs of more than 500 scans,
+// PNG image data (IDAT) whose CRC is wrong or cut off, images over the pixel limit.
 #pragma once
 #include <cstddef>
 #include <cstdint>
