@@ -95,12 +95,9 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes,
                                             const std::string& split);
 
-// root/<class>/*.{jpg,jpeg,png} (any case): classes sorted by name (as torchvision and timm),
-// files sorted by name within a class. fetch() returns the file's bytes; the loader decodes them.
+// root/<class>/*.{jpg,jpeg,png} (extensions in any case, e.g. ImageNet's .JPEG): classes sorted by
+// name (as torchvision and timm), files sorted by name within a class. fetch() returns the file's
+// bytes; the loader decodes them to RGB as Pillow does (io/decode.h).
 std::unique_ptr<Dataset> open_image_folder(const std::string& root);
-
-// Decodes one JPEG or PNG file to RGB HWC (exposed for tests); `source` names it in errors.
-std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source,
-                                  int64_t* height, int64_t* width);
 
 }  // namespace mokd::data

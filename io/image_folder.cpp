@@ -1,18 +1,13 @@
-// ImageFolder: root/<class>/<image>.{jpg,jpeg,png}, decoded lazily (libturbojpeg, libpng) and
-// resized.
-#include <png.h>
-#include <turbojpeg.h>
-
+// ImageFolder: root/<class>/<image>.{jpg,jpeg,png} (any case); samples are the files' bytes, decoded
+// by the loader (io/decode).
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
-#include "io/augment.h"
 #include "io/dataset.h"
 
 namespace mokd::data {
@@ -21,59 +16,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The largest image decoded: 2^28 pixels (768 MiB as RGB), far above any dataset image. A header
-// that claims more (a corrupt or hostile file) is an error before anything is allocated; it also
-// keeps libpng's 32-bit PNG_IMAGE_SIZE from wrapping.
-constexpr uint64_t kMaxPixels = uint64_t(1) << 28;
-
-std::vector<uint8_t> decode_png(const std::vector<uint8_t>& bytes, const std::string& source,
-                                int64_t* h, int64_t* w) {
-  png_image img;
-  std::memset(&img, 0, sizeof img);
-  img.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()))
-    MOKD_FAIL(source, ": corrupt PNG (", img.message, ")");
-  if (uint64_t(img.width) * img.height > kMaxPixels) {
-    const uint64_t iw = img.width, ih = img.height;
-    png_image_free(&img);
-    MOKD_FAIL(source, ": PNG of ", iw, "x", ih,
-              " pixels is larger than the decoder's limit of 2^28 pixels");
-  }
-  img.format = PNG_FORMAT_RGB;  // gray, palette and alpha are converted (alpha composited on black)
-  std::vector<uint8_t> out(PNG_IMAGE_SIZE(img));
-  if (!png_image_finish_read(&img, nullptr, out.data(), 0, nullptr)) {
-    std::string msg = img.message;
-    png_image_free(&img);
-    MOKD_FAIL(source, ": corrupt PNG (", msg, ")");
-  }
-  *h = img.height;
-  *w = img.width;
-  return out;
-}
-
-std::vector<uint8_t> decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& source,
-                                 int64_t* h, int64_t* w) {
-  tjhandle tj = tjInitDecompress();
-  MOKD_CHECK(tj, source, ": cannot create a TurboJPEG decoder (", tjGetErrorStr2(nullptr), ")");
-  struct Guard {
-    tjhandle t;
-    ~Guard() { tjDestroy(t); }
-  } guard{tj};
-  int width = 0, height = 0, subsamp = 0, colorspace = 0;
-  if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &width,
-                          &height, &subsamp, &colorspace) != 0)
-    MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
-  MOKD_CHECK(width > 0 && height > 0, source, ": corrupt JPEG (size ", width, "x", height, ")");
-  MOKD_CHECK(uint64_t(width) * uint64_t(height) <= kMaxPixels, source, ": JPEG of ", width, "x",
-             height, " pixels is larger than the decoder's limit of 2^28 pixels");
-  std::vector<uint8_t> out(static_cast<size_t>(width) * height * 3);
-  // Warnings (e.g. "Premature end of JPEG file") also return -1: a damaged file is an error here.
-  if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), out.data(), width,
-                    0, height, TJPF_RGB, TJFLAG_ACCURATEDCT) != 0)
-    MOKD_FAIL(source, ": corrupt JPEG (", tjGetErrorStr2(tj), ")");
-  *h = height;
-  *w = width;
-  return out;
+// The whole file into `bytes` (resized, capacity kept).
+void read_file(const std::string& path, std::vector<uint8_t>& bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  MOKD_CHECK(in, path, ": cannot open for reading");
+  const std::streamoff size = in.tellg();
+  MOKD_CHECK(size >= 0, path, ": cannot read its size");
+  bytes.resize(static_cast<size_t>(size));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), size);
+  MOKD_CHECK(in.gcount() == size, path, ": read ", in.gcount(), " of ", size, " bytes");
 }
 
 std::string lower_ext(const fs::path& p) {
@@ -124,10 +76,7 @@ class ImageFolder final : public Dataset {
     MOKD_CHECK(index >= 0 && index < size(), "ImageFolder ", root_, ": index ", index,
                " outside [0, ", size(), ")");
     const Item& it = items_[static_cast<size_t>(index)];
-    std::ifstream in(it.path, std::ios::binary);
-    MOKD_CHECK(in, it.path, ": cannot open for reading");
-    out->bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    MOKD_CHECK(!in.bad(), it.path, ": read error");
+    read_file(it.path, out->bytes);
     out->encoded = true;
     out->height = out->width = out->channels = 0;
     out->label = it.label;
@@ -144,18 +93,6 @@ class ImageFolder final : public Dataset {
 };
 
 }  // namespace
-
-std::vector<uint8_t> decode_image(const std::vector<uint8_t>& bytes, const std::string& source,
-                                  int64_t* height, int64_t* width) {
-  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (bytes.size() >= 8 && std::memcmp(bytes.data(), kPng, 8) == 0)
-    return decode_png(bytes, source, height, width);
-  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)
-    return decode_jpeg(bytes, source, height, width);
-  MOKD_FAIL(source, ": not a JPEG or PNG image (",
-            bytes.size() < 3 ? "file too short" : "unknown signature", ", ", bytes.size(),
-            " bytes)");
-}
 
 std::unique_ptr<Dataset> open_image_folder(const std::string& root) {
   return std::make_unique<ImageFolder>(root);

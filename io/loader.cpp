@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "io/decode.h"
 
 namespace mokd::data {
 
@@ -82,9 +83,9 @@ void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t ind
     dataset_.fetch(sample, &rs);
     out.labels[static_cast<size_t>(i)] = rs.label;
     if (rs.encoded) {
-      int64_t dh = 0, dw = 0;
-      std::vector<uint8_t> rgb = decode_image(rs.bytes, dataset_.source(sample), &dh, &dw);
-      resize_bilinear(rgb.data(), dh, dw, 3, Box{0, 0, dh, dw}, h, w, raw.data());
+      Image rgb = decode_image(rs.bytes.data(), rs.bytes.size(), dataset_.source(sample));
+      resize_bilinear(rgb.data(), rgb.height, rgb.width, 3, Box{0, 0, rgb.height, rgb.width}, h, w,
+                      raw.data());
     } else {
       MOKD_CHECK(rs.height == h && rs.width == w && rs.channels == c, dataset_.source(sample),
                  ": image of ", rs.height, "x", rs.width, "x", rs.channels, ", expected ", h, "x",

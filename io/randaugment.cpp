@@ -291,8 +291,8 @@ void sample_rand_augment(const RandAugmentOptions& opt, Rng& rng, std::vector<Ra
     l.magnitude = std::max(0.0, std::min(m, opt.magnitude_max));
     if (rand_op_signed(l.op)) l.negate = rng.uniform() > 0.5;
     if (rand_op_geometric(l.op)) {
-      l.resample = opt.params.interpolation == Interpolation::Bilinear ? Resample::Bilinear
-                   : opt.params.interpolation == Interpolation::Bicubic
+      l.resample = opt.params.interpolation == AffineInterpolation::Bilinear ? Resample::Bilinear
+                   : opt.params.interpolation == AffineInterpolation::Bicubic
                        ? Resample::Bicubic
                        : (rng.randint(0, 2) == 0 ? Resample::Bilinear : Resample::Bicubic);
     }
@@ -301,13 +301,13 @@ void sample_rand_augment(const RandAugmentOptions& opt, Rng& rng, std::vector<Ra
 
 void apply_rand_op(RandOp op, double magnitude, bool negate, const RandAugmentParams& params,
                    Image& img) {
-  MOKD_CHECK(params.interpolation != Interpolation::Random,
+  MOKD_CHECK(params.interpolation != AffineInterpolation::Random,
              "apply_rand_op: pass a fixed interpolation (bilinear or bicubic); random is drawn by "
              "rand_augment");
   MOKD_CHECK(std::isfinite(magnitude) && magnitude >= 0, "apply_rand_op(", rand_op_name(op),
              "): magnitude must be finite and >= 0, got ", magnitude);
   apply_op(op, magnitude, negate, params.fill,
-           params.interpolation == Interpolation::Bilinear ? Resample::Bilinear : Resample::Bicubic,
+           params.interpolation == AffineInterpolation::Bilinear ? Resample::Bilinear : Resample::Bicubic,
            params.translate_pct, img);
 }
 

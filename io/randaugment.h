@@ -56,14 +56,14 @@ bool rand_op_geometric(RandOp op);  // Rotate, Shear*, Translate*: resampled, fi
 // timm's op list, in its order: _RAND_INCREASING_TRANSFORMS when increasing, else _RAND_TRANSFORMS.
 const std::vector<RandOp>& rand_augment_op_list(bool increasing);
 
-enum class Interpolation : uint8_t { Bilinear, Bicubic, Random };  // Random: each op draws one
+enum class AffineInterpolation : uint8_t { Bilinear, Bicubic, Random };  // Random: each op draws one
 
 // timm's hparams for the ops. Defaults: what timm's training transform passes for DeiT
 // (interpolation bicubic, img_mean from the ImageNet mean (0.485, 0.456, 0.406)).
 // translate_const (the absolute translations of AutoAugment) is not used by RandAugment's ops.
 struct RandAugmentParams {
   Rgb fill = {124, 116, 104};  // fillcolor of the geometric ops (timm's img_mean)
-  Interpolation interpolation = Interpolation::Bicubic;
+  AffineInterpolation interpolation = AffineInterpolation::Bicubic;
   double translate_pct = 0.45;  // TranslateXRel/YRel's range, a fraction of the size
 };
 // timm's img_mean: min(255, round(255 m)) per channel of a [0, 1] mean (round half to even).
@@ -97,7 +97,7 @@ struct RandLayer {
 //   2. then per layer: if prob < 1, u = uniform(), the layer is skipped when u > prob; if applied,
 //      the magnitude: magnitude + magnitude_std * normal() (mstd > 0 and finite) or
 //      uniform(0, magnitude) (mstd infinite), clipped to [0, magnitude_max]; for signed ops the
-//      sign, negated when uniform() > 0.5; for geometric ops under Interpolation::Random, the
+//      sign, negated when uniform() > 0.5; for geometric ops under AffineInterpolation::Random, the
 //      resampling, randint(0, 2) (0: bilinear, 1: bicubic).
 // `layers` is resized to num_layers.
 void sample_rand_augment(const RandAugmentOptions& opt, Rng& rng, std::vector<RandLayer>& layers);

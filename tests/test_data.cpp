@@ -17,6 +17,7 @@
 
 #include "io/augment.h"
 #include "io/dataset.h"
+#include "io/decode.h"
 #include "io/loader.h"
 #include "tests/test_util.h"
 
@@ -317,9 +318,8 @@ Sample decoded(const Dataset& ds, int64_t i) {
   RawSample raw;
   ds.fetch(i, &raw);
   EXPECT_TRUE(raw.encoded);
-  int64_t h = 0, w = 0;
   Sample s;
-  s.pixels = decode_image(raw.bytes, ds.source(i), &h, &w);
+  s.pixels = decode_image(raw.bytes.data(), raw.bytes.size(), ds.source(i)).pixels;
   s.label = raw.label;
   return s;
 }
@@ -378,48 +378,11 @@ TEST(DataImageFolder, CorruptImagesNameTheFile) {
   EXPECT_NO_THROW(decoded(*ds, 1));
   expect_error([&] { decoded(*ds, 2); }, {t.path("c/hdr.jpeg"), "JPEG"});
   expect_error([&] { decoded(*ds, 3); }, {t.path("c/text.png"), "not a JPEG or PNG"});
-  expect_error([&] { decoded(*ds, 4); }, {t.path("c/trunc.jpg"), "corrupt JPEG"});
-  expect_error([&] { decoded(*ds, 5); }, {t.path("c/trunc.png"), "corrupt PNG"});
+  expect_error([&] { decoded(*ds, 4); }, {t.path("c/trunc.jpg"), "truncated JPEG"});
+  expect_error([&] { decoded(*ds, 5); }, {t.path("c/trunc.png"), "truncated PNG"});
   expect_error([&] { open_image_folder(t.path("absent")); }, {t.path("absent"), "not found"});
   fs::create_directories(t.path("bare/cls"));
   expect_error([&] { open_image_folder(t.path("bare")); }, {t.path("bare"), "no images"});
-}
-
-// Headers that claim a huge image fail before anything is allocated (the image fuzzer found a
-// JPEG header of 65535 x 65535 that asked for 12.8 GB).
-TEST(DataImageFolder, HugeDeclaredSizesAreRejectedBeforeDecoding) {
-  TempDir t;
-  std::vector<uint8_t> img = pattern(8 * 8 * 3);
-  write_png(t.path("a.png"), 8, 8, img);
-  write_jpeg(t.path("a.jpg"), 8, 8, img);
-  // PNG: IHDR width/height at bytes 16..23, its CRC over "IHDR" + 13 data bytes at 29..32.
-  std::vector<uint8_t> png = read_bytes(t.path("a.png"));
-  for (int k : {16, 20}) {
-    png[k] = 0;
-    png[k + 1] = 0x01;  // 100000 = 0x000186A0
-    png[k + 2] = 0x86;
-    png[k + 3] = 0xA0;
-  }
-  uint32_t crc = static_cast<uint32_t>(crc32(0L, png.data() + 12, 17));
-  for (int i = 0; i < 4; ++i) png[29 + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
-  int64_t h = 0, w = 0;
-  expect_error([&] { decode_image(png, "big.png", &h, &w); },
-               {"big.png", "100000x100000", "2^28 pixels"});
-  // JPEG: the SOF marker's height and width (big-endian u16 at marker + 5 and + 7).
-  std::vector<uint8_t> jpg = read_bytes(t.path("a.jpg"));
-  size_t sof = 0;
-  for (size_t i = 0; i + 9 < jpg.size(); ++i)
-    if (jpg[i] == 0xFF && (jpg[i + 1] == 0xC0 || jpg[i + 1] == 0xC2)) {
-      sof = i;
-      break;
-    }
-  ASSERT_GT(sof, 0u) << "no SOF marker in the test JPEG";
-  for (size_t k : {sof + 5, sof + 7}) {
-    jpg[k] = 0xFF;
-    jpg[k + 1] = 0xDC;  // 65500
-  }
-  expect_error([&] { decode_image(jpg, "big.jpg", &h, &w); },
-               {"big.jpg", "65500x65500", "2^28 pixels"});
 }
 
 // ---------------------------------------------------------------- augmentation

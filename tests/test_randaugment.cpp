@@ -53,7 +53,7 @@ RandAugmentParams fixture_params(const test::Fixture& fx, const std::string& int
             static_cast<uint8_t>(fill.at(2))};
   p.translate_pct = fx.param_d("hparams.translate_pct");
   EXPECT_TRUE(interpolation == "bicubic" || interpolation == "bilinear") << interpolation;
-  p.interpolation = interpolation == "bicubic" ? Interpolation::Bicubic : Interpolation::Bilinear;
+  p.interpolation = interpolation == "bicubic" ? AffineInterpolation::Bicubic : AffineInterpolation::Bilinear;
   return p;
 }
 
@@ -179,7 +179,7 @@ TEST(RandAugmentOps, RefusesGrayscaleAndBadArguments) {
   expect_error([&] { rand_augment(opt, img, rng); }, {"magnitude_std", ">= 0"});
   expect_error([&] { apply_rand_op(RandOp::Rotate, -1, false, p, img); },
                {"Rotate", "magnitude", "-1"});
-  p.interpolation = Interpolation::Random;
+  p.interpolation = AffineInterpolation::Random;
   expect_error([&] { apply_rand_op(RandOp::Rotate, 1, false, p, img); }, {"fixed interpolation"});
   expect_error([&] { rand_op_from_name("Cutout"); }, {"unknown op", "Cutout"});
   expect_error([&] { color_jitter(0.4, -0.1, 0.4, img, rng); }, {"contrast", ">= 0", "-0.1"});
@@ -206,7 +206,7 @@ TEST(RandAugmentParse, TimmGrammar) {
   // The defaults are DeiT's hparams.
   EXPECT_EQ(o.params.fill, fill_from_mean({0.485, 0.456, 0.406}));
   EXPECT_EQ(o.params.fill, (Rgb{124, 116, 104}));
-  EXPECT_EQ(o.params.interpolation, Interpolation::Bicubic);
+  EXPECT_EQ(o.params.interpolation, AffineInterpolation::Bicubic);
 
   const std::string key = "data.auto_augment";
   expect_error([&] { parse_rand_augment("augmix-m3", key); }, {key, "start with 'rand'"});

@@ -49,6 +49,9 @@ for i, (h, w, mode) in enumerate([(5, 7, "RGB"), (16, 9, "L"), (3, 3, "RGBA"), (
     im.save(f"{d}/seed{i}.png")
     if mode in ("RGB", "L"):
         im.save(f"{d}/seed{i}.jpg", quality=80)
+Image.fromarray(a).save(f"{d}/progressive.jpg", quality=70, progressive=True, subsampling=1)
+Image.frombytes("CMYK", (6, 5), bytes(range(120))).save(f"{d}/cmyk.jpg")
+Image.frombytes("I;16", (4, 3), bytes(range(24))).save(f"{d}/gray16.png")
 PY
       ;;
     idx) python3 - "$d" << 'PY'
