@@ -35,7 +35,7 @@ class Rng {
 
 // Keys for the data stream: each (seed, epoch, purpose, index) gets its own range of 2^12 words, so
 // a sample's randomness does not depend on how many samples were processed before it.
-enum class DataPurpose : uint64_t { Order = 0, Sample = 1, Batch = 2 };
+enum class DataPurpose : uint64_t { Order = 0, Sample = 1, Batch = 2, Erase = 3 };
 RngKey data_key(uint64_t seed, int64_t epoch, DataPurpose purpose, int64_t index);
 
 // The epoch's sample order: a Fisher-Yates permutation of [0, n) from data_key(seed, epoch, Order,

@@ -1,30 +1,34 @@
-// The prefetching loader: worker threads claim batch indices in order, build them independently and
-// hand them to the consumer through an index-keyed bounded buffer.
+// The prefetching loader: worker threads claim chunks of samples of the batches in order, build
+// them independently into the batch's buffers, and the worker that completes a batch adds its
+// batch-level steps; the consumer takes batches in order from an index-keyed bounded buffer.
 #include "io/loader.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/error.h"
-#include "io/decode.h"
 
 namespace mokd::data {
 
 Loader::Loader(const Dataset& dataset, LoaderOptions options)
-    : dataset_(dataset), opt_(std::move(options)) {
+    : dataset_(dataset),
+      opt_(std::move(options)),
+      transform_(opt_.transform, dataset.height(), dataset.width(), dataset.channels()) {
   MOKD_CHECK(opt_.batch_size > 0, "Loader: batch_size must be > 0, got ", opt_.batch_size);
   MOKD_CHECK(opt_.num_workers >= 0, "Loader: num_workers must be >= 0, got ", opt_.num_workers);
   MOKD_CHECK(opt_.prefetch >= 1, "Loader: prefetch must be >= 1, got ", opt_.prefetch);
-  MOKD_CHECK(dataset_.size() > 0, "Loader: the dataset is empty");
+  MOKD_CHECK(dataset_.size() > 0, "Loader: the split ", dataset_.location(), " holds no samples");
   MOKD_CHECK(!opt_.mixup.soft_targets() || dataset_.num_classes() > 0,
              "Loader: mixup needs num_classes > 0");
   MOKD_CHECK(opt_.mixup.label_smoothing >= 0 && opt_.mixup.label_smoothing < 1,
              "Loader: label_smoothing must be in [0, 1), got ", opt_.mixup.label_smoothing);
-  in_h_ = dataset_.fixed_size() ? dataset_.height() : opt_.image_size;
-  in_w_ = dataset_.fixed_size() ? dataset_.width() : opt_.image_size;
-  MOKD_CHECK(in_h_ > 0 && in_w_ > 0, "Loader: ", dataset_.location(),
-             " holds images of any size; set the size to resize them to (data.image_size)");
-  augmented_size(opt_.augment, in_h_, in_w_, &out_h_, &out_w_);
+  MOKD_CHECK(opt_.repeats <= 1 || opt_.shuffle,
+             "Loader: repeated augmentation samples a shuffled order; it needs shuffle");
+  opt_.repeated.num_repeats = std::max(1, opt_.repeats);
   table_ = normalize_table(opt_.normalize, dataset_.channels());
+  // Four tasks per worker and batch: variable decode costs still balance.
+  const int64_t tasks = 4 * std::max(1, opt_.num_workers);
+  chunk_ = std::max<int64_t>(1, (opt_.batch_size + tasks - 1) / tasks);
   for (int i = 0; i < opt_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
@@ -37,9 +41,24 @@ Loader::~Loader() {
   for (std::thread& t : workers_) t.join();
 }
 
+int64_t Loader::samples_per_epoch() const {
+  return opt_.repeats > 1 ? repeated_augment_length(dataset_.size(), opt_.repeated, 1)
+                          : dataset_.size();
+}
+
 int64_t Loader::batches_per_epoch() const {
-  const int64_t n = dataset_.size(), b = opt_.batch_size;
+  const int64_t n = samples_per_epoch(), b = opt_.batch_size;
   return opt_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+std::shared_ptr<const std::vector<int64_t>> Loader::epoch_order(int64_t epoch) const {
+  if (opt_.repeats > 1)
+    return std::make_shared<const std::vector<int64_t>>(
+        repeated_augment_indices(dataset_.size(), epoch, opt_.seed, opt_.repeated, 0, 1));
+  if (opt_.shuffle)
+    return std::make_shared<const std::vector<int64_t>>(
+        epoch_permutation(opt_.seed, epoch, dataset_.size()));
+  return nullptr;
 }
 
 void Loader::start_epoch(int64_t epoch, int64_t start_batch) {
@@ -47,66 +66,68 @@ void Loader::start_epoch(int64_t epoch, int64_t start_batch) {
   MOKD_CHECK(epoch >= 0, "Loader::start_epoch: epoch must be >= 0, got ", epoch);
   MOKD_CHECK(start_batch >= 0 && start_batch <= total, "Loader::start_epoch: start_batch ",
              start_batch, " outside [0, ", total, "]");
-  std::shared_ptr<const std::vector<int64_t>> order;
-  if (opt_.shuffle)
-    order = std::make_shared<const std::vector<int64_t>>(
-        epoch_permutation(opt_.seed, epoch, dataset_.size()));
+  std::shared_ptr<const std::vector<int64_t>> order = epoch_order(epoch);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ++generation_;  // batches still being built for the previous epoch are discarded
+    ++generation_;  // samples still being built for the previous epoch are discarded
     epoch_ = epoch;
     order_ = std::move(order);
     claim_ = consume_ = start_batch;
+    claim_row_ = 0;
     end_ = total;
-    ready_.clear();
-    failed_.clear();
+    batches_.clear();
     active_ = true;
   }
   cv_.notify_all();
 }
 
-void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
-                   Built& out) const {
-  const int64_t n = dataset_.size(), first = index * opt_.batch_size;
-  const int64_t rows = std::min(opt_.batch_size, n - first);
-  const int64_t h = in_h_, w = in_w_, c = dataset_.channels();
-  const int64_t per = out_h_ * out_w_ * c;
+void Loader::start_rows(int64_t index, Built& out) const {
+  const int64_t first = index * opt_.batch_size;
+  const int64_t rows = std::min(opt_.batch_size, samples_per_epoch() - first);
+  const int64_t per = transform_.out_height() * transform_.out_width() * transform_.channels();
   out.rows = rows;
   out.images.resize(static_cast<size_t>(rows * per));
   out.labels.resize(static_cast<size_t>(rows));
-  std::vector<uint8_t> raw(static_cast<size_t>(h * w * c)), aug(static_cast<size_t>(per)), scratch;
-  const bool augmenting = opt_.augment.enabled();
-  for (int64_t i = 0; i < rows; ++i) {
-    const int64_t pos = first + i;
-    const int64_t sample = order ? (*order)[static_cast<size_t>(pos)] : pos;
-    RawSample rs;
-    dataset_.fetch(sample, &rs);
-    out.labels[static_cast<size_t>(i)] = rs.label;
-    if (rs.encoded) {
-      Image rgb = decode_image(rs.bytes.data(), rs.bytes.size(), dataset_.source(sample));
-      resize_bilinear(rgb.data(), rgb.height, rgb.width, 3, Box{0, 0, rgb.height, rgb.width}, h, w,
-                      raw.data());
-    } else {
-      MOKD_CHECK(rs.height == h && rs.width == w && rs.channels == c, dataset_.source(sample),
-                 ": image of ", rs.height, "x", rs.width, "x", rs.channels, ", expected ", h, "x",
-                 w, "x", c);
-      std::memcpy(raw.data(), rs.bytes.data(), rs.bytes.size());
-    }
-    const uint8_t* src = raw.data();
-    if (augmenting) {
-      Rng rng(data_key(opt_.seed, epoch, DataPurpose::Sample, pos));
-      augment(opt_.augment, raw.data(), h, w, c, rng, aug.data(), scratch);
-      src = aug.data();
-    }
-    normalize(src, out_h_ * out_w_, c, table_, out.images.data() + i * per);
-  }
   out.soft.clear();
-  if (opt_.mixup.soft_targets()) {
-    out.soft.resize(static_cast<size_t>(rows * dataset_.num_classes()));
-    Rng rng(data_key(opt_.seed, epoch, DataPurpose::Batch, index));
-    mixup_batch(opt_.mixup, out.images.data(), rows, out_h_, out_w_, c, out.labels.data(),
-                dataset_.num_classes(), rng, out.soft.data());
+}
+
+void Loader::build_rows(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
+                        int64_t row_begin, int64_t row_end, Built& out) const {
+  const int64_t oh = transform_.out_height(), ow = transform_.out_width(),
+                c = transform_.channels(), per = oh * ow * c;
+  thread_local RawSample raw;
+  thread_local Image img;
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const int64_t pos = index * opt_.batch_size + i;
+    const int64_t sample = order ? (*order)[static_cast<size_t>(pos)] : pos;
+    dataset_.fetch(sample, &raw);
+    out.labels[static_cast<size_t>(i)] = raw.label;
+    Rng rng(data_key(opt_.seed, epoch, DataPurpose::Sample, pos));
+    transform_.apply(raw, dataset_.source(sample), rng, img);
+    float* dst = out.images.data() + i * per;
+    normalize(img.data(), oh * ow, c, table_, dst);
+    if (opt_.random_erasing) {
+      Rng erase_rng(data_key(opt_.seed, epoch, DataPurpose::Erase, pos));
+      random_erasing(opt_.erasing, dst, oh, ow, c, erase_rng);
+    }
   }
+}
+
+void Loader::finish_batch(int64_t epoch, int64_t index, Built& out) const {
+  out.soft.clear();
+  if (!opt_.mixup.soft_targets()) return;
+  out.soft.resize(static_cast<size_t>(out.rows * dataset_.num_classes()));
+  Rng rng(data_key(opt_.seed, epoch, DataPurpose::Batch, index));
+  mixup_batch(opt_.mixup, out.images.data(), out.rows, transform_.out_height(),
+              transform_.out_width(), transform_.channels(), out.labels.data(),
+              dataset_.num_classes(), rng, out.soft.data());
+}
+
+void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
+                   Built& out) const {
+  start_rows(index, out);
+  build_rows(epoch, order, index, 0, out.rows, out);
+  finish_batch(epoch, index, out);
 }
 
 void Loader::worker_loop() {
@@ -116,24 +137,46 @@ void Loader::worker_loop() {
       return stop_ || (active_ && claim_ < end_ && claim_ < consume_ + opt_.prefetch);
     });
     if (stop_) return;
-    const int64_t index = claim_++;
+    const int64_t index = claim_, row_begin = claim_row_;
+    std::shared_ptr<InFlight>& slot = batches_[index];
+    if (!slot) {  // the batch's first chunk: size its buffers once
+      slot = std::make_shared<InFlight>();
+      start_rows(index, slot->built);
+      slot->chunks_left = (slot->built.rows + chunk_ - 1) / chunk_;
+    }
+    std::shared_ptr<InFlight> f = slot;  // kept alive even if start_epoch() drops the batch
+    const int64_t row_end = std::min(f->built.rows, row_begin + chunk_);
+    claim_row_ = row_end;
+    if (row_end == f->built.rows) {
+      ++claim_;
+      claim_row_ = 0;
+    }
     const uint64_t gen = generation_;
     const int64_t epoch = epoch_;
     std::shared_ptr<const std::vector<int64_t>> order = order_;
     lock.unlock();
-    Built built;
     std::exception_ptr error;
     try {
-      build(epoch, order.get(), index, built);
+      build_rows(epoch, order.get(), index, row_begin, row_end, f->built);
     } catch (...) {
       error = std::current_exception();
     }
     lock.lock();
     if (gen != generation_) continue;  // the epoch was restarted meanwhile
-    if (error)
-      failed_[index] = error;
-    else
-      ready_[index] = std::move(built);
+    if (error && !f->error) f->error = error;
+    if (--f->chunks_left > 0) continue;
+    if (!f->error) {  // the last chunk: the batch-level steps, outside the lock
+      lock.unlock();
+      try {
+        finish_batch(epoch, index, f->built);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      lock.lock();
+      if (gen != generation_) continue;
+      if (error) f->error = error;
+    }
+    f->done = true;
     cv_.notify_all();
   }
 }
@@ -142,7 +185,8 @@ Batch Loader::to_batch(Built&& b, int64_t index) const {
   // Tensors are allocated here, in the consumer's thread (the CPU allocator's counters are not
   // atomic).
   Batch out;
-  out.images = Tensor::empty({b.rows, out_h_, out_w_, dataset_.channels()}, DType::F32);
+  out.images = Tensor::empty(
+      {b.rows, transform_.out_height(), transform_.out_width(), transform_.channels()}, DType::F32);
   std::memcpy(out.images.data<float>(), b.images.data(), b.images.size() * sizeof(float));
   out.labels = Tensor::empty({b.rows}, DType::I64);
   std::memcpy(out.labels.data<int64_t>(), b.labels.data(), b.labels.size() * sizeof(int64_t));
@@ -179,14 +223,17 @@ bool Loader::next(Batch& batch) {
   std::unique_lock<std::mutex> lock(mu_);
   if (consume_ >= end_) return false;
   const int64_t index = consume_;
-  cv_.wait(lock, [&] { return ready_.count(index) || failed_.count(index); });
-  if (auto f = failed_.find(index); f != failed_.end()) std::rethrow_exception(f->second);
-  Built b = std::move(ready_[index]);
-  ready_.erase(index);
+  cv_.wait(lock, [&] {
+    auto it = batches_.find(index);
+    return it != batches_.end() && it->second && it->second->done;
+  });
+  std::shared_ptr<InFlight> f = batches_[index];
+  if (f->error) std::rethrow_exception(f->error);  // again at every call: the batch stays failed
+  batches_.erase(index);
   ++consume_;
   lock.unlock();
   cv_.notify_all();  // a slot is free: workers may claim the next batch
-  batch = to_batch(std::move(b), index);
+  batch = to_batch(std::move(f->built), index);
   return true;
 }
 

@@ -1,6 +1,9 @@
 // A deterministic prefetching batch loader: epoch permutations and per-sample augmentation keyed by
 // (seed, epoch, position), so batches are bit-identical whatever the number of worker threads and
-// an epoch can be resumed at any batch.
+// an epoch can be resumed at any batch. The worker threads share out the samples of each batch
+// (decode and per-sample transform, io/transform.h); the worker that finishes a batch's last
+// samples adds the batch-level steps (normalisation, random erasing, mixup/cutmix). Up to
+// `prefetch` batches are built ahead of the consumer, whatever the number of workers.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -14,7 +17,10 @@
 #include "engine/tensor.h"
 #include "io/augment.h"
 #include "io/dataset.h"
+#include "io/random_erasing.h"
+#include "io/repeated_sampler.h"
 #include "io/state.h"
+#include "io/transform.h"
 
 namespace mokd::data {
 
@@ -23,12 +29,17 @@ struct LoaderOptions {
   bool shuffle = true;
   bool drop_last = false;
   uint64_t seed = 0;
-  int num_workers = 2;     // threads building batches; 0 builds them in next()'s thread
-  int prefetch = 4;        // batches built ahead of the consumer (>= 1)
-  int64_t image_size = 0;  // datasets of encoded files: decoded images are resized to this square
-  AugmentOptions augment;
-  MixupOptions mixup;   // soft targets when mixup, cutmix or label smoothing is on
-  Normalize normalize;  // (x / 255 - mean) / std per channel
+  int num_workers = 2;          // threads building batches; 0 builds them in next()'s thread
+  int prefetch = 4;             // batches built ahead of the consumer (>= 1), whatever num_workers
+  TransformOptions transform;   // per sample: decode, geometry, flip, RandAugment / jitter
+  Normalize normalize;          // (x / 255 - mean) / std per channel
+  bool random_erasing = false;  // per sample, after normalisation
+  RandomErasingOptions erasing;
+  MixupOptions mixup;  // per batch; soft targets when mixup, cutmix or label smoothing is on
+  // > 1: timm's repeated-augmentation sampler (each image `repeats` times in a row of the order,
+  // the epoch as long as timm's num_selected_samples) instead of a plain permutation.
+  int repeats = 0;
+  RepeatedAugmentOptions repeated;
 };
 
 struct Batch {
@@ -54,6 +65,7 @@ class Loader {
   bool next(Batch& batch);
 
   int64_t batches_per_epoch() const;
+  int64_t samples_per_epoch() const;
   int64_t epoch() const { return epoch_; }
   int64_t next_index() const { return consume_; }
 
@@ -63,27 +75,35 @@ class Loader {
   // follow are those an uninterrupted run would have had.
   io::State state() const;
   void load_state(const io::State& s);
-  int64_t out_height() const { return out_h_; }
-  int64_t out_width() const { return out_w_; }
+  int64_t out_height() const { return transform_.out_height(); }
+  int64_t out_width() const { return transform_.out_width(); }
   int64_t channels() const { return dataset_.channels(); }
   int64_t num_classes() const { return dataset_.num_classes(); }
   const LoaderOptions& options() const { return opt_; }
 
-  // One batch as a pure function of (options, epoch order, batch index): what the workers run.
+  // One batch as a pure function of (options, epoch order, batch index): what the workers run,
+  // rows [row_begin, row_end) at a time, then finish_batch() once.
   struct Built {
     int64_t rows = 0;
     std::vector<float> images, soft;
     std::vector<int64_t> labels;
   };
   void build(int64_t epoch, const std::vector<int64_t>* order, int64_t index, Built& out) const;
+  // The epoch's sample order (null: identity).
+  std::shared_ptr<const std::vector<int64_t>> epoch_order(int64_t epoch) const;
 
  private:
+  void start_rows(int64_t index, Built& out) const;
+  void build_rows(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
+                  int64_t row_begin, int64_t row_end, Built& out) const;
+  void finish_batch(int64_t epoch, int64_t index, Built& out) const;
   void worker_loop();
   Batch to_batch(Built&& b, int64_t index) const;
 
   const Dataset& dataset_;
   LoaderOptions opt_;
-  int64_t in_h_ = 0, in_w_ = 0, out_h_ = 0, out_w_ = 0;
+  SampleTransform transform_;
+  int64_t chunk_ = 1;  // samples per worker task
   std::vector<float> table_;
 
   // Shared with the workers, under mu_.
@@ -95,9 +115,14 @@ class Loader {
   uint64_t generation_ = 0;
   int64_t epoch_ = -1;
   std::shared_ptr<const std::vector<int64_t>> order_;  // null: identity order
-  int64_t claim_ = 0, consume_ = 0, end_ = 0;
-  std::map<int64_t, Built> ready_;
-  std::map<int64_t, std::exception_ptr> failed_;
+  int64_t claim_ = 0, claim_row_ = 0, consume_ = 0, end_ = 0;
+  struct InFlight {
+    Built built;
+    int64_t chunks_left = 0;
+    bool done = false;
+    std::exception_ptr error;
+  };
+  std::map<int64_t, std::shared_ptr<InFlight>> batches_;
 };
 
 }  // namespace mokd::data

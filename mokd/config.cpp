@@ -2,6 +2,8 @@
 // parsing into TrainConfig, the TOML writer, the resume hash and the Markdown reference.
 #include "mokd/config.h"
 
+#include "io/randaugment.h"
+
 #include <toml++/toml.h>
 #include <CLI/CLI.hpp>
 
@@ -209,6 +211,22 @@ Check one_of_int(std::vector<int64_t> choices) {
           rule};
 }
 
+// "" or a RandAugment string timm accepts (io/randaugment.h's grammar).
+Check rand_augment_spec() {
+  return {[](const Value& v) {
+            const auto& s = std::get<std::string>(v);
+            if (s.empty()) return true;
+            try {
+              data::parse_rand_augment(s, "data.auto_augment");
+              return true;
+            } catch (const Error&) {
+              return false;
+            }
+          },
+          "\"\" (off) or a timm RandAugment string: rand then -m<int> -n<int> -p<float> "
+          "-mstd<float> -mmax<int> -inc<0|1>, e.g. rand-m9-mstd0.5-inc1"};
+}
+
 Check non_empty() {
   return {[](const Value& v) { return !std::get<std::string>(v).empty(); }, "not empty"};
 }
@@ -344,7 +362,9 @@ const std::vector<Key>& keys() {
       key("data.dir", &C::data, &DataConfig::dir,
           "dataset folder (\"\" = the dataset's default location)"),
       key("data.image_size", &C::data, &DataConfig::image_size,
-          "image_folder resize / random-resized-crop size (0 = native)", in_range(0, 4096, true)),
+          "the model's input side: image files are cropped and resized to it (required for "
+          "image_folder); 0 = the split's own size",
+          in_range(0, 4096, true)),
       key("data.batch_size", &C::data, &DataConfig::batch_size, "training batch size", ge(1)),
       key("data.eval_batch_size", &C::data, &DataConfig::eval_batch_size, "evaluation batch size",
           ge(1)),
@@ -360,7 +380,40 @@ const std::vector<Key>& keys() {
           "random crop with this zero padding (-1 = dataset default, 0 = no crop)", ge(-1)),
       key("data.hflip", &C::data, &DataConfig::hflip, "random horizontal flips"),
       key("data.random_resized_crop", &C::data, &DataConfig::random_resized_crop,
-          "random-resized-crop augmentation"),
+          "RandomResizedCrop on the original image (timm's train transform)"),
+      key("data.scale_min", &C::data, &DataConfig::scale_min,
+          "RandomResizedCrop: smallest area fraction (timm --scale)", in_range(1e-6, 1, true)),
+      key("data.scale_max", &C::data, &DataConfig::scale_max,
+          "RandomResizedCrop: largest area fraction (timm --scale)", in_range(1e-6, 1, true)),
+      key("data.ratio_min", &C::data, &DataConfig::ratio_min,
+          "RandomResizedCrop: smallest aspect ratio w/h (timm --ratio)", in_range(1e-3, 1e3, true)),
+      key("data.ratio_max", &C::data, &DataConfig::ratio_max,
+          "RandomResizedCrop: largest aspect ratio w/h (timm --ratio)", in_range(1e-3, 1e3, true)),
+      key("data.interpolation", &C::data, &DataConfig::interpolation,
+          "resampling of every resize, Pillow's (timm --interpolation)",
+          one_of({"bicubic", "bilinear", "nearest"})),
+      key("data.auto_augment", &C::data, &DataConfig::auto_augment,
+          "RandAugment after crop and flip (timm --aa; DeiT: rand-m9-mstd0.5-inc1)",
+          rand_augment_spec()),
+      key("data.color_jitter", &C::data, &DataConfig::color_jitter,
+          "brightness/contrast/saturation jitter when auto_augment is off (timm --color-jitter; 0 "
+          "= off)",
+          in_range(0, 10, true)),
+      key("data.reprob", &C::data, &DataConfig::reprob,
+          "random erasing probability, after normalisation (timm --reprob; DeiT 0.25)",
+          unit_closed()),
+      key("data.remode", &C::data, &DataConfig::remode, "random erasing fill (timm --remode)",
+          one_of({"pixel", "rand", "const"})),
+      key("data.recount", &C::data, &DataConfig::recount,
+          "random erasing boxes per image (timm --recount)", in_range(1, 32, true)),
+      key("data.aug_repeats", &C::data, &DataConfig::aug_repeats,
+          "repeated augmentation: each image this many times per epoch, timm's RepeatAugSampler "
+          "(timm --aug-repeats; DeiT 3; 0 or 1 = off)",
+          in_range(0, 16, true)),
+      key("data.crop_pct", &C::data, &DataConfig::crop_pct,
+          "evaluation of image files: resize the shorter side to image_size / crop_pct, then "
+          "centre crop (timm --crop-pct)",
+          in_range(0.05, 1, true)),
       key("data.mixup_alpha", &C::data, &DataConfig::mixup_alpha,
           "mixup Beta(alpha, alpha) (0 = off)", ge(0)),
       key("data.cutmix_alpha", &C::data, &DataConfig::cutmix_alpha,

@@ -30,7 +30,7 @@ struct RunConfig {
 struct DataConfig {
   std::string dataset = "fashion_mnist";  // fashion_mnist, cifar10, cifar100, image_folder
   std::string dir = "";                   // "" = the dataset's default location
-  int64_t image_size = 0;  // image_folder resize / random-resized-crop size; 0 = native
+  int64_t image_size = 0;  // the model's input side (image files: required); 0 = native
   int64_t batch_size = 128;
   int64_t eval_batch_size = 512;
   int workers = 2;
@@ -40,6 +40,16 @@ struct DataConfig {
   int64_t crop_padding = -1;  // random crop with this zero padding (-1 = dataset default)
   bool hflip = false;
   bool random_resized_crop = false;
+  double scale_min = 0.08, scale_max = 1.0;  // RandomResizedCrop's area fraction (timm --scale)
+  double ratio_min = 0.75, ratio_max = 4.0 / 3.0;  // and aspect ratio (timm --ratio)
+  std::string interpolation = "bicubic";           // every resize (timm --interpolation)
+  std::string auto_augment = "";                   // timm RandAugment string; "" = off (--aa)
+  double color_jitter = 0.0;                       // when auto_augment is off (--color-jitter)
+  double reprob = 0.0;                             // random erasing probability (--reprob)
+  std::string remode = "pixel";                    // (--remode)
+  int64_t recount = 1;                             // (--recount)
+  int64_t aug_repeats = 0;                         // repeated augmentation (--aug-repeats)
+  double crop_pct = 0.875;                         // evaluation centre crop (--crop-pct)
   double mixup_alpha = 0.0;
   double cutmix_alpha = 0.0;
   double mixup_prob = 1.0;

@@ -110,15 +110,43 @@ data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& 
   o.num_workers = cfg.data.workers;
   o.prefetch = std::max(1, cfg.data.prefetch);
   o.normalize = dataset_normalize(cfg, ds.channels());
-  o.image_size = cfg.data.image_size;
+  data::TransformOptions& t = o.transform;
+  t.train = train;
+  t.height = t.width = cfg.data.image_size;
+  t.interpolation = data::parse_interpolation(cfg.data.interpolation, "data.interpolation");
+  t.crop_pct = cfg.data.crop_pct;
   if (train) {
     int64_t pad = cfg.data.crop_padding;
-    if (pad < 0)
-      pad =
-          (cfg.data.dataset == "fashion_mnist") ? 2 : (cfg.data.dataset == "image_folder" ? -1 : 4);
-    o.augment.crop_padding = pad;
-    o.augment.hflip = cfg.data.hflip;
-    o.augment.random_resized_crop = cfg.data.random_resized_crop;
+    if (pad < 0) pad = (cfg.data.dataset == "fashion_mnist") ? 2 : (ds.fixed_size() ? 4 : -1);
+    data::AugmentOptions& a = t.augment;
+    a.crop_padding = pad;
+    a.hflip = cfg.data.hflip;
+    a.random_resized_crop = cfg.data.random_resized_crop;
+    a.scale_min = cfg.data.scale_min;
+    a.scale_max = cfg.data.scale_max;
+    a.ratio_min = cfg.data.ratio_min;
+    a.ratio_max = cfg.data.ratio_max;
+    MOKD_CHECK(a.scale_min <= a.scale_max, "data.scale_min (", a.scale_min,
+               ") must not exceed data.scale_max (", a.scale_max, ")");
+    MOKD_CHECK(a.ratio_min <= a.ratio_max, "data.ratio_min (", a.ratio_min,
+               ") must not exceed data.ratio_max (", a.ratio_max, ")");
+    if (!cfg.data.auto_augment.empty()) {
+      t.rand_augment = true;
+      t.rand_augment_options = data::parse_rand_augment(cfg.data.auto_augment, "data.auto_augment");
+      // timm's hparams: img_mean from the normalisation mean, the configured interpolation.
+      if (!cfg.data.mean.empty() && cfg.data.mean.size() == 3)
+        t.rand_augment_options.params.fill = data::fill_from_mean(cfg.data.mean);
+      t.rand_augment_options.params.interpolation = t.interpolation == data::Interpolation::Bilinear
+                                                        ? data::AffineInterpolation::Bilinear
+                                                        : data::AffineInterpolation::Bicubic;
+    } else {
+      t.color_jitter = cfg.data.color_jitter;
+    }
+    o.random_erasing = cfg.data.reprob > 0;
+    o.erasing.probability = cfg.data.reprob;
+    o.erasing.mode = data::parse_erase_mode(cfg.data.remode);
+    o.erasing.min_count = static_cast<int>(cfg.data.recount);
+    o.repeats = static_cast<int>(cfg.data.aug_repeats);
     o.mixup.mixup_alpha = cfg.data.mixup_alpha;
     o.mixup.cutmix_alpha = cfg.data.cutmix_alpha;
     o.mixup.prob = cfg.data.mixup_prob;
@@ -136,10 +164,10 @@ std::unique_ptr<Model> make_model(const std::string& name, const TrainConfig& cf
   ModelOverrides o;
   o.num_classes = ds.num_classes();
   o.in_chans = ds.channels();
-  // Splits of encoded files are transformed to data.image_size squared.
-  o.img_size = ds.fixed_size() ? ds.height() : cfg.data.image_size;
-  MOKD_CHECK(!ds.fixed_size() || ds.height() == ds.width(), "data: images are ", ds.height(), "x",
-             ds.width(), "; models need square images (set data.image_size)");
+  // The loader's output: data.image_size squared, or a fixed-size split's own size.
+  o.img_size = cfg.data.image_size > 0 ? cfg.data.image_size : ds.height();
+  MOKD_CHECK(cfg.data.image_size > 0 || ds.height() == ds.width(), "data: images are ", ds.height(),
+             "x", ds.width(), "; models need square images (set data.image_size)");
   if (is_student) {
     o.drop_path_rate = static_cast<float>(cfg.model.drop_path_rate);
     o.drop_rate = static_cast<float>(cfg.model.drop_rate);

@@ -639,11 +639,13 @@ LoaderOptions augmented_options(int workers) {
   o.seed = 42;
   o.num_workers = workers;
   o.prefetch = 3;
-  o.augment.crop_padding = 2;
-  o.augment.hflip = true;
-  o.augment.random_resized_crop = true;
-  o.augment.out_height = 7;
-  o.augment.out_width = 5;
+  o.transform.train = true;
+  o.transform.interpolation = Interpolation::Bilinear;
+  o.transform.augment.crop_padding = 2;
+  o.transform.augment.hflip = true;
+  o.transform.augment.random_resized_crop = true;
+  o.transform.height = 7;
+  o.transform.width = 5;
   o.mixup.mixup_alpha = 0.8;
   o.mixup.cutmix_alpha = 1.0;
   o.mixup.label_smoothing = 0.1;
@@ -704,7 +706,10 @@ TEST(LoaderDeterminism, SampleRandomnessIsKeyedBySeedEpochAndPosition) {
       int64_t label;
       ds.read(order[pos], raw.data(), &label);
       Rng rng(data_key(o.seed, 4, DataPurpose::Sample, pos));
-      augment(o.augment, raw.data(), h, w, c, rng, aug.data(), scratch);
+      AugmentOptions a = o.transform.augment;
+      a.out_height = 7;
+      a.out_width = 5;
+      augment(a, raw.data(), h, w, c, rng, aug.data(), scratch);
       normalize(aug.data(), 7 * 5, c, table, expect.data());
       ASSERT_EQ(row, expect) << "position " << pos;
     }
@@ -840,8 +845,9 @@ TEST(LoaderSpeed, FashionMnistEpochWithCropFlipNormalise) {
   o.batch_size = 256;
   o.seed = 1;
   o.num_workers = 2;
-  o.augment.crop_padding = 4;
-  o.augment.hflip = true;
+  o.transform.train = true;
+  o.transform.augment.crop_padding = 4;
+  o.transform.augment.hflip = true;
   o.normalize = {{0.2860f}, {0.3530f}};
   Loader l(*ds, o);
   auto t0 = std::chrono::steady_clock::now();
