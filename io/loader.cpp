@@ -4,6 +4,7 @@
 #include "io/loader.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "engine/error.h"
@@ -100,15 +101,40 @@ void Loader::build_rows(int64_t epoch, const std::vector<int64_t>* order, int64_
   for (int64_t i = row_begin; i < row_end; ++i) {
     const int64_t pos = index * opt_.batch_size + i;
     const int64_t sample = order ? (*order)[static_cast<size_t>(pos)] : pos;
-    dataset_.fetch(sample, &raw);
-    out.labels[static_cast<size_t>(i)] = raw.label;
-    Rng rng(data_key(opt_.seed, epoch, DataPurpose::Sample, pos));
-    transform_.apply(raw, dataset_.source(sample), rng, img);
+    out.labels[static_cast<size_t>(i)] = load_sample(epoch, order, pos, sample, raw, img);
     float* dst = out.images.data() + i * per;
     normalize(img.data(), oh * ow, c, table_, dst);
     if (opt_.random_erasing) {
       Rng erase_rng(data_key(opt_.seed, epoch, DataPurpose::Erase, pos));
       random_erasing(opt_.erasing, dst, oh, ow, c, erase_rng);
+    }
+  }
+}
+
+int64_t Loader::load_sample(int64_t epoch, const std::vector<int64_t>* order, int64_t pos,
+                            int64_t sample, RawSample& raw, Image& img) const {
+  const int64_t n = static_cast<int64_t>(order ? order->size() : dataset_.size());
+  for (int64_t k = 0;; ++k) {
+    try {
+      dataset_.fetch(sample, &raw);
+      Rng rng(data_key(opt_.seed, epoch, DataPurpose::Sample, pos));
+      transform_.apply(raw, dataset_.source(sample), rng, img);
+      return raw.label;
+    } catch (const Error& e) {
+      const int64_t seen = ++bad_samples_;
+      if (!opt_.skip_bad_samples)
+        throw Error(std::string(e.what()) + " (" + std::to_string(seen) +
+                    " unreadable sample(s) seen; data.bad_samples = \"skip\" replaces them)");
+      {
+        std::lock_guard<std::mutex> lock(warn_mu_);
+        std::fprintf(stderr, "warning: skipping an unreadable sample (%lld so far): %s\n",
+                     static_cast<long long>(seen), e.what());
+      }
+      MOKD_CHECK(k < 64, dataset_.location(), ": 64 unreadable samples in a row after ",
+                 dataset_.source(sample), "; the split looks broken");
+      // The next sample of the order stands in, with this position's randomness.
+      const int64_t next = (pos + k + 1) % n;
+      sample = order ? (*order)[static_cast<size_t>(next)] : next;
     }
   }
 }

@@ -5,6 +5,7 @@
 // samples adds the batch-level steps (normalisation, random erasing, mixup/cutmix). Up to
 // `prefetch` batches are built ahead of the consumer, whatever the number of workers.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -40,6 +41,9 @@ struct LoaderOptions {
   // the epoch as long as timm's num_selected_samples) instead of a plain permutation.
   int repeats = 0;
   RepeatedAugmentOptions repeated;
+  // A sample that cannot be read or decoded: false stops with its path; true replaces it by the
+  // next good sample of the order (deterministically) and warns once per file on stderr.
+  bool skip_bad_samples = false;
 };
 
 struct Batch {
@@ -66,6 +70,8 @@ class Loader {
 
   int64_t batches_per_epoch() const;
   int64_t samples_per_epoch() const;
+  // Samples replaced since construction (skip_bad_samples).
+  int64_t bad_samples() const { return bad_samples_.load(); }
   int64_t epoch() const { return epoch_; }
   int64_t next_index() const { return consume_; }
 
@@ -97,6 +103,9 @@ class Loader {
   void build_rows(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
                   int64_t row_begin, int64_t row_end, Built& out) const;
   void finish_batch(int64_t epoch, int64_t index, Built& out) const;
+  // Sample `sample` at position `pos` through the transform into img; returns its label.
+  int64_t load_sample(int64_t epoch, const std::vector<int64_t>* order, int64_t pos, int64_t sample,
+                      RawSample& raw, Image& img) const;
   void worker_loop();
   Batch to_batch(Built&& b, int64_t index) const;
 
@@ -104,6 +113,8 @@ class Loader {
   LoaderOptions opt_;
   SampleTransform transform_;
   int64_t chunk_ = 1;  // samples per worker task
+  mutable std::atomic<int64_t> bad_samples_{0};
+  mutable std::mutex warn_mu_;
   std::vector<float> table_;
 
   // Shared with the workers, under mu_.

@@ -414,6 +414,10 @@ const std::vector<Key>& keys() {
           "evaluation of image files: resize the shorter side to image_size / crop_pct, then "
           "centre crop (timm --crop-pct)",
           in_range(0.05, 1, true)),
+      key("data.bad_samples", &C::data, &DataConfig::bad_samples,
+          "a file that cannot be read or decoded: fatal (stop, naming it) or skip (the next "
+          "sample stands in; each is reported on stderr and counted)",
+          one_of({"fatal", "skip"})),
       key("data.mixup_alpha", &C::data, &DataConfig::mixup_alpha,
           "mixup Beta(alpha, alpha) (0 = off)", ge(0)),
       key("data.cutmix_alpha", &C::data, &DataConfig::cutmix_alpha,
@@ -521,9 +525,10 @@ std::vector<std::string> sections() {
 
 // Keys that may change across --resume: left out of config_hash.
 bool resume_safe(const Key& k) {
-  static const char* names[] = {"run.out_dir",  "run.resume",  "run.stop_after", "run.overwrite",
-                                "run.device",   "run.threads", "data.workers",   "data.prefetch",
-                                "optim.epochs", "optim.steps"};
+  static const char* names[] = {"run.out_dir",   "run.resume",    "run.stop_after",
+                                "run.overwrite", "run.device",    "run.threads",
+                                "data.workers",  "data.prefetch", "data.bad_samples",
+                                "optim.epochs",  "optim.steps"};
   if (k.section == "log") return true;
   return std::any_of(std::begin(names), std::end(names),
                      [&](const char* n) { return k.name == n; });

@@ -50,6 +50,7 @@ struct DataConfig {
   int64_t recount = 1;                             // (--recount)
   int64_t aug_repeats = 0;                         // repeated augmentation (--aug-repeats)
   double crop_pct = 0.875;                         // evaluation centre crop (--crop-pct)
+  std::string bad_samples = "fatal";               // an undecodable file: fatal or skip
   double mixup_alpha = 0.0;
   double cutmix_alpha = 0.0;
   double mixup_prob = 1.0;

@@ -110,6 +110,7 @@ data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& 
   o.num_workers = cfg.data.workers;
   o.prefetch = std::max(1, cfg.data.prefetch);
   o.normalize = dataset_normalize(cfg, ds.channels());
+  o.skip_bad_samples = cfg.data.bad_samples == "skip";
   data::TransformOptions& t = o.transform;
   t.train = train;
   t.height = t.width = cfg.data.image_size;

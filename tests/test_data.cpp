@@ -835,6 +835,40 @@ TEST(LoaderErrors, WorkerExceptionsReachTheConsumer) {
   expect_error([&] { Loader l(*big, bad); }, {"batch_size"});
 }
 
+// data.bad_samples = "skip": the next sample of the order stands in, the same whatever the workers.
+TEST(LoaderErrors, SkippedSamplesAreReplacedByTheNextOne) {
+  FailingDataset ds(13);
+  for (int workers : {0, 3}) {
+    LoaderOptions o;
+    o.batch_size = 4;
+    o.shuffle = false;
+    o.num_workers = workers;
+    o.skip_bad_samples = true;
+    Loader l(ds, o);
+    Batch b;
+    int batches = 0;
+    while (l.next(b)) {
+      if (b.index == 3) {  // rows 12..15: 13 is broken, 14 stands in
+        std::vector<float> v = b.images.to_vector();
+        EXPECT_EQ(v[4], 14.f / 255.f) << workers;
+        EXPECT_EQ(b.labels.to_vector()[1], 0.f) << workers;
+        EXPECT_EQ(v[0], 12.f / 255.f);
+      }
+      ++batches;
+    }
+    EXPECT_EQ(batches, 5);
+    EXPECT_EQ(l.bad_samples(), 1) << workers;
+  }
+  LoaderOptions fatal;
+  fatal.batch_size = 4;
+  fatal.shuffle = false;
+  fatal.num_workers = 0;
+  Loader l(ds, fatal);
+  l.start_epoch(0, 3);
+  Batch b;
+  expect_error([&] { l.next(b); }, {"/data/broken_13.jpg", "1 unreadable", "data.bad_samples"});
+}
+
 TEST(LoaderSpeed, FashionMnistEpochWithCropFlipNormalise) {
   if (!fs::is_directory(kFashionMnistDir))
     GTEST_SKIP() << kFashionMnistDir
