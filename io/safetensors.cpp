@@ -414,8 +414,39 @@ std::map<std::string, TensorEntry> inspect_safetensors(const std::string& path,
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
-  // Host, contiguous copies in name order (std::map is sorted), and the header that describes them.
+  save_safetensors(path, tensors, U8Map{}, metadata);
+}
+
+void save_safetensors(const std::string& path, const TensorMap& tensors, const U8Map& u8,
+                      const Metadata& metadata) {
+  // Host, contiguous copies of the tensors, and one entry per tensor or array in name order.
+  struct Out {
+    const char* dtype;
+    Shape shape;
+    const void* data;
+    size_t nbytes;
+  };
   std::vector<Tensor> host;
+  host.reserve(tensors.size());
+  std::map<std::string, Out> outs;
+  for (const auto& [name, t] : tensors) {
+    MOKD_CHECK(t.defined(), "save_safetensors ", path, ": tensor '", name, "' is undefined");
+    host.push_back(t.to(Device::cpu()).contiguous());
+    const Tensor& c = host.back();
+    outs[name] = Out{file_dtype_name(c.dtype()), c.shape(), c.raw_data(), c.nbytes()};
+  }
+  for (const auto& [name, a] : u8) {
+    int64_t n = 1;
+    for (int64_t d : a.shape) {
+      MOKD_CHECK(d >= 0, "save_safetensors ", path, ": U8 array '", name, "' has a negative side");
+      n *= d;
+    }
+    MOKD_CHECK(static_cast<size_t>(n) == a.data.size(), "save_safetensors ", path, ": U8 array '",
+               name, "' holds ", a.data.size(), " bytes, its shape needs ", n);
+    MOKD_CHECK(!outs.count(name), "save_safetensors ", path, ": '", name,
+               "' is both a tensor and a U8 array");
+    outs[name] = Out{"U8", a.shape, a.data.data(), a.data.size()};
+  }
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json m = nlohmann::ordered_json::object();
@@ -423,18 +454,15 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
     h["__metadata__"] = std::move(m);
   }
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (const auto& [name, o] : outs) {
     MOKD_CHECK(name != "__metadata__", "save_safetensors ", path,
                ": '__metadata__' is reserved, not a tensor name");
-    MOKD_CHECK(t.defined(), "save_safetensors ", path, ": tensor '", name, "' is undefined");
-    Tensor c = t.to(Device::cpu()).contiguous();
     nlohmann::ordered_json e = nlohmann::ordered_json::object();
-    e["dtype"] = file_dtype_name(c.dtype());
-    e["shape"] = c.shape();
-    e["data_offsets"] = {offset, offset + c.nbytes()};
+    e["dtype"] = o.dtype;
+    e["shape"] = o.shape;
+    e["data_offsets"] = {offset, offset + o.nbytes};
     h[name] = std::move(e);
-    offset += c.nbytes();
-    host.push_back(std::move(c));
+    offset += o.nbytes;
   }
   std::string header;
   try {
@@ -455,8 +483,8 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   try {
     write_all(fd, len, 8, tmp);
     write_all(fd, header.data(), header.size(), tmp);
-    for (const Tensor& c : host)
-      if (c.nbytes() > 0) write_all(fd, c.raw_data(), c.nbytes(), tmp);
+    for (const auto& [name, o] : outs)
+      if (o.nbytes > 0) write_all(fd, o.data, o.nbytes, tmp);
     MOKD_CHECK(::fsync(fd) == 0, "save_safetensors: fsync of ", tmp,
                " failed: ", std::strerror(errno));
     int rc = ::close(fd);

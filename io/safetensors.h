@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -32,6 +33,20 @@ TensorMap load_safetensors(const std::string& path, const LoadOptions& opts = {}
 // Writes tensors (f32, bf16, f64, i32, i64; any device) atomically: a temporary file in the same
 // folder, then rename. Tensors are laid out in name order; the header is padded to 8 bytes.
 void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const Metadata& metadata = {});
+
+// A uint8 array for the file's U8 dtype (images as the data pipeline produces them). mokd has no
+// uint8 tensor type and its reader refuses U8, so such files are for other readers (numpy,
+// PyTorch's safetensors); data holds the product of shape's sides, row-major.
+struct U8Array {
+  Shape shape;
+  std::vector<uint8_t> data;
+};
+using U8Map = std::map<std::string, U8Array>;
+// save_safetensors with U8 arrays too, laid out with the tensors in one name order. A name in
+// both maps, or an array whose data is not its shape's size, is an error before anything is
+// written.
+void save_safetensors(const std::string& path, const TensorMap& tensors, const U8Map& u8,
                       const Metadata& metadata = {});
 
 // One header entry as stored in the file (no data read).

@@ -217,7 +217,7 @@ void RunFolder::write_safetensors(const std::string& path, const io::TensorMap& 
   io::save_safetensors(path, tensors, meta);  // temporary file + rename
 }
 
-void RunFolder::write_text(const std::string& path, const std::string& text) const {
+void write_file_atomically(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   check_output_file(path);
   check_output_file(tmp);
@@ -246,6 +246,10 @@ void RunFolder::write_text(const std::string& path, const std::string& text) con
   }
   if (::close(fd) != 0) fail("closing", errno);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming", errno);
+}
+
+void RunFolder::write_text(const std::string& path, const std::string& text) const {
+  write_file_atomically(path, text);
 }
 
 int64_t RunFolder::drop_metrics_after(int64_t step) const {

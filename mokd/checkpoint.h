@@ -44,6 +44,12 @@ namespace mokd {
 // data; a user who means another place names it.
 void check_output_file(const std::string& path);
 
+// Writes a whole file as every mokd output is written: check_output_file on the path and on its
+// temporary `<path>.tmp.<pid>`, the bytes written there and fsync'ed, then renamed over the path.
+// A failed write, fsync, close or rename throws naming the file and the OS error; the file at
+// `path` is then as it was.
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
 // out_dir/run.lock, held with flock(LOCK_EX | LOCK_NB) from before a run's first write until it
 // ends, and holding the holder's "pid host". The OS releases the lock when the process exits in
 // any way, so a dead run leaves no stale lock. flock locks belong to an open file description:

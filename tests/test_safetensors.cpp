@@ -197,6 +197,50 @@ TEST_F(Safetensors, SaveRejectsReservedAndUndefined) {
       Error);
 }
 
+// U8 arrays (images) go into the name order with the tensors; mokd's reader refuses them.
+TEST_F(Safetensors, U8ArraysAreWrittenInNameOrderWithTheTensors) {
+  const std::string p = path("u8.safetensors");
+  io::U8Array img{{2, 1, 3}, {0, 1, 2, 253, 254, 255}};
+  io::save_safetensors(p, {{"b_f32", Tensor::from_vector({1.5f, -2.f}, {2})}},
+                       {{"a_u8", img}, {"c_empty", io::U8Array{{0, 4}, {}}}}, {{"k", "v"}});
+  std::ifstream f(p, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
+  auto j = nlohmann::ordered_json::parse(bytes.substr(8, n));
+  std::vector<std::string> keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+  EXPECT_EQ(keys, (std::vector<std::string>{"__metadata__", "a_u8", "b_f32", "c_empty"}));
+  EXPECT_EQ(j["a_u8"]["dtype"], "U8");
+  EXPECT_EQ(j["a_u8"]["shape"].get<std::vector<int64_t>>(), (std::vector<int64_t>{2, 1, 3}));
+  EXPECT_EQ(j["a_u8"]["data_offsets"].get<std::vector<uint64_t>>(), (std::vector<uint64_t>{0, 6}));
+  EXPECT_EQ(j["b_f32"]["data_offsets"].get<std::vector<uint64_t>>(),
+            (std::vector<uint64_t>{6, 14}));
+  EXPECT_EQ(j["c_empty"]["data_offsets"].get<std::vector<uint64_t>>(),
+            (std::vector<uint64_t>{14, 14}));
+  ASSERT_EQ(bytes.size(), 8 + n + 14);
+  const std::string data = bytes.substr(8 + n);
+  EXPECT_EQ(data.substr(0, 6), std::string(img.data.begin(), img.data.end()));
+  float v[2];
+  std::memcpy(v, data.data() + 6, 8);
+  EXPECT_EQ(v[0], 1.5f);
+  EXPECT_EQ(v[1], -2.f);
+  expect_rejected(p, {"'a_u8'", "U8", "not supported"});
+
+  test::expect_error(
+      [&] {
+        io::save_safetensors(p, {}, {{"x", io::U8Array{{2, 2}, {1, 2, 3}}}});
+      },
+      {p, "'x'", "3 bytes", "needs 4"});
+  test::expect_error(
+      [&] {
+        io::save_safetensors(p, {{"x", Tensor::from_vector({1.f}, {1})}},
+                             {{"x", io::U8Array{{1}, {7}}}});
+      },
+      {p, "'x'", "both"});
+  EXPECT_EQ(fs::file_size(p), bytes.size()) << "a refused write changed the file";
+}
+
 TEST_F(Safetensors, InspectReadsTheHeaderOnly) {
   std::string p = path("inspect.safetensors");
   io::save_safetensors(p,

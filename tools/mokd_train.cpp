@@ -4,6 +4,9 @@
 //   eval       top-1/top-5 of a weights file on the test split
 //   export     check a weights file against its model and write it for timm
 //   benchmark  images/s and peak memory of distillation steps on synthetic data
+//   bench-data    images/s of the input pipeline per stage and thread count (mokd/bench_data.h)
+//   preview-data  a PNG of training samples after the train and eval transforms
+//                 (mokd/preview_data.h)
 //   models     list the model names
 //   keys       print every configuration key as a Markdown table
 // Configuration: --config FILE (TOML) and --section.key=value overrides; see --help.
@@ -22,10 +25,12 @@
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
+#include "mokd/bench_data.h"
 #include "mokd/checkpoint.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
 #include "mokd/evaluate.h"
+#include "mokd/preview_data.h"
 #include "mokd/setup.h"
 #include "mokd/trainer.h"
 
@@ -135,6 +140,37 @@ int cmd_benchmark(const TrainConfig& cfg) {
   return 0;
 }
 
+int cmd_bench_data(const TrainConfig& cfg, const std::string& threads, const BenchDataOptions& o,
+                   const std::string& json) {
+  BenchDataOptions opt = o;
+  if (!threads.empty()) opt.threads = parse_thread_counts(threads, "--threads");
+  if (!json.empty()) check_output_file(json);  // before the minutes of timing
+  auto train = open_dataset(cfg, true);
+  BenchDataResult r = bench_data(cfg, *train, opt);
+  std::printf("%s", format_bench_data(r).c_str());
+  if (!json.empty()) {
+    write_file_atomically(json, bench_data_json(r).dump(2) + "\n");
+    std::printf("wrote %s\n", json.c_str());
+  }
+  return 0;
+}
+
+int cmd_preview_data(const TrainConfig& cfg, const PreviewOptions& opt) {
+  auto train = open_dataset(cfg, true);
+  PreviewResult r = preview_data(cfg, *train, opt);
+  std::printf(
+      "wrote %s: %ld training samples of %s (%ldx%ld), train transform | eval transform, "
+      "%ld x %ld pixels\n",
+      r.png.c_str(), (long)r.indices.size(), train->location().c_str(), (long)r.image_height,
+      (long)r.image_width, (long)r.width, (long)r.height);
+  if (!r.raw.empty())
+    std::printf(
+        "wrote %s: train_u8, train (f32, normalised and erased), eval_u8, labels, "
+        "indices\n",
+        r.raw.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,6 +207,13 @@ int main(int argc, char** argv) {
   Sub* eval = add("eval", "top-1/top-5 of a weights file on the test split");
   Sub* exp = add("export", "check a weights file against its model and write it for timm");
   Sub* bench = add("benchmark", "images/s and peak memory of distillation steps on synthetic data");
+  Sub* bdata = add("bench-data",
+                   "images/s of the input pipeline on the training split: decode, decode + "
+                   "RandomResizedCrop, the train transform, the eval transform, per thread count; "
+                   "then the loader end to end");
+  Sub* preview = add("preview-data",
+                     "a PNG of training samples after the train transform, each next to its eval "
+                     "transform (and the tensors with --raw)");
   CLI::App* models = app.add_subcommand("models", "list the model names");
   CLI::App* keys = app.add_subcommand("keys", "print every configuration key (Markdown table)");
   std::string weights, out, model_name;
@@ -180,6 +223,26 @@ int main(int argc, char** argv) {
                        "model name (default: the file's metadata, else model.student)");
   }
   exp->app->add_option("--out", out, "output safetensors")->required();
+  std::string threads, json;
+  BenchDataOptions bopt;
+  bdata->app->add_option("--threads", threads,
+                         "thread counts to time, comma-separated (default: 1, 2, 4, ... up to the "
+                         "core count)");
+  bdata->app
+      ->add_option("--seconds", bopt.seconds,
+                   "seconds per stage and thread count, and for the loader")
+      ->capture_default_str();
+  bdata->app
+      ->add_option("--samples", bopt.samples,
+                   "samples of the split read into memory for the stages (spread evenly)")
+      ->capture_default_str();
+  bdata->app->add_option("--json", json, "also write the results to this JSON file");
+  PreviewOptions popt;
+  preview->app->add_option("--out", popt.out, "the PNG to write")->required();
+  preview->app->add_option("--count", popt.count, "training samples shown")->capture_default_str();
+  preview->app->add_option("--raw", popt.raw_dir,
+                           "also write DIR/preview.safetensors: the images as tensors (uint8 "
+                           "train and eval, f32 normalised), labels, indices");
   // A mistyped subcommand gets its name and the closest one, not CLI11's "A subcommand is
   // required".
   if (argc > 1 && argv[1][0] != '-') {
@@ -224,6 +287,8 @@ int main(int argc, char** argv) {
       if (s.get() == eval) return cmd_eval(cfg, weights, model_name);
       if (s.get() == exp) return cmd_export(cfg, weights, out, model_name);
       if (s.get() == bench) return cmd_benchmark(cfg);
+      if (s.get() == bdata) return cmd_bench_data(cfg, threads, bopt, json);
+      if (s.get() == preview) return cmd_preview_data(cfg, popt);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nmokd_train: error: %s\n", e.what());
