@@ -4,7 +4,8 @@
 1. every repository path named in README.md and docs/*.md exists (brace forms such as
    `mokd/distill.{h,cpp}` are expanded, globs such as `tests/test_*.cpp` must match a file);
 2. every `mokd_train` command shown in README.md's code blocks parses: its subcommand exists
-   (`mokd_train SUB --help` succeeds) and each `--key` it names appears in that help.
+   (`mokd_train SUB --help` succeeds) and each `--key` it names appears in that help;
+3. README.md's configuration table is what `mokd_train keys` prints.
 
     python3 tools/check_docs.py --mokd-train build/mokd_train
 
@@ -118,6 +119,29 @@ def check_commands(mokd_train):
     return problems, len(commands)
 
 
+def check_key_table(mokd_train):
+    """README.md's `| Key | Type | Default | Meaning |` table equals `mokd_train keys`."""
+    want = subprocess.run([mokd_train, "keys"], capture_output=True, text=True).stdout.split("\n")
+    want = [line for line in want if line.startswith("|")]
+    lines = (ROOT / "README.md").read_text().split("\n")
+    header = "| Key | Type | Default | Meaning |"
+    if header not in lines:
+        return ["README.md: no configuration table (a line `" + header + "`)"]
+    start = lines.index(header)
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    have = lines[start:end]
+    if have == want:
+        return []
+    for k, (a, b) in enumerate(zip(have, want)):
+        if a != b:
+            return [f"README.md:{start + k + 1}: the configuration table differs from "
+                    f"`mokd_train keys` (README: {a!r}; keys: {b!r}); paste its output there"]
+    return [f"README.md:{start + 1}: the configuration table has {len(have)} lines, "
+            f"`mokd_train keys` prints {len(want)}; paste its output there"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mokd-train", required=True, help="the built mokd_train binary")
@@ -128,6 +152,7 @@ def main():
         problems += check_paths(d)
     cmd_problems, n_commands = check_commands(args.mokd_train)
     problems += cmd_problems
+    problems += check_key_table(args.mokd_train)
     for p in problems:
         print(p)
     print(f"check_docs: {len(docs)} documents, {n_commands} mokd_train commands, "
