@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "io/dataset.h"
+#include "io/encode_png.h"
 #include "models/registry.h"
 #include "mokd/setup.h"
 #include "mokd/trainer.h"
@@ -116,6 +117,76 @@ TEST(Trainer, ResumeIsBitIdentical) {
   auto la = lines(a.run.out_dir + "/metrics.jsonl"), lb = lines(b.run.out_dir + "/metrics.jsonl");
   ASSERT_FALSE(la.empty());
   EXPECT_EQ(la.back(), lb.back());
+  fs::remove_all(dir);
+}
+
+// A small image folder of PNG files of varied sizes (3 classes), under dir/train and dir/val.
+void write_image_folder(const std::string& dir) {
+  const char* classes[] = {"ant", "bee", "cat"};
+  for (const char* split : {"train", "val"})
+    for (int k = 0; k < 3; ++k) {
+      fs::create_directories(dir + "/" + split + "/" + classes[k]);
+      const int count = std::string(split) == "train" ? 12 : 4;
+      for (int i = 0; i < count; ++i) {
+        data::Image img(18 + 3 * i, 30 - 2 * i + k, 3);
+        for (size_t p = 0; p < img.pixels.size(); ++p)
+          img.pixels[p] = static_cast<uint8_t>((p * (7 + k) + i * 31 + (p / 3) % 17) % 256);
+        std::vector<uint8_t> png = data::encode_png(img, "test image");
+        std::ofstream(dir + "/" + split + "/" + classes[k] + "/" + std::to_string(i) + ".png",
+                      std::ios::binary)
+            .write(reinterpret_cast<const char*>(png.data()),
+                   static_cast<std::streamsize>(png.size()));
+      }
+    }
+}
+
+// DeiT's pipeline on image files (RandomResizedCrop, flip, RandAugment, random erasing,
+// repeated augmentation, mixup/cutmix) resumes bit for bit: the loader position and the sampler
+// are functions of the checkpointed (epoch, batch).
+TEST(Trainer, ResumeIsBitIdenticalOnImageFilesWithDeitAugmentation) {
+  std::string dir = temp_dir("resume_images");
+  write_image_folder(dir + "/data");
+  TrainConfig a;
+  a.run.out_dir = dir + "/straight";
+  a.run.device = "cpu";
+  a.run.seed = 5;
+  a.data.dataset = "image_folder";
+  a.data.dir = dir + "/data";
+  a.data.image_size = 16;
+  a.data.batch_size = 8;
+  a.data.eval_batch_size = 8;
+  a.data.workers = 3;
+  a.data.random_resized_crop = true;
+  a.data.hflip = true;
+  a.data.auto_augment = "rand-m9-mstd0.5-inc1";
+  a.data.reprob = 0.25;
+  a.data.aug_repeats = 3;
+  a.data.mixup_alpha = 0.8;
+  a.data.cutmix_alpha = 1.0;
+  a.model.teacher = "resnet_fmnist_small";
+  a.optim.steps = 7;  // 4 batches per epoch: crosses an epoch boundary
+  a.log.log_every = 2;
+  TrainConfig b = a;
+  b.run.out_dir = dir + "/resumed";
+  TrainSummary ra = train(a, TrainMode::Teacher);
+  EXPECT_EQ(ra.steps, 7);
+  b.run.stop_after = 3;
+  EXPECT_TRUE(train(b, TrainMode::Teacher).stopped);
+  b.run.stop_after = 0;
+  b.run.resume = true;
+  TrainSummary rb = train(b, TrainMode::Teacher);
+  EXPECT_EQ(rb.steps, 7);
+  auto sa = read(a.run.out_dir + "/checkpoints/state.safetensors");
+  auto sb = read(b.run.out_dir + "/checkpoints/state.safetensors");
+  ASSERT_EQ(sa.size(), sb.size());
+  for (auto& [k, v] : sa) {
+    ASSERT_TRUE(sb.count(k)) << k;
+    Tensor x = v.to(DType::F64), y = sb.at(k).to(DType::F64);
+    ASSERT_EQ(x.shape(), y.shape()) << k;
+    EXPECT_EQ(0, std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()))
+        << "tensor " << k << " differs after resume";
+  }
+  EXPECT_EQ(ra.final_eval.loss, rb.final_eval.loss);
   fs::remove_all(dir);
 }
 
