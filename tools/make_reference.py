@@ -9,13 +9,14 @@ named after it. Rerun after changing a module:
     python3 tools/make_reference.py              # all fixtures
     python3 tools/make_reference.py ops_nn       # only tools/reference/ops_nn.py
 
-Naming rule: fixture `X.safetensors` or `X_<suffix>.safetensors` (or `X_<suffix>.txt`) is written
-by tools/reference/X.py, X being the longest prefix, cut at an underscore, that names a script
-(models_vit_grads.safetensors: models.py; safetensors_torch_expected.safetensors:
-safetensors_torch.py). The writer (tools/reference/_common.py) refuses names that break it, and
-the C++ tests (tests/test_util.cpp) derive the script of a missing fixture by it. Every fixture
-records its script, command, package versions and hyper-parameters in its metadata; see
-tools/reference/_common.py for the keys.
+Naming rule: fixture `X.safetensors` or `X_<suffix>.safetensors` (or `X_<suffix>.txt`, or a raw
+input such as `X_<suffix>.tar`) is written by tools/reference/X.py, X being the longest prefix, cut
+at an underscore, that names a script (models_vit_grads.safetensors: models.py;
+safetensors_torch_expected.safetensors: safetensors_torch.py). The writer
+(tools/reference/_common.py) refuses names that break it, and the C++ tests (tests/test_util.cpp)
+derive the script of a missing fixture by it. Every fixture records its script, command, package
+versions and hyper-parameters in its metadata (a raw input, in its script's safetensors fixture);
+see tools/reference/_common.py for the keys.
 """
 import importlib
 import pathlib

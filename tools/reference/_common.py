@@ -1,9 +1,13 @@
 """Helpers shared by the reference modules: deterministic inputs and the one fixture writer.
 
-Names. Fixture `X.safetensors` or `X_<suffix>.safetensors` (likewise `X_<suffix>.txt`) is written
-by tools/reference/X.py, X being the longest prefix of the name, cut at an underscore, that names
-a script there (`fixture_script`); tests/test_util.cpp derives the script the same way. `save`
-and `save_text` refuse a name that does not lead back to the module calling them.
+Names. Fixture `X.safetensors` or `X_<suffix>.safetensors` (likewise `X_<suffix>.txt`, and raw
+files such as `X_<suffix>.tar`) is written by tools/reference/X.py, X being the longest prefix of
+the name, cut at an underscore, that names a script there (`fixture_script`); tests/test_util.cpp
+derives the script the same way. `save`, `save_text` and `save_bytes` refuse a name that does not
+lead back to the module calling them.
+
+Raw files (`save_bytes`) are inputs a test reads as they are, so they carry no metadata; the script
+records their provenance in a safetensors fixture of its own (their SHA-256 in its params).
 
 Each script declares REQUIRES, the packages it needs (pip names), as one tuple literal on one
 line: `REQUIRES = ("torch", "numpy", "safetensors", "timm")`. The C++ tests quote it when a
@@ -140,3 +144,10 @@ def save_text(out_dir, file_name, lines, params=None):
     meta = _metadata(file_name, _caller_module(), params)
     head = [f"# {k}: {v}" for k, v in sorted(meta.items())]
     (out_dir / file_name).write_text("\n".join(head + list(lines)) + "\n")
+
+
+def save_bytes(out_dir, file_name, data):
+    """Writes <out_dir>/<file_name> holding exactly `data` (a raw input such as a .tar archive);
+    the name must follow the naming rule, as for `save`."""
+    _metadata(file_name, _caller_module(), None)  # checks the name and REQUIRES
+    (out_dir / file_name).write_bytes(data)
