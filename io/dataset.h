@@ -95,9 +95,30 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes,
                                             const std::string& split);
 
+// How a split of many files found its listing (ImageFolder: its class folders).
+struct IndexReport {
+  std::string path;      // the index file read or written; "" when none
+  int64_t reused = 0;    // folders taken from the index
+  int64_t listed = 0;    // folders listed anew
+  bool written = false;  // the index file was (re)written
+};
+
+struct ImageFolderOptions {
+  // Keep the listing in an index file, <root>/.mokd_index (or, when root cannot be written,
+  // $XDG_CACHE_HOME/mokd or ~/.cache/mokd, keyed by root's absolute path), and reuse a class
+  // folder's file list while the folder's modification time is unchanged (adding, removing or
+  // renaming a file changes it; a time of the last two seconds is not trusted yet, so that folder
+  // is listed again at the next open). A stale or damaged index is rebuilt with a one-line note
+  // on stderr; an index that cannot be written is skipped, with a note.
+  bool index_cache = true;
+  IndexReport* report = nullptr;  // when set, receives how the listing was obtained
+};
+
 // root/<class>/*.{jpg,jpeg,png} (extensions in any case, e.g. ImageNet's .JPEG): classes sorted by
-// name (as torchvision and timm), files sorted by name within a class. fetch() returns the file's
-// bytes; the loader decodes them to RGB as Pillow does (io/decode.h).
-std::unique_ptr<Dataset> open_image_folder(const std::string& root);
+// name (as torchvision and timm), files sorted by name within a class; a class folder without
+// images is skipped. fetch() returns the file's bytes; the loader decodes them to RGB as Pillow
+// does (io/decode.h).
+std::unique_ptr<Dataset> open_image_folder(const std::string& root,
+                                           const ImageFolderOptions& options = {});
 
 }  // namespace mokd::data
