@@ -1,5 +1,6 @@
-// Image classification datasets: the Dataset interface, an in-memory split (IDX, CIFAR) and a
-// lazily decoded ImageFolder. Images are HWC uint8; labels are class indices in [0, num_classes).
+// Image classification datasets: the Dataset interface, an in-memory split (IDX, CIFAR), a lazily
+// decoded ImageFolder and WebDataset-style tar shards. Images are HWC uint8; labels are class
+// indices in [0, num_classes).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -95,11 +96,11 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 std::unique_ptr<InMemoryDataset> load_cifar(const std::string& dir, int num_classes,
                                             const std::string& split);
 
-// How a split of many files found its listing (ImageFolder: its class folders).
+// How a split of many files found its listing (ImageFolder: class folders; tar shards: shards).
 struct IndexReport {
   std::string path;      // the index file read or written; "" when none
-  int64_t reused = 0;    // folders taken from the index
-  int64_t listed = 0;    // folders listed anew
+  int64_t reused = 0;    // folders or shards taken from the index
+  int64_t listed = 0;    // folders listed or shards read anew
   bool written = false;  // the index file was (re)written
 };
 
@@ -120,5 +121,30 @@ struct ImageFolderOptions {
 // does (io/decode.h).
 std::unique_ptr<Dataset> open_image_folder(const std::string& root,
                                            const ImageFolderOptions& options = {});
+
+struct TarShardsOptions {
+  // Keep the offsets in an index file beside the shards, .mokd_tar_index-<hash of the spec's file
+  // name part> (or under the user's cache folder, as ImageFolder's), and reuse a shard's entries
+  // while its size and modification time are unchanged; stale or damaged: rebuilt with a note.
+  bool index_cache = true;
+  IndexReport* report = nullptr;
+};
+
+// Tar shards in the WebDataset layout. spec: a folder (every *.tar in it, sorted by name), one
+// .tar file, or a file name with brace groups expanded in order: numeric ranges keeping the
+// width of zero-padded bounds ("train-{000000..000146}.tar") and lists ("{a,b}"), the first group
+// varying slowest. A sample is a run of consecutive regular-file members sharing a key (the name
+// up to the first '.' of its last path component, as WebDataset): its image key.jpg / key.jpeg /
+// key.png (extension in any case) and its label key.cls (the class index as decimal text); other
+// members are ignored. Reads ustar, GNU (long names) and pax (path, size) headers (io/tar.h).
+// Classes: one name a line in classes.txt beside the shards when present (labels must be below
+// their count), else num_classes = max label + 1, named "0", "1", ....
+// fetch() preads the image bytes from the shard, kept open (one descriptor per shard; the soft
+// limit on open files is raised when they would not fit). Errors name the shard and the byte
+// offset: a truncated tar, a bad header checksum, an image without its .cls, a .cls that is not
+// a non-negative integer, a .cls without an image. A shard whose size or time changed since it
+// was indexed is read again at open; one shortened after opening makes fetch() fail naming it.
+std::unique_ptr<Dataset> open_tar_shards(const std::string& spec,
+                                         const TarShardsOptions& options = {});
 
 }  // namespace mokd::data
