@@ -358,12 +358,17 @@ const std::vector<Key>& keys() {
           "config.toml, metrics and checkpoints); without it such a folder is refused"),
       // [data]
       key("data.dataset", &C::data, &DataConfig::dataset, "dataset",
-          one_of({"fashion_mnist", "cifar10", "cifar100", "image_folder"})),
+          one_of({"fashion_mnist", "cifar10", "cifar100", "image_folder", "tar_shards"})),
       key("data.dir", &C::data, &DataConfig::dir,
           "dataset folder (\"\" = the dataset's default location)"),
+      key("data.train_shards", &C::data, &DataConfig::train_shards,
+          "tar_shards: the training shards, a folder of .tar files or a pattern such as "
+          "train-{000000..001023}.tar (\"\" = data.dir/train)"),
+      key("data.val_shards", &C::data, &DataConfig::val_shards,
+          "tar_shards: the validation shards, as data.train_shards (\"\" = data.dir/val)"),
       key("data.image_size", &C::data, &DataConfig::image_size,
           "the model's input side: image files are cropped and resized to it (required for "
-          "image_folder); 0 = the split's own size",
+          "image_folder and tar_shards); 0 = the split's own size",
           in_range(0, 4096, true)),
       key("data.batch_size", &C::data, &DataConfig::batch_size, "training batch size", ge(1)),
       key("data.eval_batch_size", &C::data, &DataConfig::eval_batch_size, "evaluation batch size",

@@ -28,8 +28,11 @@ struct RunConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "fashion_mnist";  // fashion_mnist, cifar10, cifar100, image_folder
+  std::string dataset = "fashion_mnist";  // fashion_mnist, cifar10, cifar100, image_folder,
+                                          // tar_shards
   std::string dir = "";                   // "" = the dataset's default location
+  std::string train_shards = "";          // tar_shards: folder or brace pattern; "" = dir/train
+  std::string val_shards = "";            // tar_shards: folder or brace pattern; "" = dir/val
   int64_t image_size = 0;  // the model's input side (image files: required); 0 = native
   int64_t batch_size = 128;
   int64_t eval_batch_size = 512;

@@ -76,6 +76,12 @@ data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels) {
   return n;
 }
 
+// The tar shards of a split: data.train_shards / data.val_shards, else data.dir/train or /val.
+std::string tar_shards_spec(const TrainConfig& cfg, bool train) {
+  const std::string& shards = train ? cfg.data.train_shards : cfg.data.val_shards;
+  return shards.empty() ? cfg.data.dir + (train ? "/train" : "/val") : shards;
+}
+
 }  // namespace
 
 std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) {
@@ -92,6 +98,14 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) 
     MOKD_CHECK(!cfg.data.dir.empty(), "data.dir: set it to a folder holding train/ and val/");
     MOKD_CHECK(cfg.data.image_size > 0, "data.image_size: image_folder needs an image size > 0");
     ds = data::open_image_folder(cfg.data.dir + (train ? "/train" : "/val"));
+  } else if (d == "tar_shards") {
+    const std::string& shards = train ? cfg.data.train_shards : cfg.data.val_shards;
+    MOKD_CHECK(!shards.empty() || !cfg.data.dir.empty(),
+               train ? "data.train_shards" : "data.val_shards",
+               ": set it to the shards (a folder of .tar files or a pattern such as "
+               "train-{000000..001023}.tar), or data.dir to a folder holding train/ and val/");
+    MOKD_CHECK(cfg.data.image_size > 0, "data.image_size: tar_shards needs an image size > 0");
+    ds = data::open_tar_shards(tar_shards_spec(cfg, train));
   } else {
     MOKD_FAIL("data.dataset: unknown dataset '", d, "'");
   }
@@ -248,6 +262,7 @@ std::string split_source(const TrainConfig& cfg, bool train) {
   const std::string& d = cfg.data.dataset;
   std::string split = train ? "train" : "test";
   if (d == "image_folder") return cfg.data.dir + (train ? "/train" : "/val");
+  if (d == "tar_shards") return tar_shards_spec(cfg, train);
   std::string dir =
       cfg.data.dir.empty() && d == "fashion_mnist" ? data::kFashionMnistDir : cfg.data.dir;
   return d + " " + split + " split in " + dir;

@@ -2,7 +2,8 @@
 // changed or the index is damaged, a read-only folder) and WebDataset tar shards: order, labels
 // and bytes against Python's tarfile (fixtures of tools/reference/data_tar.py: GNU, pax and ustar
 // headers), the offset index, brace patterns, every malformed-shard error (crafted here with a
-// small tar writer), a shard changed after it was indexed, and four threads fetching at once.
+// small tar writer), a shard changed after it was indexed, four threads fetching at once, and
+// data.dataset = "tar_shards" in mokd/setup.
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@
 
 #include "io/dataset.h"
 #include "io/sha256.h"
+#include "mokd/config.h"
+#include "mokd/setup.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -823,6 +826,29 @@ TEST(ReadersTarShards, FourThreadsFetchTheSameBytes) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(done.load(), 4 * 5 * 210);
+}
+
+TEST(ReadersSetup, TarShardsDataset) {
+  TempDir t;
+  make_shard(t.path("d/train/train-0.tar"), 0, 12);
+  make_shard(t.path("d/train/train-1.tar"), 12, 8);
+  make_shard(t.path("d/val/val-0.tar"), 0, 10);
+  TrainConfig cfg;
+  cfg.data.dataset = "tar_shards";
+  cfg.data.dir = t.path("d");
+  cfg.data.image_size = 32;
+  auto train = open_dataset(cfg, true), val = open_dataset(cfg, false);
+  EXPECT_EQ(train->size(), 20);
+  EXPECT_EQ(val->size(), 10);
+  EXPECT_EQ(train->num_classes(), 10);
+  check_splits(cfg, *train, *val);
+  cfg.data.train_shards = t.path("d/train/train-{0..0}.tar");
+  EXPECT_EQ(open_dataset(cfg, true)->size(), 12);
+  cfg.data.dir = "";
+  cfg.data.val_shards = t.path("d/val");
+  EXPECT_EQ(open_dataset(cfg, false)->size(), 10);
+  cfg.data.train_shards = "";
+  expect_error([&] { open_dataset(cfg, true); }, {"data.train_shards", "data.dir"});
 }
 
 }  // namespace
