@@ -80,10 +80,18 @@ bool parse_index(std::string_view body, std::string* root, std::map<std::string,
       return false;
     }
     c.name = std::string(line.substr(b + 1));
+    if (c.name.find('/') != std::string::npos) {
+      *why = "line " + std::to_string(line_no) + " names a class folder with a '/'";
+      return false;
+    }
     c.files.reserve(static_cast<size_t>(std::min<int64_t>(n, 1 << 20)));
     for (int64_t i = 0; i < n; ++i) {
       if (!ic::next_line(body, &pos, &line) || line.empty()) {
         *why = "class '" + c.name + "' lists fewer than its " + std::to_string(n) + " files";
+        return false;
+      }
+      if (line.find('/') != std::string_view::npos || !is_image(fs::path(line))) {
+        *why = "class '" + c.name + "' lists '" + std::string(line) + "', not an image file name";
         return false;
       }
       c.files.emplace_back(line);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ios>
 
 #include "engine/error.h"
 
@@ -168,8 +169,9 @@ bool Reader::next(Member* m) {
       signed_sum += static_cast<int8_t>(b);
     }
     MOKD_CHECK(stored == unsigned_sum || stored == signed_sum, "tar ", path_,
-               ": header checksum mismatch at byte offset ", off, " (stored ", stored,
-               ", computed ", unsigned_sum, "): the file is damaged or not a tar archive");
+               ": header checksum mismatch at byte offset ", off, " (stored ", std::oct, stored,
+               ", computed ", unsigned_sum, std::dec,
+               ", octal): the file is damaged or not a tar archive");
     const char type = static_cast<char>(h[156]);
     int64_t size = 0;
     MOKD_CHECK(number(h + 124, 12, &size), "tar ", path_,

@@ -320,6 +320,8 @@ TEST(ReadersImageFolderIndex, DamagedIndexIsRebuiltWithANote) {
       {"flipped", flipped, "checksum"},
       {"malformed", with_end_line(body_start + "root /x\nclass oops\n"), "not 'class"},
       {"short", with_end_line(body_start + "root /x\nclass 5 3 a\n1.png\n"), "fewer than"},
+      {"outside", with_end_line(body_start + "root /x\nclass 5 1 a\n../../b/3.jpg\n"),
+       "not an image file name"},
   };
   for (const Case& c : cases) {
     write_bytes(index, c.bytes);
