@@ -887,7 +887,20 @@ void reject_non_ascii_outside_strings(const std::string& t, const std::string& n
         if (c == '\'') in = In::Code;
         break;
       case In::MultiBasic:
-        if (c == '\\') escape(i);
+        if (c == '\\') {
+          escape(i);
+          // A line-ending backslash: toml++ skips the whitespace and newlines that follow and
+          // classifies the next character, which must be ASCII (its classifier misreads others).
+          size_t j = i + 1;
+          while (j < t.size() && (t[j] == ' ' || t[j] == '\t' || t[j] == '\r')) ++j;
+          if (j < t.size() && t[j] == '\n') {
+            while (j < t.size() && std::strchr(" \t\r\n", t[j]) && t[j] != '\0') ++j;
+            if (j < t.size() && static_cast<unsigned char>(t[j]) >= 0x80)
+              MOKD_FAIL("config ", name, ":", line, ":", col,
+                        ": a non-ASCII character after a line-ending backslash (the string "
+                        "continues with the next non-space character, which must be ASCII here)");
+          }
+        }
         if (c == '\\' && i + 1 < t.size() && t[i + 1] != '\n')
           ++i, ++col;
         else if (at(i, "\"\"\""))

@@ -243,6 +243,16 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPlace) {
   // bHIgPTBbJyHvub8u (base64), which reached toml++'s undefined behaviour the same way.
   msg = error_of([] { resolve("lr =0['!\xEF\xB9\xBF."); });
   EXPECT_CONTAINS(msg, "config test.toml:1:9");
+  // Nor after a line-ending backslash in a multi-line string, where toml++ skips the newlines
+  // and classifies the next character: the config fuzzer's input IiI9ICIiIm9kIFwKbVwK77u+Ig==
+  // (base64), which reached the same undefined behaviour.
+  msg = error_of([] { resolve("\"\"= \"\"\"od \\\nm\\\n\xEF\xBB\xBE\""); });
+  EXPECT_CONTAINS(msg, "config test.toml:2:2");
+  EXPECT_CONTAINS(msg, "line-ending backslash");
+  msg = error_of([] { resolve("a = \"\"\"x\\ \t\r\n \n\t\xC3\xA9\"\"\"\n"); });
+  EXPECT_CONTAINS(msg, "line-ending backslash");
+  // A line-ending backslash followed by ASCII keeps the string, which may hold any text later.
+  EXPECT_EQ(resolve("[data]\ndir = \"\"\"/d\\\n  ata\xC3\xA9\"\"\"\n").data.dir, "/data\xC3\xA9");
   // Nor inside an array after such a '[', nor after a second '=' or a doubled ','.
   msg = error_of([] { resolve("a = [0['\xC3\xA9']\n"); });
   EXPECT_CONTAINS(msg, "config test.toml:1:9");
