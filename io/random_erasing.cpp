@@ -80,10 +80,18 @@ std::vector<Box> random_erasing(const RandomErasingOptions& opt, float* hwc, int
   std::vector<float> colour(static_cast<size_t>(c), 0.f);
   for (const Box& b : boxes) {
     if (opt.mode == EraseMode::Pixel) {
+      // Box-Muller pairs: both the cosine and the sine value are used (half the draws and
+      // logarithms of one normal() per value).
       Rng noise(RngKey{rng.u64(), 0});
+      const int64_t row = b.width * c;
       for (int64_t y = b.top; y < b.top + b.height; ++y) {
         float* p = hwc + (y * w + b.left) * c;
-        for (int64_t i = 0; i < b.width * c; ++i) p[i] = static_cast<float>(noise.normal());
+        for (int64_t i = 0; i < row; i += 2) {
+          const double r = std::sqrt(-2.0 * std::log(1.0 - noise.uniform()));
+          const double a = 2.0 * M_PI * noise.uniform();
+          p[i] = static_cast<float>(r * std::cos(a));
+          if (i + 1 < row) p[i + 1] = static_cast<float>(r * std::sin(a));
+        }
       }
       continue;
     }

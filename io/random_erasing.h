@@ -48,9 +48,10 @@ std::vector<Box> sample_erasing_boxes(const RandomErasingOptions& opt, int64_t h
 
 // Erases one normalised image (f32 HWC, h x w x c) in place and returns its boxes: first
 // sample_erasing_boxes(opt, h, w, rng), then each box in turn is filled:
-//   Pixel: one rng.u64() keys a child Rng(RngKey{that word, 0}) whose normal() gives every value
-//          of the box in HWC order (a sample's own stream is 2^12 words, see data_key, and a box
-//          takes up to 4 words per value);
+//   Pixel: one rng.u64() keys a child Rng(RngKey{that word, 0}) that gives every value of the box
+//          in HWC order, row by row, as Box-Muller pairs (two uniform() draws give the cosine
+//          and the sine value; a row of odd length drops its last sine) (a sample's own stream
+//          is 2^12 words, see data_key, and a box takes up to 2 words per value);
 //   Rand:  c rng.normal() values, one per channel;
 //   Const: zeros, no draws.
 // Later boxes overwrite earlier ones where they overlap.
