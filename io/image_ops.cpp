@@ -17,8 +17,6 @@
 
 namespace mokd::data {
 
-const char* resample_name(Resample r) { return r == Resample::Bicubic ? "bicubic" : "bilinear"; }
-
 namespace {
 
 void check_rgb(const Image& img, const char* op) {
@@ -346,10 +344,12 @@ void enhance_sharpness(Image& img, double factor) {
 
 // ---- geometry ----
 
-void affine_transform(const Image& src, const std::array<double, 6>& a, Resample resample,
+void affine_transform(const Image& src, const std::array<double, 6>& a, Interpolation resample,
                       const Rgb& fill, Image& dst) {
   check_rgb(src, "affine_transform");
   MOKD_CHECK(&src != &dst, "affine_transform: the output must not be the input image");
+  MOKD_CHECK(resample != Interpolation::Nearest,
+             "affine_transform: bilinear or bicubic sampling (RandAugment's), not nearest");
   const int64_t h = src.height, w = src.width;
   dst.reset(h, w, 3);
   const double wd = static_cast<double>(w), hd = static_cast<double>(h);
@@ -364,7 +364,7 @@ void affine_transform(const Image& src, const std::array<double, 6>& a, Resample
       const double ys = a[3] * xin + a[4] * yin + a[5];
       if (xs < 0.0 || xs >= wd || ys < 0.0 || ys >= hd) {
         out[0] = fill[0], out[1] = fill[1], out[2] = fill[2];
-      } else if (resample == Resample::Bicubic) {
+      } else if (resample == Interpolation::Bicubic) {
         sample_bicubic(px, w, h, xs, ys, out);
       } else {
         sample_bilinear(px, w, h, xs, ys, out);
@@ -373,7 +373,7 @@ void affine_transform(const Image& src, const std::array<double, 6>& a, Resample
   }
 }
 
-void rotate(const Image& src, double degrees, Resample resample, const Rgb& fill, Image& dst) {
+void rotate(const Image& src, double degrees, Interpolation resample, const Rgb& fill, Image& dst) {
   check_rgb(src, "rotate");
   MOKD_CHECK(&src != &dst, "rotate: the output must not be the input image");
   MOKD_CHECK(std::isfinite(degrees), "rotate: the angle must be finite, got ", degrees);

@@ -12,13 +12,11 @@
 #include <cstdint>
 
 #include "io/image.h"
+#include "io/resample.h"  // Interpolation
 
 namespace mokd::data {
 
 using Rgb = std::array<uint8_t, 3>;
-
-enum class Resample : uint8_t { Bilinear, Bicubic };
-const char* resample_name(Resample r);  // "bilinear", "bicubic"
 
 // ---- lookup-table ops (ImageOps, in place) ----
 
@@ -59,11 +57,11 @@ void enhance_sharpness(Image& img, double factor);
 // [0, w) x [0, h) keep the fill colour, inside the filter's taps are clamped to the image. dst is
 // resized to src's shape and must not alias it. Reads src through a per-thread copy of 16 bytes
 // per pixel (kept for the next call).
-void affine_transform(const Image& src, const std::array<double, 6>& a, Resample resample,
+void affine_transform(const Image& src, const std::array<double, 6>& a, Interpolation resample,
                       const Rgb& fill, Image& dst);
 // dst = src.rotate(degrees, resample, fillcolor=fill): counter-clockwise about the centre, same
 // size; 0, 180 (and 90, 270 on square images) are Pillow's exact transposes, other angles its
 // affine matrix with the coefficients rounded to 15 decimals. dst must not alias src.
-void rotate(const Image& src, double degrees, Resample resample, const Rgb& fill, Image& dst);
+void rotate(const Image& src, double degrees, Interpolation resample, const Rgb& fill, Image& dst);
 
 }  // namespace mokd::data

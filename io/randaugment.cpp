@@ -71,7 +71,7 @@ Image& geometry_scratch() {
   return scratch;
 }
 
-void apply_op(RandOp op, double m, bool negate, const Rgb& fill, Resample resample,
+void apply_op(RandOp op, double m, bool negate, const Rgb& fill, Interpolation resample,
               double translate_pct, Image& img) {
   // Checked here too: the geometric ops move the pixels to a scratch image before the primitive
   // would check them.
@@ -291,10 +291,11 @@ void sample_rand_augment(const RandAugmentOptions& opt, Rng& rng, std::vector<Ra
     l.magnitude = std::max(0.0, std::min(m, opt.magnitude_max));
     if (rand_op_signed(l.op)) l.negate = rng.uniform() > 0.5;
     if (rand_op_geometric(l.op)) {
-      l.resample = opt.params.interpolation == AffineInterpolation::Bilinear ? Resample::Bilinear
-                   : opt.params.interpolation == AffineInterpolation::Bicubic
-                       ? Resample::Bicubic
-                       : (rng.randint(0, 2) == 0 ? Resample::Bilinear : Resample::Bicubic);
+      l.resample =
+          opt.params.interpolation == AffineInterpolation::Bilinear ? Interpolation::Bilinear
+          : opt.params.interpolation == AffineInterpolation::Bicubic
+              ? Interpolation::Bicubic
+              : (rng.randint(0, 2) == 0 ? Interpolation::Bilinear : Interpolation::Bicubic);
     }
   }
 }
@@ -307,7 +308,8 @@ void apply_rand_op(RandOp op, double magnitude, bool negate, const RandAugmentPa
   MOKD_CHECK(std::isfinite(magnitude) && magnitude >= 0, "apply_rand_op(", rand_op_name(op),
              "): magnitude must be finite and >= 0, got ", magnitude);
   apply_op(op, magnitude, negate, params.fill,
-           params.interpolation == AffineInterpolation::Bilinear ? Resample::Bilinear : Resample::Bicubic,
+           params.interpolation == AffineInterpolation::Bilinear ? Interpolation::Bilinear
+                                                                 : Interpolation::Bicubic,
            params.translate_pct, img);
 }
 

@@ -56,7 +56,11 @@ bool rand_op_geometric(RandOp op);  // Rotate, Shear*, Translate*: resampled, fi
 // timm's op list, in its order: _RAND_INCREASING_TRANSFORMS when increasing, else _RAND_TRANSFORMS.
 const std::vector<RandOp>& rand_augment_op_list(bool increasing);
 
-enum class AffineInterpolation : uint8_t { Bilinear, Bicubic, Random };  // Random: each op draws one
+enum class AffineInterpolation : uint8_t {
+  Bilinear,
+  Bicubic,
+  Random
+};  // Random: each op draws one
 
 // timm's hparams for the ops. Defaults: what timm's training transform passes for DeiT
 // (interpolation bicubic, img_mean from the ImageNet mean (0.485, 0.456, 0.406)).
@@ -86,9 +90,9 @@ RandAugmentOptions parse_rand_augment(const std::string& spec, const std::string
 struct RandLayer {
   RandOp op = RandOp::AutoContrast;
   bool applied = false;
-  double magnitude = 0;                   // after noise and clipping (when applied)
-  bool negate = false;                    // signed ops only (when applied)
-  Resample resample = Resample::Bicubic;  // geometric ops (when applied)
+  double magnitude = 0;                             // after noise and clipping (when applied)
+  bool negate = false;                              // signed ops only (when applied)
+  Interpolation resample = Interpolation::Bicubic;  // geometric ops (when applied)
 };
 
 // Draws the layers in this order (timm's order; the sources differ, so values do not match timm's

@@ -53,7 +53,8 @@ RandAugmentParams fixture_params(const test::Fixture& fx, const std::string& int
             static_cast<uint8_t>(fill.at(2))};
   p.translate_pct = fx.param_d("hparams.translate_pct");
   EXPECT_TRUE(interpolation == "bicubic" || interpolation == "bilinear") << interpolation;
-  p.interpolation = interpolation == "bicubic" ? AffineInterpolation::Bicubic : AffineInterpolation::Bilinear;
+  p.interpolation =
+      interpolation == "bicubic" ? AffineInterpolation::Bicubic : AffineInterpolation::Bilinear;
   return p;
 }
 
@@ -162,7 +163,7 @@ TEST(RandAugmentOps, RefusesGrayscaleAndBadArguments) {
   Image dst;
   expect_error(
       [&] {
-        rotate(gray, 10, Resample::Bicubic, Rgb{0, 0, 0}, dst);
+        rotate(gray, 10, Interpolation::Bicubic, Rgb{0, 0, 0}, dst);
       },
       {"rotate", "RGB image"});
   Rng rng(data_key(1, 0, DataPurpose::Sample, 0));
