@@ -17,15 +17,6 @@ namespace {
 using namespace mokd::data;
 using test::expect_error;
 
-// The fixture stores uint8 images packed 4 bytes per I32 element (mokd has no U8 tensors).
-std::vector<uint8_t> unpack_u8(const Tensor& t, size_t n) {
-  EXPECT_EQ(t.dtype(), DType::I32);
-  EXPECT_GE(t.nbytes(), n);
-  std::vector<uint8_t> out(n);
-  std::memcpy(out.data(), t.raw_data(), std::min(n, t.nbytes()));
-  return out;
-}
-
 const test::Fixture& ops_fixture() {
   static const test::Fixture fx("data_randaugment.safetensors");
   return fx;
@@ -35,13 +26,13 @@ Image fixture_image(const test::Fixture& fx, int64_t k) {
   const std::vector<int64_t> shape =
       fx.param("images").at(static_cast<size_t>(k)).get<std::vector<int64_t>>();
   Image img(shape.at(0), shape.at(1), shape.at(2));
-  img.pixels = unpack_u8(fx["image" + std::to_string(k)], img.pixels.size());
+  img.pixels = test::unpack_u8(fx["image" + std::to_string(k)], img.pixels.size());
   return img;
 }
 
 Image expected_image(const test::Fixture& fx, const nlohmann::json& c) {
   Image img = fixture_image(fx, c.at("image").get<int64_t>());
-  img.pixels = unpack_u8(fx[c.at("out").get<std::string>()], img.pixels.size());
+  img.pixels = test::unpack_u8(fx[c.at("out").get<std::string>()], img.pixels.size());
   return img;
 }
 

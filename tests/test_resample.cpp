@@ -12,20 +12,11 @@ namespace {
 using namespace mokd::data;
 using test::expect_error;
 
-// The fixture's images are uint8 bytes packed four per little-endian I32 word.
-std::vector<uint8_t> unpack(const Tensor& t, size_t n) {
-  EXPECT_EQ(t.dtype(), DType::I32);
-  EXPECT_GE(t.nbytes(), n);
-  std::vector<uint8_t> out(n);
-  std::memcpy(out.data(), t.raw_data(), std::min(n, t.nbytes()));
-  return out;
-}
-
 std::map<std::string, Image> fixture_images(const test::Fixture& fx) {
   std::map<std::string, Image> images;
   for (const auto& [name, shape] : fx.param("images").items()) {
     Image im(shape.at(0).get<int64_t>(), shape.at(1).get<int64_t>(), shape.at(2).get<int64_t>());
-    im.pixels = unpack(fx["input_" + name], im.pixels.size());
+    im.pixels = test::unpack_u8(fx["input_" + name], im.pixels.size());
     images.emplace(name, std::move(im));
   }
   return images;
@@ -58,7 +49,7 @@ TEST(Resample, MatchesPillowExactly) {
     ASSERT_EQ(out.height, oh) << name;
     ASSERT_EQ(out.width, ow) << name;
     ASSERT_EQ(out.channels, src.channels) << name;
-    const std::vector<uint8_t> ref = unpack(fx["out_" + name], out.pixels.size());
+    const std::vector<uint8_t> ref = test::unpack_u8(fx["out_" + name], out.pixels.size());
     int worst = 0, differ = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
       const int d = std::abs(int(out.pixels[i]) - int(ref[i]));

@@ -278,6 +278,14 @@ std::vector<int64_t> Fixture::param_iv(const std::string& path) const {
 
 io::TensorMap load_fixture(const std::string& file) { return Fixture(file).tensors(); }
 
+std::vector<uint8_t> unpack_u8(const Tensor& t, size_t n) {
+  EXPECT_EQ(t.dtype(), DType::I32);
+  EXPECT_GE(t.nbytes(), n);
+  std::vector<uint8_t> out(n);
+  std::memcpy(out.data(), t.raw_data(), std::min(n, t.nbytes()));
+  return out;
+}
+
 Tensor requires_grad(Tensor t) {
   t.set_requires_grad(true);
   return t;

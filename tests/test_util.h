@@ -86,6 +86,10 @@ class Fixture {
 // Tensors of tests/data/<file> (Fixture(file).tensors()).
 io::TensorMap load_fixture(const std::string& file);
 
+// The first n bytes of a fixture tensor holding uint8 data packed four per little-endian I32 word
+// (tools/reference/_common.py's pack_u8; mokd's tensors have no uint8 type).
+std::vector<uint8_t> unpack_u8(const Tensor& t, size_t n);
+
 // t with requires_grad set, for inline use: gradcheck(f, {requires_grad(randn(...))}).
 Tensor requires_grad(Tensor t);
 

@@ -127,6 +127,16 @@ def _sorted_metadata(buf):
     return buf[:8] + new + b" " * (n - len(new)) + buf[8 + n:]
 
 
+def pack_u8(arr):
+    """uint8 array -> I32 tensor of its bytes, four per little-endian word, zero padded (mokd's
+    tensors have no uint8 type; the C++ tests unpack with test::unpack_u8)."""
+    import numpy as np
+    import torch
+    b = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
+    b = np.concatenate([b, np.zeros((-len(b)) % 4, dtype=np.uint8)])
+    return torch.from_numpy(b.view("<i4").copy())
+
+
 def save(out_dir, name, tensors, params=None, extra_metadata=None):
     """Writes <out_dir>/<name>.safetensors: contiguous CPU tensors (detached) and the metadata
     described above; params is the JSON-able dict of hyper-parameters."""

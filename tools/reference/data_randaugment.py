@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._common import save
+from ._common import pack_u8, save
 
 REQUIRES = ("torch", "numpy", "safetensors", "timm", "torchvision", "pillow")
 
@@ -47,12 +47,6 @@ GEOMETRIC = ["Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"]
 ENHANCE_FACTORS = [0.0, 0.37, 0.5, 1.0, 1.3, 1.9, 2.6]
 HIST_BINS = 10  # equal bins over [0, upper), plus one bin for magnitude == upper (the clip)
 
-
-def pack_u8(a):
-    """uint8 array -> I32 tensor of its bytes, 4 per element, zero padded."""
-    b = np.ascontiguousarray(a, dtype=np.uint8).reshape(-1)
-    b = np.concatenate([b, np.zeros((-len(b)) % 4, dtype=np.uint8)])
-    return torch.from_numpy(b.view("<i4").copy())
 
 
 def make_images():

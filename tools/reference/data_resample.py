@@ -22,18 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._common import save
+from ._common import pack_u8, save
 
 REQUIRES = ("torch", "numpy", "safetensors", "pillow", "torchvision")
 
 FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
-
-def _packed(arr):
-    """uint8 array -> I32 tensor of its bytes, four per little-endian word."""
-    b = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
-    b = np.concatenate([b, np.zeros((-len(b)) % 4, dtype=np.uint8)])
-    return torch.from_numpy(b.view("<i4").copy())
 
 
 def _rrc_boxes(pil, n, seed):
@@ -92,7 +86,7 @@ def generate(out_dir):
     for k, box in enumerate(_rrc_boxes(pils["rgb_small"], 2, seed=4)):
         geometry[f"rrc_up{k}_40x40"] = ("rgb_small", [40, 40], box, None)
 
-    t = {f"input_{name}": _packed(a) for name, a in arrays.items()}
+    t = {f"input_{name}": pack_u8(a) for name, a in arrays.items()}
     cases = {}
     for gname, (image, (oh, ow), crop, box) in geometry.items():
         for fname, filt in FILTERS.items():
@@ -110,7 +104,7 @@ def generate(out_dir):
             a = np.asarray(out)
             assert a.shape[:2] == (oh, ow)
             name = f"{gname}_{fname}"
-            t[f"out_{name}"] = _packed(a)
+            t[f"out_{name}"] = pack_u8(a)
             cases[name] = case
 
     # Whether torchvision's resized_crop on a PIL image equals crop-then-resize here (it is
