@@ -26,22 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::expect_error;
 
-class TempDir {
- public:
-  TempDir() {
-    dir_ = fs::temp_directory_path() /
-           ("mokd_bench_data_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  ~TempDir() { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::string root() const { return dir_.string(); }
-
- private:
-  fs::path dir_;
-};
+using test::TempDir;
 
 void write_jpeg(const std::string& path, int h, int w, uint32_t seed) {
   std::vector<uint8_t> rgb(static_cast<size_t>(h * w * 3));

@@ -28,23 +28,7 @@ namespace fs = std::filesystem;
 using namespace mokd::data;
 using test::expect_error;
 
-// A fresh temporary folder per test.
-class TempDir {
- public:
-  TempDir() {
-    dir_ = fs::temp_directory_path() /
-           ("mokd_data_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  ~TempDir() { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::string root() const { return dir_.string(); }
-
- private:
-  fs::path dir_;
-};
+using test::TempDir;
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   fs::create_directories(fs::path(path).parent_path());

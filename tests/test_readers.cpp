@@ -32,31 +32,7 @@ namespace fs = std::filesystem;
 using namespace mokd::data;
 using test::expect_error;
 
-// A fresh temporary folder per test, world-readable so that an unprivileged child can use it.
-class TempDir {
- public:
-  TempDir() {
-    dir_ = fs::temp_directory_path() /
-           ("mokd_readers_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    remove();
-    fs::create_directories(dir_);
-    fs::permissions(dir_, fs::perms(0755));
-  }
-  ~TempDir() { remove(); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::string root() const { return dir_.string(); }
-
- private:
-  void remove() {
-    std::error_code ec;
-    if (fs::exists(dir_, ec))  // read-only folders left by a test must be writable to go
-      for (const auto& e : fs::recursive_directory_iterator(dir_, ec))
-        if (e.is_directory(ec)) fs::permissions(e.path(), fs::perms(0755), ec);
-    fs::remove_all(dir_, ec);
-  }
-  fs::path dir_;
-};
+using test::TempDir;
 
 // Sets an environment variable for the scope of the object.
 class ScopedEnv {

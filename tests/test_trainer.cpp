@@ -67,6 +67,20 @@ TrainConfig small_config(const std::string& out) {
 
 io::TensorMap read(const std::string& path) { return io::load_safetensors(path); }
 
+// The two runs' checkpointed states (weights and all training state) are equal bit for bit.
+void expect_same_state(const std::string& run_a, const std::string& run_b) {
+  auto sa = read(run_a + "/checkpoints/state.safetensors");
+  auto sb = read(run_b + "/checkpoints/state.safetensors");
+  ASSERT_EQ(sa.size(), sb.size());
+  for (auto& [k, v] : sa) {
+    ASSERT_TRUE(sb.count(k)) << k;
+    Tensor x = v.to(DType::F64), y = sb.at(k).to(DType::F64);
+    ASSERT_EQ(x.shape(), y.shape()) << k;
+    EXPECT_EQ(0, std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()))
+        << "tensor " << k << " differs after resume";
+  }
+}
+
 TEST(Trainer, ResumeIsBitIdentical) {
   if (!have_fashion_mnist())
     GTEST_SKIP() << "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)";
@@ -88,16 +102,7 @@ TEST(Trainer, ResumeIsBitIdentical) {
   EXPECT_EQ(rb2.steps, 12);
 
   // Weights, optimizer moments, FAMO state and projector: bit for bit.
-  auto sa = read(a.run.out_dir + "/checkpoints/state.safetensors");
-  auto sb = read(b.run.out_dir + "/checkpoints/state.safetensors");
-  ASSERT_EQ(sa.size(), sb.size());
-  for (auto& [k, v] : sa) {
-    ASSERT_TRUE(sb.count(k)) << k;
-    Tensor x = v.to(DType::F64), y = sb.at(k).to(DType::F64);
-    ASSERT_EQ(x.shape(), y.shape()) << k;
-    EXPECT_EQ(0, std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()))
-        << "tensor " << k << " differs after resume";
-  }
+  expect_same_state(a.run.out_dir, b.run.out_dir);
   EXPECT_EQ(ra.final_eval.top1, rb2.final_eval.top1);
   EXPECT_EQ(ra.final_eval.loss, rb2.final_eval.loss);
   // The logged losses of the steps after the resume equal the straight run's.
@@ -176,16 +181,7 @@ TEST(Trainer, ResumeIsBitIdenticalOnImageFilesWithDeitAugmentation) {
   b.run.resume = true;
   TrainSummary rb = train(b, TrainMode::Teacher);
   EXPECT_EQ(rb.steps, 7);
-  auto sa = read(a.run.out_dir + "/checkpoints/state.safetensors");
-  auto sb = read(b.run.out_dir + "/checkpoints/state.safetensors");
-  ASSERT_EQ(sa.size(), sb.size());
-  for (auto& [k, v] : sa) {
-    ASSERT_TRUE(sb.count(k)) << k;
-    Tensor x = v.to(DType::F64), y = sb.at(k).to(DType::F64);
-    ASSERT_EQ(x.shape(), y.shape()) << k;
-    EXPECT_EQ(0, std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()))
-        << "tensor " << k << " differs after resume";
-  }
+  expect_same_state(a.run.out_dir, b.run.out_dir);
   EXPECT_EQ(ra.final_eval.loss, rb.final_eval.loss);
   fs::remove_all(dir);
 }

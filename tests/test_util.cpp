@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -284,6 +286,32 @@ std::vector<uint8_t> unpack_u8(const Tensor& t, size_t n) {
   std::vector<uint8_t> out(n);
   std::memcpy(out.data(), t.raw_data(), std::min(n, t.nbytes()));
   return out;
+}
+
+TempDir::TempDir() {
+  namespace fs = std::filesystem;
+  dir_ = (fs::temp_directory_path() /
+          ("mokd_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+           "_" + std::to_string(::getpid())))
+             .string();
+  remove();
+  fs::create_directories(dir_);
+  fs::permissions(dir_, fs::perms(0755));
+}
+
+TempDir::~TempDir() { remove(); }
+
+std::string TempDir::path(const std::string& name) const {
+  return (std::filesystem::path(dir_) / name).string();
+}
+
+void TempDir::remove() const {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir_, ec))  // read-only folders left by a test must be writable to go
+    for (const auto& e : fs::recursive_directory_iterator(dir_, ec))
+      if (e.is_directory(ec)) fs::permissions(e.path(), fs::perms(0755), ec);
+  fs::remove_all(dir_, ec);
 }
 
 Tensor requires_grad(Tensor t) {

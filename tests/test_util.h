@@ -90,6 +90,23 @@ io::TensorMap load_fixture(const std::string& file);
 // (tools/reference/_common.py's pack_u8; mokd's tensors have no uint8 type).
 std::vector<uint8_t> unpack_u8(const Tensor& t, size_t n);
 
+// A fresh temporary folder per test (named after the test and the process), world-readable so
+// that an unprivileged child process can use it; removed at the end of the scope, read-only
+// subfolders included.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string path(const std::string& name) const;
+  std::string root() const { return dir_; }
+
+ private:
+  void remove() const;
+  std::string dir_;
+};
+
 // t with requires_grad set, for inline use: gradcheck(f, {requires_grad(randn(...))}).
 Tensor requires_grad(Tensor t);
 
