@@ -110,43 +110,6 @@ void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const 
   resize(src, h, w, c, box, out_h, out_w, Interpolation::Bilinear, dst);
 }
 
-void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h,
-                    int64_t* out_w) {
-  *out_h = h;
-  *out_w = w;
-  if (opt.random_resized_crop) {
-    if (opt.out_height > 0) *out_h = opt.out_height;
-    if (opt.out_width > 0) *out_w = opt.out_width;
-  }
-}
-
-void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c,
-             Rng& rng, uint8_t* dst, std::vector<uint8_t>& scratch) {
-  int64_t oh, ow;
-  augmented_size(opt, h, w, &oh, &ow);
-  const size_t in_bytes = static_cast<size_t>(h * w * c),
-               out_bytes = static_cast<size_t>(oh * ow * c);
-  scratch.resize(std::max(in_bytes, out_bytes));
-  const uint8_t* cur = src;
-  if (opt.random_resized_crop) {
-    Box b =
-        sample_resized_crop(h, w, opt.scale_min, opt.scale_max, opt.ratio_min, opt.ratio_max, rng);
-    resize_bilinear(src, h, w, c, b, oh, ow, dst);
-    cur = dst;
-  }
-  if (opt.crop_padding >= 0) {
-    // The crop must not alias: after an RRC, move its output to scratch first.
-    if (cur == dst) {
-      std::memcpy(scratch.data(), dst, out_bytes);
-      cur = scratch.data();
-    }
-    random_crop_with_padding(cur, oh, ow, c, opt.crop_padding, rng, dst);
-    cur = dst;
-  }
-  if (cur != dst) std::memcpy(dst, cur, out_bytes);
-  if (opt.hflip && rng.uniform() < 0.5) hflip_inplace(dst, oh, ow, c);
-}
-
 std::vector<float> normalize_table(const Normalize& norm, int64_t channels) {
   MOKD_CHECK(norm.mean.size() == norm.std.size() &&
                  (norm.mean.empty() || static_cast<int64_t>(norm.mean.size()) == channels),

@@ -1,6 +1,7 @@
-// Data augmentation on HWC uint8 images (crop with padding, flip, RandomResizedCrop, bilinear
-// resize), normalisation to f32 and batch-level mixup/cutmix with soft targets. Every random choice
-// comes from an explicit Rng so that results are reproducible.
+// The augmentation primitives on HWC uint8 images that the sample transform (io/transform.h)
+// composes: crop with padding, flip, the bilinear resize of a box, and the options struct of the
+// geometric steps; normalisation to f32 and batch-level mixup/cutmix with soft targets; the
+// reproducible random stream they all draw from (every random choice comes from an explicit Rng).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -63,22 +64,14 @@ struct Box {
 void resize_bilinear(const uint8_t* src, int64_t h, int64_t w, int64_t c, const Box& box,
                      int64_t out_h, int64_t out_w, uint8_t* dst);
 
+// The geometric augmentations of the train transform (io/transform.h applies them in this order).
 struct AugmentOptions {
-  bool random_resized_crop = false;       // first, if on
-  int64_t out_height = 0, out_width = 0;  // RRC output (0: the input size)
+  bool random_resized_crop = false;  // first, if on
   double scale_min = 0.08, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
   int64_t crop_padding = -1;  // >= 0: random crop with this zero padding (after RRC, if any)
   bool hflip = false;         // horizontal flip with p = 0.5, last
-  bool enabled() const { return random_resized_crop || crop_padding >= 0 || hflip; }
 };
-// Output size of augment() for an input of h x w.
-void augmented_size(const AugmentOptions& opt, int64_t h, int64_t w, int64_t* out_h,
-                    int64_t* out_w);
-// Applies the options in order (RRC, padded crop, flip) to src; writes augmented_size() x c into
-// dst. `scratch` is reused between calls.
-void augment(const AugmentOptions& opt, const uint8_t* src, int64_t h, int64_t w, int64_t c,
-             Rng& rng, uint8_t* dst, std::vector<uint8_t>& scratch);
 
 // (x / 255 - mean[c]) / std[c] into f32; empty mean/std mean 0 and 1.
 struct Normalize {

@@ -62,8 +62,6 @@ SampleTransform::SampleTransform(TransformOptions opt, int64_t height, int64_t w
              " channel(s)");
   out_h_ = opt_.height > 0 ? opt_.height : in_h_;
   out_w_ = opt_.width > 0 ? opt_.width : in_w_;
-  opt_.augment.out_height = out_h_;
-  opt_.augment.out_width = out_w_;
   if (opt_.augment.random_resized_crop)
     MOKD_CHECK(opt_.augment.scale_min > 0 && opt_.augment.scale_min <= opt_.augment.scale_max &&
                    opt_.augment.scale_max <= 1 && opt_.augment.ratio_min > 0 &&

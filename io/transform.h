@@ -27,8 +27,7 @@ struct TransformOptions {
   // Output size; 0: the split's own (fixed-size splits only). Image files need a square size.
   int64_t height = 0, width = 0;
   Interpolation interpolation = Interpolation::Bicubic;  // every resize of this transform
-  // train: RandomResizedCrop (augment.random_resized_crop, scale, ratio), crop_padding, hflip. Its
-  // out_height/out_width are set from height/width.
+  // train: RandomResizedCrop (augment.random_resized_crop, scale, ratio), crop_padding, hflip.
   AugmentOptions augment;
   bool rand_augment = false;
   RandAugmentOptions rand_augment_options;

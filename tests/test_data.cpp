@@ -19,6 +19,7 @@
 #include "io/dataset.h"
 #include "io/decode.h"
 #include "io/loader.h"
+#include "io/random_resized_crop.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -689,11 +690,15 @@ TEST(LoaderDeterminism, SampleRandomnessIsKeyedBySeedEpochAndPosition) {
       // (seed, epoch, Sample, pos), then normalised.
       int64_t label;
       ds.read(order[pos], raw.data(), &label);
+      // Composed here from the primitives: RandomResizedCrop (bilinear) to 7 x 5, padded crop,
+      // flip.
       Rng rng(data_key(o.seed, 4, DataPurpose::Sample, pos));
-      AugmentOptions a = o.transform.augment;
-      a.out_height = 7;
-      a.out_width = 5;
-      augment(a, raw.data(), h, w, c, rng, aug.data(), scratch);
+      const AugmentOptions& a = o.transform.augment;
+      Box box = sample_resized_crop(h, w, a.scale_min, a.scale_max, a.ratio_min, a.ratio_max, rng);
+      scratch.resize(aug.size());
+      resize_bilinear(raw.data(), h, w, c, box, 7, 5, scratch.data());
+      random_crop_with_padding(scratch.data(), 7, 5, c, a.crop_padding, rng, aug.data());
+      if (rng.uniform() < 0.5) hflip_inplace(aug.data(), 7, 5, c);
       normalize(aug.data(), 7 * 5, c, table, expect.data());
       ASSERT_EQ(row, expect) << "position " << pos;
     }
