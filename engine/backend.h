@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/image_batch.h"
 #include "engine/kernel_types.h"
 #include "engine/tensor.h"
 
@@ -125,6 +126,13 @@ class Backend {
   virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& out, const Tensor& lse, const Tensor& gout,
                                   float scale, Tensor& gq, Tensor& gk, Tensor& gv) = 0;
+
+  // ---- input pipeline (engine/image_batch.h) ----
+  // out f32 [N, H, W, C] from pixels u8 [N, H, W, C] and table f32 [C, 256]: out[i] is
+  // erased_value(i) (normalised by the table, then sample i's boxes), mixed by p.mix with sample
+  // n - 1 - i. p.boxes is host memory.
+  virtual void prepare_images(const Tensor& pixels, const Tensor& table, const ImageBatchParams& p,
+                              Tensor& out) = 0;
 
   // ---- losses helpers ----
   // out [B, C] = off everywhere, on at labels[b] (i64 [B]); throws naming a label outside [0, C).

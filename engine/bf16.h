@@ -1,4 +1,5 @@
-// bfloat16 <-> float conversion, round-to-nearest-even, NaN preserved (quietened).
+// bfloat16 <-> float conversion, round-to-nearest-even, NaN preserved (quietened); the f64 -> u8
+// conversion that every backend's copy uses.
 // Host and device code share these (MOKD_HD expands to __host__ __device__ under nvcc).
 #pragma once
 #include <cstdint>
@@ -38,6 +39,11 @@ MOKD_HD float bf16_to_float(bf16 h) {
   float f;
   memcpy(&f, &u, 4);
   return f;
+}
+
+// f64 -> u8: truncation toward zero, saturated to [0, 255]; NaN gives 0.
+MOKD_HD uint8_t u8_from_double(double v) {
+  return v >= 255.0 ? uint8_t{255} : v >= 1.0 ? static_cast<uint8_t>(v) : uint8_t{0};
 }
 
 }  // namespace mokd

@@ -16,6 +16,8 @@ size_t dtype_size(DType t) {
       return 8;
     case DType::F64:
       return 8;
+    case DType::U8:
+      return 1;
   }
   return 0;
 }
@@ -32,6 +34,8 @@ const char* dtype_name(DType t) {
       return "i64";
     case DType::F64:
       return "f64";
+    case DType::U8:
+      return "u8";
   }
   return "?";
 }

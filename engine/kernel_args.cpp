@@ -534,6 +534,51 @@ LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& te
   return d;
 }
 
+// ---- input pipeline ----
+
+ImageBatchDims prepare_images_args(DeviceType on, const Tensor& pixels, const Tensor& table,
+                                   const ImageBatchParams& p, const Tensor& out) {
+  const char* k = "prepare_images";
+  expect_on(pixels, on, k, "pixels");
+  MOKD_CHECK(pixels.dtype() == DType::U8 && pixels.dim() == 4, k,
+             ": pixels must be u8 [N, H, W, C], got ", pixels.str());
+  ImageBatchDims d{pixels.size(0), pixels.size(1), pixels.size(2), pixels.size(3), {}};
+  expect_f32(table, on, k, "table");
+  MOKD_CHECK(table.numel() == d.c * 256, k, ": table must hold 256 values per channel (", d.c * 256,
+             "), got ", table.str());
+  expect_f32(out, on, k, "out");
+  MOKD_CHECK(out.shape() == pixels.shape(), k, ": out ", out.str(),
+             " must have the shape of pixels ", pixels.str());
+  MOKD_CHECK(p.num_boxes >= 0 && (p.num_boxes == 0 || p.boxes), k, ": ", p.num_boxes,
+             " erase boxes without data");
+  MOKD_CHECK(p.num_boxes == 0 || d.c <= kEraseMaxChannels, k, ": erasing takes at most ",
+             kEraseMaxChannels, " channels, the images have ", d.c);
+  d.first_box.assign(static_cast<size_t>(d.n + 1), 0);
+  int64_t prev = 0;
+  for (int64_t b = 0; b < p.num_boxes; ++b) {
+    const EraseBox& e = p.boxes[b];
+    MOKD_CHECK(e.sample >= prev && e.sample < d.n, k, ": erase box ", b, " is for sample ",
+               e.sample, "; boxes must be grouped by sample in increasing order, in [0, ", d.n,
+               ")");
+    MOKD_CHECK(e.top >= 0 && e.left >= 0 && e.height >= 0 && e.width >= 0 &&
+                   e.top + e.height <= d.h && e.left + e.width <= d.w,
+               k, ": erase box ", b, " (top ", e.top, ", left ", e.left, ", ", e.height, " x ",
+               e.width, ") is not inside the ", d.h, " x ", d.w, " image");
+    prev = e.sample;
+    ++d.first_box[static_cast<size_t>(e.sample) + 1];
+  }
+  for (int64_t i = 0; i < d.n; ++i) d.first_box[i + 1] += d.first_box[i];
+  const MixSpec& m = p.mix;
+  MOKD_CHECK(m.mode == MixMode::None || m.mode == MixMode::Blend || m.mode == MixMode::Cut, k,
+             ": unknown mix mode ", static_cast<int>(m.mode));
+  MOKD_CHECK(
+      m.mode != MixMode::Cut || (m.top >= 0 && m.left >= 0 && m.height >= 0 && m.width >= 0 &&
+                                 m.top + m.height <= d.h && m.left + m.width <= d.w),
+      k, ": cutmix box (top ", m.top, ", left ", m.left, ", ", m.height, " x ", m.width,
+      ") is not inside the ", d.h, " x ", d.w, " image");
+  return d;
+}
+
 // ---- optimizer updates ----
 
 namespace {

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/error.h"
@@ -145,6 +146,17 @@ LossDims kl_args(DeviceType on, const Tensor& student, const Tensor& teacher, fl
 LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& teacher,
                           float temperature, const Tensor& lse_s, const Tensor& lse_t,
                           const Tensor& gloss_rows, const Tensor& gstudent);
+
+// prepare_images: pixels u8 [N, H, W, C] and out f32 of that shape, table f32 [C, 256], all on
+// `on` and contiguous; C <= kEraseMaxChannels when boxes are given; each box inside its image,
+// boxes grouped by sample in increasing order; a cutmix box inside the image. Returns where each
+// sample's boxes begin (N + 1 offsets into p.boxes).
+struct ImageBatchDims {
+  int64_t n, h, w, c;
+  std::vector<int32_t> first_box;
+};
+ImageBatchDims prepare_images_args(DeviceType on, const Tensor& pixels, const Tensor& table,
+                                   const ImageBatchParams& p, const Tensor& out);
 
 // Optimizer updates: every state tensor f32 on `on`, contiguous, with the param's element count;
 // Adam's step 1-based; SGD's momentum buffer only when momentum != 0 (else it may be undefined).

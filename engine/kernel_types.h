@@ -6,8 +6,9 @@
 
 namespace mokd {
 
-// f64 exists for CPU-side checks only; kernels compute in f32 (bf16 storage on the GPU).
-enum class DType : uint8_t { F32, BF16, I32, I64, F64 };
+// f64 exists for CPU-side checks only; kernels compute in f32 (bf16 storage on the GPU). u8 holds
+// image bytes (the loader's batches, engine/image_batch.h); it is copied, not computed with.
+enum class DType : uint8_t { F32, BF16, I32, I64, F64, U8 };
 
 enum class UnaryOp : uint8_t {
   Neg,

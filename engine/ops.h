@@ -99,6 +99,11 @@ Tensor kl_div(const Tensor& student_logits, const Tensor& teacher_logits, float 
 Tensor smooth_l1(const Tensor& a, const Tensor& b, float beta = 1.f);
 Tensor mse(const Tensor& a, const Tensor& b);  // mean squared error
 
+// ---- input pipeline (engine/ops/image_batch.cpp); not differentiable ----
+// The model's input from uint8 images: pixels u8 [N, H, W, C] and table f32 [C, 256] on one device
+// -> f32 [N, H, W, C] there, normalised, erased and mixed as engine/image_batch.h describes.
+Tensor prepare_images(const Tensor& pixels, const Tensor& table, const ImageBatchParams& p);
+
 // ---- initialisation helpers (not recorded) ----
 void uniform_(Tensor& t, float lo, float hi, Generator& gen);
 void normal_(Tensor& t, float mean, float std, Generator& gen);

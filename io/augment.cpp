@@ -158,9 +158,7 @@ void mixup_targets(const int64_t* labels, int64_t n, int64_t num_classes, double
   }
 }
 
-MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w,
-                        int64_t c, const int64_t* labels, int64_t num_classes, Rng& rng,
-                        float* soft_targets) {
+MixupResult sample_mixup(const MixupOptions& opt, int64_t h, int64_t w, Rng& rng) {
   MixupResult res;
   const bool mix = opt.mixup_alpha > 0, cut = opt.cutmix_alpha > 0;
   if ((mix || cut) && rng.uniform() < opt.prob) {
@@ -175,45 +173,79 @@ MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64
       res.lam = rng.beta(opt.cutmix_alpha, opt.cutmix_alpha);
     }
   }
+  res.mixed = res.lam < 1.0;
+  if (res.mixed && res.cutmix) {
+    // timm's rand_bbox: a box of sqrt(1 - lam) of each side around a uniform centre, clipped.
+    double r = std::sqrt(1.0 - res.lam);
+    int64_t cut_h = static_cast<int64_t>(h * r), cut_w = static_cast<int64_t>(w * r);
+    int64_t cy = rng.randint(0, h), cx = rng.randint(0, w);
+    int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h),
+            y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
+    int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w),
+            x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
+    res.box = Box{y0, x0, y1 - y0, x1 - x0};
+    if (opt.correct_lam)
+      res.lam = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(h * w);
+  }
+  return res;
+}
+
+void apply_mixup(const MixupResult& res, float* images, int64_t n, int64_t h, int64_t w,
+                 int64_t c) {
+  if (!res.mixed) return;
   const int64_t img = h * w * c;
-  if (res.lam < 1.0) {
-    if (res.cutmix) {
-      // timm's rand_bbox: a box of sqrt(1 - lam) of each side around a uniform centre, clipped.
-      double r = std::sqrt(1.0 - res.lam);
-      int64_t cut_h = static_cast<int64_t>(h * r), cut_w = static_cast<int64_t>(w * r);
-      int64_t cy = rng.randint(0, h), cx = rng.randint(0, w);
-      int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h),
-              y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
-      int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w),
-              x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
-      res.box = Box{y0, x0, y1 - y0, x1 - x0};
-      if (opt.correct_lam)
-        res.lam = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(h * w);
-      // x[:, box] = x.flip(0)[:, box]: swap the box between samples i and n-1-i.
-      for (int64_t i = 0; i < n / 2; ++i) {
-        float* a = images + i * img;
-        float* b = images + (n - 1 - i) * img;
-        for (int64_t y = y0; y < y1; ++y)
-          std::swap_ranges(a + (y * w + x0) * c, a + (y * w + x1) * c, b + (y * w + x0) * c);
-      }
-    } else {
-      // x = lam x + (1 - lam) flip(x), in f32 as timm's in-place mul_/add_.
-      const float l = static_cast<float>(res.lam), l1 = static_cast<float>(1.0 - res.lam);
-      for (int64_t i = 0; i < (n + 1) / 2; ++i) {
-        float* a = images + i * img;
-        float* b = images + (n - 1 - i) * img;
-        if (a == b) {
-          for (int64_t k = 0; k < img; ++k) a[k] = a[k] * l + a[k] * l1;
-          continue;
-        }
-        for (int64_t k = 0; k < img; ++k) {
-          float va = a[k], vb = b[k];
-          a[k] = va * l + vb * l1;
-          b[k] = vb * l + va * l1;
-        }
-      }
+  if (res.cutmix) {
+    // x[:, box] = x.flip(0)[:, box]: swap the box between samples i and n-1-i.
+    const int64_t y0 = res.box.top, y1 = y0 + res.box.height;
+    const int64_t x0 = res.box.left, x1 = x0 + res.box.width;
+    for (int64_t i = 0; i < n / 2; ++i) {
+      float* a = images + i * img;
+      float* b = images + (n - 1 - i) * img;
+      for (int64_t y = y0; y < y1; ++y)
+        std::swap_ranges(a + (y * w + x0) * c, a + (y * w + x1) * c, b + (y * w + x0) * c);
+    }
+    return;
+  }
+  // x = lam x + (1 - lam) flip(x), in f32 as timm's in-place mul_/add_ (no fused multiply-add:
+  // CMakeLists.txt compiles this file with -ffp-contract=off).
+  const float l = static_cast<float>(res.lam), l1 = static_cast<float>(1.0 - res.lam);
+  for (int64_t i = 0; i < (n + 1) / 2; ++i) {
+    float* a = images + i * img;
+    float* b = images + (n - 1 - i) * img;
+    if (a == b) {
+      for (int64_t k = 0; k < img; ++k) a[k] = a[k] * l + a[k] * l1;
+      continue;
+    }
+    for (int64_t k = 0; k < img; ++k) {
+      float va = a[k], vb = b[k];
+      a[k] = va * l + vb * l1;
+      b[k] = vb * l + va * l1;
     }
   }
+}
+
+MixSpec mix_spec(const MixupResult& res) {
+  MixSpec m;
+  if (!res.mixed) return m;
+  if (res.cutmix) {
+    m.mode = MixMode::Cut;
+    m.top = static_cast<int32_t>(res.box.top);
+    m.left = static_cast<int32_t>(res.box.left);
+    m.height = static_cast<int32_t>(res.box.height);
+    m.width = static_cast<int32_t>(res.box.width);
+  } else {
+    m.mode = MixMode::Blend;
+    m.lam = static_cast<float>(res.lam);
+    m.lam1 = static_cast<float>(1.0 - res.lam);
+  }
+  return m;
+}
+
+MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w,
+                        int64_t c, const int64_t* labels, int64_t num_classes, Rng& rng,
+                        float* soft_targets) {
+  MixupResult res = sample_mixup(opt, h, w, rng);
+  apply_mixup(res, images, n, h, w, c);
   if (soft_targets)
     mixup_targets(labels, n, num_classes, res.lam, opt.label_smoothing, soft_targets);
   return res;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/image_batch.h"
 #include "engine/rng.h"
 
 namespace mokd::data {
@@ -94,14 +95,24 @@ struct MixupOptions {
 };
 
 struct MixupResult {
-  double lam = 1.0;  // weight of the un-flipped batch (after the cutmix correction)
-  bool cutmix = false;
-  Box box;  // the cutmix box (when cutmix)
+  double lam = 1.0;     // weight of the un-flipped batch (after the cutmix correction)
+  bool mixed = false;   // the images change: the drawn lam was below 1
+  bool cutmix = false;  // cutmix rather than mixup
+  Box box;              // the cutmix box (when cutmix)
 };
 
-// Mixes images (f32 NHWC, n x h x w x c, in place) with the batch flipped along n, and writes the
-// soft targets [n, num_classes]: lam * onehot_s(y) + (1 - lam) * onehot_s(flip(y)), onehot_s with
-// off = s / C and on = 1 - s + off.
+// The batch's mix as timm's Mixup draws it (whether to mix, which mode, lam, the cutmix box and
+// its area correction), touching no image.
+MixupResult sample_mixup(const MixupOptions& opt, int64_t h, int64_t w, Rng& rng);
+// Applies a drawn mix to f32 NHWC images in place: x = lam x + (1 - lam) flip(x) in f32 as timm's
+// in-place mul_ / add_, or the cutmix box of flip(x) pasted into x.
+void apply_mixup(const MixupResult& mix, float* images, int64_t n, int64_t h, int64_t w, int64_t c);
+// The same mix as data for the batch preparation on the training device (engine/image_batch.h).
+MixSpec mix_spec(const MixupResult& mix);
+
+// sample_mixup, apply_mixup, then the soft targets: mixes images (f32 NHWC, n x h x w x c, in
+// place) with the batch flipped along n, and writes the soft targets [n, num_classes]: lam *
+// onehot_s(y) + (1 - lam) * onehot_s(flip(y)), onehot_s with off = s / C and on = 1 - s + off.
 MixupResult mixup_batch(const MixupOptions& opt, float* images, int64_t n, int64_t h, int64_t w,
                         int64_t c, const int64_t* labels, int64_t num_classes, Rng& rng,
                         float* soft_targets);

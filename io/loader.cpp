@@ -1,6 +1,6 @@
 // The prefetching loader: worker threads claim chunks of samples of the batches in order, build
-// them independently into the batch's buffers, and the worker that completes a batch adds its
-// batch-level steps; the consumer takes batches in order from an index-keyed bounded buffer.
+// them independently into the batch's buffers, and the worker that completes a batch draws its
+// mix; the consumer takes batches in order from an index-keyed bounded buffer.
 #include "io/loader.h"
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/ops.h"
 
 namespace mokd::data {
 
@@ -26,7 +27,8 @@ Loader::Loader(const Dataset& dataset, LoaderOptions options)
   MOKD_CHECK(opt_.repeats <= 1 || opt_.shuffle,
              "Loader: repeated augmentation samples a shuffled order; it needs shuffle");
   opt_.repeated.num_repeats = std::max(1, opt_.repeats);
-  table_ = normalize_table(opt_.normalize, dataset_.channels());
+  const std::vector<float> table = normalize_table(opt_.normalize, dataset_.channels());
+  table_ = Tensor::from_vector(table, {dataset_.channels(), 256});
   // Four tasks per worker and batch: variable decode costs still balance.
   const int64_t tasks = 4 * std::max(1, opt_.num_workers);
   chunk_ = std::max<int64_t>(1, (opt_.batch_size + tasks - 1) / tasks);
@@ -87,8 +89,10 @@ void Loader::start_rows(int64_t index, Built& out) const {
   const int64_t rows = std::min(opt_.batch_size, samples_per_epoch() - first);
   const int64_t per = transform_.out_height() * transform_.out_width() * transform_.channels();
   out.rows = rows;
-  out.images.resize(static_cast<size_t>(rows * per));
+  out.pixels.resize(static_cast<size_t>(rows * per));
   out.labels.resize(static_cast<size_t>(rows));
+  out.erase.assign(static_cast<size_t>(rows), {});
+  out.mix = MixupResult{};
   out.soft.clear();
 }
 
@@ -102,11 +106,11 @@ void Loader::build_rows(int64_t epoch, const std::vector<int64_t>* order, int64_
     const int64_t pos = index * opt_.batch_size + i;
     const int64_t sample = order ? (*order)[static_cast<size_t>(pos)] : pos;
     out.labels[static_cast<size_t>(i)] = load_sample(epoch, order, pos, sample, raw, img);
-    float* dst = out.images.data() + i * per;
-    normalize(img.data(), oh * ow, c, table_, dst);
+    std::memcpy(out.pixels.data() + i * per, img.data(), static_cast<size_t>(per));
     if (opt_.random_erasing) {
       Rng erase_rng(data_key(opt_.seed, epoch, DataPurpose::Erase, pos));
-      random_erasing(opt_.erasing, dst, oh, ow, c, erase_rng);
+      out.erase[static_cast<size_t>(i)] =
+          plan_random_erasing(opt_.erasing, oh, ow, c, static_cast<int32_t>(i), erase_rng);
     }
   }
 }
@@ -141,12 +145,13 @@ int64_t Loader::load_sample(int64_t epoch, const std::vector<int64_t>* order, in
 
 void Loader::finish_batch(int64_t epoch, int64_t index, Built& out) const {
   out.soft.clear();
+  out.mix = MixupResult{};
   if (!opt_.mixup.soft_targets()) return;
   out.soft.resize(static_cast<size_t>(out.rows * dataset_.num_classes()));
   Rng rng(data_key(opt_.seed, epoch, DataPurpose::Batch, index));
-  mixup_batch(opt_.mixup, out.images.data(), out.rows, transform_.out_height(),
-              transform_.out_width(), transform_.channels(), out.labels.data(),
-              dataset_.num_classes(), rng, out.soft.data());
+  out.mix = sample_mixup(opt_.mixup, transform_.out_height(), transform_.out_width(), rng);
+  mixup_targets(out.labels.data(), out.rows, dataset_.num_classes(), out.mix.lam,
+                opt_.mixup.label_smoothing, out.soft.data());
 }
 
 void Loader::build(int64_t epoch, const std::vector<int64_t>* order, int64_t index,
@@ -207,22 +212,35 @@ void Loader::worker_loop() {
   }
 }
 
-Batch Loader::to_batch(Built&& b, int64_t index) const {
+Batch Loader::to_batch(Built&& b, int64_t epoch, int64_t index) const {
   // Tensors are allocated here, in the consumer's thread (the CPU allocator's counters are not
   // atomic).
   Batch out;
-  out.images = Tensor::empty(
-      {b.rows, transform_.out_height(), transform_.out_width(), transform_.channels()}, DType::F32);
-  std::memcpy(out.images.data<float>(), b.images.data(), b.images.size() * sizeof(float));
+  out.pixels = Tensor::empty(
+      {b.rows, transform_.out_height(), transform_.out_width(), transform_.channels()}, DType::U8);
+  std::memcpy(out.pixels.raw_data(), b.pixels.data(), b.pixels.size());
+  out.table = table_;
+  for (const std::vector<EraseBox>& row : b.erase)
+    out.erase.insert(out.erase.end(), row.begin(), row.end());
+  out.mix = mix_spec(b.mix);
   out.labels = Tensor::empty({b.rows}, DType::I64);
   std::memcpy(out.labels.data<int64_t>(), b.labels.data(), b.labels.size() * sizeof(int64_t));
   if (!b.soft.empty()) {
     out.soft_targets = Tensor::empty({b.rows, dataset_.num_classes()}, DType::F32);
     std::memcpy(out.soft_targets.data<float>(), b.soft.data(), b.soft.size() * sizeof(float));
   }
-  out.epoch = epoch_;
+  out.epoch = epoch;
   out.index = index;
   return out;
+}
+
+Tensor Batch::images(Device device) const {
+  MOKD_CHECK(pixels.defined() && table.defined(), "Batch::images: the batch holds no pixels");
+  ImageBatchParams p;
+  p.boxes = erase.data();
+  p.num_boxes = static_cast<int64_t>(erase.size());
+  p.mix = mix;
+  return prepare_images(pixels.to(device), table.to(device), p);
 }
 
 io::State Loader::state() const {
@@ -242,7 +260,7 @@ bool Loader::next(Batch& batch) {
     if (consume_ >= end_) return false;
     Built b;
     build(epoch_, order_.get(), consume_, b);
-    batch = to_batch(std::move(b), consume_);
+    batch = to_batch(std::move(b), epoch_, consume_);
     ++consume_;
     return true;
   }
@@ -259,7 +277,7 @@ bool Loader::next(Batch& batch) {
   ++consume_;
   lock.unlock();
   cv_.notify_all();  // a slot is free: workers may claim the next batch
-  batch = to_batch(std::move(f->built), index);
+  batch = to_batch(std::move(f->built), epoch_, index);
   return true;
 }
 

@@ -1,9 +1,11 @@
 // A deterministic prefetching batch loader: epoch permutations and per-sample augmentation keyed by
 // (seed, epoch, position), so batches are bit-identical whatever the number of worker threads and
 // an epoch can be resumed at any batch. The worker threads share out the samples of each batch
-// (decode and per-sample transform, io/transform.h); the worker that finishes a batch's last
-// samples adds the batch-level steps (normalisation, random erasing, mixup/cutmix). Up to
-// `prefetch` batches are built ahead of the consumer, whatever the number of workers.
+// (decode and per-sample transform, io/transform.h, into uint8) and draw each sample's random
+// erasing; the worker that finishes a batch's last samples draws its mixup/cutmix. A batch leaves
+// the loader as uint8 pixels with those draws as data: Batch::images(device) normalises, erases
+// and mixes on the training device (engine/image_batch.h), so a GPU receives a quarter of the f32
+// bytes. Up to `prefetch` batches are built ahead of the consumer, whatever the number of workers.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -47,10 +49,18 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  Tensor images;        // f32 [B, H, W, C] on the CPU
+  Tensor pixels;        // u8 [B, H, W, C] on the CPU: the samples after their per-sample transform
   Tensor labels;        // i64 [B] (the un-mixed labels)
   Tensor soft_targets;  // f32 [B, num_classes] when options.mixup.soft_targets(), else undefined
+  Tensor table;         // f32 [C, 256] on the CPU: the normalisation of each byte value
+  std::vector<EraseBox> erase;  // random erasing, grouped by sample
+  MixSpec mix;                  // mixup / cutmix of the batch
   int64_t epoch = -1, index = -1;
+
+  int64_t size() const { return pixels.defined() ? pixels.size(0) : 0; }
+  // The model's input, f32 [B, H, W, C] on `device`: the pixels (and the table) copied there,
+  // then normalised, erased and mixed by that device's backend (prepare_images).
+  Tensor images(Device device = Device::cpu()) const;
 };
 
 class Loader {
@@ -91,10 +101,15 @@ class Loader {
   // rows [row_begin, row_end) at a time, then finish_batch() once.
   struct Built {
     int64_t rows = 0;
-    std::vector<float> images, soft;
+    std::vector<uint8_t> pixels;
     std::vector<int64_t> labels;
+    std::vector<std::vector<EraseBox>> erase;  // per row
+    MixupResult mix;
+    std::vector<float> soft;
   };
   void build(int64_t epoch, const std::vector<int64_t>* order, int64_t index, Built& out) const;
+  // A built batch as the consumer receives it (allocates tensors: call from one thread).
+  Batch to_batch(Built&& b, int64_t epoch, int64_t index) const;
   // The epoch's sample order (null: identity).
   std::shared_ptr<const std::vector<int64_t>> epoch_order(int64_t epoch) const;
 
@@ -107,7 +122,6 @@ class Loader {
   int64_t load_sample(int64_t epoch, const std::vector<int64_t>* order, int64_t pos, int64_t sample,
                       RawSample& raw, Image& img) const;
   void worker_loop();
-  Batch to_batch(Built&& b, int64_t index) const;
 
   const Dataset& dataset_;
   LoaderOptions opt_;
@@ -115,7 +129,7 @@ class Loader {
   int64_t chunk_ = 1;  // samples per worker task
   mutable std::atomic<int64_t> bad_samples_{0};
   mutable std::mutex warn_mu_;
-  std::vector<float> table_;
+  Tensor table_;  // f32 [C, 256]
 
   // Shared with the workers, under mu_.
   std::mutex mu_;

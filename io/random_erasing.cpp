@@ -105,6 +105,29 @@ std::vector<Box> random_erasing(const RandomErasingOptions& opt, float* hwc, int
   return boxes;
 }
 
+std::vector<EraseBox> plan_random_erasing(const RandomErasingOptions& opt, int64_t h, int64_t w,
+                                          int64_t c, int32_t sample, Rng& rng) {
+  MOKD_CHECK(c >= 1 && c <= kEraseMaxChannels, "random erasing: ", c,
+             " channels; the batch preparation erases 1 to ", kEraseMaxChannels);
+  std::vector<EraseBox> plan;
+  for (const Box& b : sample_erasing_boxes(opt, h, w, rng)) {
+    EraseBox e;
+    e.sample = sample;
+    e.top = static_cast<int32_t>(b.top);
+    e.left = static_cast<int32_t>(b.left);
+    e.height = static_cast<int32_t>(b.height);
+    e.width = static_cast<int32_t>(b.width);
+    if (opt.mode == EraseMode::Pixel) {
+      e.pixel_noise = 1;
+      e.noise_key = rng.u64();
+    } else if (opt.mode == EraseMode::Rand) {
+      for (int64_t k = 0; k < c; ++k) e.colour[k] = static_cast<float>(rng.normal());
+    }
+    plan.push_back(e);
+  }
+  return plan;
+}
+
 void random_erasing_batch(const RandomErasingOptions& opt, float* nhwc, int64_t n, int64_t h,
                           int64_t w, int64_t c, Rng& rng) {
   MOKD_CHECK(n >= 0, "random erasing: batch of ", n, " samples");

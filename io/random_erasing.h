@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/image_batch.h"
 #include "io/augment.h"
 
 namespace mokd::data {
@@ -57,6 +58,13 @@ std::vector<Box> sample_erasing_boxes(const RandomErasingOptions& opt, int64_t h
 // Later boxes overwrite earlier ones where they overlap.
 std::vector<Box> random_erasing(const RandomErasingOptions& opt, float* hwc, int64_t h, int64_t w,
                                 int64_t c, Rng& rng);
+
+// The erasing of one image as data for the batch preparation (engine/image_batch.h): the same
+// draws, in the same order, as random_erasing() (the boxes, then per box the noise key or the
+// colour), so that prepare_images gives random_erasing()'s values. Boxes are for sample `sample`;
+// the Rand mode takes at most kEraseMaxChannels channels.
+std::vector<EraseBox> plan_random_erasing(const RandomErasingOptions& opt, int64_t h, int64_t w,
+                                          int64_t c, int32_t sample, Rng& rng);
 
 // timm's batch form (n x h x w x c, NHWC): random_erasing on each sample from
 // num_splits > 1 ? n / num_splits : 0 on, in order, all from the one rng.

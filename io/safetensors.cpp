@@ -365,6 +365,8 @@ const char* file_dtype_name(DType t) {
       return "I32";
     case DType::I64:
       return "I64";
+    case DType::U8:
+      return "U8";
   }
   return "?";
 }

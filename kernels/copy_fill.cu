@@ -1,4 +1,4 @@
-// Strided copy with dtype conversion (f32/bf16/i32/i64/f64, any strides, same shape) and fill.
+// Strided copy with dtype conversion (f32/bf16/i32/i64/f64/u8, any strides, same shape) and fill.
 // Memory traffic: copy reads each source element once and writes each destination element once
 // (gathers through the strides, so bandwidth drops for transposed sources); fill writes n elements.
 // Dims both sides walk contiguously are merged first: a contiguous conversion (f32 <-> bf16 casts
@@ -36,6 +36,11 @@ template <>
 struct Io<int64_t> {
   static __device__ double load(const int64_t* p) { return static_cast<double>(*p); }
   static __device__ void store(int64_t* p, double v) { *p = static_cast<int64_t>(v); }
+};
+template <>
+struct Io<uint8_t> {
+  static __device__ double load(const uint8_t* p) { return *p; }
+  static __device__ void store(uint8_t* p, double v) { *p = u8_from_double(v); }
 };
 template <>
 struct Io<bf16> {
@@ -114,6 +119,9 @@ void copy_from(const S* src, void* dst, DType dt, const StridedDesc& d, int64_t 
     case DType::BF16:
       launch_copy(src, static_cast<bf16*>(dst), d, n, st);
       break;
+    case DType::U8:
+      launch_copy(src, static_cast<uint8_t*>(dst), d, n, st);
+      break;
   }
   check_launch("copy_strided");
 }
@@ -154,6 +162,9 @@ void copy_strided(const void* src, DType st, void* dst, DType dt, const StridedD
     case DType::BF16:
       copy_from(static_cast<const bf16*>(src), dst, dt, d, n, stream);
       break;
+    case DType::U8:
+      copy_from(static_cast<const uint8_t*>(src), dst, dt, d, n, stream);
+      break;
   }
 }
 
@@ -178,6 +189,9 @@ void fill(void* dst, DType t, double value, int64_t n, cudaStream_t stream) {
       fill_typed(static_cast<uint16_t*>(dst), h.bits, n, stream);
       break;
     }
+    case DType::U8:
+      fill_typed(static_cast<uint8_t*>(dst), u8_from_double(value), n, stream);
+      break;
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "engine/image_batch.h"
 #include "engine/kernel_types.h"
 
 namespace mokd::kernels {
@@ -27,6 +28,13 @@ struct StridedDesc {
 void copy_strided(const void* src, DType st, void* dst, DType dt, const StridedDesc& d, int64_t n,
                   cudaStream_t stream);  // sa: src strides, sb: dst strides
 void fill(void* dst, DType t, double value, int64_t n, cudaStream_t stream);
+
+// ---- image_batch.cu ----
+// out f32 [n, h, w, c] from pixels u8 (engine/image_batch.h); boxes grouped by sample,
+// first_box[n + 1] where each sample's begin (all device pointers).
+void prepare_images(const uint8_t* pixels, const float* table, const EraseBox* boxes,
+                    const int32_t* first_box, int64_t n, int64_t h, int64_t w, int64_t c,
+                    const MixSpec& mix, float* out, cudaStream_t stream);
 
 // ---- random.cu ----
 void fill_uniform(float* dst, int64_t n, float lo, float hi, RngKey key, cudaStream_t stream);

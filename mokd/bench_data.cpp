@@ -36,7 +36,7 @@ struct Held {
 // A thread's buffers, reused from one sample to the next as a loader worker's are.
 struct Buffers {
   data::Image decoded, out;
-  std::vector<float> normalised;
+  std::vector<EraseBox> erase;
 };
 
 // One sample's work at a position of the epoch.
@@ -140,10 +140,11 @@ std::string describe_train(const TrainConfig& cfg, const data::LoaderOptions& o,
     s << ", RandAugment " << cfg.data.auto_augment;
   else if (t.color_jitter > 0)
     s << ", colour jitter " << t.color_jitter;
-  s << ", normalise";
   if (o.random_erasing)
-    s << ", random erasing (p " << o.erasing.probability << ", " << cfg.data.remode << ", count "
-      << o.erasing.min_count << ")";
+    s << ", random erasing drawn (p " << o.erasing.probability << ", " << cfg.data.remode
+      << ", count " << o.erasing.min_count << ")";
+  s << "; to uint8, as a loader worker does (normalisation, erasing and mixing run on the training "
+       "device)";
   return s.str();
 }
 
@@ -208,8 +209,9 @@ BenchDataResult bench_data(const TrainConfig& cfg, const data::Dataset& train,
   r.out_height = oh;
   r.out_width = ow;
   r.channels = c;
-  const std::vector<float> train_table = data::normalize_table(lo.normalize, c);
-  const std::vector<float> eval_table = data::normalize_table(eo.normalize, c);
+  // The normalisations are checked here, as the loaders would check them.
+  data::normalize_table(lo.normalize, c);
+  data::normalize_table(eo.normalize, c);
 
   // The subset: samples spread evenly over the split (ImageFolder orders files by class).
   const int64_t n = std::min(opt.samples, train.size());
@@ -258,26 +260,22 @@ BenchDataResult bench_data(const TrainConfig& cfg, const data::Dataset& train,
                     [&](const Held& h, int64_t pos, Buffers& b) {
                       data::Rng rng(data::data_key(seed, 0, data::DataPurpose::Sample, pos));
                       tt.apply(h.raw, h.source, rng, b.out);
-                      b.normalised.resize(static_cast<size_t>(oh * ow * c));
-                      data::normalize(b.out.data(), oh * ow, c, train_table, b.normalised.data());
                       if (lo.random_erasing) {
                         data::Rng erase(data::data_key(seed, 0, data::DataPurpose::Erase, pos));
-                        data::random_erasing(lo.erasing, b.normalised.data(), oh, ow, c, erase);
+                        b.erase = data::plan_random_erasing(lo.erasing, oh, ow, c, 0, erase);
                       }
                     }});
   {
     std::ostringstream note;
     if (train.fixed_size() && train.height() == oh && train.width() == ow)
-      note << "the split's pixels as stored (" << oh << "x" << ow << "), normalise";
+      note << "the split's pixels as stored (" << oh << "x" << ow << ")";
     else
       note << (r.encoded ? "decode" : "the split's pixels") << ", resize the shorter side to floor("
            << oh << " / crop_pct " << cfg.data.crop_pct << "), centre crop " << oh << "x" << ow
-           << ", normalise";
+           << "; to uint8";
     stages.push_back({"eval", note.str(), [&](const Held& h, int64_t pos, Buffers& b) {
                         data::Rng rng(data::data_key(seed, 0, data::DataPurpose::Sample, pos));
                         et.apply(h.raw, h.source, rng, b.out);
-                        b.normalised.resize(static_cast<size_t>(oh * ow * c));
-                        data::normalize(b.out.data(), oh * ow, c, eval_table, b.normalised.data());
                       }});
   }
 
@@ -323,7 +321,7 @@ BenchDataResult bench_data(const TrainConfig& cfg, const data::Dataset& train,
     }
     ++r.batches;
     ++in_epoch;
-    images += batch.images.shape()[0];
+    images += batch.size();
     elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
   }
   r.loader_seconds = elapsed;

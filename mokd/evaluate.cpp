@@ -17,7 +17,7 @@ EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cf
   double loss_sum = 0;
   int64_t c1 = 0, c5 = 0;
   while (loader.next(b)) {
-    Tensor logits = model.forward(b.images.to(dev));
+    Tensor logits = model.forward(b.images(dev));
     int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels.to(dev), 0.f).item() * n;
     auto lv = logits.to_vector();

@@ -116,8 +116,7 @@ PreviewResult preview_data(const TrainConfig& cfg, const data::Dataset& train,
   if (!opt.raw_dir.empty()) {
     r.raw = (std::filesystem::path(opt.raw_dir) / "preview.safetensors").string();
     io::TensorMap t;
-    t["train"] = Tensor::empty({n, h, w, c}, DType::F32);
-    std::memcpy(t["train"].data<float>(), built.images.data(), built.images.size() * sizeof(float));
+    t["train"] = loader.to_batch(std::move(built), 0, 0).images(Device::cpu());
     t["labels"] = Tensor::from_vector_i64(labels, {n});
     t["indices"] = Tensor::from_vector_i64(r.indices, {n});
     io::Metadata meta;

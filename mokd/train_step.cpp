@@ -12,7 +12,7 @@ StepStats TeacherStep::step(const data::Batch& b) {
   const Device dev = model_.device();
   StepStats st;
   st.names = {"task"};
-  Tensor logits = model_.forward_train(b.images.to(dev)).logits;
+  Tensor logits = model_.forward_train(b.images(dev)).logits;
   Tensor loss = b.soft_targets.defined()
                     ? cross_entropy_soft(logits, b.soft_targets.to(dev))
                     : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
@@ -37,7 +37,7 @@ DistillStep::DistillStep(Distiller& distiller, Model& student, Optimizer& opt)
 StepStats DistillStep::step(const data::Batch& b) {
   const Device dev = student_.device();
   Tensor soft = b.soft_targets.defined() ? b.soft_targets.to(dev) : Tensor();
-  return distiller_.step(opt_, b.images.to(dev), b.labels.to(dev), soft);
+  return distiller_.step(opt_, b.images(dev), b.labels.to(dev), soft);
 }
 
 }  // namespace mokd

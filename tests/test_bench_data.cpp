@@ -295,9 +295,9 @@ TEST(PreviewData, GridHoldsTrainAndEvalImagesAndTheRawFileTheLoadersRows) {
   data::Loader loader(*train, lo);
   data::Batch batch;
   ASSERT_TRUE(loader.next(batch));
+  const Tensor images = batch.images();
   EXPECT_EQ(raw.at("train").bytes,
-            std::string(reinterpret_cast<const char*>(batch.images.data<float>()),
-                        batch.images.nbytes()));
+            std::string(reinterpret_cast<const char*>(images.data<float>()), images.nbytes()));
   EXPECT_EQ(std::vector<int64_t>(batch.labels.data<int64_t>(), batch.labels.data<int64_t>() + n),
             labels);
 }

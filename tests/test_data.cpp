@@ -612,7 +612,7 @@ void expect_same_batches(const std::vector<Batch>& a, const std::vector<Batch>& 
   ASSERT_EQ(a.size(), b.size()) << what;
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].index, b[i].index) << what;
-    EXPECT_TRUE(same_tensor(a[i].images, b[i].images)) << what << " batch " << i;
+    EXPECT_TRUE(same_tensor(a[i].images(), b[i].images())) << what << " batch " << i;
     EXPECT_TRUE(same_tensor(a[i].labels, b[i].labels)) << what << " batch " << i;
     EXPECT_TRUE(same_tensor(a[i].soft_targets, b[i].soft_targets)) << what << " batch " << i;
   }
@@ -645,8 +645,8 @@ TEST(LoaderDeterminism, SameSeedSameBatchesWhateverTheWorkers) {
   EXPECT_EQ(l0.batches_per_epoch(), 7);
   auto a = read_epoch(l0, 3), b = read_epoch(l1, 3), c = read_epoch(l3, 3);
   ASSERT_EQ(a.size(), 7u);
-  EXPECT_EQ(a[0].images.shape(), (Shape{6, 7, 5, 2}));
-  EXPECT_EQ(a[6].images.shape(), (Shape{4, 7, 5, 2}));  // the partial last batch
+  EXPECT_EQ(a[0].images().shape(), (Shape{6, 7, 5, 2}));
+  EXPECT_EQ(a[6].images().shape(), (Shape{4, 7, 5, 2}));  // the partial last batch
   EXPECT_EQ(a[0].soft_targets.shape(), (Shape{6, 5}));
   EXPECT_EQ(a[2].epoch, 3);
   expect_same_batches(a, b, "0 vs 1 workers");
@@ -658,7 +658,7 @@ TEST(LoaderDeterminism, SameSeedSameBatchesWhateverTheWorkers) {
   other.seed = 43;
   Loader l_other(*ds, other);
   auto d = read_epoch(l_other, 3);
-  EXPECT_FALSE(same_tensor(a[0].images, d[0].images));
+  EXPECT_FALSE(same_tensor(a[0].images(), d[0].images()));
 }
 
 TEST(LoaderDeterminism, SampleRandomnessIsKeyedBySeedEpochAndPosition) {
@@ -680,9 +680,9 @@ TEST(LoaderDeterminism, SampleRandomnessIsKeyedBySeedEpochAndPosition) {
   std::vector<uint8_t> raw(h * w * c), aug(7 * 5 * c), scratch;
   std::vector<float> expect(7 * 5 * c);
   for (const Batch& b : batches) {
-    std::vector<float> v = b.images.to_vector();
+    std::vector<float> v = b.images().to_vector();
     const int64_t per = 7 * 5 * c;
-    for (int64_t i = 0; i < b.images.size(0); ++i) {
+    for (int64_t i = 0; i < b.size(); ++i) {
       const int64_t pos = b.index * o.batch_size + i;
       std::vector<float> row(v.begin() + i * per, v.begin() + (i + 1) * per);
       distinct.insert(row);
@@ -739,7 +739,7 @@ TEST(LoaderEpochs, EachEpochIsADifferentPermutation) {
             (std::vector<int64_t>{40, 41, 42, 43, 44, 45, 46, 47}));
   EXPECT_FALSE(batches[0].soft_targets.defined());
   // Pixels are normalised x / 255.
-  EXPECT_FLOAT_EQ(batches[0].images.to_vector()[1], float((0 * 37 + 5) % 251) / 255.f);
+  EXPECT_FLOAT_EQ(batches[0].images().to_vector()[1], float((0 * 37 + 5) % 251) / 255.f);
   Batch b;
   EXPECT_FALSE(plain.next(b));  // the epoch is over until start_epoch
 }
@@ -838,7 +838,7 @@ TEST(LoaderErrors, SkippedSamplesAreReplacedByTheNextOne) {
     int batches = 0;
     while (l.next(b)) {
       if (b.index == 3) {  // rows 12..15: 13 is broken, 14 stands in
-        std::vector<float> v = b.images.to_vector();
+        std::vector<float> v = b.images().to_vector();
         EXPECT_EQ(v[4], 14.f / 255.f) << workers;
         EXPECT_EQ(b.labels.to_vector()[1], 0.f) << workers;
         EXPECT_EQ(v[0], 12.f / 255.f);
@@ -877,7 +877,7 @@ TEST(LoaderSpeed, FashionMnistEpochWithCropFlipNormalise) {
   l.start_epoch(0);
   Batch b;
   int64_t seen = 0;
-  while (l.next(b)) seen += b.images.size(0);
+  while (l.next(b)) seen += b.size();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(seen, 60000);
   EXPECT_LT(s, 2.0) << "a Fashion-MNIST epoch through the loader took " << s << " s";

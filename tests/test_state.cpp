@@ -135,7 +135,7 @@ TEST(State, LoaderPositionResumesTheSameBatches) {
   ASSERT_TRUE(a.next(x));
   ASSERT_TRUE(b.next(y));
   EXPECT_EQ(x.index, y.index);
-  EXPECT_TRUE(same_bits(x.images, y.images));
+  EXPECT_TRUE(same_bits(x.images(), y.images()));
   EXPECT_TRUE(same_bits(x.labels, y.labels));
   ASSERT_TRUE(a.next(x));
   EXPECT_FALSE(a.next(x));  // 4 batches of 10 images

@@ -43,6 +43,8 @@ double load_as_double(const char* p, DType t) {
       std::memcpy(&v, p, 8);
       return static_cast<double>(v);
     }
+    case DType::U8:
+      return static_cast<unsigned char>(*p);
   }
   return 0;
 }
@@ -73,6 +75,9 @@ void store_from_double(char* p, DType t, double v) {
       std::memcpy(p, &i, 8);
       return;
     }
+    case DType::U8:
+      *p = static_cast<char>(u8_from_double(v));
+      return;
   }
 }
 
