@@ -298,7 +298,9 @@ StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& la
   if (famo_) {
     NoGrad ng;
     ModelOutput s2 = student_.forward_train(images);
-    famo_->update(objectives(s2, t, labels, soft_targets));
+    const std::vector<Tensor> after = objectives(s2, t, labels, soft_targets);
+    for (const Tensor& l : after) st.losses_after.push_back(l.item());
+    famo_->update(after);
   }
   return st;
 }

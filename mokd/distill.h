@@ -66,9 +66,12 @@ struct DistillConfig {
 struct StepStats {
   std::vector<std::string> names;  // objective names, e.g. task, kl, feat
   std::vector<float> losses;       // before the update
-  std::vector<float> weights;      // FAMO z (before its update) or the fixed weights
-  float total = 0.f;               // the value that was backpropagated
-  float grad_norm = 0.f;           // before clipping
+  // FAMO only: the losses of the no-grad re-forward after the update, on the same batch (FAMO's
+  // second input; empty otherwise).
+  std::vector<float> losses_after;
+  std::vector<float> weights;  // FAMO z (before its update) or the fixed weights
+  float total = 0.f;           // the value that was backpropagated
+  float grad_norm = 0.f;       // before clipping
   // Filled on diagnostic steps: for each pair (i, j), i < j, in order (0,1), (0,2), (1,2) ...
   std::vector<float> grad_cosine;      // cos(g_i, g_j): < 0 means conflict
   std::vector<float> grad_norm_ratio;  // ||g_i|| / ||g_j||: dominance

@@ -24,6 +24,8 @@ MetricsRow step_row(const StepProgress& p, const StepStats& st, bool with_speed)
                  {"grad_norm", st.grad_norm}};
   if (with_speed) row["images_per_s"] = p.images_per_s;
   for (size_t i = 0; i < st.names.size(); ++i) row["loss." + st.names[i]] = st.losses[i];
+  for (size_t i = 0; i < st.losses_after.size(); ++i)
+    row["loss_after." + st.names[i]] = st.losses_after[i];
   if (st.names.size() > 1)
     for (size_t i = 0; i < st.weights.size(); ++i) row["weight." + st.names[i]] = st.weights[i];
   if (st.diagnostics) {

@@ -27,6 +27,8 @@ def files(root, limit):
     train = os.path.join(root, "train")
     for cls in sorted(os.listdir(train)):
         d = os.path.join(train, cls)
+        if not os.path.isdir(d):  # e.g. mokd's listing index beside the class folders
+            continue
         for name in sorted(os.listdir(d)):
             out.append(os.path.join(d, name))
     step = max(1, len(out) // limit)  # spread over the classes, as bench-data's subset
@@ -56,6 +58,17 @@ def main():
     from timm.data import create_transform
 
     torch.set_num_threads(1)
+    # Pillow 13 raises on posterize to 0 bits, which timm's RandAugment reaches at high magnitude;
+    # older Pillow (and mokd) give black. The peer does the same so that it runs at all.
+    import timm.data.auto_augment as aa
+    _posterize = aa.posterize
+
+    def posterize(img, bits, **kw):
+        return Image.new(img.mode, img.size) if bits < 1 else _posterize(img, bits, **kw)
+
+    for name, op in list(aa.NAME_TO_OP.items()):
+        if op is _posterize:
+            aa.NAME_TO_OP[name] = posterize
     blobs = [open(p, "rb").read() for p in files(args.root, args.samples)]
     train = create_transform(args.size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1",
                              interpolation="bicubic", use_prefetcher=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Draws a run's metrics (metrics.csv written by mokd_train) to PNG files:
-loss curves per objective, test accuracy, FAMO weights, and, when the run logged gradient
+loss curves per objective (log axis), the backpropagated total (linear axis), test accuracy,
+FAMO weights, and, when the run logged gradient
 diagnostics (distill.diagnostics_every > 0), the pairwise gradient cosines and norm ratios
 (conflict and dominance, the curves of the MoKD paper's Fig. 1 and Fig. 3).
 
@@ -64,8 +65,11 @@ def main():
     a = p.parse_args()
     out = pathlib.Path(a.out or a.runs[0])
     out.mkdir(parents=True, exist_ok=True)
-    losses = ["loss.task", "loss.kl", "loss.feat", "loss.distill", "loss.hard", "total"]
+    losses = ["loss.task", "loss.kl", "loss.feat", "loss.distill", "loss.hard"]
     plot(a.runs, losses, "training losses", "loss", out / "losses.png", log=True)
+    # The backpropagated total on a linear axis: under FAMO it is a weighted sum of log losses and
+    # is negative once the losses are below 1.
+    plot(a.runs, ["total"], "backpropagated total", "total", out / "total.png")
     plot(a.runs, ["top1", "ema.top1"], "test accuracy", "top-1 %", out / "accuracy.png", which=1)
     plot(a.runs, ["weight.task", "weight.kl", "weight.feat", "weight.distill"], "objective weights (FAMO z)",
          "weight", out / "weights.png")
