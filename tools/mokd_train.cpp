@@ -29,6 +29,7 @@
 #include "mokd/checkpoint.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
+#include "mokd/dry_run.h"
 #include "mokd/evaluate.h"
 #include "mokd/preview_data.h"
 #include "mokd/setup.h"
@@ -214,6 +215,11 @@ int main(int argc, char** argv) {
   Sub* preview = add("preview-data",
                      "a PNG of training samples after the train transform, each next to its eval "
                      "transform (and the tensors with --raw)");
+  bool dry_run = false;
+  for (Sub* s : {teacher, distill})
+    s->app->add_flag("--dry-run", dry_run,
+                     "print the resolved run (splits, models, steps, learning rate, memory) and "
+                     "stop, writing nothing");
   CLI::App* models = app.add_subcommand("models", "list the model names");
   CLI::App* keys = app.add_subcommand("keys", "print every configuration key (Markdown table)");
   std::string weights, out, model_name;
@@ -274,6 +280,12 @@ int main(int argc, char** argv) {
       if (!device.empty()) {
         parse_device(device);  // throws naming the value
         cfg.run.device = device;
+      }
+      if ((s.get() == teacher || s.get() == distill) && dry_run) {
+        std::printf("%s",
+                    describe_run(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill)
+                        .c_str());
+        return 0;
       }
       if (s.get() == teacher || s.get() == distill) {
         install_stop_handlers();
