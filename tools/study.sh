@@ -6,10 +6,11 @@
 # accuracy plot, FAMO's weight curves and the gradient conflict/dominance curves
 # (tools/study_report.py).
 #
-# Without a GPU it runs the demo's reduced schedule (24,000 training images, 2 epochs: about
-# 30 minutes for 3 seeds on 2 cores); with a GPU (nvidia-smi works) the demo's full schedule.
-# STUDY_SCHEDULE=reduced|full overrides; STUDY_OUT (default runs/study) is where runs land (each
-# study replaces the previous one's runs there).
+# Without a GPU it runs the demo's reduced schedule (24,000 training images, 2 epochs) with one
+# OpenMP thread per run and as many runs at once as there are cores (STUDY_JOBS): about 30
+# minutes for 3 seeds on 2 cores. With a GPU (nvidia-smi works) the demo's full schedule, one run
+# at a time. STUDY_SCHEDULE=reduced|full overrides; STUDY_OUT (default runs/study) is where runs
+# land (each study replaces the previous one's runs there).
 #
 #   bash tools/study.sh                  # then read runs/study/results.md
 set -euo pipefail
@@ -31,11 +32,15 @@ bin=build-demo/mokd_train
 teacher=resnet_fmnist_small
 student=vit_fmnist_micro_distilled
 if [ "$schedule" = full ]; then
+  jobs=${STUDY_JOBS:-1}
   common=(--data.batch_size=128 --log.log_every=100 --distill.diagnostics_every=100)
   teacher_args=(--optim.epochs=30 --optim.lr=2e-3 --optim.warmup_steps=500)
   student_args=(--optim.epochs=30 --optim.lr=1e-3 --optim.warmup_steps=500)
 else
-  common=(--data.batch_size=64 --data.train_limit=24000 --log.log_every=250 --run.threads=2
+  # One thread per run: OpenMP threads that share a core with another run slow each other down
+  # far more than they help.
+  jobs=${STUDY_JOBS:-$(nproc)}
+  common=(--data.batch_size=64 --data.train_limit=24000 --log.log_every=250 --run.threads=1
           --distill.diagnostics_every=25)
   teacher_args=(--optim.epochs=2 --optim.lr=3e-3 --optim.warmup_steps=50)
   student_args=(--optim.epochs=2 --optim.lr=3e-3 --optim.warmup_steps=50)
@@ -43,23 +48,36 @@ fi
 
 mkdir -p "$out"
 t0=$(date +%s)
-echo "=== teacher: $teacher ($schedule schedule, seed 0) ==="
-$bin teacher --run.out_dir="$out/teacher" --run.overwrite=true --run.seed=0 --model.teacher=$teacher \
-  "${common[@]}" "${teacher_args[@]}" > "$out/teacher.log"
-tail -1 "$out/teacher.log"
+if [ -f "$out/teacher/checkpoints/best.safetensors" ] && [ "${STUDY_NEW_TEACHER:-0}" != 1 ]; then
+  echo "=== teacher: reusing $out/teacher (STUDY_NEW_TEACHER=1 trains a new one) ==="
+else
+  echo "=== teacher: $teacher ($schedule schedule, seed 0) ==="
+  $bin teacher --run.out_dir="$out/teacher" --run.overwrite=true --run.seed=0 --model.teacher=$teacher \
+    "${common[@]}" "${teacher_args[@]}" > "$out/teacher.log"
+  tail -1 "$out/teacher.log"
+fi
+run_student() {  # method seed
+  local m=$1 seed=$2 method=${1%%-*} extra=()
+  [ "$m" = mokd-exact2 ] && extra=(--distill.num_objectives=2 --distill.weighting=exact2)
+  $bin distill --run.out_dir="$out/$m-seed$seed" --run.overwrite=true --run.seed="$seed" \
+    --model.student=$student --model.teacher=$teacher \
+    --model.teacher_weights="$out/teacher/checkpoints/best.safetensors" --distill.method="$method" \
+    "${common[@]}" "${student_args[@]}" "${extra[@]}" > "$out/$m-seed$seed.log" 2>&1 ||
+    { echo "$m seed $seed failed: see $out/$m-seed$seed.log"; return 1; }
+  echo "$m seed $seed: $(tail -1 "$out/$m-seed$seed.log")"
+}
+echo "=== students: $student, methods $methods, $seeds seeds, $jobs at a time ==="
+pids=()
 for seed in $(seq 0 $((seeds - 1))); do
   for m in $methods; do
-    method=${m%%-*}
-    extra=()
-    [ "$m" = mokd-exact2 ] && extra=(--distill.num_objectives=2 --distill.weighting=exact2)
-    echo "=== student $student, $m, seed $seed ==="
-    $bin distill --run.out_dir="$out/$m-seed$seed" --run.overwrite=true --run.seed=$seed \
-      --model.student=$student --model.teacher=$teacher \
-      --model.teacher_weights="$out/teacher/checkpoints/best.safetensors" --distill.method=$method \
-      "${common[@]}" "${student_args[@]}" "${extra[@]}" > "$out/$m-seed$seed.log"
-    tail -1 "$out/$m-seed$seed.log"
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    run_student "$m" "$seed" &
+    pids+=($!)
   done
 done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+[ $status = 0 ] || { echo "some runs failed"; exit 1; }
 echo "=== report ($(( $(date +%s) - t0 )) s of training) ==="
 python3 -c "import matplotlib" 2>/dev/null || pip install -q matplotlib || true
 python3 tools/study_report.py "$out" --schedule "$schedule" --seconds $(( $(date +%s) - t0 ))
