@@ -480,6 +480,66 @@ TEST(Models, SaveLoadRoundTrip) {
   }
 }
 
+// A state dict without the BatchNorm counters (older torch, some exporters) loads strictly to the
+// same parameters and statistics, with every counter at 0; any other missing entry is refused.
+TEST(Models, LoadsWithoutBatchNormCounters) {
+  test::TempDir dir;
+  for (const char* name : {"resnet_fmnist_small", "regnety_fmnist_small"}) {
+    auto a = create_model(name, ModelOverrides{.seed = 1});
+    {
+      NoGrad ng;
+      a->forward(test::randn({2, 28, 28, 1}, 4));  // statistics and counters off their init
+    }
+    io::TensorMap full = a->state_dict(), bare;
+    size_t counters = 0;
+    for (auto& [k, v] : full) {
+      if (k.size() > 20 && k.compare(k.size() - 20, 20, ".num_batches_tracked") == 0)
+        ++counters;
+      else
+        bare[k] = v;
+    }
+    ASSERT_GT(counters, 0u) << name;
+    const std::string with = dir.path(std::string(name) + "_with.safetensors"),
+                      without = dir.path(std::string(name) + "_without.safetensors");
+    io::save_safetensors(with, full);
+    io::save_safetensors(without, bare);
+
+    auto b = create_model(name, ModelOverrides{.seed = 2});
+    auto c = create_model(name, ModelOverrides{.seed = 3});
+    {
+      NoGrad ng;
+      c->forward(test::randn({2, 28, 28, 1}, 5));  // c's counters are 1 before the load
+    }
+    b->load_state_dict(io::load_safetensors(with));
+    c->load_state_dict(io::load_safetensors(without));
+    io::TensorMap sb = b->state_dict(), sc = c->state_dict();
+    ASSERT_EQ(sb.size(), full.size()) << name;
+    ASSERT_EQ(sc.size(), full.size()) << name;
+    for (auto& [k, v] : full) {
+      if (bare.count(k)) {
+        EXPECT_EQ(sb.at(k).to_vector(), v.to_vector()) << name << " " << k;
+        EXPECT_EQ(sc.at(k).to_vector(), v.to_vector()) << name << " " << k;
+      } else {
+        EXPECT_EQ(sb.at(k).to_vector_i64(), std::vector<int64_t>{1}) << name << " " << k;
+        EXPECT_EQ(sc.at(k).to_vector_i64(), std::vector<int64_t>{0}) << name << " " << k;
+      }
+    }
+
+    // Any other entry stays required: only it is listed, and nothing is modified.
+    io::TensorMap lacking = bare;
+    const std::string gone = bare.count("bn1.running_mean") ? "bn1.running_mean" : "stem.bn.weight";
+    ASSERT_EQ(lacking.erase(gone), 1u) << name;
+    auto d = create_model(name, ModelOverrides{.seed = 4});
+    const io::TensorMap before = d->state_dict();
+    test::expect_error([&] { d->load_state_dict(lacking); }, {"missing (1)", gone});
+    EXPECT_EQ(test::error_of([&] { d->load_state_dict(lacking); }).find("num_batches_tracked"),
+              std::string::npos)
+        << name;
+    for (auto& [k, v] : d->state_dict())
+      EXPECT_EQ(v.to_vector(), before.at(k).to_vector()) << name << " " << k << " changed";
+  }
+}
+
 TEST(Models, RegistryCountsAndShapes) {
   auto list = list_models();
   std::set<std::string> names;
