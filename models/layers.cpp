@@ -137,6 +137,14 @@ Tensor BatchNorm2d::from_file(const std::string& name, const Tensor& t) const {
   return t;
 }
 
+// PyTorch keeps the module's current counter instead, which is 0 on a freshly built one; 0 here
+// makes the loaded state depend on the file alone. The counter feeds no computation (momentum is
+// fixed), only the saved state.
+Tensor BatchNorm2d::absent_value(const std::string& name, const Tensor& t) const {
+  if (name != "num_batches_tracked") return Tensor();
+  return Tensor::zeros({}, DType::I64, t.device());
+}
+
 // ---- Mlp ----
 
 Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen) {

@@ -63,7 +63,9 @@ class Conv2d : public Module {
 };
 
 // Per-channel batch norm over NHWC. Buffers running_mean, running_var and num_batches_tracked
-// (i64 scalar, as torch saves it; counted on the host so training never syncs a device).
+// (i64 scalar, as torch saves it; counted on the host so training never syncs a device). A state
+// dict without num_batches_tracked (older torch, some exporters) loads, strict too, with the
+// counter at 0.
 class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f);
@@ -76,6 +78,7 @@ class BatchNorm2d : public Module {
  protected:
   Tensor to_file(const std::string& name, const Tensor& t) const override;
   Tensor from_file(const std::string& name, const Tensor& t) const override;
+  Tensor absent_value(const std::string& name, const Tensor& t) const override;
 
  private:
   int64_t batches_ = 0;

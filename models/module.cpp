@@ -129,7 +129,7 @@ void Module::load_state_dict(const io::TensorMap& sd, bool strict) {
     known.insert(e.full);
     auto it = sd.find(e.full);
     if (it == sd.end()) {
-      missing.push_back(e.full);
+      if (!e.owner->absent_value(e.local, e.t).defined()) missing.push_back(e.full);
       continue;
     }
     Shape want = e.owner->file_shape(e.local, e.t);
@@ -160,8 +160,9 @@ void Module::load_state_dict(const io::TensorMap& sd, bool strict) {
   NoGrad ng;
   for (auto& e : es) {
     auto it = sd.find(e.full);
-    if (it == sd.end()) continue;
-    Tensor v = e.owner->from_file(e.local, it->second);
+    Tensor file = it != sd.end() ? it->second : e.owner->absent_value(e.local, e.t);
+    if (!file.defined()) continue;  // missing, not strict
+    Tensor v = e.owner->from_file(e.local, file);
     e.t.copy_(v);
   }
 }

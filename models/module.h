@@ -56,8 +56,9 @@ class Module {
   io::TensorMap state_dict() const;
   // Checks names and file-layout shapes first and throws one mokd::Error that lists every missing,
   // unexpected and wrong-shape entry (missing/unexpected only when strict; a wrong shape always
-  // fails, as in PyTorch). Nothing is modified when it throws. Values are converted to each
-  // tensor's dtype and device.
+  // fails, as in PyTorch). An entry a module declares optional (absent_value) may be missing even
+  // when strict and takes that value. Nothing is modified when it throws. Values are converted to
+  // each tensor's dtype and device.
   void load_state_dict(const io::TensorMap& sd, bool strict = true);
 
   // Drops every parameter's .grad.
@@ -70,6 +71,11 @@ class Module {
   virtual Tensor from_file(const std::string& local_name, const Tensor& t) const { return t; }
   virtual Shape file_shape(const std::string& local_name, const Tensor& t) const {
     return t.shape();
+  }
+  // The file-layout value an entry takes when a state dict lacks it, for entries older files may
+  // omit (BatchNorm2d's num_batches_tracked); undefined (the default): the entry is required.
+  virtual Tensor absent_value(const std::string& local_name, const Tensor& t) const {
+    return Tensor();
   }
   // Called on every module after train(on) changed the flag.
   virtual void on_train(bool on) {}

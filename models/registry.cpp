@@ -1,4 +1,5 @@
-// Model registry: the DeiT, ResNet and RegNet-Y families of timm plus small Fashion-MNIST variants.
+// Model registry: the DeiT, ViT, ResNet and RegNet-Y families of timm plus small Fashion-MNIST
+// variants.
 #include "models/registry.h"
 
 #include <cstdio>
@@ -77,6 +78,32 @@ std::vector<ModelSpec> make_specs() {
           16, 3, 1000, 384, 12, 6, true),
       vit("deit_base_distilled_patch16_224", "DeiT-B with distillation token and head (timm)", 224,
           16, 3, 1000, 768, 12, 12, true),
+      vit("vit_tiny_patch16_224", "ViT-Ti/16 (timm), 224px, dim 192, depth 12, 3 heads", 224, 16, 3,
+          1000, 192, 12, 3, false),
+      vit("vit_tiny_patch16_384", "ViT-Ti/16 (timm), 384px, dim 192, depth 12, 3 heads", 384, 16, 3,
+          1000, 192, 12, 3, false),
+      vit("vit_small_patch16_224", "ViT-S/16 (timm), 224px, dim 384, depth 12, 6 heads", 224, 16, 3,
+          1000, 384, 12, 6, false),
+      vit("vit_small_patch16_384", "ViT-S/16 (timm), 384px, dim 384, depth 12, 6 heads", 384, 16, 3,
+          1000, 384, 12, 6, false),
+      vit("vit_small_patch32_224", "ViT-S/32 (timm), 224px, dim 384, depth 12, 6 heads", 224, 32, 3,
+          1000, 384, 12, 6, false),
+      vit("vit_small_patch32_384", "ViT-S/32 (timm), 384px, dim 384, depth 12, 6 heads", 384, 32, 3,
+          1000, 384, 12, 6, false),
+      vit("vit_base_patch16_224", "ViT-B/16 (timm), 224px, dim 768, depth 12, 12 heads", 224, 16, 3,
+          1000, 768, 12, 12, false),
+      vit("vit_base_patch16_384", "ViT-B/16 (timm), 384px, dim 768, depth 12, 12 heads", 384, 16, 3,
+          1000, 768, 12, 12, false),
+      vit("vit_base_patch32_224", "ViT-B/32 (timm), 224px, dim 768, depth 12, 12 heads", 224, 32, 3,
+          1000, 768, 12, 12, false),
+      vit("vit_base_patch32_384", "ViT-B/32 (timm), 384px, dim 768, depth 12, 12 heads", 384, 32, 3,
+          1000, 768, 12, 12, false),
+      vit("vit_large_patch16_224", "ViT-L/16 (timm), 224px, dim 1024, depth 24, 16 heads", 224, 16,
+          3, 1000, 1024, 24, 16, false),
+      vit("vit_large_patch16_384", "ViT-L/16 (timm), 384px, dim 1024, depth 24, 16 heads", 384, 16,
+          3, 1000, 1024, 24, 16, false),
+      vit("vit_large_patch32_384", "ViT-L/32 (timm), 384px, dim 1024, depth 24, 16 heads", 384, 32,
+          3, 1000, 1024, 24, 16, false),
       resnet("resnet18", "ResNet-18 (timm/torchvision), BasicBlock [2,2,2,2]", B, {2, 2, 2, 2},
              wide, 64, 3, 1000, 224, false),
       resnet("resnet34", "ResNet-34, BasicBlock [3,4,6,3]", B, {3, 4, 6, 3}, wide, 64, 3, 1000, 224,

@@ -3,16 +3,49 @@
 
 namespace mokd {
 
-int64_t vit_num_parameters(const ViTConfig& c) {
+std::vector<std::pair<std::string, Shape>> vit_state_shapes(const ViTConfig& c) {
+  MOKD_CHECK(c.patch_size > 0 && c.img_size % c.patch_size == 0, "vit_state_shapes: img_size ",
+             c.img_size, " must be a multiple of patch_size ", c.patch_size);
   const int64_t D = c.embed_dim, H = static_cast<int64_t>(D * c.mlp_ratio);
-  const int64_t n = (c.img_size / c.patch_size) * (c.img_size / c.patch_size);
+  const int64_t g = c.img_size / c.patch_size;
   const int64_t prefix = (c.class_token ? 1 : 0) + (c.distilled ? 1 : 0);
-  int64_t p = D * c.in_chans * c.patch_size * c.patch_size + D;  // patch_embed.proj
-  p += prefix * D + (n + prefix) * D;                            // tokens, pos_embed
-  const int64_t block = 2 * D + (3 * D * D + (c.qkv_bias ? 3 * D : 0)) + (D * D + D) + 2 * D +
-                        (D * H + H) + (H * D + D);
-  p += c.depth * block + 2 * D;                                      // blocks, norm
-  p += (c.distilled ? 2 : 1) * (D * c.num_classes + c.num_classes);  // head(s)
+  std::vector<std::pair<std::string, Shape>> out;
+  auto linear = [&](const std::string& name, int64_t in, int64_t o, bool bias) {
+    out.emplace_back(name + ".weight", Shape{o, in});
+    if (bias) out.emplace_back(name + ".bias", Shape{o});
+  };
+  auto norm = [&](const std::string& name) {
+    out.emplace_back(name + ".weight", Shape{D});
+    out.emplace_back(name + ".bias", Shape{D});
+  };
+  // The model's own parameters come before its children's (Module::named_parameters).
+  if (c.class_token) out.emplace_back("cls_token", Shape{1, 1, D});
+  if (c.distilled) out.emplace_back("dist_token", Shape{1, 1, D});
+  out.emplace_back("pos_embed", Shape{1, g * g + prefix, D});
+  out.emplace_back("patch_embed.proj.weight", Shape{D, c.in_chans, c.patch_size, c.patch_size});
+  out.emplace_back("patch_embed.proj.bias", Shape{D});
+  for (int64_t i = 0; i < c.depth; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    norm(b + "norm1");
+    linear(b + "attn.qkv", D, 3 * D, c.qkv_bias);
+    linear(b + "attn.proj", D, D, true);
+    norm(b + "norm2");
+    linear(b + "mlp.fc1", D, H, true);
+    linear(b + "mlp.fc2", H, D, true);
+  }
+  norm("norm");
+  linear("head", D, c.num_classes, true);
+  if (c.distilled) linear("head_dist", D, c.num_classes, true);
+  return out;
+}
+
+int64_t vit_num_parameters(const ViTConfig& c) {
+  int64_t p = 0;
+  for (const auto& [name, shape] : vit_state_shapes(c)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    p += n;
+  }
   return p;
 }
 

@@ -3,6 +3,8 @@
 // norm, head, head_dist.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "models/layers.h"
@@ -26,7 +28,12 @@ struct ViTConfig {
   float drop_rate = 0.f;       // dropout before the heads (timm's drop_rate)
 };
 
-// Parameter count of a ViT built from cfg (no allocation).
+// The state dict a ViT built from cfg has, without building it: each entry's dotted name and
+// file-layout shape, in the model's registration order (state_dict() holds exactly these). For
+// checking full-size layouts (timm's keys) and counting parameters without allocating weights.
+std::vector<std::pair<std::string, Shape>> vit_state_shapes(const ViTConfig& cfg);
+
+// Parameter count of a ViT built from cfg (no allocation; every state entry is a parameter).
 int64_t vit_num_parameters(const ViTConfig& cfg);
 
 class VisionTransformer : public Model {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "models/registry.h"
 #include "test_util.h"
@@ -378,6 +379,114 @@ TEST(Models, RegNetY160KeysMatchTimm) {
               static_cast<long long>(m->num_parameters()), static_cast<long long>(timm_params));
 }
 
+// A built model's state dict (names in registration order, file-layout shapes) against
+// vit_state_shapes of its config.
+void expect_vit_state_shapes(const ViTConfig& cfg, const std::string& what) {
+  VisionTransformer m(cfg);
+  const auto listed = vit_state_shapes(cfg);
+  const io::TensorMap sd = m.state_dict();
+  const nn::NamedTensors params = m.named_parameters();
+  ASSERT_TRUE(m.named_buffers().empty()) << what;
+  ASSERT_EQ(params.size(), listed.size()) << what;
+  ASSERT_EQ(sd.size(), listed.size()) << what;
+  for (size_t i = 0; i < listed.size(); ++i) {
+    EXPECT_EQ(params[i].first, listed[i].first) << what << " entry " << i;
+    auto it = sd.find(listed[i].first);
+    ASSERT_NE(it, sd.end()) << what << ": " << listed[i].first;
+    EXPECT_EQ(shape_str(it->second.shape()), shape_str(listed[i].second))
+        << what << " " << listed[i].first;
+  }
+  EXPECT_EQ(vit_num_parameters(cfg), m.num_parameters()) << what;
+}
+
+// vit_state_shapes, which the full-size checks rely on, is what the constructor builds: plain,
+// distilled, without qkv bias or class token, at several sizes and patch grids.
+TEST(Models, ViTStateShapesMatchTheModel) {
+  for (const char* n :
+       {"vit_fmnist_tiny", "vit_fmnist_tiny_distilled", "vit_fmnist_micro", "vit_tiny_patch16_224"})
+    expect_vit_state_shapes(model_spec(n).vit, n);
+  ViTConfig c = model_spec("vit_fmnist_micro").vit;
+  c.qkv_bias = false;
+  c.num_classes = 7;
+  expect_vit_state_shapes(c, "micro without qkv bias, 7 classes");
+  c = model_spec("vit_fmnist_micro").vit;
+  c.class_token = false;
+  c.img_size = 32;
+  c.patch_size = 8;
+  c.mlp_ratio = 2.5;
+  expect_vit_state_shapes(c, "micro without class token, 32 px, patch 8, mlp ratio 2.5");
+}
+
+// timm's standard ViTs (tests/data/models_vit_keys.txt, written on the meta device): each vit_*
+// registry entry has exactly timm's state-dict keys and file shapes (vit_state_shapes, checked
+// against built models above, so the 300M-parameter ones need no weights) and timm's parameter
+// count; the smallest is also built and compared as a model.
+TEST(Models, ViTRegistryKeysMatchTimm) {
+  std::ifstream f(test::fixture_path("models_vit_keys.txt"));
+  ASSERT_TRUE(f) << "cannot read models_vit_keys.txt";
+  struct Keys {
+    int64_t num_parameters = -1, num_heads = -1;
+    std::map<std::string, std::string> shapes;
+  };
+  std::vector<std::pair<std::string, Keys>> models;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("#", 0) == 0) continue;  // the writer's metadata ("# key: value")
+    std::istringstream is(line);
+    std::string first;
+    is >> first;
+    if (first == "model") {
+      std::string name, label1, label2;
+      Keys k;
+      is >> name >> label1 >> k.num_parameters >> label2 >> k.num_heads;
+      ASSERT_TRUE(is && label1 == "num_parameters" && label2 == "num_heads") << line;
+      models.emplace_back(name, k);
+      continue;
+    }
+    ASSERT_FALSE(models.empty()) << "a key before the first model line: " << line;
+    const auto sp = line.find(' ');
+    ASSERT_NE(sp, std::string::npos) << line;
+    models.back().second.shapes[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  ASSERT_EQ(models.size(), 13u);
+  std::set<std::string> registered;
+  for (auto& s : model_specs())
+    if (s.name.rfind("vit_", 0) == 0 && s.name.find("fmnist") == std::string::npos)
+      registered.insert(s.name);
+  auto expect_keys = [](const std::string& name, const std::map<std::string, std::string>& ours,
+                        const std::map<std::string, std::string>& timm) {
+    for (auto& [k, s] : ours) {
+      auto it = timm.find(k);
+      if (it == timm.end())
+        ADD_FAILURE() << name << ": mokd has '" << k << "' that timm lacks";
+      else
+        EXPECT_EQ(s, it->second) << name << " " << k;
+    }
+    for (auto& [k, s] : timm)
+      EXPECT_TRUE(ours.count(k)) << name << ": timm has '" << k << "' that mokd lacks";
+  };
+  for (auto& [name, keys] : models) {
+    EXPECT_TRUE(registered.erase(name)) << name << " is not in the registry";
+    const ModelSpec spec = model_spec(name);
+    ASSERT_EQ(spec.kind, ModelSpec::Kind::ViT) << name;
+    EXPECT_FALSE(spec.vit.distilled) << name;
+    EXPECT_EQ(spec.vit.num_heads, keys.num_heads) << name;
+    EXPECT_EQ(spec.num_parameters(), keys.num_parameters) << name;
+    std::map<std::string, std::string> ours;
+    for (auto& [k, s] : vit_state_shapes(spec.vit)) ours[k] = shape_str(s);
+    expect_keys(name, ours, keys.shapes);
+    if (name == "vit_tiny_patch16_224") {
+      auto m = create_model(name);
+      EXPECT_EQ(m->num_parameters(), keys.num_parameters);
+      EXPECT_EQ(m->num_classes(), 1000);
+      std::map<std::string, std::string> built;
+      for (auto& [k, v] : m->state_dict()) built[k] = shape_str(v.shape());
+      expect_keys(name + " (built)", built, keys.shapes);
+    }
+  }
+  for (auto& n : registered) ADD_FAILURE() << "registry entry " << n << " is not in the fixture";
+}
+
 // timm's _init_weights: conv N(0, sqrt(2 / (k * k * out / groups))), zero biases, conv3's BN
 // gamma 0 (zero_init_last), head.fc N(0, 0.01) with zero bias.
 TEST(Models, RegNetInitFollowsTimm) {
@@ -477,6 +586,66 @@ TEST(Models, SaveLoadRoundTrip) {
     EXPECT_EQ(rel_error(yb, ya), 0.0) << name;
     io::TensorMap sa = a->state_dict(), sb = b->state_dict();
     for (auto& [k, v] : sa) EXPECT_EQ(v.to_vector(), sb.at(k).to_vector()) << name << " " << k;
+  }
+}
+
+// A state dict without the BatchNorm counters (older torch, some exporters) loads strictly to the
+// same parameters and statistics, with every counter at 0; any other missing entry is refused.
+TEST(Models, LoadsWithoutBatchNormCounters) {
+  test::TempDir dir;
+  for (const char* name : {"resnet_fmnist_small", "regnety_fmnist_small"}) {
+    auto a = create_model(name, ModelOverrides{.seed = 1});
+    {
+      NoGrad ng;
+      a->forward(test::randn({2, 28, 28, 1}, 4));  // statistics and counters off their init
+    }
+    io::TensorMap full = a->state_dict(), bare;
+    size_t counters = 0;
+    for (auto& [k, v] : full) {
+      if (k.size() > 20 && k.compare(k.size() - 20, 20, ".num_batches_tracked") == 0)
+        ++counters;
+      else
+        bare[k] = v;
+    }
+    ASSERT_GT(counters, 0u) << name;
+    const std::string with = dir.path(std::string(name) + "_with.safetensors"),
+                      without = dir.path(std::string(name) + "_without.safetensors");
+    io::save_safetensors(with, full);
+    io::save_safetensors(without, bare);
+
+    auto b = create_model(name, ModelOverrides{.seed = 2});
+    auto c = create_model(name, ModelOverrides{.seed = 3});
+    {
+      NoGrad ng;
+      c->forward(test::randn({2, 28, 28, 1}, 5));  // c's counters are 1 before the load
+    }
+    b->load_state_dict(io::load_safetensors(with));
+    c->load_state_dict(io::load_safetensors(without));
+    io::TensorMap sb = b->state_dict(), sc = c->state_dict();
+    ASSERT_EQ(sb.size(), full.size()) << name;
+    ASSERT_EQ(sc.size(), full.size()) << name;
+    for (auto& [k, v] : full) {
+      if (bare.count(k)) {
+        EXPECT_EQ(sb.at(k).to_vector(), v.to_vector()) << name << " " << k;
+        EXPECT_EQ(sc.at(k).to_vector(), v.to_vector()) << name << " " << k;
+      } else {
+        EXPECT_EQ(sb.at(k).to_vector_i64(), std::vector<int64_t>{1}) << name << " " << k;
+        EXPECT_EQ(sc.at(k).to_vector_i64(), std::vector<int64_t>{0}) << name << " " << k;
+      }
+    }
+
+    // Any other entry stays required: only it is listed, and nothing is modified.
+    io::TensorMap lacking = bare;
+    const std::string gone = bare.count("bn1.running_mean") ? "bn1.running_mean" : "stem.bn.weight";
+    ASSERT_EQ(lacking.erase(gone), 1u) << name;
+    auto d = create_model(name, ModelOverrides{.seed = 4});
+    const io::TensorMap before = d->state_dict();
+    test::expect_error([&] { d->load_state_dict(lacking); }, {"missing (1)", gone});
+    EXPECT_EQ(test::error_of([&] { d->load_state_dict(lacking); }).find("num_batches_tracked"),
+              std::string::npos)
+        << name;
+    for (auto& [k, v] : d->state_dict())
+      EXPECT_EQ(v.to_vector(), before.at(k).to_vector()) << name << " " << k << " changed";
   }
 }
 
