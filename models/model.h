@@ -1,6 +1,7 @@
 // Model: the common interface of every classifier (ViT/DeiT, ResNet), so that training and
 // distillation code treat them alike.
 #pragma once
+#include <set>
 #include <string>
 
 #include "models/module.h"
@@ -35,6 +36,9 @@ class Model : public nn::Module {
   virtual int64_t img_size() const = 0;
   virtual int64_t in_chans() const = 0;
   virtual bool has_dist_head() const { return false; }
+  // State-dict names of the classifier head(s), the tensors sized by num_classes() (timm's
+  // names); what fine-tuning on another label set leaves fresh.
+  virtual std::set<std::string> head_names() const = 0;
   // The timm model this corresponds to (for export checks), e.g. "deit_tiny_patch16_224".
   const std::string& name() const { return name_; }
   void set_name(const std::string& n) { name_ = n; }

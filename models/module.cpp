@@ -120,13 +120,18 @@ io::TensorMap Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const io::TensorMap& sd, bool strict) {
+void Module::load_state_dict(const io::TensorMap& sd, bool strict,
+                             const std::set<std::string>& keep) {
   std::vector<Entry> es;
   collect("", true, true, es);
   std::vector<std::string> missing, unexpected, wrong;
   std::set<std::string> known;
+  for (auto& e : es) known.insert(e.full);
+  for (auto& k : keep)
+    MOKD_CHECK(known.count(k), "load_state_dict: '", k,
+               "' is to keep its value, but the model has no such entry");
   for (auto& e : es) {
-    known.insert(e.full);
+    if (keep.count(e.full)) continue;
     auto it = sd.find(e.full);
     if (it == sd.end()) {
       if (!e.owner->absent_value(e.local, e.t).defined()) missing.push_back(e.full);
@@ -159,6 +164,7 @@ void Module::load_state_dict(const io::TensorMap& sd, bool strict) {
   }
   NoGrad ng;
   for (auto& e : es) {
+    if (keep.count(e.full)) continue;
     auto it = sd.find(e.full);
     Tensor file = it != sd.end() ? it->second : e.owner->absent_value(e.local, e.t);
     if (!file.defined()) continue;  // missing, not strict

@@ -2,6 +2,7 @@
 // layouts follow timm/PyTorch state dicts, so timm checkpoints (safetensors) load as they are.
 #pragma once
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,9 +58,12 @@ class Module {
   // Checks names and file-layout shapes first and throws one mokd::Error that lists every missing,
   // unexpected and wrong-shape entry (missing/unexpected only when strict; a wrong shape always
   // fails, as in PyTorch). An entry a module declares optional (absent_value) may be missing even
-  // when strict and takes that value. Nothing is modified when it throws. Values are converted to
-  // each tensor's dtype and device.
-  void load_state_dict(const io::TensorMap& sd, bool strict = true);
+  // when strict and takes that value. Entries named in keep (each must be one of the model's) are
+  // not loaded and keep their values whatever the file holds for them, or lacks: a classifier head
+  // left fresh for fine-tuning. Nothing is modified when it throws. Values are converted to each
+  // tensor's dtype and device.
+  void load_state_dict(const io::TensorMap& sd, bool strict = true,
+                       const std::set<std::string>& keep = {});
 
   // Drops every parameter's .grad.
   void zero_grad();

@@ -81,6 +81,7 @@ class RegNet : public Model {
   int64_t img_size() const override { return cfg_.img_size; }
   int64_t in_chans() const override { return cfg_.in_chans; }
   const RegNetConfig& config() const { return cfg_; }
+  std::set<std::string> head_names() const override { return {"head.fc.weight", "head.fc.bias"}; }
 
   nn::ConvBnAct* stem;
   std::vector<std::vector<nn::RegBottleneck*>> stages;

@@ -60,6 +60,7 @@ class ResNet : public Model {
   int64_t img_size() const override { return cfg_.img_size; }
   int64_t in_chans() const override { return cfg_.in_chans; }
   const ResNetConfig& config() const { return cfg_; }
+  std::set<std::string> head_names() const override { return {"fc.weight", "fc.bias"}; }
 
   nn::Conv2d* conv1;
   nn::BatchNorm2d* bn1;

@@ -92,6 +92,11 @@ VisionTransformer::VisionTransformer(const ViTConfig& cfg, uint64_t seed) : Mode
         &register_module("head_dist", std::make_unique<nn::Linear>(D, cfg.num_classes, true, gen));
 }
 
+std::set<std::string> VisionTransformer::head_names() const {
+  if (!cfg_.distilled) return {"head.weight", "head.bias"};
+  return {"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"};
+}
+
 Tensor VisionTransformer::tokens(const Tensor& x) {
   Tensor p = patch_embed->forward(x);  // [B, N, D]
   const int64_t B = p.size(0), D = cfg_.embed_dim;

@@ -54,6 +54,8 @@ class VisionTransformer : public Model {
   int64_t img_size() const override { return cfg_.img_size; }
   int64_t in_chans() const override { return cfg_.in_chans; }
   bool has_dist_head() const override { return cfg_.distilled; }
+  // head.{weight,bias}, and head_dist.{weight,bias} when distilled.
+  std::set<std::string> head_names() const override;
   int64_t num_prefix_tokens() const { return prefix_; }
   const ViTConfig& config() const { return cfg_; }
 

@@ -129,11 +129,13 @@ fs::path canonical_path(const std::string& p) {
 }  // namespace
 
 void RunFolder::check_fresh_run(const TrainConfig& cfg, TrainMode mode) const {
-  if (mode == TrainMode::Distill) {
+  {
     const fs::path out = canonical_path(dir_);
+    const bool distill = mode == TrainMode::Distill;
     const std::pair<const char*, std::string> inputs[] = {
-        {"model.teacher_weights", cfg.model.teacher_weights},
-        {"model.student_init", cfg.model.student_init}};
+        {"model.teacher_weights", distill ? cfg.model.teacher_weights : ""},
+        {"model.student_init", distill ? cfg.model.student_init : ""},
+        {"model.teacher_init", distill ? "" : cfg.model.teacher_init}};
     for (const auto& [key, value] : inputs) {
       if (value.empty()) continue;
       const fs::path p = canonical_path(value);

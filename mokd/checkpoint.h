@@ -71,8 +71,9 @@ class RunLock {
 
 // A run folder belongs to one run. A fresh run (no --run.resume) refuses a folder that already
 // holds one (config.toml, metrics.jsonl or checkpoints/state.safetensors there) unless
-// run.overwrite, and every run refuses input files (model.teacher_weights, model.student_init)
-// inside its own folder, which it would overwrite.
+// run.overwrite, and every run refuses the input files it reads (model.teacher_weights and
+// model.student_init when distilling, model.teacher_init when training a teacher) inside its own
+// folder, which it would overwrite.
 class RunFolder {
  public:
   // Names the folder of cfg.run.out_dir; writes nothing.
@@ -92,8 +93,8 @@ class RunFolder {
   // checkpoints/state.safetensors.
   std::string run_file() const;
   // Throws, naming the folder and the ways on, when a fresh run (cfg.run.resume false) finds a
-  // run there and cfg.run.overwrite is false. Throws when an input file of a distillation is
-  // inside the folder (canonical paths compared). Writes nothing.
+  // run there and cfg.run.overwrite is false. Throws when an input file the run reads (see above)
+  // is inside the folder (canonical paths compared). Writes nothing.
   void check_fresh_run(const TrainConfig& cfg, TrainMode mode) const;
   // run.overwrite: removes the files of the run in the folder (config.toml, metrics, checkpoints).
   void remove_run_files() const;

@@ -445,6 +445,13 @@ const std::vector<Key>& keys() {
           "teacher` run; distill needs it (\"\" is refused), teacher ignores it"),
       key("model.student_init", &C::model, &ModelConfig::student_init,
           "optional safetensors to start the student from"),
+      key("model.teacher_init", &C::model, &ModelConfig::teacher_init,
+          "optional safetensors (timm names) to start `mokd_train teacher` from, e.g. an ImageNet "
+          "checkpoint to fine-tune; strict load (see model.reset_head); distill ignores it"),
+      key("model.reset_head", &C::model, &ModelConfig::reset_head,
+          "model.teacher_init / model.student_init: leave the classifier head freshly initialised "
+          "for the dataset's classes instead of loading the file's; every other tensor still loads "
+          "strictly"),
       key("model.drop_path_rate", &C::model, &ModelConfig::drop_path_rate,
           "student stochastic depth rate", unit_open()),
       key("model.drop_rate", &C::model, &ModelConfig::drop_rate, "student dropout rate",

@@ -68,6 +68,8 @@ struct ModelConfig {
   std::string teacher_weights =
       "";                         // safetensors (timm names); distill needs it, teacher ignores it
   std::string student_init = "";  // optional safetensors to start the student from
+  std::string teacher_init = "";  // optional safetensors to start a teacher run from (fine-tuning)
+  bool reset_head = false;        // teacher_init / student_init: keep a fresh classifier head
   double drop_path_rate = 0.0;
   double drop_rate = 0.0;
 };

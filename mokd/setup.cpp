@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "engine/precision.h"
 #include "io/safetensors.h"
@@ -236,6 +237,29 @@ std::unique_ptr<CosineSchedule> make_schedule(const TrainConfig& cfg, int64_t to
   return std::make_unique<CosineSchedule>(sc);
 }
 
+void load_init(Model& m, const std::string& key, const std::string& path, bool reset_head) {
+  MOKD_CHECK(fs::exists(path), key, ": ", path, " does not exist");
+  const io::TensorMap sd = io::load_safetensors(path);
+  const std::set<std::string> head = m.head_names();
+  try {
+    m.load_state_dict(sd, true, reset_head ? head : std::set<std::string>{});
+  } catch (const Error& e) {
+    // Heads are Linear layers, whose engine and file layouts agree.
+    std::string hint;
+    for (const auto& [name, t] : m.named_parameters()) {
+      auto it = sd.find(name);
+      if (!reset_head && head.count(name) && it != sd.end() && it->second.shape() != t.shape()) {
+        hint = "\nthe file's classifier head (" + name + " " + shape_str(it->second.shape()) +
+               ") is not sized for this dataset's " + std::to_string(m.num_classes()) +
+               " classes: set model.reset_head=true to train a fresh head instead of loading it";
+        break;
+      }
+    }
+    MOKD_FAIL(key, ": ", path, " does not fit ", m.name(), " with this dataset's ", m.num_classes(),
+              " classes", reset_head ? " (classifier head reset)" : "", ": ", e.what(), hint);
+  }
+}
+
 namespace {
 
 // model.teacher with model.teacher_weights, frozen (eval mode) on dev; sets the SHA-256 too.
@@ -310,15 +334,10 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode)
   const bool distill = mode == TrainMode::Distill;
   t->model = make_model(distill ? cfg.model.student : cfg.model.teacher, cfg, *t->train_set,
                         cfg.run.seed, true);
-  if (distill && !cfg.model.student_init.empty()) {
-    try {
-      t->model->load_state_dict(io::load_safetensors(cfg.model.student_init));
-    } catch (const Error& e) {
-      MOKD_FAIL("model.student_init: ", cfg.model.student_init, " does not fit model.student ",
-                cfg.model.student, " (expected its timm-named weights for this dataset's ",
-                t->train_set->num_classes(), " classes): ", e.what());
-    }
-  }
+  const std::string& init = distill ? cfg.model.student_init : cfg.model.teacher_init;
+  if (!init.empty())
+    load_init(*t->model, distill ? "model.student_init" : "model.teacher_init", init,
+              cfg.model.reset_head);
   t->model->to(t->device);
   t->model->train();
 

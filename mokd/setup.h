@@ -49,6 +49,14 @@ data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& 
 std::unique_ptr<Model> make_model(const std::string& name, const TrainConfig& cfg,
                                   const data::Dataset& ds, uint64_t seed, bool is_student);
 
+// Starts m from the checkpoint `path` given by config key `key` (model.teacher_init or
+// model.student_init): a strict load, except that with reset_head the classifier head
+// (Model::head_names) keeps its fresh initialisation for the dataset's classes whatever the file
+// holds for it. Errors name the key, the file and the model, and list every tensor that does not
+// fit (a wrong shape with both shapes, missing and unexpected names); a file whose head is sized
+// for another class count adds the hint to set model.reset_head=true.
+void load_init(Model& m, const std::string& key, const std::string& path, bool reset_head);
+
 // The distillation settings of a config (distill.*, optim.label_smoothing/grad_clip, run.seed).
 DistillConfig make_distill_config(const TrainConfig& cfg);
 

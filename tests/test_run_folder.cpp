@@ -133,6 +133,13 @@ TEST(RunFolder, AnInputFileInsideTheRunFolderIsRefused) {
     d.model.student_init = given;
     msg = test::error_of([&] { f.check_fresh_run(d, TrainMode::Distill); });
     EXPECT_CONTAINS(msg, "model.student_init");
+    // A teacher run reads model.teacher_init, a distillation does not.
+    d.model.student_init = "";
+    d.model.teacher_init = given;
+    msg = test::error_of([&] { f.check_fresh_run(d, TrainMode::Teacher); });
+    EXPECT_CONTAINS(msg, "model.teacher_init");
+    EXPECT_CONTAINS(msg, given);
+    EXPECT_NO_THROW(f.check_fresh_run(d, TrainMode::Distill));
   }
   // A sibling folder whose name starts with the run's is outside it.
   write_file(dir + "/run2/best.safetensors", "x");
