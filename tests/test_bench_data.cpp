@@ -112,8 +112,9 @@ TEST(BenchData, TimesEveryStageAtEveryThreadCountAndTheLoader) {
   EXPECT_DOUBLE_EQ(r.loader_images_per_s, r.batches_per_s * 4);  // drop_last: full batches only
 
   const std::string text = format_bench_data(r);
-  for (const char* part : {"read into memory first", "RandAugment rand-m9-mstd0.5-inc1",
-                           "random erasing (p 0.25", "crop_pct 0.875", "batches/s", "images/s"})
+  for (const char* part :
+       {"read into memory first", "RandAugment rand-m9-mstd0.5-inc1",
+        "random erasing drawn (p 0.25", "to uint8", "crop_pct 0.875", "batches/s", "images/s"})
     EXPECT_NE(text.find(part), std::string::npos) << part << " missing from\n" << text;
   for (const std::string& s : stages)
     for (int th : {1, 2}) {
