@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(cmake ninja-build g++ ccache libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
       nlohmann-json3-dev libcli11-dev libtomlplusplus-dev zlib1g-dev libpng-dev libturbojpeg0-dev
-      libssl-dev
+      libssl-dev openmpi-bin libopenmpi-dev
       dataset-fashion-mnist python3)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
