@@ -26,6 +26,10 @@ Loader::Loader(const Dataset& dataset, LoaderOptions options)
              "Loader: label_smoothing must be in [0, 1), got ", opt_.mixup.label_smoothing);
   MOKD_CHECK(opt_.repeats <= 1 || opt_.shuffle,
              "Loader: repeated augmentation samples a shuffled order; it needs shuffle");
+  const LoaderOptions::Shard& sh = opt_.shard;
+  MOKD_CHECK(sh.group >= 1 && sh.count >= 1 && sh.first >= 0 && sh.first + sh.count <= sh.group,
+             "Loader: shard takes batches [", sh.first, ", ", sh.first + sh.count,
+             ") of steps of ", sh.group, "; expected 0 <= first < first + count <= group");
   opt_.repeated.num_repeats = std::max(1, opt_.repeats);
   const std::vector<float> table = normalize_table(opt_.normalize, dataset_.channels());
   table_ = Tensor::from_vector(table, {dataset_.channels(), 256});
@@ -51,7 +55,14 @@ int64_t Loader::samples_per_epoch() const {
 
 int64_t Loader::batches_per_epoch() const {
   const int64_t n = samples_per_epoch(), b = opt_.batch_size;
-  return opt_.drop_last ? n / b : (n + b - 1) / b;
+  const LoaderOptions::Shard& sh = opt_.shard;
+  if (sh.group == 1) return opt_.drop_last ? n / b : (n + b - 1) / b;
+  return (n / b) / sh.group * sh.count;
+}
+
+int64_t Loader::global_index(int64_t k) const {
+  const LoaderOptions::Shard& sh = opt_.shard;
+  return (k / sh.count) * sh.group + sh.first + k % sh.count;
 }
 
 std::shared_ptr<const std::vector<int64_t>> Loader::epoch_order(int64_t epoch) const {
@@ -172,7 +183,7 @@ void Loader::worker_loop() {
     std::shared_ptr<InFlight>& slot = batches_[index];
     if (!slot) {  // the batch's first chunk: size its buffers once
       slot = std::make_shared<InFlight>();
-      start_rows(index, slot->built);
+      start_rows(global_index(index), slot->built);
       slot->chunks_left = (slot->built.rows + chunk_ - 1) / chunk_;
     }
     std::shared_ptr<InFlight> f = slot;  // kept alive even if start_epoch() drops the batch
@@ -188,7 +199,7 @@ void Loader::worker_loop() {
     lock.unlock();
     std::exception_ptr error;
     try {
-      build_rows(epoch, order.get(), index, row_begin, row_end, f->built);
+      build_rows(epoch, order.get(), global_index(index), row_begin, row_end, f->built);
     } catch (...) {
       error = std::current_exception();
     }
@@ -199,7 +210,7 @@ void Loader::worker_loop() {
     if (!f->error) {  // the last chunk: the batch-level steps, outside the lock
       lock.unlock();
       try {
-        finish_batch(epoch, index, f->built);
+        finish_batch(epoch, global_index(index), f->built);
       } catch (...) {
         error = std::current_exception();
       }
@@ -244,14 +255,33 @@ Tensor Batch::images(Device device) const {
 }
 
 io::State Loader::state() const {
+  const LoaderOptions::Shard& sh = opt_.shard;
+  const int64_t k = active_ ? consume_ : 0;
+  MOKD_CHECK(k % sh.count == 0 || k == batches_per_epoch(),
+             "Loader::state: the position (batch ", k, ") is inside a step of ", sh.count,
+             " batches");
   io::State s;
   s.counters["epoch"] = active_ ? epoch_ : 0;
-  s.counters["batch_in_epoch"] = active_ ? consume_ : 0;
+  s.counters["batch_in_epoch"] = sh.group == 1 ? k : (k / sh.count) * sh.group;
+  s.counters["batch_size"] = opt_.batch_size;
   return s;
 }
 
 void Loader::load_state(const io::State& s) {
-  start_epoch(s.counter("epoch", "loader"), s.counter("batch_in_epoch", "loader"));
+  const int64_t epoch = s.counter("epoch", "loader");
+  const int64_t g = s.counter("batch_in_epoch", "loader");
+  const int64_t b_then = s.counters.count("batch_size") ? s.counters.at("batch_size") : opt_.batch_size;
+  MOKD_CHECK(g >= 0 && b_then > 0, "loader: the checkpoint's position (batch ", g, " of size ",
+             b_then, ") is not a position");
+  const LoaderOptions::Shard& sh = opt_.shard;
+  if (sh.group == 1 && b_then == opt_.batch_size) return start_epoch(epoch, g);
+  const int64_t samples = g * b_then, per_step = opt_.batch_size * sh.group;
+  const int64_t steps = batches_per_epoch() / sh.count;
+  if (samples >= steps * per_step) return start_epoch(epoch, batches_per_epoch());  // epoch done
+  MOKD_CHECK(samples % per_step == 0, "loader: the checkpoint stopped after ", samples,
+             " samples of epoch ", epoch + 1, ", which is not a whole number of steps of ",
+             per_step, " samples (", sh.group, " batches of ", opt_.batch_size, ")");
+  start_epoch(epoch, samples / per_step * sh.count);
 }
 
 bool Loader::next(Batch& batch) {
@@ -259,8 +289,8 @@ bool Loader::next(Batch& batch) {
   if (workers_.empty()) {
     if (consume_ >= end_) return false;
     Built b;
-    build(epoch_, order_.get(), consume_, b);
-    batch = to_batch(std::move(b), epoch_, consume_);
+    build(epoch_, order_.get(), global_index(consume_), b);
+    batch = to_batch(std::move(b), epoch_, global_index(consume_));
     ++consume_;
     return true;
   }
@@ -277,7 +307,7 @@ bool Loader::next(Batch& batch) {
   ++consume_;
   lock.unlock();
   cv_.notify_all();  // a slot is free: workers may claim the next batch
-  batch = to_batch(std::move(f->built), epoch_, index);
+  batch = to_batch(std::move(f->built), epoch_, global_index(index));
   return true;
 }
 

@@ -46,6 +46,15 @@ struct LoaderOptions {
   // A sample that cannot be read or decoded: false stops with its path; true replaces it by the
   // next good sample of the order (deterministically) and warns once per file on stderr.
   bool skip_bad_samples = false;
+  // Data parallelism and gradient accumulation: the epoch is cut into steps of `group`
+  // consecutive batches (micro-batches of batch_size samples; a tail too short for a whole step
+  // is left out) and this loader returns batches [first, first + count) of every step. Batch
+  // indices, and so mixup/cutmix, stay those of the whole epoch, as do each sample's position
+  // and augmentation: the ranks of a job together see what one loader with count = group sees.
+  // The default returns every batch.
+  struct Shard {
+    int64_t group = 1, first = 0, count = 1;
+  } shard;
 };
 
 struct Batch {
@@ -78,17 +87,22 @@ class Loader {
   // (e.g. an undecodable image) when its batch is reached.
   bool next(Batch& batch);
 
+  // This loader's batches per epoch (count per step under a shard).
   int64_t batches_per_epoch() const;
+  // The epoch's index of this loader's k-th batch (k itself without a shard).
+  int64_t global_index(int64_t k) const;
   int64_t samples_per_epoch() const;
   // Samples replaced since construction (skip_bad_samples).
   int64_t bad_samples() const { return bad_samples_.load(); }
   int64_t epoch() const { return epoch_; }
   int64_t next_index() const { return consume_; }
 
-  // The position for a checkpoint: counters "epoch" and "batch_in_epoch" (the batch next() returns
-  // next; batches_per_epoch() once the epoch is exhausted). Before any start_epoch(): epoch 0,
-  // batch 0. load_state() resumes there (start_epoch(epoch, batch_in_epoch)), so the batches that
-  // follow are those an uninterrupted run would have had.
+  // The position for a checkpoint: counters "epoch", "batch_in_epoch" (the epoch's index of the
+  // batch next() returns next, at the start of a step under a shard; the epoch's batch count once
+  // it is exhausted) and "batch_size". Before any start_epoch(): epoch 0, batch 0. load_state()
+  // resumes there, so the batches that follow are those an uninterrupted run would have had; a
+  // state written with another batch size or shard resumes at the same sample of the epoch,
+  // which must begin a step of this loader (an error says so otherwise).
   io::State state() const;
   void load_state(const io::State& s);
   int64_t out_height() const { return transform_.out_height(); }

@@ -474,6 +474,10 @@ const std::vector<Key>& keys() {
       key("optim.nesterov", &C::optim, &OptimConfig::nesterov, "sgd Nesterov momentum"),
       key("optim.grad_clip", &C::optim, &OptimConfig::grad_clip,
           "clip the global gradient norm (0 = off)", ge(0)),
+      key("optim.accum_steps", &C::optim, &OptimConfig::accum_steps,
+          "micro-batches per process and step (gradient accumulation): data.batch_size is split "
+          "over processes x accum_steps",
+          ge(1)),
       key("optim.label_smoothing", &C::optim, &OptimConfig::label_smoothing,
           "label smoothing of the task loss", unit_open()),
       key("optim.ema_decay", &C::optim, &OptimConfig::ema_decay,
@@ -514,6 +518,28 @@ const std::vector<Key>& keys() {
           "epochs between evaluations (0 = only at the end)", ge(0)),
       key("log.checkpoint_every", &C::log, &LogConfig::checkpoint_every,
           "steps between checkpoints (0 = at each evaluation)", ge(0)),
+      // [dist]
+      key("dist.backend", &C::dist, &DistConfig::backend,
+          "communicator of a data-parallel run: auto (nccl on GPUs when built, else mpi; one "
+          "process: none), local, mpi, nccl",
+          one_of({"auto", "local", "mpi", "nccl"})),
+      key("dist.rank", &C::dist, &DistConfig::rank,
+          "this process's rank (-1 = from torchrun's RANK, OMPI_COMM_WORLD_RANK, PMI_RANK or "
+          "SLURM_PROCID)",
+          ge(-1)),
+      key("dist.world_size", &C::dist, &DistConfig::world_size,
+          "number of processes (-1 = from the launcher)", ge(-1)),
+      key("dist.local_rank", &C::dist, &DistConfig::local_rank,
+          "rank on this node; picks the GPU (-1 = from the launcher)", ge(-1)),
+      key("dist.master_addr", &C::dist, &DistConfig::master_addr,
+          "rank 0's host for NCCL's rendezvous without MPI (\"\" = MASTER_ADDR)"),
+      key("dist.master_port", &C::dist, &DistConfig::master_port,
+          "rank 0's port for that rendezvous (-1 = MASTER_PORT)", ge(-1)),
+      key("dist.timeout_s", &C::dist, &DistConfig::timeout_s,
+          "seconds a collective may wait for the other ranks before the run stops with an error",
+          gt(0)),
+      key("dist.bucket_mb", &C::dist, &DistConfig::bucket_mb,
+          "size of the gradient all-reduce buckets in MiB (the first bucket 1 MiB)", gt(0)),
       // [bench]
       key("bench.steps", &C::bench, &BenchConfig::steps, "timed steps", ge(1)),
       key("bench.warmup", &C::bench, &BenchConfig::warmup, "untimed warmup steps", ge(0)),
@@ -540,8 +566,8 @@ bool resume_safe(const Key& k) {
   static const char* names[] = {"run.out_dir",   "run.resume",    "run.stop_after",
                                 "run.overwrite", "run.device",    "run.threads",
                                 "data.workers",  "data.prefetch", "data.bad_samples",
-                                "optim.epochs",  "optim.steps"};
-  if (k.section == "log") return true;
+                                "optim.epochs",  "optim.steps",   "optim.accum_steps"};
+  if (k.section == "log" || k.section == "dist") return true;
   return std::any_of(std::begin(names), std::end(names),
                      [&](const char* n) { return k.name == n; });
 }
@@ -1049,33 +1075,41 @@ std::string to_toml(const TrainConfig& c) {
   return out;
 }
 
+// Keys added after checkpoints with config hashes existed, all resume-safe: left out of the
+// hashed text, so that those checkpoints keep resuming (run.overwrite only for the oldest hash).
+bool added_after_hashes(const Key& k) {
+  return k.section == "dist" || k.name == "optim.accum_steps";
+}
+
+// to_toml's text without the keys `skip` names (and without a section left empty).
+std::string toml_without(const TrainConfig& c, const std::function<bool(const Key&)>& skip) {
+  std::string out, section;
+  for (const auto& k : keys()) {
+    if (skip(k)) continue;
+    if (k.section != section) {
+      out += (section.empty() ? "[" : "\n[") + k.section + "]\n";
+      section = k.section;
+    }
+    out += k.field + " = " + format_value(k.get(c)) + "\n";
+  }
+  return out;
+}
+
 std::string config_hash(const TrainConfig& c) {
   static const TrainConfig defaults{};
   TrainConfig h = c;
   for (const auto& k : keys())
     if (resume_safe(k)) k.set(h, k.get(defaults));
-  return sha256_hex(to_toml(h));
+  return sha256_hex(toml_without(h, added_after_hashes));
 }
 
 std::string config_hash_with_out_dir(const TrainConfig& c) {
   static const TrainConfig defaults{};
-  static const char* added[] = {"run.overwrite"};  // keys the older hash's TOML did not have
-  auto is_added = [&](const Key& k) {
-    return std::any_of(std::begin(added), std::end(added),
-                       [&](const char* n) { return k.name == n; });
-  };
   TrainConfig h = c;
   for (const auto& k : keys())
     if (resume_safe(k) && k.name != "run.out_dir") k.set(h, k.get(defaults));
-  std::string out, section;
-  for (const auto& k : keys()) {
-    if (k.section != section) {
-      out += (section.empty() ? "[" : "\n[") + k.section + "]\n";
-      section = k.section;
-    }
-    if (!is_added(k)) out += k.field + " = " + format_value(k.get(h)) + "\n";
-  }
-  return sha256_hex(out);
+  return sha256_hex(toml_without(
+      h, [](const Key& k) { return added_after_hashes(k) || k.name == "run.overwrite"; }));
 }
 
 std::vector<std::string> config_differences(const TrainConfig& before, const TrainConfig& now) {

@@ -34,6 +34,8 @@ struct DataConfig {
   std::string train_shards = "";          // tar_shards: folder or brace pattern; "" = dir/train
   std::string val_shards = "";            // tar_shards: folder or brace pattern; "" = dir/val
   int64_t image_size = 0;  // the model's input side (image files: required); 0 = native
+  // The global batch: the images of one optimizer step, whatever the number of processes and
+  // optim.accum_steps (each micro-batch holds batch_size / (world x accum_steps)).
   int64_t batch_size = 128;
   int64_t eval_batch_size = 512;
   int workers = 2;
@@ -86,6 +88,9 @@ struct OptimConfig {
   double momentum = 0.9;   // sgd
   bool nesterov = false;   // sgd
   double grad_clip = 1.0;  // global norm; 0 = off
+  // Micro-batches per process and step: gradients are summed over them (and the processes) before
+  // one update, so the same global batch needs less memory.
+  int64_t accum_steps = 1;
   double label_smoothing = 0.1;
   double ema_decay = 0.0;  // > 0: keep an EMA of the student and evaluate it too
 };
@@ -112,6 +117,19 @@ struct LogConfig {
   int64_t checkpoint_every = 0;  // steps between checkpoints (0 = at each evaluation)
 };
 
+// Data-parallel runs (docs/distributed.md): who this process is comes from the launcher's
+// variables (torchrun, mpirun, srun, MPICH); these keys override them.
+struct DistConfig {
+  std::string backend = "auto";  // auto, local, mpi, nccl
+  int rank = -1;                 // -1 = from the launcher
+  int world_size = -1;
+  int local_rank = -1;
+  std::string master_addr = "";  // NCCL without MPI: rank 0's address ("" = MASTER_ADDR)
+  int master_port = -1;          // and port (-1 = MASTER_PORT)
+  double timeout_s = 300;        // a collective waiting longer ends the run with an error
+  double bucket_mb = 25;         // gradient all-reduce buckets (the first one 1 MB)
+};
+
 struct BenchConfig {
   int64_t steps = 10;  // timed steps
   int64_t warmup = 3;
@@ -125,6 +143,7 @@ struct TrainConfig {
   OptimConfig optim;
   DistillKeys distill;
   LogConfig log;
+  DistConfig dist;
   BenchConfig bench;
 };
 
@@ -159,7 +178,8 @@ void validate_config(const TrainConfig& c);
 std::string to_toml(const TrainConfig& c);
 // SHA-256 (hex) of the keys that must not change across --resume (everything but run.out_dir,
 // run.resume, run.stop_after, run.overwrite, run.device, run.threads, data.workers,
-// data.prefetch, log.*, optim.epochs, optim.steps). run.out_dir is left out so that a moved run
+// data.prefetch, log.*, optim.epochs, optim.steps, optim.accum_steps, dist.*: the number of
+// processes and micro-batches may change, the global batch may not). run.out_dir is left out so that a moved run
 // folder, or the same folder named by another path, resumes.
 std::string config_hash(const TrainConfig& c);
 // The hash that checkpoints written before run.out_dir left the hash hold: run.out_dir kept, and

@@ -217,75 +217,119 @@ double dot(const Tensor& a, const Tensor& b) { return sum(mul(a, b)).item(); }
 
 StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& labels,
                           const Tensor& soft_targets) {
+  MicroBatch m;
+  m.images = images;
+  m.labels = labels;
+  m.soft_targets = soft_targets;
+  return step(opt, {m}, nullptr);
+}
+
+StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, GradSync* sync) {
+  MOKD_CHECK(!micro.empty(), "distill step: no micro-batch");
+  MOKD_CHECK(sync || micro.size() == 1, "distill step: ", micro.size(),
+             " micro-batches need a GradSync");
+  const bool one = !sync || sync->micro_batches() == 1;
+  MOKD_CHECK(one || cfg_.weighting != Weighting::Exact2 || cfg_.method != Method::MoKD,
+             "distill.weighting = exact2 needs one micro-batch per step (one process, "
+             "optim.accum_steps = 1)");
   ++steps_;
   StepStats st;
   st.names = objective_names();
   const std::vector<Tensor> params = trainable();
+  st.diagnostics = cfg_.diagnostics_every > 0 && st.names.size() > 1 &&
+                   (steps_ == 1 || steps_ % cfg_.diagnostics_every == 0);
 
-  TeacherOut t = teacher_forward(images);
-  student_.train();
-  ModelOutput s = student_.forward_train(images);
-  std::vector<Tensor> L = objectives(s, t, labels, soft_targets);
-  for (size_t i = 0; i < L.size(); ++i) {
-    float v = L[i].item();
-    MOKD_CHECK(std::isfinite(v), "distill step ", steps_, ": objective '", st.names[i],
-               "' is not finite (", v, "); lower the learning rate or check the inputs");
-    st.losses.push_back(v);
-  }
+  // Per micro-batch: forward, objectives, backward; the values summed in order over this
+  // process's micro-batches.
+  std::vector<TeacherOut> teacher_outs;
+  Tensor loss_sum, total_sum;
+  std::vector<float> diag_sum;
   opt.zero_grad();
   zero_grads(params);
-
-  st.diagnostics = cfg_.diagnostics_every > 0 && L.size() > 1 &&
-                   (steps_ == 1 || steps_ % cfg_.diagnostics_every == 0);
-  if (st.diagnostics) {
-    std::vector<Tensor> g;
-    for (Tensor& l : L) {
-      l.backward(true);
-      g.push_back(flat_grads(params));
-      zero_grads(params);
+  for (const MicroBatch& m : micro) {
+    if (m.dropout_counter >= 0)
+      student_.dropout_generator().set_counter(static_cast<uint64_t>(m.dropout_counter));
+    TeacherOut t = teacher_forward(m.images);
+    student_.train();
+    ModelOutput s = student_.forward_train(m.images);
+    std::vector<Tensor> L = objectives(s, t, m.labels, m.soft_targets);
+    if (famo_) teacher_outs.push_back(t);
+    {
+      NoGrad ng;
+      std::vector<Tensor> parts;
+      for (const Tensor& l : L) parts.push_back(reshape(l.detach(), {1}));
+      Tensor lv = concat(parts, 0);
+      const std::vector<float> v = lv.to_vector();
+      for (size_t i = 0; i < v.size(); ++i)
+        MOKD_CHECK(std::isfinite(v[i]), "distill step ", steps_, ": objective '", st.names[i],
+                   "' is not finite (", v[i], "); lower the learning rate or check the inputs");
+      loss_sum = loss_sum.defined() ? add(loss_sum, lv) : lv;
     }
-    for (size_t i = 0; i < g.size(); ++i)
-      for (size_t j = i + 1; j < g.size(); ++j) {
-        double ni = std::sqrt(dot(g[i], g[i])), nj = std::sqrt(dot(g[j], g[j]));
-        st.grad_cosine.push_back(static_cast<float>(dot(g[i], g[j]) / (ni * nj + 1e-30)));
-        st.grad_norm_ratio.push_back(static_cast<float>(ni / (nj + 1e-30)));
+    if (st.diagnostics) {
+      std::vector<float> d;
+      std::vector<Tensor> g;
+      for (Tensor& l : L) {
+        l.backward(true);
+        g.push_back(flat_grads(params));
+        zero_grads(params);
       }
-  }
-
-  if (cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Exact2) {
-    // Theorem 3.1: pi_1 = (|g2|^2 - <g1, g2>) / |g1 - g2|^2 clamped to [0, 1], on grad log L_i.
-    log(L[0]).backward(true);
-    Tensor g1 = flat_grads(params);
-    zero_grads(params);
-    log(L[1]).backward();
-    Tensor g2 = flat_grads(params);
-    double g22 = dot(g2, g2), g12 = dot(g1, g2), d = dot(sub(g1, g2), sub(g1, g2));
-    double pi1 = d > 0 ? std::clamp((g22 - g12) / d, 0.0, 1.0) : 0.5;
-    st.weights = {static_cast<float>(pi1), static_cast<float>(1 - pi1)};
-    Tensor g = add(scale(g1, static_cast<float>(pi1)), scale(g2, static_cast<float>(1 - pi1)));
-    int64_t off = 0;
-    for (const Tensor& p : params) {
-      Tensor gp = narrow(g, 0, off, p.numel()).view(p.shape());
-      const_cast<Tensor&>(p).set_grad(gp);
-      off += p.numel();
+      for (size_t i = 0; i < g.size(); ++i)
+        for (size_t j = i + 1; j < g.size(); ++j) {
+          double ni = std::sqrt(dot(g[i], g[i])), nj = std::sqrt(dot(g[j], g[j]));
+          d.push_back(static_cast<float>(dot(g[i], g[j]) / (ni * nj + 1e-30)));
+          d.push_back(static_cast<float>(ni / (nj + 1e-30)));
+        }
+      if (diag_sum.empty())
+        diag_sum = d;
+      else
+        for (size_t i = 0; i < d.size(); ++i) diag_sum[i] += d[i];
     }
-    st.total =
-        static_cast<float>(pi1 * std::log(st.losses[0]) + (1 - pi1) * std::log(st.losses[1]));
-  } else {
     Tensor total;
-    if (famo_) {
-      st.weights = famo_->weights().to_vector();
-      total = famo_->weighted_loss(L);
+    if (cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Exact2) {
+      total = exact2_backward(L, params, st);
     } else {
-      st.weights = cfg_.fixed_weights;
-      for (size_t i = 0; i < L.size(); ++i) {
-        Tensor term = scale(L[i], cfg_.fixed_weights[i]);
-        total = total.defined() ? add(total, term) : term;
+      if (famo_) {
+        if (st.weights.empty()) st.weights = famo_->weights().to_vector();
+        total = famo_->weighted_loss(L);
+      } else {
+        st.weights = cfg_.fixed_weights;
+        for (size_t i = 0; i < L.size(); ++i) {
+          Tensor term = scale(L[i], cfg_.fixed_weights[i]);
+          total = total.defined() ? add(total, term) : term;
+        }
+      }
+      total.backward();
+    }
+    {
+      NoGrad ng;
+      Tensor tv = reshape(total.detach(), {1});
+      total_sum = total_sum.defined() ? add(total_sum, tv) : tv;
+    }
+    if (sync) sync->add();
+  }
+  if (sync) sync->finish();
+
+  // The step's values, identical on every rank: one read of the losses and the total.
+  {
+    Tensor mean_losses = sync ? sync->mean(loss_sum) : loss_sum;
+    Tensor mean_total = sync ? sync->mean(total_sum) : total_sum;
+    st.losses = mean_losses.to_vector();
+    st.total = mean_total.item();
+    if (!st.diagnostics) {
+    } else {
+      Tensor dv = Tensor::from_vector(diag_sum, {static_cast<int64_t>(diag_sum.size())});
+      std::vector<float> d = (sync ? sync->mean(dv.to(student_.device())) : dv).to_vector();
+      for (size_t i = 0; i + 1 < d.size(); i += 2) {
+        st.grad_cosine.push_back(d[i]);
+        st.grad_norm_ratio.push_back(d[i + 1]);
       }
     }
-    st.total = total.item();
-    total.backward();
+    loss_sum = mean_losses;
   }
+  for (size_t i = 0; i < st.losses.size(); ++i)
+    MOKD_CHECK(std::isfinite(st.losses[i]), "distill step ", steps_, ": objective '", st.names[i],
+               "' is not finite (", st.losses[i],
+               "); lower the learning rate or check the inputs");
 
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
   st.grad_norm = clip_grad_norm(params, max_norm).item();
@@ -297,12 +341,48 @@ StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& la
 
   if (famo_) {
     NoGrad ng;
-    ModelOutput s2 = student_.forward_train(images);
-    const std::vector<Tensor> after = objectives(s2, t, labels, soft_targets);
-    for (const Tensor& l : after) st.losses_after.push_back(l.item());
-    famo_->update(after);
+    Tensor after_sum;
+    for (size_t i = 0; i < micro.size(); ++i) {
+      const MicroBatch& m = micro[i];
+      if (m.dropout_counter >= 0)
+        student_.dropout_generator().set_counter(
+            static_cast<uint64_t>(m.dropout_counter + kReforwardOffset));
+      ModelOutput s2 = student_.forward_train(m.images);
+      std::vector<Tensor> parts;
+      for (const Tensor& l : objectives(s2, teacher_outs[i], m.labels, m.soft_targets))
+        parts.push_back(reshape(l, {1}));
+      Tensor av = concat(parts, 0);
+      after_sum = after_sum.defined() ? add(after_sum, av) : av;
+    }
+    Tensor after = sync ? sync->mean(after_sum) : after_sum;
+    st.losses_after = after.to_vector();
+    famo_->update(loss_sum, after);
   }
   return st;
+}
+
+// Theorem 3.1 of the MoKD paper: pi_1 = (|g2|^2 - <g1, g2>) / |g1 - g2|^2 clamped to [0, 1], on
+// grad log L_i; sets the parameters' gradients to pi_1 g1 + (1 - pi_1) g2 and st.weights.
+Tensor Distiller::exact2_backward(const std::vector<Tensor>& L, const std::vector<Tensor>& params,
+                                  StepStats& st) {
+  log(L[0]).backward(true);
+  Tensor g1 = flat_grads(params);
+  zero_grads(params);
+  log(L[1]).backward();
+  Tensor g2 = flat_grads(params);
+  double g22 = dot(g2, g2), g12 = dot(g1, g2), d = dot(sub(g1, g2), sub(g1, g2));
+  double pi1 = d > 0 ? std::clamp((g22 - g12) / d, 0.0, 1.0) : 0.5;
+  st.weights = {static_cast<float>(pi1), static_cast<float>(1 - pi1)};
+  Tensor g = add(scale(g1, static_cast<float>(pi1)), scale(g2, static_cast<float>(1 - pi1)));
+  int64_t off = 0;
+  for (const Tensor& p : params) {
+    Tensor gp = narrow(g, 0, off, p.numel()).view(p.shape());
+    const_cast<Tensor&>(p).set_grad(gp);
+    off += p.numel();
+  }
+  NoGrad ng;
+  const float pi = static_cast<float>(pi1);
+  return add(scale(log(L[0].detach()), pi), scale(log(L[1].detach()), 1.f - pi));
 }
 
 io::State Distiller::state() const {

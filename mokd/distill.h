@@ -28,6 +28,7 @@
 
 #include "models/model.h"
 #include "mokd/famo.h"
+#include "mokd/grad_sync.h"
 #include "mokd/optim.h"
 #include "mokd/projector.h"
 
@@ -78,6 +79,21 @@ struct StepStats {
   bool diagnostics = false;
 };
 
+// One micro-batch of a step, on the models' device.
+struct MicroBatch {
+  Tensor images;        // [B, H, W, C] f32
+  Tensor labels;        // i64 [B]
+  Tensor soft_targets;  // [B, classes] (mixup/cutmix) or undefined
+  // >= 0: the student's Stream::Dropout counter is set to this before its forward (and to this +
+  // kReforwardOffset before FAMO's re-forward), so drop-path masks are a function of the
+  // micro-batch, not of which process ran it or what ran before. < 0: the generator runs on.
+  int64_t dropout_counter = -1;
+};
+// Dropout counters of a micro-batch's FAMO re-forward: past any forward's draws.
+constexpr int64_t kReforwardOffset = int64_t(1) << 35;
+// The dropout counter of micro-batch `seq` (numbered over the whole run): 2^36 values each.
+inline int64_t dropout_counter_for(int64_t seq) { return seq << 36; }
+
 class Distiller {
  public:
   // The teacher is frozen (eval mode, no grad); the optimizer must hold the student's parameters
@@ -91,6 +107,12 @@ class Distiller {
   // (mixup/cutmix) or undefined.
   StepStats step(Optimizer& opt, const Tensor& images, const Tensor& labels,
                  const Tensor& soft_targets = Tensor());
+  // One update from this process's micro-batches of the step (gradient accumulation and
+  // data-parallel ranks, mokd/grad_sync.h): each micro-batch's objectives and backward, the
+  // gradients and the logged values averaged over all micro-batches of the step by `sync`, then
+  // clipping, the optimizer, the retraction and FAMO's update on the mean losses before and after.
+  // sync == nullptr: one micro-batch, one process.
+  StepStats step(Optimizer& opt, const std::vector<MicroBatch>& micro, GradSync* sync);
 
   const DistillConfig& config() const { return cfg_; }
   Famo* famo() { return famo_.get(); }
@@ -113,6 +135,9 @@ class Distiller {
   std::vector<Tensor> objectives(const ModelOutput& s, const TeacherOut& t, const Tensor& labels,
                                  const Tensor& soft_targets);
   Tensor select_feature(const Features& f, FeatureSource src, const char* who) const;
+  // Weighting::Exact2's gradients on one micro-batch; returns the detached total.
+  Tensor exact2_backward(const std::vector<Tensor>& L, const std::vector<Tensor>& params,
+                         StepStats& st);
   std::vector<Tensor> trainable() const;  // student + projector parameters
 
   Model& student_;

@@ -73,7 +73,24 @@ void Famo::update(const std::vector<Tensor>& after) {
   MOKD_CHECK(prev_.defined(), "famo update: call weighted_loss() first on this step");
   NoGrad ng;
   Tensor cur = stack_losses(after, "update");
-  Tensor delta = sub(log(add_scalar(sub(prev_, min_losses_), cfg_.eps)),
+  update(prev_, cur);
+}
+
+void Famo::update(const Tensor& before, const Tensor& after) {
+  NoGrad ng;
+  MOKD_CHECK(before.shape() == w_.shape() && after.shape() == w_.shape(),
+             "famo update: losses before ", before.str(), " and after ", after.str(),
+             " must have shape ", shape_str(w_.shape()));
+  const Tensor prev = before.detach(), cur = after.detach();
+  if (cfg_.check_positive) {
+    Tensor d = add_scalar(sub(cur, min_losses_), cfg_.eps);
+    auto v = d.to_vector();
+    for (size_t i = 0; i < v.size(); ++i)
+      MOKD_CHECK(std::isfinite(v[i]) && v[i] > 0.f, "famo update: objective '", names_[i],
+                 "' has loss - min_loss + eps = ", v[i],
+                 "; FAMO takes its logarithm and needs it finite and > 0");
+  }
+  Tensor delta = sub(log(add_scalar(sub(prev, min_losses_), cfg_.eps)),
                      log(add_scalar(sub(cur, min_losses_), cfg_.eps)));
   Tensor z = softmax(w_, 0);
   // Softmax Jacobian-vector product: J^T delta with J = diag(z) - z z^T.

@@ -46,6 +46,9 @@ class Famo {
   // delta_i = log(L_i - L*_i + eps) - log(L'_i - L*_i + eps); grad_w = z * (delta - <z, delta>);
   // one Adam step on w. `after` are the losses of the no-grad re-forward on the same batch.
   void update(const std::vector<Tensor>& after);
+  // The same with both sides given as [K] tensors: a step over several micro-batches (gradient
+  // accumulation, data-parallel ranks) passes the means of their losses before and after.
+  void update(const Tensor& before, const Tensor& after);
 
   void set_min_losses(const Tensor& min_losses);  // [K]
 

@@ -36,23 +36,27 @@ void apply_runtime_settings(const TrainConfig& cfg) {
 
 namespace {
 
-// The first n samples of a dataset (data.train_limit / data.eval_limit).
-class Prefix final : public data::Dataset {
+// Samples [begin, begin + n) of a dataset: data.train_limit / data.eval_limit (owning), a rank's
+// share of the evaluation set (not owning).
+class Range final : public data::Dataset {
  public:
-  Prefix(std::unique_ptr<data::Dataset> base, int64_t n) : base_(std::move(base)), n_(n) {}
+  Range(std::unique_ptr<data::Dataset> base, int64_t n)
+      : owned_(std::move(base)), base_(owned_.get()), n_(n) {}
+  Range(const data::Dataset& base, int64_t begin, int64_t n) : base_(&base), begin_(begin), n_(n) {}
   int64_t size() const override { return n_; }
   int64_t height() const override { return base_->height(); }
   int64_t width() const override { return base_->width(); }
   int64_t channels() const override { return base_->channels(); }
   int64_t num_classes() const override { return base_->num_classes(); }
   const std::vector<std::string>& class_names() const override { return base_->class_names(); }
-  void fetch(int64_t i, data::RawSample* out) const override { base_->fetch(i, out); }
-  std::string source(int64_t i) const override { return base_->source(i); }
+  void fetch(int64_t i, data::RawSample* out) const override { base_->fetch(begin_ + i, out); }
+  std::string source(int64_t i) const override { return base_->source(begin_ + i); }
   std::string location() const override { return base_->location(); }
 
  private:
-  std::unique_ptr<data::Dataset> base_;
-  int64_t n_;
+  std::unique_ptr<data::Dataset> owned_;
+  const data::Dataset* base_;
+  int64_t begin_ = 0, n_;
 };
 
 data::Normalize dataset_normalize(const TrainConfig& cfg, int64_t channels) {
@@ -111,8 +115,23 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train) 
     MOKD_FAIL("data.dataset: unknown dataset '", d, "'");
   }
   int64_t limit = train ? cfg.data.train_limit : cfg.data.eval_limit;
-  if (limit > 0 && limit < ds->size()) return std::make_unique<Prefix>(std::move(ds), limit);
+  if (limit > 0 && limit < ds->size()) return std::make_unique<Range>(std::move(ds), limit);
   return ds;
+}
+
+std::unique_ptr<data::Dataset> dataset_slice(const data::Dataset& ds, int64_t begin, int64_t n) {
+  MOKD_CHECK(begin >= 0 && n >= 0 && begin + n <= ds.size(), "dataset_slice: [", begin, ", ",
+             begin + n, ") outside the ", ds.size(), " samples of ", ds.location());
+  return std::make_unique<Range>(ds, begin, n);
+}
+
+int64_t micro_batch_size(const TrainConfig& cfg, int world) {
+  const int64_t parts = static_cast<int64_t>(world) * cfg.optim.accum_steps;
+  MOKD_CHECK(cfg.data.batch_size % parts == 0, "data.batch_size = ", cfg.data.batch_size,
+             " (the global batch) does not split into ", world, " process(es) x ",
+             cfg.optim.accum_steps, " micro-batch(es) (optim.accum_steps): choose a multiple of ",
+             parts);
+  return cfg.data.batch_size / parts;
 }
 
 data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& ds, bool train,
@@ -322,9 +341,17 @@ void check_splits(const TrainConfig& cfg, const data::Dataset& train, const data
              ": both splits need one image size and channel count");
 }
 
-std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode) {
+std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode,
+                                         dist::Communicator* comm) {
   auto t = std::make_unique<Training>();
   t->mode = mode;
+  if (!comm) {
+    t->own_comm = dist::make_local_communicator();
+    comm = t->own_comm.get();
+  }
+  t->comm = comm;
+  const int world = comm->world();
+  const int64_t accum = cfg.optim.accum_steps, micro = micro_batch_size(cfg, world);
   t->device = resolve_device(cfg.run.device);
   apply_runtime_settings(cfg);
   t->train_set = open_dataset(cfg, true);
@@ -349,9 +376,16 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode)
   }
   t->optimizer = make_optimizer(cfg, trained);
 
-  t->loader = std::make_unique<data::Loader>(
-      *t->train_set, loader_options(cfg, *t->train_set, true, cfg.run.seed));
-  t->steps_per_epoch = t->loader->batches_per_epoch();
+  data::LoaderOptions lo = loader_options(cfg, *t->train_set, true, cfg.run.seed);
+  if (world * accum > 1) {
+    // This process's micro-batches of every step (io/loader.h, Shard).
+    lo.batch_size = micro;
+    lo.shard.group = world * accum;
+    lo.shard.first = comm->rank() * accum;
+    lo.shard.count = accum;
+  }
+  t->loader = std::make_unique<data::Loader>(*t->train_set, lo);
+  t->steps_per_epoch = t->loader->batches_per_epoch() / accum;
   MOKD_CHECK(t->steps_per_epoch > 0, "data: the training set (", t->train_set->size(),
              " images) yields no batch of data.batch_size = ", cfg.data.batch_size);
   t->total_steps = cfg.optim.steps > 0 ? cfg.optim.steps : cfg.optim.epochs * t->steps_per_epoch;
@@ -359,13 +393,16 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode)
 
   if (cfg.optim.ema_decay > 0)
     t->ema = std::make_unique<Ema>(*t->model, static_cast<float>(cfg.optim.ema_decay));
+  std::vector<Tensor> params;
+  for (auto& [n, p] : trained) params.push_back(p);
+  t->sync = std::make_unique<GradSync>(params, *comm, accum, cfg.dist.bucket_mb);
   if (distill) {
-    t->step = std::make_unique<DistillStep>(*t->distiller, *t->model, *t->optimizer);
+    t->step = std::make_unique<DistillStep>(*t->distiller, *t->model, *t->optimizer, t->sync.get());
   } else {
     TeacherStepConfig tc;
     tc.label_smoothing = static_cast<float>(cfg.optim.label_smoothing);
     tc.grad_clip = static_cast<float>(cfg.optim.grad_clip);
-    t->step = std::make_unique<TeacherStep>(*t->model, *t->optimizer, tc);
+    t->step = std::make_unique<TeacherStep>(*t->model, *t->optimizer, tc, t->sync.get());
   }
   return t;
 }

@@ -6,12 +6,14 @@
 #include <memory>
 #include <string>
 
+#include "dist/communicator.h"
 #include "io/dataset.h"
 #include "io/loader.h"
 #include "models/model.h"
 #include "mokd/config.h"
 #include "mokd/distill.h"
 #include "mokd/ema.h"
+#include "mokd/grad_sync.h"
 #include "mokd/optim.h"
 #include "mokd/schedule.h"
 #include "mokd/train_step.h"
@@ -37,6 +39,13 @@ std::unique_ptr<data::Dataset> open_dataset(const TrainConfig& cfg, bool train);
 // two classes, the same class names in the same order, one image size and channel count. Errors
 // name the splits' folders.
 void check_splits(const TrainConfig& cfg, const data::Dataset& train, const data::Dataset& test);
+
+// Samples [begin, begin + n) of ds (which must outlive the result): a rank's share of a split.
+std::unique_ptr<data::Dataset> dataset_slice(const data::Dataset& ds, int64_t begin, int64_t n);
+
+// The samples of one micro-batch: data.batch_size (the global batch) over world processes and
+// optim.accum_steps micro-batches each; throws naming the keys when it does not divide.
+int64_t micro_batch_size(const TrainConfig& cfg, int world);
 
 // Loader options for training (augmentation, mixup/cutmix, shuffling, drop_last) or evaluation;
 // both normalise with data.mean/std, or the dataset's usual statistics (ImageNet's for
@@ -82,7 +91,10 @@ struct Training {
   std::unique_ptr<data::Loader> loader;  // the training split
   std::unique_ptr<Ema> ema;              // when optim.ema_decay > 0
   std::unique_ptr<TrainStep> step;       // TeacherStep or DistillStep
-  int64_t steps_per_epoch = 0, total_steps = 0;
+  dist::Communicator* comm = nullptr;    // the job's (a local one when none was given)
+  std::unique_ptr<dist::Communicator> own_comm;
+  std::unique_ptr<GradSync> sync;        // the step's gradient accumulation and reduction
+  int64_t steps_per_epoch = 0, total_steps = 0;  // optimizer steps
 
   Training() = default;
   Training(const Training&) = delete;
@@ -90,8 +102,12 @@ struct Training {
 };
 
 // Builds a run from scratch (a checkpoint, if resuming, is loaded into it afterwards). Applies
-// the runtime settings. Throws naming the config key for unusable settings: a missing dataset or
-// teacher file, a teacher file that does not fit model.teacher, no batch of data.batch_size.
-std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode);
+// the runtime settings. With a communicator of several ranks (or optim.accum_steps > 1) the loader
+// gives this rank its micro-batches of every step and the step averages gradients over all of
+// them (mokd/grad_sync.h). Throws naming the config key for unusable settings: a missing dataset
+// or teacher file, a teacher file that does not fit model.teacher, no batch of data.batch_size, a
+// global batch that does not split over the ranks and micro-batches.
+std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode,
+                                         dist::Communicator* comm = nullptr);
 
 }  // namespace mokd

@@ -5,24 +5,51 @@
 
 namespace mokd {
 
-TeacherStep::TeacherStep(Model& model, Optimizer& opt, const TeacherStepConfig& cfg)
-    : model_(model), opt_(opt), cfg_(cfg) {}
+TeacherStep::TeacherStep(Model& model, Optimizer& opt, const TeacherStepConfig& cfg,
+                         GradSync* sync)
+    : model_(model), opt_(opt), cfg_(cfg), sync_(sync) {}
 
-StepStats TeacherStep::step(const data::Batch& b) {
+namespace {
+
+void check_input(const StepInput& in, const GradSync* sync) {
+  MOKD_CHECK(!in.micro.empty(), "train step: no micro-batch");
+  const int64_t want = sync ? sync->micro_per_rank() : 1;
+  MOKD_CHECK(static_cast<int64_t>(in.micro.size()) == want, "train step: ", in.micro.size(),
+             " micro-batches for a step of ", want);
+  MOKD_CHECK(in.dropout_counters.empty() || in.dropout_counters.size() == in.micro.size(),
+             "train step: ", in.dropout_counters.size(), " dropout counters for ", in.micro.size(),
+             " micro-batches");
+}
+
+}  // namespace
+
+StepStats TeacherStep::step(const StepInput& in) {
+  check_input(in, sync_);
   const Device dev = model_.device();
   StepStats st;
   st.names = {"task"};
-  Tensor logits = model_.forward_train(b.images(dev)).logits;
-  Tensor loss = b.soft_targets.defined()
-                    ? cross_entropy_soft(logits, b.soft_targets.to(dev))
-                    : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
-  float v = loss.item();
-  MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
-  st.losses = {v};
   st.weights = {1.f};
-  st.total = v;
   opt_.zero_grad();
-  loss.backward();
+  Tensor loss_sum;
+  for (size_t i = 0; i < in.micro.size(); ++i) {
+    const data::Batch& b = *in.micro[i];
+    if (!in.dropout_counters.empty())
+      model_.dropout_generator().set_counter(static_cast<uint64_t>(in.dropout_counters[i]));
+    Tensor logits = model_.forward_train(b.images(dev)).logits;
+    Tensor loss = b.soft_targets.defined()
+                      ? cross_entropy_soft(logits, b.soft_targets.to(dev))
+                      : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
+    float v = loss.item();
+    MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
+    loss.backward();
+    Tensor lv = reshape(loss.detach(), {1});
+    loss_sum = loss_sum.defined() ? add(loss_sum, lv) : lv;
+    if (sync_) sync_->add();
+  }
+  if (sync_) sync_->finish();
+  const float v = (sync_ ? sync_->mean(loss_sum) : loss_sum).item();
+  st.losses = {v};
+  st.total = v;
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
   st.grad_norm = clip_grad_norm(model_.parameters(), max_norm).item();
   MOKD_CHECK(std::isfinite(st.grad_norm),
@@ -31,13 +58,23 @@ StepStats TeacherStep::step(const data::Batch& b) {
   return st;
 }
 
-DistillStep::DistillStep(Distiller& distiller, Model& student, Optimizer& opt)
-    : distiller_(distiller), student_(student), opt_(opt) {}
+DistillStep::DistillStep(Distiller& distiller, Model& student, Optimizer& opt, GradSync* sync)
+    : distiller_(distiller), student_(student), opt_(opt), sync_(sync) {}
 
-StepStats DistillStep::step(const data::Batch& b) {
+StepStats DistillStep::step(const StepInput& in) {
+  check_input(in, sync_);
   const Device dev = student_.device();
-  Tensor soft = b.soft_targets.defined() ? b.soft_targets.to(dev) : Tensor();
-  return distiller_.step(opt_, b.images(dev), b.labels.to(dev), soft);
+  std::vector<MicroBatch> micro;
+  for (size_t i = 0; i < in.micro.size(); ++i) {
+    const data::Batch& b = *in.micro[i];
+    MicroBatch m;
+    m.images = b.images(dev);
+    m.labels = b.labels.to(dev);
+    if (b.soft_targets.defined()) m.soft_targets = b.soft_targets.to(dev);
+    if (!in.dropout_counters.empty()) m.dropout_counter = in.dropout_counters[i];
+    micro.push_back(std::move(m));
+  }
+  return distiller_.step(opt_, micro, sync_);
 }
 
 }  // namespace mokd
