@@ -8,12 +8,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "dist/connect.h"
+#include "dist/nccl_info.h"
 #include "dist/rendezvous.h"
 #include "engine/error.h"
 
@@ -245,6 +248,19 @@ TEST(Rendezvous, BadLaunchIsRefusedBeforeTheNetwork) {
   } catch (const Error& e) {
     expect_has(e.what(), "rank 1 of 2: MASTER_ADDR (dist.master_addr) is empty");
   }
+}
+
+// The version the run records: NCCL's three numbers, or that this build has no NCCL.
+TEST(Rendezvous, NcclVersionString) {
+  const std::string v = nccl_version_string();
+  if (!built_with_nccl()) {
+    EXPECT_EQ(v, "not built");
+    return;
+  }
+  int major = -1, minor = -1, patch = -1;
+  char rest = 0;
+  EXPECT_EQ(std::sscanf(v.c_str(), "%d.%d.%d%c", &major, &minor, &patch, &rest), 3) << v;
+  EXPECT_GE(major, 2) << v;
 }
 
 }  // namespace
