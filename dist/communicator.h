@@ -9,7 +9,8 @@
 // Reductions are the libraries' own collectives; mokd adds no collective algorithm. sum() of the
 // MPI communicator is made bitwise reproducible by gathering every rank's slice (MPI_Allgather)
 // and adding them in rank order on every rank, ((r0 + r1) + r2) + ..., the order in which one
-// process adds N accumulated micro-batch gradients. NCCL's ring and tree sums are reproducible
+// process adds N accumulated micro-batch gradients; gather() lets a caller add several slices per
+// rank in one global order. NCCL's ring and tree sums are reproducible
 // run to run but in another order: ordered_sum() says which kind a communicator is.
 //
 // Every rank must call the same collectives in the same order. A collective that does not complete
@@ -36,6 +37,10 @@ class Communicator {
   // In place, on every rank: t = sum over ranks of t. t is contiguous f32 on the device this
   // communicator serves (CPU for MPI, the GPU for NCCL).
   virtual void sum(Tensor& t) = 0;
+  // Every rank's `in` (contiguous f32, n values) side by side in rank order: `out` (contiguous
+  // f32, world x n values, on in's device) holds rank 0's, then rank 1's, ... The ordered way to
+  // reduce the micro-batches of several ranks in one fixed order (mokd/grad_sync.h).
+  virtual void gather(const Tensor& in, Tensor& out) = 0;
   // Exact integer reductions (stop flags, evaluation counts).
   virtual int64_t sum_i64(int64_t v) = 0;
   virtual int64_t max_i64(int64_t v) = 0;

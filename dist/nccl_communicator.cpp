@@ -168,7 +168,7 @@ class NcclCommunicator final : public Communicator {
     MOKD_CHECK(t.dtype() == DType::F32 && t.is_contiguous() && t.device() == Device::cuda(device_),
                "dist (nccl): sum() needs a contiguous f32 tensor on cuda:", device_, ", got ",
                t.str());
-    if (world_ == 1 || t.numel() == 0) return;
+    if (t.numel() == 0) return;  // world 1 too: a one-rank job runs the same path
     usable("sum");
     cudaStream_t compute = compute_->stream();
     check_cuda(cudaEventRecord(computed_, compute), "cudaEventRecord (compute stream)");
@@ -178,6 +178,25 @@ class NcclCommunicator final : public Communicator {
           "ncclAllReduce (sum of gradients)");
     // Recorded only once wait() has seen the enqueue complete: before, the all-reduce may not be
     // on the stream yet.
+    check_cuda(cudaEventRecord(reduced_, stream_), "cudaEventRecord (NCCL stream)");
+    check_cuda(cudaStreamWaitEvent(compute, reduced_, 0), "cudaStreamWaitEvent (compute stream)");
+  }
+
+  void gather(const Tensor& in, Tensor& out) override {
+    MOKD_CHECK(in.dtype() == DType::F32 && in.is_contiguous() && out.dtype() == DType::F32 &&
+                   out.is_contiguous() && out.numel() == in.numel() * world_ &&
+                   in.device() == Device::cuda(device_) && out.device() == Device::cuda(device_),
+               "dist (nccl): gather() needs contiguous f32 tensors of n and world x n values on "
+               "cuda:",
+               device_, ", got ", in.str(), " and ", out.str());
+    if (in.numel() == 0) return;
+    usable("gather");
+    cudaStream_t compute = compute_->stream();
+    check_cuda(cudaEventRecord(computed_, compute), "cudaEventRecord (compute stream)");
+    check_cuda(cudaStreamWaitEvent(stream_, computed_, 0), "cudaStreamWaitEvent (NCCL stream)");
+    check(ncclAllGather(in.raw_data(), out.raw_data(), static_cast<size_t>(in.numel()), ncclFloat32,
+                        comm_, stream_),
+          "ncclAllGather (gather of gradients)");
     check_cuda(cudaEventRecord(reduced_, stream_), "cudaEventRecord (NCCL stream)");
     check_cuda(cudaStreamWaitEvent(compute, reduced_, 0), "cudaStreamWaitEvent (compute stream)");
   }

@@ -12,6 +12,24 @@ Backend& cpu_backend();  // engine/cpu/cpu_backend.cpp
 
 void register_backend(DeviceType t, Backend* b) { g_backends[static_cast<int>(t)] = b; }
 
+namespace {
+int g_cuda_count = 0;
+void (*g_cuda_select)(int) = nullptr;
+}  // namespace
+
+int cuda_device_count() { return g_cuda_count; }
+
+void register_cuda_devices(int count, void (*select)(int)) {
+  g_cuda_count = count;
+  g_cuda_select = select;
+}
+
+void use_cuda_device(int index) {
+  MOKD_CHECK(g_cuda_select && index >= 0 && index < g_cuda_count, "cuda:", index,
+             " is not available: this process sees ", g_cuda_count, " GPU(s)");
+  g_cuda_select(index);
+}
+
 bool device_available(Device d) {
   return d.is_cpu() || g_backends[static_cast<int>(d.type)] != nullptr;
 }

@@ -183,4 +183,14 @@ inline Backend& backend_for(const Tensor& t) { return backend_for(t.device()); }
 void register_backend(DeviceType t, Backend* b);
 bool device_available(Device d);
 
+// The engine computes on one GPU per process. cuda_device_count(): the GPUs this process sees (0
+// without a CUDA backend or device). use_cuda_device(i): the CUDA backend computes on GPU i and
+// CUDA tensors live on Device::cuda(i); call it before the first CUDA tensor or kernel (a
+// data-parallel rank picks its GPU this way). Throws for an index out of range, or once CUDA work
+// has started on another GPU.
+int cuda_device_count();
+void use_cuda_device(int index);
+// For the CUDA backend's registration: the device count and the function that switches to one.
+void register_cuda_devices(int count, void (*select)(int index));
+
 }  // namespace mokd

@@ -242,8 +242,8 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
   // Per micro-batch: forward, objectives, backward; the values summed in order over this
   // process's micro-batches.
   std::vector<TeacherOut> teacher_outs;
-  Tensor loss_sum, total_sum;
-  std::vector<float> diag_sum;
+  std::vector<Tensor> values, diags;  // per micro-batch: [losses..., total], diagnostics
+  auto mean_of = [&](const std::vector<Tensor>& v) { return sync ? sync->mean(v) : v[0]; };
   opt.zero_grad();
   zero_grads(params);
   for (const MicroBatch& m : micro) {
@@ -254,16 +254,14 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
     ModelOutput s = student_.forward_train(m.images);
     std::vector<Tensor> L = objectives(s, t, m.labels, m.soft_targets);
     if (famo_) teacher_outs.push_back(t);
+    std::vector<Tensor> parts;
     {
       NoGrad ng;
-      std::vector<Tensor> parts;
       for (const Tensor& l : L) parts.push_back(reshape(l.detach(), {1}));
-      Tensor lv = concat(parts, 0);
-      const std::vector<float> v = lv.to_vector();
+      const std::vector<float> v = concat(parts, 0).to_vector();
       for (size_t i = 0; i < v.size(); ++i)
         MOKD_CHECK(std::isfinite(v[i]), "distill step ", steps_, ": objective '", st.names[i],
                    "' is not finite (", v[i], "); lower the learning rate or check the inputs");
-      loss_sum = loss_sum.defined() ? add(loss_sum, lv) : lv;
     }
     if (st.diagnostics) {
       std::vector<float> d;
@@ -279,10 +277,8 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
           d.push_back(static_cast<float>(dot(g[i], g[j]) / (ni * nj + 1e-30)));
           d.push_back(static_cast<float>(ni / (nj + 1e-30)));
         }
-      if (diag_sum.empty())
-        diag_sum = d;
-      else
-        for (size_t i = 0; i < d.size(); ++i) diag_sum[i] += d[i];
+      diags.push_back(
+          Tensor::from_vector(d, {static_cast<int64_t>(d.size())}).to(student_.device()));
     }
     Tensor total;
     if (cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Exact2) {
@@ -302,34 +298,33 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
     }
     {
       NoGrad ng;
-      Tensor tv = reshape(total.detach(), {1});
-      total_sum = total_sum.defined() ? add(total_sum, tv) : tv;
+      parts.push_back(reshape(total.detach(), {1}));
+      values.push_back(concat(parts, 0));
     }
     if (sync) sync->add();
   }
   if (sync) sync->finish();
 
   // The step's values, identical on every rank: one read of the losses and the total.
+  const int64_t K = static_cast<int64_t>(st.names.size());
+  const Tensor mean_values = mean_of(values);
+  const Tensor losses_before = narrow(mean_values, 0, 0, K);
   {
-    Tensor mean_losses = sync ? sync->mean(loss_sum) : loss_sum;
-    Tensor mean_total = sync ? sync->mean(total_sum) : total_sum;
-    st.losses = mean_losses.to_vector();
-    st.total = mean_total.item();
-    if (!st.diagnostics) {
-    } else {
-      Tensor dv = Tensor::from_vector(diag_sum, {static_cast<int64_t>(diag_sum.size())});
-      std::vector<float> d = (sync ? sync->mean(dv.to(student_.device())) : dv).to_vector();
-      for (size_t i = 0; i + 1 < d.size(); i += 2) {
-        st.grad_cosine.push_back(d[i]);
-        st.grad_norm_ratio.push_back(d[i + 1]);
-      }
+    std::vector<float> v = mean_values.to_vector();
+    st.total = v.back();
+    v.pop_back();
+    st.losses = v;
+  }
+  if (st.diagnostics) {
+    std::vector<float> d = mean_of(diags).to_vector();
+    for (size_t i = 0; i + 1 < d.size(); i += 2) {
+      st.grad_cosine.push_back(d[i]);
+      st.grad_norm_ratio.push_back(d[i + 1]);
     }
-    loss_sum = mean_losses;
   }
   for (size_t i = 0; i < st.losses.size(); ++i)
     MOKD_CHECK(std::isfinite(st.losses[i]), "distill step ", steps_, ": objective '", st.names[i],
-               "' is not finite (", st.losses[i],
-               "); lower the learning rate or check the inputs");
+               "' is not finite (", st.losses[i], "); lower the learning rate or check the inputs");
 
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
   st.grad_norm = clip_grad_norm(params, max_norm).item();
@@ -341,7 +336,7 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
 
   if (famo_) {
     NoGrad ng;
-    Tensor after_sum;
+    std::vector<Tensor> afters;
     for (size_t i = 0; i < micro.size(); ++i) {
       const MicroBatch& m = micro[i];
       if (m.dropout_counter >= 0)
@@ -351,12 +346,11 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
       std::vector<Tensor> parts;
       for (const Tensor& l : objectives(s2, teacher_outs[i], m.labels, m.soft_targets))
         parts.push_back(reshape(l, {1}));
-      Tensor av = concat(parts, 0);
-      after_sum = after_sum.defined() ? add(after_sum, av) : av;
+      afters.push_back(concat(parts, 0));
     }
-    Tensor after = sync ? sync->mean(after_sum) : after_sum;
+    Tensor after = mean_of(afters);
     st.losses_after = after.to_vector();
-    famo_->update(loss_sum, after);
+    famo_->update(losses_before, after);
   }
   return st;
 }

@@ -1,22 +1,35 @@
 #include "mokd/evaluate.h"
 
+#include <cstring>
+
 #include "engine/ops.h"
 #include "io/loader.h"
 #include "mokd/setup.h"
 
 namespace mokd {
 
-EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev) {
+EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev,
+                    dist::Communicator* comm) {
   NoGrad ng;
   bool was_training = model.is_training();
   model.eval();
-  data::Loader loader(ds, loader_options(cfg, ds, false, 0));
-  loader.start_epoch(0);
-  data::Batch b;
+  const int world = comm ? comm->world() : 1, rank = comm ? comm->rank() : 0;
+  std::unique_ptr<data::Dataset> share;
+  if (world > 1) {
+    const int64_t n = ds.size(), begin = n * rank / world, end = n * (rank + 1) / world;
+    share = dataset_slice(ds, begin, end - begin);
+  }
+  const data::Dataset& mine = share ? *share : ds;
   EvalResult r;
   double loss_sum = 0;
   int64_t c1 = 0, c5 = 0;
-  while (loader.next(b)) {
+  data::Batch b;
+  std::unique_ptr<data::Loader> loader;
+  if (mine.size() > 0) {
+    loader = std::make_unique<data::Loader>(mine, loader_options(cfg, mine, false, 0));
+    loader->start_epoch(0);
+  }
+  while (loader && loader->next(b)) {
     Tensor logits = model.forward(b.images(dev));
     int64_t n = b.labels.numel();
     loss_sum += cross_entropy(logits, b.labels.to(dev), 0.f).item() * n;
@@ -34,6 +47,19 @@ EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cf
     r.count += n;
   }
   model.train(was_training);
+  if (world > 1) {
+    c1 = comm->sum_i64(c1);
+    c5 = comm->sum_i64(c5);
+    r.count = comm->sum_i64(r.count);
+    std::string bytes(sizeof(double), '\0');
+    std::memcpy(bytes.data(), &loss_sum, sizeof(double));
+    loss_sum = 0;
+    for (const std::string& part : comm->all_gather(bytes)) {
+      double v = 0;
+      std::memcpy(&v, part.data(), sizeof(double));
+      loss_sum += v;
+    }
+  }
   MOKD_CHECK(r.count > 0, "evaluate: the evaluation set is empty");
   r.top1 = 100.0 * c1 / r.count;
   r.top5 = 100.0 * c5 / r.count;

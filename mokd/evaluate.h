@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "dist/communicator.h"
 #include "io/dataset.h"
 #include "models/model.h"
 #include "mokd/config.h"
@@ -16,7 +17,10 @@ struct EvalResult {
 
 // Runs the model in eval mode under NoGrad (its train/eval mode is restored afterwards). A sample
 // counts for top-k when fewer than k classes score strictly higher than its label. Throws for an
-// empty dataset.
-EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev);
+// empty dataset. With a communicator of several ranks, each evaluates its contiguous share of ds
+// (no sample twice, none left out) and every rank returns the totals: counts summed exactly, the
+// loss sums added in rank order.
+EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cfg, Device dev,
+                    dist::Communicator* comm = nullptr);
 
 }  // namespace mokd

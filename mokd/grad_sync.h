@@ -5,17 +5,22 @@
 //   sync.finish()        every rank now holds the mean gradient of all the step's micro-batches
 //   clip, optimizer step (identical on every rank)
 //
-// add() moves the parameters' gradients into one flat accumulator, laid out in reverse parameter
-// order (the order backward produces them): the first micro-batch's copied, later ones added in
-// order. finish() sums the accumulators of all ranks in buckets of that buffer (a 1 MiB first
-// bucket, then dist.bucket_mb; every rank issues them in the same order), scales by
-// 1 / micro_batches(), and makes every parameter's .grad a view of the result. With an ordered
-// communicator (MPI, one process) the sum is (((g_0 + g_1) + g_2) + ...) over the step's
-// micro-batches in order whether they ran on one process or on as many ranks, so N ranks equal
-// one process accumulating N micro-batches bit for bit.
+// add() moves the parameters' gradients into a flat buffer laid out in reverse parameter order (the
+// order backward produces them). finish() reduces the step's micro-batches in buckets of that
+// buffer (a 1 MiB first bucket, then dist.bucket_mb; every rank issues them in the same order),
+// scales by 1 / micro_batches(), and makes every parameter's .grad a view of the result.
+//
+// The order of the sum is fixed by the data, not by the layout: with an ordered communicator
+// (MPI, one process) every micro-batch of the step is added left to right in its place in the
+// step, g_0 + g_1 + ... + g_{N-1}. One process accumulates in place in that order; several ranks
+// gather every rank's micro-batch gradients (rank r holds micro-batches r x A ... r x A + A - 1)
+// and add them in that order on every rank. So 3 ranks x 2 micro-batches, 2 x 3 and 1 x 6 give the
+// same bits. With NCCL each rank adds its own micro-batches, then NCCL sums the ranks in its own
+// order (within f32 rounding of the ordered sum).
 //
 // mean() does the same for values the step logs and FAMO uses (losses before and after).
-// With one micro-batch in all, every call is a no-op and .grad stays where backward put it.
+// With one micro-batch in all and the local communicator, every call is a no-op and .grad stays
+// where backward put it; a one-rank MPI or NCCL job runs the whole path (what its overhead is).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -36,9 +41,9 @@ class GradSync {
   void add();
   // After the last micro-batch of the step.
   void finish();
-  // values: this rank's sum over its micro-batches, added in order (a [K] f32 tensor); returns
-  // the mean over every micro-batch of the step, identical on every rank.
-  Tensor mean(const Tensor& values);
+  // values: one [K] f32 tensor per micro-batch of this rank, in order; returns the mean over
+  // every micro-batch of the step, identical on every rank.
+  Tensor mean(const std::vector<Tensor>& values);
 
   int64_t micro_batches() const { return micro_total_; }  // of the whole step, all ranks
   int64_t micro_per_rank() const { return micro_per_rank_; }
@@ -50,8 +55,14 @@ class GradSync {
   std::vector<Tensor> params_;  // reverse order
   dist::Communicator& comm_;
   int64_t micro_per_rank_, micro_total_;
+  // The ordered sum of several micro-batches over several ranks: ranks gather their micro-batches
+  // one by one (ordered_ && world > 1); otherwise each rank accumulates in place.
+  Tensor reduce_in_order(const std::vector<Tensor>& micro, int64_t off, int64_t len);
+  bool bypass_;  // one micro-batch, no communicator: nothing to do
+  bool gather_;  // an ordered communicator of several ranks
   int64_t added_ = 0;
-  Tensor acc_;  // flat f32, reverse parameter order
+  Tensor acc_;                 // flat f32, reverse parameter order: the running sum
+  std::vector<Tensor> micro_;  // gather_: this rank's micro-batch gradients, flat
   std::vector<std::pair<int64_t, int64_t>> buckets_;
 };
 

@@ -42,10 +42,12 @@ MetricsRow step_row(const StepProgress& p, const StepStats& st, bool with_speed)
 
 std::string step_line(const StepProgress& p, const StepStats& st) {
   char buf[256];
-  std::snprintf(buf, sizeof buf, "epoch %ld/%ld step %ld/%ld | %.0f img/s | ETA %s | loss",
-                (long)p.epoch, (long)p.epochs, (long)p.step, (long)p.total_steps, p.images_per_s,
-                human_time(p.eta_s).c_str());
+  std::snprintf(buf, sizeof buf, "epoch %ld/%ld step %ld/%ld | %.0f img/s", (long)p.epoch,
+                (long)p.epochs, (long)p.step, (long)p.total_steps, p.images_per_s);
   std::string line = buf;
+  if (p.world > 1) line += " on " + std::to_string(p.world) + " ranks";
+  std::snprintf(buf, sizeof buf, " | ETA %s | loss", human_time(p.eta_s).c_str());
+  line += buf;
   for (size_t i = 0; i < st.names.size(); ++i) {
     std::snprintf(buf, sizeof buf, " %s %.4f", st.names[i].c_str(), st.losses[i]);
     line += buf;

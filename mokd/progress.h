@@ -19,7 +19,8 @@ struct StepProgress {
   int64_t epochs = 0;  // of the whole run
   int64_t total_steps = 0;
   double lr = 0;            // the last group's (the decayed weights')
-  double images_per_s = 0;  // since the last printed line
+  double images_per_s = 0;  // since the last printed line, all ranks together
+  int world = 1;            // processes of a data-parallel run (shown when > 1)
   double eta_s = -1;        // negative: unknown
 };
 

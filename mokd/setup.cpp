@@ -26,6 +26,11 @@ Device resolve_device(const std::string& name) {
   Device d = parse_device(name);
   MOKD_CHECK(device_available(d), "run.device = ", name, ": no such device here",
              d.is_cuda() ? " (no CUDA backend or no GPU; use run.device=cpu)" : "");
+  if (d.is_cuda()) {
+    MOKD_CHECK(d.index < cuda_device_count(), "run.device = ", name, ": this process sees ",
+               cuda_device_count(), " GPU(s)");
+    use_cuda_device(d.index);  // the engine computes on one GPU per process
+  }
   return d;
 }
 

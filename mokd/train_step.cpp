@@ -5,8 +5,7 @@
 
 namespace mokd {
 
-TeacherStep::TeacherStep(Model& model, Optimizer& opt, const TeacherStepConfig& cfg,
-                         GradSync* sync)
+TeacherStep::TeacherStep(Model& model, Optimizer& opt, const TeacherStepConfig& cfg, GradSync* sync)
     : model_(model), opt_(opt), cfg_(cfg), sync_(sync) {}
 
 namespace {
@@ -30,7 +29,7 @@ StepStats TeacherStep::step(const StepInput& in) {
   st.names = {"task"};
   st.weights = {1.f};
   opt_.zero_grad();
-  Tensor loss_sum;
+  std::vector<Tensor> losses;
   for (size_t i = 0; i < in.micro.size(); ++i) {
     const data::Batch& b = *in.micro[i];
     if (!in.dropout_counters.empty())
@@ -42,12 +41,11 @@ StepStats TeacherStep::step(const StepInput& in) {
     float v = loss.item();
     MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
     loss.backward();
-    Tensor lv = reshape(loss.detach(), {1});
-    loss_sum = loss_sum.defined() ? add(loss_sum, lv) : lv;
+    losses.push_back(reshape(loss.detach(), {1}));
     if (sync_) sync_->add();
   }
   if (sync_) sync_->finish();
-  const float v = (sync_ ? sync_->mean(loss_sum) : loss_sum).item();
+  const float v = (sync_ ? sync_->mean(losses) : losses[0]).item();
   st.losses = {v};
   st.total = v;
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();

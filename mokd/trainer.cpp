@@ -48,22 +48,36 @@ double seconds_since(Clock::time_point t) {
 
 class Run {
  public:
-  Run(const TrainConfig& cfg, TrainMode mode) : cfg_(cfg), mode_(mode) {}
+  Run(const TrainConfig& cfg, TrainMode mode, dist::Communicator& comm)
+      : cfg_(cfg), mode_(mode), comm_(comm), lead_(comm.rank() == 0) {}
   TrainSummary go();
 
  private:
   void start();
-  StepStats step(const data::Batch& b);
+  StepStats step(const std::vector<data::Batch>& micro);
+  // Every rank checks that it runs what rank 0 runs.
+  void check_ranks_agree() const;
+  // Batch-norm running statistics averaged over the ranks (they are per rank while training).
+  void average_running_stats();
   void log_step(const StepStats& st, double images_per_s, double eta, bool print);
   // Evaluates the model (and its EMA), logs it, and checkpoints, as best when top-1 improved.
   EvalResult evaluate_and_checkpoint();
-  void checkpoint(bool best) { save_checkpoint(*folder_, *t_, id_, progress_, best); }
+  // Rank 0 writes, between barriers: every rank has finished the step before, and no rank goes on
+  // before the checkpoint is complete.
+  void checkpoint(bool best) {
+    average_running_stats();
+    comm_.barrier();
+    if (lead_) save_checkpoint(*folder_, *t_, id_, progress_, best);
+    comm_.barrier();
+  }
   // A metrics row; a failed write stops the run before the next checkpoint.
   void log(const std::string& kind, const std::map<std::string, double>& row);
   int64_t epoch() const { return t_->loader->epoch(); }  // 0-based: the data position's
 
   TrainConfig cfg_;
   TrainMode mode_;
+  dist::Communicator& comm_;
+  bool lead_;  // rank 0: prints, logs and writes
   std::unique_ptr<RunFolder> folder_;
   std::unique_ptr<Training> t_;
   RunIdentity id_;
@@ -74,50 +88,97 @@ class Run {
 };
 
 void Run::start() {
-  tty_ = isatty(fileno(stdout));
+  // mpirun hands ranks a pseudo-terminal even when its own output goes to a file: progress lines
+  // of a data-parallel run are plain lines.
+  tty_ = lead_ && comm_.world() == 1 && isatty(fileno(stdout));
   cfg_.run.out_dir = default_out_dir(cfg_, mode_);
   folder_ = std::make_unique<RunFolder>(cfg_);
-  // The folder is locked, everything checked and a checkpoint to resume loaded before the first
-  // write.
-  folder_->lock();
-  for (const auto& f : folder_->remove_stale_temporaries())
-    std::printf("removed %s, a temporary file of a writer that is gone\n", f.c_str());
-  folder_->check_fresh_run(cfg_, mode_);
+  // The folder is locked, everything checked and a checkpoint to resume loaded, on every rank,
+  // before rank 0's first write.
+  if (lead_) {
+    folder_->lock();
+    for (const auto& f : folder_->remove_stale_temporaries())
+      std::printf("removed %s, a temporary file of a writer that is gone\n", f.c_str());
+    folder_->check_fresh_run(cfg_, mode_);
+  }
   const bool resume = cfg_.run.resume && folder_->has_state();
   const TrainConfig stored = resume ? folder_->check_resume(cfg_) : cfg_;
-  t_ = build_training(cfg_, mode_);  // writes nothing
+  t_ = build_training(cfg_, mode_, &comm_);  // writes nothing
   id_ = run_identity(cfg_, *t_, stored);
+  check_ranks_agree();
   if (resume) progress_ = load_checkpoint(*folder_, *t_, id_);
-  if (cfg_.run.resume && !resume)
-    std::printf("run.resume: no checkpoint in %s, starting from scratch\n",
-                folder_->checkpoints().c_str());
-  if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();  // overwrite
-  folder_->create();
-  folder_->write_text(folder_->config_file(), to_toml(cfg_));
-  if (resume) {
-    // Rows logged after the checkpoint are logged again by the resumed steps: drop them.
-    const int64_t n = folder_->drop_metrics_after(progress_.step);
-    if (n > 0)
-      std::printf("metrics: dropped %ld rows logged after the checkpoint's step %ld\n", (long)n,
-                  (long)progress_.step);
+  comm_.barrier();  // every rank has read the folder
+  if (lead_) {
+    if (cfg_.run.resume && !resume)
+      std::printf("run.resume: no checkpoint in %s, starting from scratch\n",
+                  folder_->checkpoints().c_str());
+    if (!cfg_.run.resume && !folder_->run_file().empty()) folder_->remove_run_files();
+    folder_->create();
+    folder_->write_text(folder_->config_file(), to_toml(cfg_));
+    if (resume) {
+      // Rows logged after the checkpoint are logged again by the resumed steps: drop them.
+      const int64_t n = folder_->drop_metrics_after(progress_.step);
+      if (n > 0)
+        std::printf("metrics: dropped %ld rows logged after the checkpoint's step %ld\n", (long)n,
+                    (long)progress_.step);
+    }
+    metrics_ = folder_->open_metrics(resume);
   }
-  metrics_ = folder_->open_metrics(resume);
   if (resume) {
     best_.top1 = progress_.best_top1;
     best_.top5 = progress_.best_top5;
-    std::printf("resumed from %s at step %ld (epoch %ld, batch %ld)\n",
-                folder_->state_file().c_str(), (long)progress_.step, (long)epoch() + 1,
-                (long)t_->loader->next_index());
+    if (lead_)
+      std::printf("resumed from %s at step %ld (epoch %ld, batch %ld)\n",
+                  folder_->state_file().c_str(), (long)progress_.step, (long)epoch() + 1,
+                  (long)t_->loader->next_index() / cfg_.optim.accum_steps);
   } else {
     t_->loader->start_epoch(0);
   }
 }
 
+void Run::check_ranks_agree() const {
+  if (comm_.world() == 1) return;
+  const std::string mine = id_.config_hash + " " + t_->teacher_sha256;
+  const std::vector<std::string> all = comm_.all_gather(mine);
+  for (int r = 1; r < comm_.world(); ++r) {
+    if (all[r] == all[0]) continue;
+    const bool config = all[r].substr(0, all[r].find(' ')) != all[0].substr(0, all[0].find(' '));
+    MOKD_FAIL("dist: rank ", r, " runs with another ",
+              config ? "configuration (its config hash differs from rank 0's)"
+                     : "teacher file (model.teacher_weights' SHA-256 differs from rank 0's)",
+              "; every rank needs the same config file, keys and files");
+  }
+}
+
+void Run::average_running_stats() {
+  if (comm_.world() == 1) return;
+  NoGrad ng;
+  for (auto& [name, b] : t_->model->named_buffers()) {
+    if (b.dtype() != DType::F32 || name.find("running_") == std::string::npos) continue;
+    Tensor v = b.contiguous().clone();
+    comm_.sum(v);
+    b.copy_(scale(v, 1.f / static_cast<float>(comm_.world())));
+  }
+}
+
 // One update; an error names the step and where the last checkpoint is.
-StepStats Run::step(const data::Batch& b) {
+StepStats Run::step(const std::vector<data::Batch>& micro) {
   t_->optimizer->set_lr_scale(t_->schedule->lr_at(progress_.step) / t_->schedule->base_lr());
+  // Drop-path masks keyed by the micro-batch's place in the run, not by the rank that runs it.
+  const int64_t group = t_->loader->options().shard.group;
+  StepInput in;
+  for (const data::Batch& b : micro) {
+    in.micro.push_back(&b);
+    in.dropout_counters.push_back(dropout_counter_for(progress_.step * group + b.index % group));
+  }
+  // The keyed masks leave the model's own stream where it was, so a checkpoint holds the same
+  // counter whatever the number of ranks.
+  Generator& g = t_->model->dropout_generator();
+  const uint64_t counter = g.counter();
   try {
-    return t_->step->step(b);
+    StepStats st = t_->step->step(in);
+    g.set_counter(counter);
+    return st;
   } catch (const Error& e) {
     MOKD_FAIL("step ", progress_.step + 1, ": ", e.what(),
               "; the run stops here and the last checkpoint in ", folder_->checkpoints(),
@@ -126,6 +187,7 @@ StepStats Run::step(const data::Batch& b) {
 }
 
 void Run::log(const std::string& kind, const std::map<std::string, double>& row) {
+  if (!lead_) return;
   try {
     metrics_->write(kind, row);
   } catch (const Error& e) {
@@ -143,9 +205,10 @@ void Run::log_step(const StepStats& st, double images_per_s, double eta, bool pr
   p.total_steps = t_->total_steps;
   p.lr = t_->optimizer->current_lr(t_->optimizer->groups().size() - 1);
   p.images_per_s = images_per_s;
+  p.world = comm_.world();
   p.eta_s = eta;
   log("step", step_row(p, st, print));
-  if (!print) return;
+  if (!print || !lead_) return;
   std::string line = step_line(p, st);
   if (tty_)
     std::printf("\r\033[K%s", line.c_str());
@@ -156,13 +219,14 @@ void Run::log_step(const StepStats& st, double images_per_s, double eta, bool pr
 
 EvalResult Run::evaluate_and_checkpoint() {
   if (tty_) std::printf("\n");
-  EvalResult r = evaluate(*t_->model, *t_->test_set, cfg_, t_->device);
+  average_running_stats();
+  EvalResult r = evaluate(*t_->model, *t_->test_set, cfg_, t_->device, &comm_);
   EvalResult e;
   if (t_->ema)
     e = t_->ema->with_averages(
-        [&] { return evaluate(*t_->model, *t_->test_set, cfg_, t_->device); });
+        [&] { return evaluate(*t_->model, *t_->test_set, cfg_, t_->device, &comm_); });
   const EvalResult* ema = t_->ema ? &e : nullptr;
-  std::printf("%s\n", eval_line(progress_.step, r, ema).c_str());
+  if (lead_) std::printf("%s\n", eval_line(progress_.step, r, ema).c_str());
   log("eval", eval_row(progress_.step, epoch(), r, ema));
   bool best = r.top1 > progress_.best_top1;
   if (best) {
@@ -177,24 +241,32 @@ EvalResult Run::evaluate_and_checkpoint() {
 TrainSummary Run::go() {
   auto t_start = Clock::now();
   start();
-  std::printf(
-      "%s %s on %s (%s matmuls): %ld train / %ld test images, %ld steps (%ld per epoch), %ld "
-      "parameters\n",
-      mode_ == TrainMode::Teacher ? "teacher" : "distill", t_->model->name().c_str(),
-      t_->device.str().c_str(), cfg_.run.precision.c_str(), (long)t_->train_set->size(),
-      (long)t_->test_set->size(), (long)t_->total_steps, (long)t_->steps_per_epoch,
-      (long)t_->model->num_parameters());
-  if (mode_ == TrainMode::Distill)
-    std::printf("method %s, teacher %s (%s)\n", cfg_.distill.method.c_str(),
-                cfg_.model.teacher.c_str(), cfg_.model.teacher_weights.c_str());
+  const int world = comm_.world();
+  const int64_t accum = cfg_.optim.accum_steps;
+  if (lead_) {
+    std::printf(
+        "%s %s on %s (%s matmuls): %ld train / %ld test images, %ld steps (%ld per epoch), %ld "
+        "parameters\n",
+        mode_ == TrainMode::Teacher ? "teacher" : "distill", t_->model->name().c_str(),
+        t_->device.str().c_str(), cfg_.run.precision.c_str(), (long)t_->train_set->size(),
+        (long)t_->test_set->size(), (long)t_->total_steps, (long)t_->steps_per_epoch,
+        (long)t_->model->num_parameters());
+    if (world > 1 || accum > 1)
+      std::printf("batch %ld = %d process(es) (%s) x %ld micro-batch(es) of %ld\n",
+                  (long)cfg_.data.batch_size, world, comm_.name(), (long)accum,
+                  (long)t_->loader->options().batch_size);
+    if (mode_ == TrainMode::Distill)
+      std::printf("method %s, teacher %s (%s)\n", cfg_.distill.method.c_str(),
+                  cfg_.model.teacher.c_str(), cfg_.model.teacher_weights.c_str());
+  }
   TrainSummary sum;
   const int64_t total = t_->total_steps;
   const bool steps_left = progress_.step < total;
   auto window_start = Clock::now();
   int64_t window_images = 0, steps_this_run = 0;
-  data::Batch b;
+  std::vector<data::Batch> micro(static_cast<size_t>(accum));
   while (progress_.step < total) {
-    if (!t_->loader->next(b)) {  // the epoch is over: the position moves to the next one
+    if (!t_->loader->next(micro[0])) {  // the epoch is over: the position moves to the next one
       const auto paused = Clock::now();
       t_->loader->start_epoch(epoch() + 1);
       if (cfg_.log.eval_every > 0 && epoch() % cfg_.log.eval_every == 0)
@@ -204,11 +276,13 @@ TrainSummary Run::go() {
       window_start += Clock::now() - paused;  // images/s and the ETA count training time only
       continue;
     }
-    StepStats st = step(b);
+    for (int64_t a = 1; a < accum; ++a)  // an epoch holds whole steps (io/loader.h, Shard)
+      MOKD_CHECK(t_->loader->next(micro[a]), "loader: the epoch ended inside a step");
+    StepStats st = step(micro);
     if (t_->ema) t_->ema->update();
     ++progress_.step;
     const int64_t s = progress_.step;
-    window_images += b.labels.numel();
+    for (const data::Batch& b : micro) window_images += b.size() * world;
     bool last = s == total;
     bool print =
         s % std::max<int64_t>(cfg_.log.log_every, 1) == 0 || last || s == 1 || st.diagnostics;
@@ -226,20 +300,22 @@ TrainSummary Run::go() {
       checkpoint(false);
       window_start += Clock::now() - paused;
     }
-    const int sig = g_stop_signal.exchange(0);
+    // A signal on any rank stops every rank here, at this step boundary.
+    const int sig = static_cast<int>(comm_.max_i64(g_stop_signal.exchange(0)));
     const bool signalled = sig != 0;
     if (((cfg_.run.stop_after > 0 && ++steps_this_run == cfg_.run.stop_after) || signalled) &&
         !last) {
       checkpoint(false);
-      std::printf(
-          "%s%s: stopped at step %ld with a checkpoint in %s; continue with --run.resume=true\n",
-          tty_ ? "\n" : "", signalled ? "signal" : "run.stop_after", (long)s,
-          folder_->checkpoints().c_str());
+      if (lead_)
+        std::printf(
+            "%s%s: stopped at step %ld with a checkpoint in %s; continue with --run.resume=true\n",
+            tty_ ? "\n" : "", signalled ? "signal" : "run.stop_after", (long)s,
+            folder_->checkpoints().c_str());
       sum.steps = s;
       sum.stopped = true;
       sum.signal = sig;
       sum.seconds = seconds_since(t_start);
-      metrics_->close();
+      if (metrics_) metrics_->close();
       return sum;
     }
   }
@@ -249,15 +325,20 @@ TrainSummary Run::go() {
   sum.best_weights = folder_->best_weights();
   sum.seconds = seconds_since(t_start);
   if (sum.final_eval.count == 0 && progress_.step > 0)
-    sum.final_eval = evaluate(*t_->model, *t_->test_set, cfg_, t_->device);
-  metrics_->close();
+    sum.final_eval = evaluate(*t_->model, *t_->test_set, cfg_, t_->device, &comm_);
+  if (metrics_) metrics_->close();
   return sum;
 }
 
 }  // namespace
 
-TrainSummary train(const TrainConfig& cfg, TrainMode mode) {
-  Run r(cfg, mode);
+TrainSummary train(const TrainConfig& cfg, TrainMode mode, dist::Communicator* comm) {
+  std::unique_ptr<dist::Communicator> local;
+  if (!comm) {
+    local = dist::make_local_communicator();
+    comm = local.get();
+  }
+  Run r(cfg, mode, *comm);
   return r.go();
 }
 

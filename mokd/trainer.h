@@ -28,7 +28,12 @@ struct TrainSummary {
 int exit_code(const TrainSummary& s);
 
 // Runs a whole training (or resumes one when cfg.run.resume). Prints progress to stdout.
-TrainSummary train(const TrainConfig& cfg, TrainMode mode);
+// Data-parallel (docs/distributed.md): every rank of `comm` calls train() with the same
+// configuration (checked: the config hash and the teacher file's SHA-256 of every rank must match
+// rank 0's); rank 0 alone prints, logs metrics and writes the run folder, after a barrier, and
+// every rank stops at the same step boundary when any of them gets SIGINT/SIGTERM. null: one
+// process.
+TrainSummary train(const TrainConfig& cfg, TrainMode mode, dist::Communicator* comm = nullptr);
 
 // SIGINT/SIGTERM (Ctrl-C, a cluster's preemption notice) make a running train() finish its
 // current step, write a checkpoint and return with stopped = true and signal set, instead of

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "engine/precision.h"
 #include "io/dataset.h"
 #include "io/encode_png.h"
 #include "io/safetensors.h"
@@ -73,7 +74,15 @@ void expect_describes(const std::string& text, const std::string& file,
     EXPECT_NE(text.find(p), std::string::npos) << file << ": no '" << p << "' in\n" << text;
 }
 
-TEST(Configs, EveryImageNetRunPassesTheDryRun) {
+// A dry run builds the run, which applies its process-wide settings (the ImageNet runs' bf16
+// matmuls): restored after each test so that later tests run as they expect.
+class Configs : public ::testing::Test {
+ protected:
+  void TearDown() override { set_matmul_precision(saved_); }
+  MatmulPrecision saved_ = matmul_precision();
+};
+
+TEST_F(Configs, EveryImageNetRunPassesTheDryRun) {
   const std::vector<std::string> files = config_files("imagenet");
   ASSERT_EQ(files.size(), 8u) << "DeiT-Ti and DeiT-S, each with none, deit-hard, vkd and mokd";
   test::TempDir dir;
@@ -99,7 +108,7 @@ TEST(Configs, EveryImageNetRunPassesTheDryRun) {
   }
 }
 
-TEST(Configs, EveryFashionMnistRunPassesTheDryRun) {
+TEST_F(Configs, EveryFashionMnistRunPassesTheDryRun) {
   if (!fs::exists(std::string(data::kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz"))
     GTEST_SKIP() << "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)";
   const std::vector<std::string> files = config_files("fashion_mnist");
@@ -115,13 +124,14 @@ TEST(Configs, EveryFashionMnistRunPassesTheDryRun) {
                                                    {"run.out_dir", dir.path("r")}});
     const std::string text =
         describe_run(cfg, is_teacher ? TrainMode::Teacher : TrainMode::Distill);
-    expect_describes(text, file,
-                     {"60000 samples, 10 classes", "468 steps per epoch, 14040 steps in total (30 epochs)",
-                      is_teacher ? "model resnet_fmnist_small" : "student vit_fmnist_micro"});
+    expect_describes(
+        text, file,
+        {"60000 samples, 10 classes", "468 steps per epoch, 14040 steps in total (30 epochs)",
+         is_teacher ? "model resnet_fmnist_small" : "student vit_fmnist_micro"});
   }
 }
 
-TEST(Configs, ADryRunNamesWhatIsMissing) {
+TEST_F(Configs, ADryRunNamesWhatIsMissing) {
   const std::string file = kConfigs + "/imagenet/deit_tiny-regnety_160-mokd.toml";
   test::TempDir dir;
   write_folder(dir.path("imagenet"));

@@ -31,6 +31,7 @@
 #include "mokd/distill.h"
 #include "mokd/dry_run.h"
 #include "mokd/evaluate.h"
+#include "mokd/job.h"
 #include "mokd/preview_data.h"
 #include "mokd/setup.h"
 #include "mokd/trainer.h"
@@ -49,7 +50,8 @@ void load_weights(Model& model, const io::TensorMap& w, const std::string& path,
   }
 }
 
-int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::string& model_name) {
+int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::string& model_name,
+             dist::Communicator* comm) {
   Device dev = resolve_device(cfg.run.device);
   auto test = open_dataset(cfg, false);
   io::Metadata meta;
@@ -60,10 +62,11 @@ int cmd_eval(const TrainConfig& cfg, const std::string& weights, const std::stri
   auto model = make_model(name, cfg, *test, 0, false);
   load_weights(*model, w, weights, name);
   model->to(dev);
-  EvalResult r = evaluate(*model, *test, cfg, dev);
-  std::printf("%s (%s) on %s test (%ld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n",
-              weights.c_str(), name.c_str(), cfg.data.dataset.c_str(), (long)r.count, r.top1,
-              r.top5, r.loss);
+  EvalResult r = evaluate(*model, *test, cfg, dev, comm);
+  if (comm->rank() == 0)
+    std::printf("%s (%s) on %s test (%ld images): top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n",
+                weights.c_str(), name.c_str(), cfg.data.dataset.c_str(), (long)r.count, r.top1,
+                r.top5, r.loss);
   return 0;
 }
 
@@ -264,6 +267,7 @@ int main(int argc, char** argv) {
     }
   }
   CLI11_PARSE(app, argc, argv);
+  Job job;  // the data-parallel job of teacher, distill and eval (one process by default)
   try {
     if (keys->parsed()) {
       std::printf("%s", config_reference().c_str());
@@ -287,22 +291,33 @@ int main(int argc, char** argv) {
                         .c_str());
         return 0;
       }
+      if (s.get() == teacher || s.get() == distill || s.get() == eval)
+        job = join_job(cfg, dist::process_environment());
       if (s.get() == teacher || s.get() == distill) {
         install_stop_handlers();
-        TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill);
+        TrainSummary r = train(cfg, s.get() == teacher ? TrainMode::Teacher : TrainMode::Distill,
+                               job.comm.get());
         if (r.stopped) return exit_code(r);
-        std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
-                    (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1,
-                    r.best_weights.c_str());
+        if (job.lead())
+          std::printf("done: %ld steps in %.1f s; final top-1 %.2f%%, best top-1 %.2f%% (%s)\n",
+                      (long)r.steps, r.seconds, r.final_eval.top1, r.best_eval.top1,
+                      r.best_weights.c_str());
         return 0;
       }
-      if (s.get() == eval) return cmd_eval(cfg, weights, model_name);
+      if (s.get() == eval) return cmd_eval(cfg, weights, model_name, job.comm.get());
       if (s.get() == exp) return cmd_export(cfg, weights, out, model_name);
       if (s.get() == bench) return cmd_benchmark(cfg);
       if (s.get() == bdata) return cmd_bench_data(cfg, threads, bopt, json);
       if (s.get() == preview) return cmd_preview_data(cfg, popt);
     }
   } catch (const std::exception& e) {
+    if (job.comm && job.comm->world() > 1) {
+      // The other ranks would wait for this one: end the whole job, saying which rank failed.
+      std::fprintf(stderr, "\nmokd_train: error on %s: %s\n", dist::describe(job.launch).c_str(),
+                   e.what());
+      std::fflush(stderr);
+      job.comm->abort(1);
+    }
     std::fprintf(stderr, "\nmokd_train: error: %s\n", e.what());
     return 1;
   }

@@ -10,6 +10,13 @@ namespace mokd {
 
 CudaCachingAllocator::CudaCachingAllocator(int device) : device_(device) {}
 
+void CudaCachingAllocator::set_device(int device) {
+  std::lock_guard<std::mutex> lock(mu_);
+  MOKD_CHECK(device == device_ || reserved_ == 0, "cuda allocator: cannot move to cuda:", device,
+             " after allocating on cuda:", device_);
+  device_ = device;
+}
+
 bool CudaCachingAllocator::poison() const {
   // Read at the first allocation (not at registration), so a test can setenv() before it.
   static const bool on = [] {

@@ -24,6 +24,8 @@ class CudaCachingAllocator final : public Allocator {
   void* allocate(size_t nbytes) override;
   void deallocate(void* p, size_t nbytes) override;
   Device device() const override { return Device::cuda(device_); }
+  // The GPU blocks come from (use_cuda_device, before any allocation).
+  void set_device(int device);
 
   // Returns every cached (free) block to the driver.
   void empty_cache();

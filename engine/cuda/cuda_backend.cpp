@@ -40,6 +40,10 @@ struct Registrar {
     g_backend = new CudaBackend(0);
     register_allocator(DeviceType::CUDA, g_allocator);
     register_backend(DeviceType::CUDA, g_backend);
+    register_cuda_devices(n, [](int device) {
+      g_backend->select_device(device);
+      g_allocator->set_device(device);
+    });
   }
 };
 Registrar g_registrar;
@@ -90,8 +94,16 @@ void cuda_rethrow_with_context(const char* op, std::initializer_list<const Tenso
 
 // The library handles are created on first use, each on its own: a cuBLASLt or cuDNN that fails
 // to load then fails only the ops that need it, not every copy and kernel.
+void CudaBackend::select_device(int device) {
+  MOKD_CHECK(device == device_ || !started_, "cuda: cannot move to cuda:", device,
+             " after work has started on cuda:", device_);
+  device_ = device;
+  MOKD_CUDA_CHECK(cudaSetDevice(device_));
+}
+
 void CudaBackend::init() {
   std::call_once(once_, [this] {
+    started_ = true;
     MOKD_CUDA_CHECK(cudaSetDevice(device_));
     MOKD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   });

@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <atomic>
 #include <initializer_list>
 #include <map>
 #include <mutex>
@@ -52,6 +53,8 @@ class CudaBackend final : public Backend {
   cublasLtHandle_t lt_handle();
   cudnnHandle_t cudnn_handle();
   void synchronize();
+  // The GPU this backend computes on (use_cuda_device): before its first stream or handle.
+  void select_device(int device);
   // A cuBLASLt workspace held for the process (from the caching allocator).
   void* lt_workspace(size_t& bytes);
   // Device scratch of n doubles: a tensor that may be dropped as soon as the kernels are queued
@@ -61,6 +64,7 @@ class CudaBackend final : public Backend {
  private:
   void init();
   int device_;
+  std::atomic<bool> started_{false};
   std::once_flag once_, lt_once_, dnn_once_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Data-parallel runs of mokd_train under Open MPI's mpirun, on the CPU (docs/distributed.md).
+
+Each case is one ctest test (CMakeLists.txt, dist.*); `setup` trains the small teacher the others
+distil from. The oracle of every equality is mokd_train itself on one process with gradient
+accumulation: N ranks must compute what one process computes with N micro-batches per step.
+
+  setup          a 4-step resnet_fmnist_small teacher
+  equal          2 and 3 ranks == 1 process with 2 and 3 micro-batches: checkpoint state and
+                 weights byte for byte, every logged loss (before and after FAMO's update),
+                 weight, total and gradient norm equal (MoKD with FAMO and the projector,
+                 mixup/cutmix, drop-path)
+  resume         a run stopped on 2 ranks x 3 micro-batches resumes on 1 process x 6 and on 3
+                 ranks x 2 (the same micro-batches, added in the same order) and ends byte for
+                 byte as the uninterrupted run; a resume with another global batch is refused
+  rank_killed    one rank killed (SIGKILL) mid-run: the job ends non-zero, naming it, in bounded
+                 time
+  signal         SIGTERM to one rank stops every rank at the same step with a checkpoint
+
+Usage: test_dist.py --mokd-train PATH --work DIR CASE
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+TIMEOUT = 240  # seconds for any one mokd_train or mpirun
+
+
+def env():
+    e = dict(os.environ)
+    e.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+             OMPI_MCA_btl_vader_single_copy_mechanism="none", OMP_NUM_THREADS="1",
+             OMPI_MCA_rmaps_base_oversubscribe="1")
+    return e
+
+
+def run(cmd, expect_rc=0, timeout=TIMEOUT):
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=timeout)
+    out = p.stdout
+    if expect_rc is not None and p.returncode != expect_rc:
+        print(out)
+        sys.exit(f"FAIL: exit status {p.returncode}, expected {expect_rc}")
+    return out
+
+
+class Case:
+    def __init__(self, mokd_train, work):
+        self.bin = mokd_train
+        self.work = work
+        self.teacher = os.path.join(work, "teacher", "checkpoints", "best.safetensors")
+
+    def distill_args(self, out, **keys):
+        args = {
+            "run.out_dir": out, "run.device": "cpu", "run.threads": "1", "run.overwrite": "true",
+            "model.teacher_weights": self.teacher, "model.student": "vit_fmnist_micro_distilled",
+            "model.drop_path_rate": "0.1", "data.train_limit": "216", "data.eval_limit": "50",
+            "data.batch_size": "36", "data.workers": "1", "data.mixup_alpha": "0.8",
+            "data.cutmix_alpha": "1.0", "optim.steps": "8", "log.log_every": "1",
+            "log.eval_every": "0",
+        }
+        args.update({k: str(v) for k, v in keys.items()})
+        return [self.bin, "distill"] + [f"--{k}={v}" for k, v in args.items()]
+
+    def mpirun(self, n, cmd):
+        return ["mpirun", "--oversubscribe", "-np", str(n)] + cmd
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+
+def read_state(run_dir):
+    """(tensors as raw bytes by name, counters) of a checkpoint's state.safetensors."""
+    with open(os.path.join(run_dir, "checkpoints", "state.safetensors"), "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    body = data[8 + n:]
+    tensors = {k: body[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
+    return tensors, json.loads(meta.get("mokd_state", "{}"))
+
+
+def step_rows(run_dir):
+    rows = []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "step":
+                r.pop("images_per_s", None)
+                rows.append(r)
+    return rows
+
+
+def expect(cond, msg):
+    if not cond:
+        sys.exit("FAIL: " + msg)
+    print("ok: " + msg, flush=True)
+
+
+def same_state(a, b, what):
+    ta, ca = read_state(a)
+    tb, cb = read_state(b)
+    expect(ca == cb, f"{what}: the checkpoint counters are equal")
+    expect(ta.keys() == tb.keys(), f"{what}: the checkpoints hold the same tensors")
+    diff = [k for k in ta if ta[k] != tb[k]]
+    expect(not diff, f"{what}: every tensor of the checkpoint is equal byte for byte"
+           + (f" (differ: {diff[:5]})" if diff else ""))
+    expect(step_rows(a) == step_rows(b), f"{what}: every logged step row is equal")
+    with open(os.path.join(a, "checkpoints", "last.safetensors"), "rb") as f:
+        wa = f.read()
+    with open(os.path.join(b, "checkpoints", "last.safetensors"), "rb") as f:
+        wb = f.read()
+    expect(wa == wb, f"{what}: the weights files are equal byte for byte")
+
+
+def case_setup(c):
+    shutil.rmtree(c.work, ignore_errors=True)
+    os.makedirs(c.work)
+    run([c.bin, "teacher", "--run.device=cpu", "--run.threads=1",
+         f"--run.out_dir={c.path('teacher')}", "--model.teacher=resnet_fmnist_small",
+         "--data.train_limit=256", "--data.eval_limit=50", "--data.batch_size=32",
+         "--optim.steps=4", "--data.workers=1"])
+    expect(os.path.exists(c.teacher), "the teacher's weights exist")
+
+
+def case_equal(c):
+    for n in (2, 3):
+        one = c.path(f"one_accum{n}")
+        ranks = c.path(f"ranks{n}")
+        run(c.distill_args(one, **{"optim.accum_steps": n}))
+        out = run(c.mpirun(n, c.distill_args(ranks)))
+        expect(f"on {n} ranks" in out, f"the progress line of {n} ranks says so")
+        expect(out.count("done: 8 steps") == 1, f"only rank 0 of {n} prints")
+        same_state(ranks, one, f"{n} ranks vs 1 process with {n} micro-batches")
+    # The layout does not matter either: 3 ranks x 2 micro-batches == 2 x 3 (micro-batches of 6).
+    a, b = c.path("layout_3x2"), c.path("layout_2x3")
+    run(c.mpirun(3, c.distill_args(a, **{"optim.accum_steps": 2})))
+    run(c.mpirun(2, c.distill_args(b, **{"optim.accum_steps": 3})))
+    same_state(a, b, "3 ranks x 2 micro-batches vs 2 ranks x 3")
+
+
+def case_resume(c):
+    # Global batch 36 in micro-batches of 6: 2 ranks x 3, 3 ranks x 2, 1 process x 6.
+    full = c.path("resume_full")
+    run(c.mpirun(2, c.distill_args(full, **{"optim.accum_steps": 3})))
+    for n, accum in ((1, 6), (3, 2)):
+        part = c.path(f"resume_on_{n}")
+        out = run(c.mpirun(2, c.distill_args(part, **{"optim.accum_steps": 3,
+                                                      "run.stop_after": 3})))
+        expect("stopped at step 3 with a checkpoint" in out, "the 2-rank run stops at step 3")
+        cmd = c.distill_args(part, **{"optim.accum_steps": accum, "run.resume": "true",
+                                      "run.overwrite": "false"})
+        out = run(c.mpirun(n, cmd) if n > 1 else cmd)
+        expect("resumed from" in out and "done: 8 steps" in out, f"it resumes on {n} rank(s)")
+        same_state(part, full, f"2 ranks resumed on {n} x {accum} vs uninterrupted")
+    # Another global batch is another run: refused, saying which key.
+    part = c.path("resume_on_1")
+    cmd = c.distill_args(part, **{"data.batch_size": 24, "run.resume": "true",
+                                  "run.overwrite": "false", "optim.steps": 12})
+    out = run(cmd, expect_rc=1)
+    expect("data.batch_size = 36 in the run, 24 now" in out,
+           "a resume with another global batch is refused naming data.batch_size")
+
+
+def rank_pids(rank):
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                e = f.read().split(b"\0")
+            with open(f"/proc/{d}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name == "mokd_train" and f"OMPI_COMM_WORLD_RANK={rank}".encode() in e:
+            pids.append(int(d))
+    return pids
+
+
+def start_long_run(c, out_dir, n):
+    cmd = c.mpirun(n, c.distill_args(out_dir, **{"optim.steps": 100000, "data.train_limit": 2160,
+                                                  "dist.timeout_s": 20}))
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    # Wait until rank 1 exists and the run has taken a few steps.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.5)
+        metrics = os.path.join(out_dir, "metrics.jsonl")
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3 and rank_pids(1):
+            return p
+    p.kill()
+    sys.exit("FAIL: the long run did not start")
+
+
+def case_rank_killed(c):
+    out_dir = c.path("killed")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    p = start_long_run(c, out_dir, 3)
+    victim = rank_pids(1)[0]
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.time()
+    try:
+        out, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        sys.exit("FAIL: the other ranks still run 60 s after rank 1 was killed")
+    print(out[-3000:])
+    expect(p.returncode != 0, f"the job exits non-zero ({p.returncode}) "
+           f"{time.time() - t0:.1f} s after rank 1 was killed")
+    expect(re.search(r"rank 1\b.*(exited|signal|killed|Killed)", out, re.S) is not None,
+           "the output names rank 1 and how it ended")
+
+
+def case_signal(c):
+    out_dir = c.path("signalled")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    p = start_long_run(c, out_dir, 2)
+    os.kill(rank_pids(1)[0], signal.SIGTERM)
+    try:
+        out, _ = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        sys.exit("FAIL: the ranks did not stop within 120 s of SIGTERM to rank 1")
+    print(out[-2000:])
+    m = re.search(r"signal: stopped at step (\d+) with a checkpoint", out)
+    expect(m is not None, "rank 0 reports the stop with a checkpoint")
+    _, counters = read_state(out_dir)
+    expect(counters.get("step") == int(m.group(1)),
+           f"the checkpoint is at the step reported ({m.group(1)})")
+    expect(p.returncode != 0, f"the job's exit status is non-zero ({p.returncode})")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mokd-train", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("case", choices=["setup", "equal", "resume", "rank_killed", "signal"])
+    a = ap.parse_args()
+    c = Case(os.path.abspath(a.mokd_train), os.path.abspath(a.work))
+    globals()["case_" + a.case](c)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
