@@ -53,6 +53,8 @@ std::unique_ptr<Communicator> connect(const Launch& launch, const std::string& b
       backend == "nccl" || (backend == "auto" && !device.is_cpu() && built_with_nccl());
   if (!nccl) return make_mpi_communicator(launch, timeout_s);
   MOKD_CHECK(!device.is_cpu(), "dist.backend = nccl needs the model on a GPU (--device=cuda)");
+  if (!built_with_nccl())  // says so, before MPI is started for nothing
+    return make_nccl_communicator(launch, device.index, nullptr, timeout_s);
   // MPI carries NCCL's id when this process was started by an MPI launcher; torchrun's use the
   // TCP rendezvous.
   std::unique_ptr<Communicator> bootstrap;

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 
+#include "dist/nccl_info.h"
 #include "mokd/checkpoint.h"
 #include "mokd/progress.h"
 
@@ -251,10 +252,12 @@ TrainSummary Run::go() {
         t_->device.str().c_str(), cfg_.run.precision.c_str(), (long)t_->train_set->size(),
         (long)t_->test_set->size(), (long)t_->total_steps, (long)t_->steps_per_epoch,
         (long)t_->model->num_parameters());
-    if (world > 1 || accum > 1)
+    const std::string comm = comm_.name();
+    if (world > 1 || accum > 1 || comm != "local")
       std::printf("batch %ld = %d process(es) (%s) x %ld micro-batch(es) of %ld\n",
-                  (long)cfg_.data.batch_size, world, comm_.name(), (long)accum,
-                  (long)t_->loader->options().batch_size);
+                  (long)cfg_.data.batch_size, world,
+                  (comm == "nccl" ? "nccl " + dist::nccl_version_string() : comm).c_str(),
+                  (long)accum, (long)t_->loader->options().batch_size);
     if (mode_ == TrainMode::Distill)
       std::printf("method %s, teacher %s (%s)\n", cfg_.distill.method.c_str(),
                   cfg_.model.teacher.c_str(), cfg_.model.teacher_weights.c_str());

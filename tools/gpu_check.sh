@@ -26,7 +26,7 @@
 #
 # Env: CUDA_ARCHS (default 90), BUILD (build dir, default build-gpu), BUILD_PRE (--prebuild's,
 # default build-gpu-pre), LOG, BUDGET, JOBS (default nproc), PAR (parallel test processes, default
-# 4), MOKD_TF32, ONLY (a comma list of the steps to run: tests,bench,e2e,train,peer,memcheck;
+# 4), MOKD_TF32, ONLY (a comma list of the steps to run: tests,bench,e2e,train,dist,peer,memcheck;
 # default all), PROFILE=1 (the mokd_train benchmarks print per-op GPU time, MOKD_CUDA_PROFILE),
 # PEER=0 (no PyTorch peer). The summary is the end of the output.
 set -uo pipefail
@@ -62,8 +62,10 @@ fi
 # ---- --prebuild: build the binaries here for sm_90 and put them into .gpu_deps/bin --------------
 if [[ "${1:-}" == "--prebuild" ]]; then
   pre=${BUILD_PRE:-build-gpu-pre}
+  # MPI off by default (PRE_MPI=ON to keep it): GPU machines often lack Open MPI, and a binary
+  # linked against libmpi would not load there. NCCL comes with the CUDA toolkit's libraries.
   cmake -S . -B "$pre" -G Ninja -DMOKD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90} -DMOKD_BUILD_TESTS=ON \
-    -DMOKD_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release > /dev/null || exit 1
+    -DMOKD_BUILD_BENCH=ON -DMOKD_MPI=${PRE_MPI:-OFF} -DCMAKE_BUILD_TYPE=Release > /dev/null || exit 1
   ninja -C "$pre" -j "${JOBS:-2}" mokd_tests mokd_bench mokd_train || exit 1
   mkdir -p .gpu_deps/bin
   for b in mokd_tests mokd_bench mokd_train; do strip -o ".gpu_deps/bin/$b" "$pre/$b" || exit 1; done
@@ -84,11 +86,11 @@ LOG=${LOG:-$BUILD/gpu_check}
 BUDGET=${BUDGET:-480}
 JOBS=${JOBS:-$(nproc)}
 PAR=${PAR:-4}
-ONLY=${ONLY:-tests,bench,e2e,train,peer,memcheck}
+ONLY=${ONLY:-tests,bench,e2e,train,dist,peer,memcheck}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 for s in ${ONLY//,/ }; do
-  [[ ",tests,bench,e2e,train,peer,memcheck," == *",$s,"* ]] ||
-    { echo "ONLY: unknown step '$s' (steps: tests,bench,e2e,train,peer,memcheck)"; exit 2; }
+  [[ ",tests,bench,e2e,train,dist,peer,memcheck," == *",$s,"* ]] ||
+    { echo "ONLY: unknown step '$s' (steps: tests,bench,e2e,train,dist,peer,memcheck)"; exit 2; }
 done
 export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$BUILD" "$LOG"
@@ -416,6 +418,69 @@ if [[ $built_train == yes ]] && want train; then
       record train_mokd "$((rc ? rc : ok))" "best top-1 ${acc:-?}% after 600 steps (CI bar 55%)"
     fi
     ((rc != 0)) && tail -5 "$LOG/train.log"
+  fi
+fi
+
+# ---- data-parallel on one GPU: NCCL at world size 1 (init, the bucketed reduction path every
+# step, a checkpoint) against no communicator, A/B twice; where mpirun and an MPI build exist, two
+# MPI processes sharing the GPU against one process with two micro-batches ---------------------
+if [[ $built_train == yes ]] && want dist; then
+  DS=/usr/share/datasets/fashion-mnist
+  [[ -d $DS ]] || DS=$ROOT/.gpu_deps/fashion-mnist
+  if [[ ! -f $DS/train-images-idx3-ubyte.gz && ! -f $DS/train-images-idx3-ubyte ]]; then
+    record dist "skipped" "no Fashion-MNIST (copy .gpu_deps/fashion-mnist along: --prebuild packs it)"
+  else
+    echo "== data-parallel paths on one GPU"
+    R=$LOG/dist
+    rm -rf "$R"
+    TW=$LOG/run/teacher/checkpoints/best.safetensors
+    if [[ ! -f $TW ]]; then
+      TW=$R/teacher/checkpoints/best.safetensors
+      timeout "$(cap 30)" "$TRAIN" teacher --device cuda --data.dir="$DS" --data.train_limit=2048 \
+        --data.eval_limit=256 --optim.steps=5 --run.out_dir="$R/teacher" > "$LOG/dist.log" 2>&1
+    fi
+    d=(distill --device cuda --data.dir="$DS" --data.train_limit=51200 --data.eval_limit=1000
+       --data.batch_size=256 --run.precision=bf16 --log.log_every=20 --log.eval_every=0 --optim.steps=200
+       --model.student=vit_fmnist_micro_distilled --model.teacher=resnet_fmnist_small --model.teacher_weights="$TW")
+    nccl=(--dist.backend=nccl --dist.world_size=1 --dist.rank=0 --dist.local_rank=0)
+    # Median images/s of the progress lines after the first.
+    ips() { grep -o '[0-9.]* img/s' "$1" | awk 'NR > 1 {print $1}' | sort -n | awk '{a[NR] = $1} END {print (NR ? a[int((NR + 1) / 2)] : 0)}'; }
+    for k in 1 2; do
+      timeout "$(cap 40)" "$TRAIN" "${d[@]}" --run.out_dir="$R/local$k" > "$R/local$k.log" 2>&1
+      timeout "$(cap 40)" "$TRAIN" "${d[@]}" "${nccl[@]}" --run.out_dir="$R/nccl$k" > "$R/nccl$k.log" 2>&1
+      echo "rc local $? nccl $?" >> "$LOG/dist.log"
+    done
+    cat "$R"/*.log >> "$LOG/dist.log"
+    version=$(grep -o 'nccl [0-9][0-9.]*' "$R/nccl1.log" | head -1)
+    l=$(ips "$R/local1.log") n=$(ips "$R/nccl1.log") l2=$(ips "$R/local2.log") n2=$(ips "$R/nccl2.log")
+    ok=$(grep -c '^done: 200 steps' "$R/nccl1.log" "$R/nccl2.log" | awk -F: '{s += $2} END {print (s == 2) ? 0 : 1}')
+    over=$(awk -v l="$l" -v n="$n" -v l2="$l2" -v n2="$n2" 'BEGIN {if (n > 0 && n2 > 0) printf "%.1f", 100 * ((l / n + l2 / n2) / 2 - 1); else print "?"}')
+    record dist_nccl1 "$ok" "${version:-nccl ?}, world 1: $n/$n2 img/s vs $l/$l2 without a communicator: ${over}% overhead (target <= 3%); NCCL < 2.30 refuses two ranks on one GPU"
+    if command -v mpirun > /dev/null && ldd "$TRAIN" | grep -q libmpi; then
+      mp=(distill --device cuda --data.dir="$DS" --data.train_limit=5120 --data.eval_limit=256 --data.batch_size=128
+          --log.eval_every=0 --optim.steps=20 --model.student=vit_fmnist_micro_distilled
+          --model.teacher=resnet_fmnist_small --model.teacher_weights="$TW")
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout "$(cap 60)" mpirun --oversubscribe -np 2 \
+        "$TRAIN" "${mp[@]}" --run.device=cuda:0 --dist.backend=mpi --run.out_dir="$R/mpi2" >> "$LOG/dist.log" 2>&1
+      timeout "$(cap 40)" "$TRAIN" "${mp[@]}" --optim.accum_steps=2 --run.out_dir="$R/accum2" >> "$LOG/dist.log" 2>&1
+      cmp=$(python3 - "$R/mpi2" "$R/accum2" << 'EOF_PY'
+import json, struct, sys
+def state(d):
+    b = open(d + "/checkpoints/state.safetensors", "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4),
+                             b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+            for k, v in h.items() if v["dtype"] == "F32"}
+a, b = state(sys.argv[1]), state(sys.argv[2])
+worst = max(abs(x - y) / (1e-6 + 1e-4 * abs(y)) for k in a for x, y in zip(a[k], b[k]))
+same = all(a[k] == b[k] for k in a)
+print(("bitwise equal" if same else "max %.3g of the tolerance (1e-4 relative)" % worst), 0 if worst <= 1 else 1)
+EOF_PY
+)
+      record dist_mpi2 "${cmp##* }" "2 MPI ranks on one GPU vs 1 process x 2 micro-batches, 20 steps: ${cmp% *}"
+    else
+      record dist_mpi2 "skipped" "no mpirun or a binary without MPI here"
+    fi
   fi
 fi
 

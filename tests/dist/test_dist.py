@@ -16,6 +16,8 @@ accumulation: N ranks must compute what one process computes with N micro-batche
   rank_killed    one rank killed (SIGKILL) mid-run: the job ends non-zero, naming it, in bounded
                  time
   signal         SIGTERM to one rank stops every rank at the same step with a checkpoint
+  disagree       a rank started with another configuration or another teacher file is refused,
+                 naming it
 
 Usage: test_dist.py --mokd-train PATH --work DIR CASE
 """
@@ -243,11 +245,37 @@ def case_signal(c):
     expect(p.returncode != 0, f"the job's exit status is non-zero ({p.returncode})")
 
 
+def case_disagree(c):
+    base = c.distill_args(c.path("disagree"))
+    out = run(["mpirun", "--oversubscribe", "-np", "1"] + base + [":", "-np", "1"] + base
+              + ["--optim.lr=0.002"], expect_rc=None)
+    expect("rank 1 runs with another configuration" in out,
+           "a rank with another optim.lr is refused, naming it")
+    # The same relative path names another file on rank 1 (as on another node): each rank starts
+    # in its own folder.
+    dirs = [c.path("node0"), c.path("node1")]
+    with open(c.teacher, "rb") as f:
+        data = bytearray(f.read())
+    for i, d in enumerate(dirs):
+        os.makedirs(d, exist_ok=True)
+        if i == 1:
+            n = struct.unpack("<Q", data[:8])[0]
+            data[8 + n + 3] ^= 0x01  # one bit of the first tensor: the same shapes, other bytes
+        with open(os.path.join(d, "teacher.safetensors"), "wb") as f:
+            f.write(data)
+    rel = c.distill_args(c.path("disagree"), **{"model.teacher_weights": "teacher.safetensors"})
+    out = run(["mpirun", "--oversubscribe", "-np", "1", "-wdir", dirs[0]] + rel
+              + [":", "-np", "1", "-wdir", dirs[1]] + rel, expect_rc=None)
+    expect("rank 1 runs with another teacher file" in out,
+           "a rank whose teacher file differs from rank 0's is refused, naming it")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mokd-train", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("case", choices=["setup", "equal", "resume", "rank_killed", "signal"])
+    ap.add_argument("case", choices=["setup", "equal", "resume", "rank_killed", "signal",
+                                    "disagree"])
     a = ap.parse_args()
     c = Case(os.path.abspath(a.mokd_train), os.path.abspath(a.work))
     globals()["case_" + a.case](c)
