@@ -28,8 +28,8 @@ Loader::Loader(const Dataset& dataset, LoaderOptions options)
              "Loader: repeated augmentation samples a shuffled order; it needs shuffle");
   const LoaderOptions::Shard& sh = opt_.shard;
   MOKD_CHECK(sh.group >= 1 && sh.count >= 1 && sh.first >= 0 && sh.first + sh.count <= sh.group,
-             "Loader: shard takes batches [", sh.first, ", ", sh.first + sh.count,
-             ") of steps of ", sh.group, "; expected 0 <= first < first + count <= group");
+             "Loader: shard takes batches [", sh.first, ", ", sh.first + sh.count, ") of steps of ",
+             sh.group, "; expected 0 <= first < first + count <= group");
   opt_.repeated.num_repeats = std::max(1, opt_.repeats);
   const std::vector<float> table = normalize_table(opt_.normalize, dataset_.channels());
   table_ = Tensor::from_vector(table, {dataset_.channels(), 256});
@@ -257,9 +257,8 @@ Tensor Batch::images(Device device) const {
 io::State Loader::state() const {
   const LoaderOptions::Shard& sh = opt_.shard;
   const int64_t k = active_ ? consume_ : 0;
-  MOKD_CHECK(k % sh.count == 0 || k == batches_per_epoch(),
-             "Loader::state: the position (batch ", k, ") is inside a step of ", sh.count,
-             " batches");
+  MOKD_CHECK(k % sh.count == 0 || k == batches_per_epoch(), "Loader::state: the position (batch ",
+             k, ") is inside a step of ", sh.count, " batches");
   io::State s;
   s.counters["epoch"] = active_ ? epoch_ : 0;
   s.counters["batch_in_epoch"] = sh.group == 1 ? k : (k / sh.count) * sh.group;
@@ -270,7 +269,8 @@ io::State Loader::state() const {
 void Loader::load_state(const io::State& s) {
   const int64_t epoch = s.counter("epoch", "loader");
   const int64_t g = s.counter("batch_in_epoch", "loader");
-  const int64_t b_then = s.counters.count("batch_size") ? s.counters.at("batch_size") : opt_.batch_size;
+  const int64_t b_then =
+      s.counters.count("batch_size") ? s.counters.at("batch_size") : opt_.batch_size;
   MOKD_CHECK(g >= 0 && b_then > 0, "loader: the checkpoint's position (batch ", g, " of size ",
              b_then, ") is not a position");
   const LoaderOptions::Shard& sh = opt_.shard;

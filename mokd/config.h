@@ -179,8 +179,8 @@ std::string to_toml(const TrainConfig& c);
 // SHA-256 (hex) of the keys that must not change across --resume (everything but run.out_dir,
 // run.resume, run.stop_after, run.overwrite, run.device, run.threads, data.workers,
 // data.prefetch, log.*, optim.epochs, optim.steps, optim.accum_steps, dist.*: the number of
-// processes and micro-batches may change, the global batch may not). run.out_dir is left out so that a moved run
-// folder, or the same folder named by another path, resumes.
+// processes and micro-batches may change, the global batch may not). run.out_dir is left out so
+// that a moved run folder, or the same folder named by another path, resumes.
 std::string config_hash(const TrainConfig& c);
 // The hash that checkpoints written before run.out_dir left the hash hold: run.out_dir kept, and
 // the TOML text without the keys added since (run.overwrite). A resume accepts either.

@@ -93,7 +93,7 @@ struct Training {
   std::unique_ptr<TrainStep> step;       // TeacherStep or DistillStep
   dist::Communicator* comm = nullptr;    // the job's (a local one when none was given)
   std::unique_ptr<dist::Communicator> own_comm;
-  std::unique_ptr<GradSync> sync;        // the step's gradient accumulation and reduction
+  std::unique_ptr<GradSync> sync;                // the step's gradient accumulation and reduction
   int64_t steps_per_epoch = 0, total_steps = 0;  // optimizer steps
 
   Training() = default;

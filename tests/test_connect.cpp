@@ -33,19 +33,19 @@ TEST(Connect, RefusesWhatCannotWork) {
                      {"dist.backend = local runs one process", "openmpi", "started 2"});
   test::expect_error([] { dist::connect(launch_of(0, 1), "gloo", Device::cpu(), 10); },
                      {"dist.backend 'gloo'", "auto, local, mpi or nccl"});
-  test::expect_error([] { dist::connect(launch_of(0, 2), "nccl", Device::cpu(), 10); },
-                     {"nccl"});
+  test::expect_error([] { dist::connect(launch_of(0, 2), "nccl", Device::cpu(), 10); }, {"nccl"});
 }
 
 TEST(Connect, ABinaryWithoutMpiSaysSoForSeveralProcesses) {
   if (dist::built_with_mpi()) GTEST_SKIP() << "this binary has MPI: the refusal is not compiled in";
-  test::expect_error([] { dist::connect(launch_of(1, 3), "auto", Device::cpu(), 10); },
-                     {"built without MPI", "cannot run 3 processes", "libopenmpi-dev",
-                      "-DMOKD_MPI=ON"});
+  test::expect_error(
+      [] { dist::connect(launch_of(1, 3), "auto", Device::cpu(), 10); },
+      {"built without MPI", "cannot run 3 processes", "libopenmpi-dev", "-DMOKD_MPI=ON"});
 }
 
 TEST(Connect, ABinaryWithoutNcclSaysSoForGpuRanks) {
-  if (dist::built_with_nccl()) GTEST_SKIP() << "this binary has NCCL: the refusal is not compiled in";
+  if (dist::built_with_nccl())
+    GTEST_SKIP() << "this binary has NCCL: the refusal is not compiled in";
   test::expect_error([] { dist::connect(launch_of(0, 2), "nccl", Device::cuda(0), 10); },
                      {"built without NCCL", "-DMOKD_NCCL=ON"});
 }
@@ -54,8 +54,7 @@ TEST(Connect, TheGpuOfARankIsItsLocalRankModuloTheVisibleGpus) {
   EXPECT_EQ(dist::device_for_rank(launch_of(5, 8, 5), 8), 5);
   EXPECT_EQ(dist::device_for_rank(launch_of(5, 8, 5), 4), 1);
   EXPECT_EQ(dist::device_for_rank(launch_of(3, 8, 3), 1), 0);  // srun --gpus-per-task=1
-  test::expect_error([] { dist::device_for_rank(launch_of(1, 2, 1), 0); },
-                     {"rank 1 sees no GPU"});
+  test::expect_error([] { dist::device_for_rank(launch_of(1, 2, 1), 0); }, {"rank 1 sees no GPU"});
 }
 
 TEST(Connect, TheGlobalBatchSplitsIntoProcessesAndMicroBatches) {

@@ -16,6 +16,8 @@ accumulation: N ranks must compute what one process computes with N micro-batche
   rank_killed    one rank killed (SIGKILL) mid-run: the job ends non-zero, naming it, in bounded
                  time
   signal         SIGTERM to one rank stops every rank at the same step with a checkpoint
+  eval           `mokd_train eval` on 3 ranks (each a share of the test set) reports what one
+                 process reports
   disagree       a rank started with another configuration or another teacher file is refused,
                  naming it
 
@@ -245,6 +247,18 @@ def case_signal(c):
     expect(p.returncode != 0, f"the job's exit status is non-zero ({p.returncode})")
 
 
+def case_eval(c):
+    cmd = [c.bin, "eval", "--run.device=cpu", "--run.threads=1", "--data.eval_limit=301",
+           "--data.eval_batch_size=64", f"--weights={c.teacher}"]
+    one = run(cmd)
+    three = run(c.mpirun(3, cmd))
+    pick = lambda out: re.search(r"\((\d+) images\): top-1 ([0-9.]+)%  top-5 ([0-9.]+)%", out)
+    a, b = pick(one), pick(three)
+    expect(a is not None and b is not None, "both print their accuracy")
+    expect(a.groups() == b.groups(), f"3 ranks count the same images and top-1/top-5 ({b.groups()})")
+    expect(three.count("top-1") == 1, "only rank 0 prints")
+
+
 def case_disagree(c):
     base = c.distill_args(c.path("disagree"))
     out = run(["mpirun", "--oversubscribe", "-np", "1"] + base + [":", "-np", "1"] + base
@@ -275,7 +289,7 @@ def main():
     ap.add_argument("--mokd-train", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("case", choices=["setup", "equal", "resume", "rank_killed", "signal",
-                                    "disagree"])
+                                    "eval", "disagree"])
     a = ap.parse_args()
     c = Case(os.path.abspath(a.mokd_train), os.path.abspath(a.work))
     globals()["case_" + a.case](c)
