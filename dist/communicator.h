@@ -25,6 +25,14 @@
 
 namespace mokd::dist {
 
+// A collective in flight: wait() returns once its result is in place, or throws after the
+// communicator's timeout.
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual void wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -41,6 +49,11 @@ class Communicator {
   // f32, world x n values, on in's device) holds rank 0's, then rank 1's, ... The ordered way to
   // reduce the micro-batches of several ranks in one fixed order (mokd/grad_sync.h).
   virtual void gather(const Tensor& in, Tensor& out) = 0;
+  // The same, started without waiting (a gradient bucket reduced while backward goes on); the
+  // tensors must stay alive and untouched until wait(). By default they run at once (NCCL's
+  // collectives are queued on its stream anyway).
+  virtual std::unique_ptr<Request> sum_async(Tensor& t);
+  virtual std::unique_ptr<Request> gather_async(const Tensor& in, Tensor& out);
   // Exact integer reductions (stop flags, evaluation counts).
   virtual int64_t sum_i64(int64_t v) = 0;
   virtual int64_t max_i64(int64_t v) = 0;

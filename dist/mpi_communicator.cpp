@@ -113,6 +113,26 @@ class MpiCommunicator final : public Communicator {
     if (!host) out.copy_(ho);
   }
 
+  // MPI_Iallgather left in flight; the host copies of GPU tensors are staged in and out.
+  std::unique_ptr<Request> gather_async(const Tensor& in, Tensor& out) override {
+    MOKD_CHECK(in.dtype() == DType::F32 && in.is_contiguous() && out.dtype() == DType::F32 &&
+                   out.is_contiguous() && out.numel() == in.numel() * world_,
+               "dist (mpi): gather() needs contiguous f32 tensors of n and world x n values, got ",
+               in.str(), " and ", out.str());
+    const int64_t n = in.numel();
+    MOKD_CHECK(n * world_ < INT_MAX, "dist (mpi): gather() of ", n, " values from ", world_,
+               " ranks exceeds MPI's int counts; use smaller dist.bucket_mb");
+    auto r = std::make_unique<Pending>(*this);
+    r->in = in.device().is_cpu() ? in : in.to(Device::cpu());
+    r->out = out;
+    r->host_out = out.device().is_cpu() ? out : Tensor::empty(out.shape(), DType::F32);
+    check_mpi(MPI_Iallgather(r->in.data<float>(), static_cast<int>(n), MPI_FLOAT,
+                             r->host_out.data<float>(), static_cast<int>(n), MPI_FLOAT,
+                             MPI_COMM_WORLD, &r->req),
+              "MPI_Iallgather");
+    return r;
+  }
+
   int64_t sum_i64(int64_t v) override { return reduce_i64(v, MPI_SUM); }
   int64_t max_i64(int64_t v) override { return reduce_i64(v, MPI_MAX); }
 
@@ -191,6 +211,20 @@ class MpiCommunicator final : public Communicator {
                   " ranks: another rank has died or hangs (dist.timeout_s = ", timeout_s_, ")");
     }
   }
+
+  struct Pending final : Request {
+    explicit Pending(MpiCommunicator& c) : comm(c) {}
+    void wait() override {
+      if (done) return;
+      comm.wait(req, "gather of gradients (MPI_Iallgather)");
+      done = true;
+      if (host_out.impl() != out.impl()) out.copy_(host_out);
+    }
+    MpiCommunicator& comm;
+    MPI_Request req = MPI_REQUEST_NULL;
+    Tensor in, out, host_out;
+    bool done = false;
+  };
 
   int rank_ = 0, world_ = 1;
   double timeout_s_;

@@ -1,5 +1,7 @@
 #include "engine/autograd.h"
 
+#include <algorithm>
+
 #include <unordered_map>
 #include <unordered_set>
 
@@ -16,6 +18,15 @@ bool grad_enabled() { return g_grad_enabled; }
 
 NoGrad::NoGrad() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGrad::~NoGrad() { g_grad_enabled = prev_; }
+
+namespace {
+thread_local LeafReadyHook::Fn g_leaf_ready;
+}  // namespace
+
+LeafReadyHook::LeafReadyHook(Fn ready) : prev_(std::move(g_leaf_ready)) {
+  g_leaf_ready = std::move(ready);
+}
+LeafReadyHook::~LeafReadyHook() { g_leaf_ready = std::move(prev_); }
 
 bool needs_grad(std::initializer_list<const Tensor*> inputs) {
   if (!g_grad_enabled) return false;
@@ -89,6 +100,7 @@ void Tensor::backward(bool retain_graph) const {
   Tensor seed = Tensor::ones(shape(), dtype(), device());
   if (!impl()->grad_fn) {  // a leaf: d self / d self
     accumulate(impl()->grad, seed);
+    if (g_leaf_ready) g_leaf_ready(impl_ptr());
     return;
   }
 
@@ -108,12 +120,36 @@ void Tensor::backward(bool retain_graph) const {
     }
   }
 
+  // With a LeafReadyHook: the last node (in processing order) feeding each leaf, so the hook
+  // fires once that node has run.
+  std::unordered_map<Node*, std::vector<std::shared_ptr<TensorImpl>>> finishes;
+  if (g_leaf_ready) {
+    std::unordered_map<TensorImpl*, Node*> last;
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      for (const Edge& e : (*it)->inputs)
+        if (e.leaf) last[e.leaf.get()] = *it;
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      for (const Edge& e : (*it)->inputs)
+        if (e.leaf && last[e.leaf.get()] == *it) {
+          auto& f = finishes[*it];
+          if (std::find(f.begin(), f.end(), e.leaf) == f.end()) f.push_back(e.leaf);
+        }
+  }
+  auto finish = [&](Node* node) {
+    auto f = finishes.find(node);
+    if (f == finishes.end()) return;
+    for (const auto& leaf : f->second) g_leaf_ready(leaf);
+  };
+
   std::unordered_map<Node*, std::shared_ptr<TensorImpl>> pending;
   pending[root] = seed.impl_ptr();
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = *it;
     auto found = pending.find(node);
-    if (found == pending.end()) continue;  // no gradient reached it
+    if (found == pending.end()) {  // no gradient reached it
+      finish(node);
+      continue;
+    }
     Tensor gout(found->second);
     pending.erase(found);
     MOKD_CHECK(node->backward, "backward: trying to backward through the graph a second time (op '",
@@ -134,6 +170,7 @@ void Tensor::backward(bool retain_graph) const {
         accumulate(e.leaf->grad, grads[i]);
     }
     if (!retain_graph) node->backward = nullptr;  // frees the saved tensors now
+    finish(node);
   }
 }
 

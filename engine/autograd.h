@@ -47,6 +47,22 @@ class NoGrad {
   bool prev_;
 };
 
+// Scope in which every Tensor::backward() of this thread calls `ready(leaf)` once for each leaf it
+// reaches, as soon as the leaf's .grad has received its last contribution of that backward (when
+// the last node feeding it has run), in the order backward finishes them. What data-parallel
+// training uses to reduce a bucket of gradients while backward still runs (mokd/grad_sync.h).
+class LeafReadyHook {
+ public:
+  using Fn = std::function<void(const std::shared_ptr<TensorImpl>& leaf)>;
+  explicit LeafReadyHook(Fn ready);
+  ~LeafReadyHook();
+  LeafReadyHook(const LeafReadyHook&) = delete;
+  LeafReadyHook& operator=(const LeafReadyHook&) = delete;
+
+ private:
+  Fn prev_;
+};
+
 // True when grad mode is on and some input requires grad: the op should then call record().
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 bool needs_grad(const std::vector<Tensor>& inputs);

@@ -294,14 +294,17 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
           total = total.defined() ? add(total, term) : term;
         }
       }
-      total.backward();
+      if (sync)
+        sync->backward(total);  // the last micro-batch's reduction overlaps its backward
+      else
+        total.backward();
     }
     {
       NoGrad ng;
       parts.push_back(reshape(total.detach(), {1}));
       values.push_back(concat(parts, 0));
     }
-    if (sync) sync->add();
+    if (sync && cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Exact2) sync->add();
   }
   if (sync) sync->finish();
 

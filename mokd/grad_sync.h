@@ -1,7 +1,7 @@
 // The gradient of one optimizer step over several micro-batches: optim.accum_steps on this
 // process times the processes of a data-parallel run (docs/distributed.md).
 //
-//   for each micro-batch of this process:  forward, backward, sync.add()
+//   for each micro-batch of this process:  forward, sync.backward(loss) (or backward, sync.add())
 //   sync.finish()        every rank now holds the mean gradient of all the step's micro-batches
 //   clip, optimizer step (identical on every rank)
 //
@@ -23,6 +23,9 @@
 // where backward put it; a one-rank MPI or NCCL job runs the whole path (what its overhead is).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "dist/communicator.h"
@@ -39,6 +42,10 @@ class GradSync {
   // After a micro-batch's backward: its gradients join the accumulator and leave the parameters
   // (a parameter without one counts as zeros).
   void add();
+  // loss.backward() and add() in one: on this rank's last micro-batch of a job of several ranks,
+  // each bucket's reduction starts as soon as backward has finished its gradients (in bucket
+  // order), overlapping the rest of backward, as DDP does. The result is the same as add().
+  void backward(const Tensor& loss);
   // After the last micro-batch of the step.
   void finish();
   // values: one [K] f32 tensor per micro-batch of this rank, in order; returns the mean over
@@ -55,14 +62,29 @@ class GradSync {
   std::vector<Tensor> params_;  // reverse order
   dist::Communicator& comm_;
   int64_t micro_per_rank_, micro_total_;
-  // The ordered sum of several micro-batches over several ranks: ranks gather their micro-batches
-  // one by one (ordered_ && world > 1); otherwise each rank accumulates in place.
-  Tensor reduce_in_order(const std::vector<Tensor>& micro, int64_t off, int64_t len);
+  struct Pending {  // a gather in flight
+    Tensor local, all;
+    std::unique_ptr<dist::Request> request;
+  };
+  void take(const Tensor& flat);
+  void launch(size_t bucket, const Tensor& cur);
+  Tensor add_gathered(size_t bucket, int64_t len);
+
   bool bypass_;  // one micro-batch, no communicator: nothing to do
-  bool gather_;  // an ordered communicator of several ranks
+  // An ordered communicator of several ranks: every rank's micro-batch gradients are gathered and
+  // added in the step's order; otherwise each rank accumulates in place and the ranks are summed.
+  bool gather_;
+  std::vector<int64_t> offsets_;  // per parameter (reverse order), in the flat buffer
+  std::vector<int> bucket_of_;    // per parameter
+  std::unordered_map<const TensorImpl*, size_t> index_;
+  int64_t numel_ = 0;
   int64_t added_ = 0;
-  Tensor acc_;                 // flat f32, reverse parameter order: the running sum
-  std::vector<Tensor> micro_;  // gather_: this rank's micro-batch gradients, flat
+  bool overlapped_ = false;            // this step's reductions were started during backward
+  Tensor acc_;                         // flat f32, reverse parameter order: the running sum
+  std::vector<Tensor> micro_;          // gather_: this rank's micro-batch gradients, flat
+  std::map<size_t, Pending> gathers_;  // gather_: per bucket
+  std::vector<std::unique_ptr<dist::Request>> pending_;  // otherwise: per bucket
+  size_t launched_ = 0;
   std::vector<std::pair<int64_t, int64_t>> buckets_;
 };
 

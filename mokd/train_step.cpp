@@ -40,9 +40,11 @@ StepStats TeacherStep::step(const StepInput& in) {
                       : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
     float v = loss.item();
     MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
-    loss.backward();
+    if (sync_)
+      sync_->backward(loss);  // the last micro-batch's reduction overlaps its backward
+    else
+      loss.backward();
     losses.push_back(reshape(loss.detach(), {1}));
-    if (sync_) sync_->add();
   }
   if (sync_) sync_->finish();
   const float v = (sync_ ? sync_->mean(losses) : losses[0]).item();

@@ -97,3 +97,51 @@ TEST(Autograd, DetachCutsTheGraph) {
 
 }  // namespace
 }  // namespace mokd
+
+namespace mokd {
+namespace {
+
+// LeafReadyHook fires for each leaf once its gradient is final, while backward still runs: here
+// w2's (used last in the forward) before w1's has even been computed; a leaf used twice fires
+// once, after both contributions.
+TEST(Autograd, LeafReadyHookFiresWhenALeafsGradientIsFinal) {
+  Tensor x = Tensor::from_vector({1.f, 2.f}, {2});
+  Tensor w1 = Tensor::from_vector({3.f, 4.f}, {2}).set_requires_grad(true);
+  Tensor w2 = Tensor::from_vector({5.f, 6.f}, {2}).set_requires_grad(true);
+  Tensor shared = Tensor::from_vector({0.5f, 0.25f}, {2}).set_requires_grad(true);
+  Tensor h = mul(mul(w1, x), shared);
+  Tensor y = sum(mul(mul(w2, h), shared));
+  std::vector<std::string> order;
+  std::vector<bool> w1_had_grad;
+  std::vector<std::vector<float>> shared_grad_then;
+  {
+    LeafReadyHook hook([&](const std::shared_ptr<TensorImpl>& leaf) {
+      if (leaf == w1.impl_ptr()) order.push_back("w1");
+      if (leaf == w2.impl_ptr()) {
+        order.push_back("w2");
+        w1_had_grad.push_back(w1.grad().defined());
+      }
+      if (leaf == shared.impl_ptr()) {
+        order.push_back("shared");
+        shared_grad_then.push_back(shared.grad().to_vector());
+      }
+    });
+    y.backward();
+  }
+  ASSERT_EQ(order.size(), 3u) << "each leaf once";
+  EXPECT_EQ(order[0], "w2");
+  EXPECT_EQ(order.back(), "w1");
+  ASSERT_EQ(w1_had_grad.size(), 1u);
+  EXPECT_FALSE(w1_had_grad[0]) << "w2 was ready before w1's gradient existed";
+  // d y / d shared_i = w2_i * w1_i * x_i * shared_i * 2: both uses accumulated when it fired.
+  ASSERT_EQ(shared_grad_then.size(), 1u);
+  EXPECT_FLOAT_EQ(shared_grad_then[0][0], 2.f * 5.f * 3.f * 1.f * 0.5f);
+  EXPECT_FLOAT_EQ(shared_grad_then[0][1], 2.f * 6.f * 4.f * 2.f * 0.25f);
+  // Without a hook nothing is called; the scope restored the previous (none).
+  Tensor z = sum(mul(w1, x));
+  z.backward();
+  EXPECT_EQ(order.size(), 3u);
+}
+
+}  // namespace
+}  // namespace mokd

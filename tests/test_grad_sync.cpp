@@ -41,7 +41,9 @@ class ScriptedRanks final : public dist::Communicator {
       }
     }
     offset_ += n;
+    ++gathers;
   }
+  int gathers = 0;
   void sum(Tensor& t) override {
     Tensor all = Tensor::empty({t.numel() * world()});
     gather(t, all);
@@ -159,6 +161,40 @@ TEST(GradSync, TheSumFollowsTheStepsMicroBatchesWhateverTheLayout) {
   one.finish();
   EXPECT_EQ(v.grad().to_vector()[0], want);
   EXPECT_EQ(one.mean(values).to_vector()[0], want);
+}
+
+TEST(GradSync, BucketsReducedDuringBackwardGiveWhatAddGives) {
+  // Two parameters of 1 MiB each: two buckets (the last parameter's first). sync.backward()
+  // issues both gathers before it returns; the gradients equal those of backward() then add().
+  const int64_t n = (1 << 20) / 4;
+  std::vector<float> xs(n), other(2 * n);
+  for (int64_t i = 0; i < n; ++i) xs[i] = 0.001f * (i % 997) - 0.3f;
+  for (int64_t i = 0; i < 2 * n; ++i) other[i] = 1e-3f * ((i * 7919) % 1009) - 0.5f;
+  Tensor x = Tensor::from_vector(xs, {n});
+  auto run = [&](bool overlap, int* gathers_in_backward) {
+    Tensor w1 = param({n}), w2 = param({n});
+    w1.copy_(Tensor::full({n}, 0.75));
+    w2.copy_(Tensor::full({n}, -1.25));
+    ScriptedRanks comm(0, {other});
+    GradSync sync({w1, w2}, comm, 1, 1.0);
+    EXPECT_EQ(sync.buckets().size(), 2u);
+    Tensor y = sum(mul(w2, mul(w1, x)));
+    if (overlap) {
+      sync.backward(y);
+      *gathers_in_backward = comm.gathers;
+    } else {
+      y.backward();
+      sync.add();
+    }
+    sync.finish();
+    return std::pair{w1.grad().to_vector(), w2.grad().to_vector()};
+  };
+  int during = 0;
+  auto a = run(true, &during);
+  auto b = run(false, nullptr);
+  EXPECT_EQ(during, 2) << "both buckets started inside backward";
+  EXPECT_EQ(a.first, b.first);
+  EXPECT_EQ(a.second, b.second);
 }
 
 TEST(GradSync, ParametersWithoutAGradientCountAsZeros) {
