@@ -357,6 +357,11 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode,
   t->comm = comm;
   const int world = comm->world();
   const int64_t accum = cfg.optim.accum_steps, micro = micro_batch_size(cfg, world);
+  MOKD_CHECK(mode != TrainMode::Distill || cfg.distill.weighting != "exact2" ||
+                 cfg.distill.method != "mokd" || world * accum == 1,
+             "distill.weighting = exact2 needs the whole batch's two gradients in one backward: it "
+             "runs on one process with optim.accum_steps = 1 (here ",
+             world, " process(es) x ", accum, ")");
   t->device = resolve_device(cfg.run.device);
   apply_runtime_settings(cfg);
   t->train_set = open_dataset(cfg, true);

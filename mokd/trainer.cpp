@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -154,11 +155,24 @@ void Run::check_ranks_agree() const {
 void Run::average_running_stats() {
   if (comm_.world() == 1) return;
   NoGrad ng;
-  for (auto& [name, b] : t_->model->named_buffers()) {
-    if (b.dtype() != DType::F32 || name.find("running_") == std::string::npos) continue;
-    Tensor v = b.contiguous().clone();
-    comm_.sum(v);
-    b.copy_(scale(v, 1.f / static_cast<float>(comm_.world())));
+  const int w = comm_.world();
+  for (auto& [name, buf] : t_->model->named_buffers()) {
+    if (buf.dtype() != DType::F32 || name.find("running_") == std::string::npos) continue;
+    // Every rank's values, in rank order; equal values stay as they are (averaging them again
+    // at every checkpoint would round them), others become their mean, added in rank order.
+    Tensor mine = buf.contiguous().clone().view({-1});
+    const int64_t n = mine.numel();
+    Tensor all = Tensor::empty({n * w}, DType::F32, mine.device());
+    comm_.gather(mine, all);
+    Tensor host = all.to(Device::cpu());
+    const float* v = host.data<float>();
+    if (std::equal(v, v + n * (w - 1), v + n)) continue;
+    std::vector<const float*> parts;
+    for (int r = 0; r < w; ++r) parts.push_back(v + r * n);
+    std::vector<float> mean(static_cast<size_t>(n));
+    dist::add_in_order(parts, n, mean.data());
+    for (float& x : mean) x *= 1.f / static_cast<float>(w);
+    buf.copy_(Tensor::from_vector(mean, buf.shape()).to(buf.device()));
   }
 }
 

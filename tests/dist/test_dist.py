@@ -16,6 +16,7 @@ accumulation: N ranks must compute what one process computes with N micro-batche
   rank_killed    one rank killed (SIGKILL) mid-run: the job ends non-zero, naming it, in bounded
                  time
   signal         SIGTERM to one rank stops every rank at the same step with a checkpoint
+  teacher        a batch-norm teacher trained on 2 ranks
   eval           `mokd_train eval` on 3 ranks (each a share of the test set) reports what one
                  process reports
   disagree       a rank started with another configuration or another teacher file is refused,
@@ -247,6 +248,21 @@ def case_signal(c):
     expect(p.returncode != 0, f"the job's exit status is non-zero ({p.returncode})")
 
 
+def case_teacher(c):
+    # A batch-norm model on 2 ranks: per-rank statistics in training, running statistics averaged
+    # before evaluation and the checkpoint (equal on both ranks, so rank 0's file is the job's).
+    out_dir = c.path("teacher2")
+    out = run(c.mpirun(2, [c.bin, "teacher", "--run.device=cpu", "--run.threads=1",
+                           f"--run.out_dir={out_dir}", "--run.overwrite=true",
+                           "--model.teacher=resnet_fmnist_small", "--data.train_limit=256",
+                           "--data.eval_limit=50", "--data.batch_size=32", "--optim.steps=4",
+                           "--data.workers=1"]))
+    expect("done: 4 steps" in out and "on 2 ranks" in out, "a 2-rank teacher run finishes")
+    tensors, _ = read_state(out_dir)
+    means = [k for k in tensors if k.endswith("running_mean")]
+    expect(len(means) > 0, f"its checkpoint holds {len(means)} batch-norm running means")
+
+
 def case_eval(c):
     cmd = [c.bin, "eval", "--run.device=cpu", "--run.threads=1", "--data.eval_limit=301",
            "--data.eval_batch_size=64", f"--weights={c.teacher}"]
@@ -289,7 +305,7 @@ def main():
     ap.add_argument("--mokd-train", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("case", choices=["setup", "equal", "resume", "rank_killed", "signal",
-                                    "eval", "disagree"])
+                                    "teacher", "eval", "disagree"])
     a = ap.parse_args()
     c = Case(os.path.abspath(a.mokd_train), os.path.abspath(a.work))
     globals()["case_" + a.case](c)
