@@ -182,6 +182,25 @@ class NcclCommunicator final : public Communicator {
     check_cuda(cudaStreamWaitEvent(compute, reduced_, 0), "cudaStreamWaitEvent (compute stream)");
   }
 
+  // The all-reduce queued on the NCCL stream after the compute stream's work so far; the compute
+  // stream is made to wait for it only in wait(), so backward goes on meanwhile.
+  std::unique_ptr<Request> sum_async(Tensor& t) override {
+    MOKD_CHECK(t.dtype() == DType::F32 && t.is_contiguous() && t.device() == Device::cuda(device_),
+               "dist (nccl): sum_async() needs a contiguous f32 tensor on cuda:", device_, ", got ",
+               t.str());
+    auto r = std::make_unique<Queued>(compute_->stream());
+    if (t.numel() == 0) return r;
+    usable("sum_async");
+    check_cuda(cudaEventRecord(computed_, compute_->stream()), "cudaEventRecord (compute stream)");
+    check_cuda(cudaStreamWaitEvent(stream_, computed_, 0), "cudaStreamWaitEvent (NCCL stream)");
+    void* p = t.raw_data();
+    check(ncclAllReduce(p, p, static_cast<size_t>(t.numel()), ncclFloat32, ncclSum, comm_, stream_),
+          "ncclAllReduce (sum of a gradient bucket)");
+    check_cuda(cudaEventCreateWithFlags(&r->done, cudaEventDisableTiming), "cudaEventCreate");
+    check_cuda(cudaEventRecord(r->done, stream_), "cudaEventRecord (NCCL stream)");
+    return r;
+  }
+
   void gather(const Tensor& in, Tensor& out) override {
     MOKD_CHECK(in.dtype() == DType::F32 && in.is_contiguous() && out.dtype() == DType::F32 &&
                    out.is_contiguous() && out.numel() == in.numel() * world_ &&
@@ -405,6 +424,21 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t computed_ = nullptr, reduced_ = nullptr;
+  // A queued all-reduce: the compute stream waits for its event in wait().
+  struct Queued final : Request {
+    explicit Queued(cudaStream_t c) : compute(c) {}
+    ~Queued() override {
+      if (done) cudaEventDestroy(done);
+    }
+    void wait() override {
+      if (!done || waited) return;
+      check_cuda(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent (compute stream)");
+      waited = true;
+    }
+    cudaStream_t compute;
+    cudaEvent_t done = nullptr;
+    bool waited = false;
+  };
   void* device_buf_ = nullptr;
   void* host_buf_ = nullptr;
   size_t staging_bytes_ = 0;

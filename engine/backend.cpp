@@ -15,13 +15,19 @@ void register_backend(DeviceType t, Backend* b) { g_backends[static_cast<int>(t)
 namespace {
 int g_cuda_count = 0;
 void (*g_cuda_select)(int) = nullptr;
+std::string (*g_cuda_identity)(int) = nullptr;
 }  // namespace
 
 int cuda_device_count() { return g_cuda_count; }
 
-void register_cuda_devices(int count, void (*select)(int)) {
+void register_cuda_devices(int count, void (*select)(int), std::string (*identity)(int)) {
   g_cuda_count = count;
   g_cuda_select = select;
+  g_cuda_identity = identity;
+}
+
+std::string cuda_device_identity(int index) {
+  return g_cuda_identity && index >= 0 && index < g_cuda_count ? g_cuda_identity(index) : "";
 }
 
 void use_cuda_device(int index) {

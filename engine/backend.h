@@ -11,6 +11,7 @@
 //  - Optional tensors are passed as pointers, nullptr when absent.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "engine/image_batch.h"
 #include "engine/kernel_types.h"
@@ -190,7 +191,12 @@ bool device_available(Device d);
 // has started on another GPU.
 int cuda_device_count();
 void use_cuda_device(int index);
-// For the CUDA backend's registration: the device count and the function that switches to one.
-void register_cuda_devices(int count, void (*select)(int index));
+// The physical identity of GPU i (its PCI bus id, e.g. "0000:1B:00.0"): the same GPU seen by two
+// processes under other indices (CUDA_VISIBLE_DEVICES) has one identity. "" without CUDA.
+std::string cuda_device_identity(int index);
+// For the CUDA backend's registration: the device count, the function that switches to one and
+// the one that names one.
+void register_cuda_devices(int count, void (*select)(int index),
+                           std::string (*identity)(int index));
 
 }  // namespace mokd

@@ -269,8 +269,10 @@ io::State Loader::state() const {
 void Loader::load_state(const io::State& s) {
   const int64_t epoch = s.counter("epoch", "loader");
   const int64_t g = s.counter("batch_in_epoch", "loader");
-  const int64_t b_then =
-      s.counters.count("batch_size") ? s.counters.at("batch_size") : opt_.batch_size;
+  // A state without "batch_size" was written before shards existed: its batches were whole
+  // steps (the global batch).
+  const int64_t b_then = s.counters.count("batch_size") ? s.counters.at("batch_size")
+                                                        : opt_.batch_size * opt_.shard.group;
   MOKD_CHECK(g >= 0 && b_then > 0, "loader: the checkpoint's position (batch ", g, " of size ",
              b_then, ") is not a position");
   const LoaderOptions::Shard& sh = opt_.shard;

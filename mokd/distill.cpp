@@ -229,6 +229,9 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
   MOKD_CHECK(sync || micro.size() == 1, "distill step: ", micro.size(),
              " micro-batches need a GradSync");
   const bool one = !sync || sync->micro_batches() == 1;
+  // Several ranks check the values only once they are averaged, so that all stop at one step
+  // together (a non-finite value on one rank makes the mean non-finite on all).
+  const bool check_here = !sync || sync->comm().world() == 1;
   MOKD_CHECK(one || cfg_.weighting != Weighting::Exact2 || cfg_.method != Method::MoKD,
              "distill.weighting = exact2 needs one micro-batch per step (one process, "
              "optim.accum_steps = 1)");
@@ -258,10 +261,12 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
     {
       NoGrad ng;
       for (const Tensor& l : L) parts.push_back(reshape(l.detach(), {1}));
-      const std::vector<float> v = concat(parts, 0).to_vector();
-      for (size_t i = 0; i < v.size(); ++i)
-        MOKD_CHECK(std::isfinite(v[i]), "distill step ", steps_, ": objective '", st.names[i],
-                   "' is not finite (", v[i], "); lower the learning rate or check the inputs");
+      if (check_here) {
+        const std::vector<float> v = concat(parts, 0).to_vector();
+        for (size_t i = 0; i < v.size(); ++i)
+          MOKD_CHECK(std::isfinite(v[i]), "distill step ", steps_, ": objective '", st.names[i],
+                     "' is not finite (", v[i], "); lower the learning rate or check the inputs");
+      }
     }
     if (st.diagnostics) {
       std::vector<float> d;
@@ -286,7 +291,7 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
     } else {
       if (famo_) {
         if (st.weights.empty()) st.weights = famo_->weights().to_vector();
-        total = famo_->weighted_loss(L);
+        total = famo_->weighted_loss(L, check_here);
       } else {
         st.weights = cfg_.fixed_weights;
         for (size_t i = 0; i < L.size(); ++i) {

@@ -91,8 +91,9 @@ struct MicroBatch {
 };
 // Dropout counters of a micro-batch's FAMO re-forward: past any forward's draws.
 constexpr int64_t kReforwardOffset = int64_t(1) << 35;
-// The dropout counter of micro-batch `seq` (numbered over the whole run): 2^36 values each.
-inline int64_t dropout_counter_for(int64_t seq) { return seq << 36; }
+// The dropout counter of micro-batch `seq` (numbered over the whole run): 2^36 values each; the
+// masks repeat after 2^27 micro-batches (134 M).
+inline int64_t dropout_counter_for(int64_t seq) { return (seq & ((int64_t(1) << 27) - 1)) << 36; }
 
 class Distiller {
  public:

@@ -30,7 +30,7 @@ void Famo::set_min_losses(const Tensor& min_losses) {
   min_losses_ = min_losses.to(w_.device()).to(DType::F32).clone();
 }
 
-Tensor Famo::stack_losses(const std::vector<Tensor>& losses, const char* what) const {
+Tensor Famo::stack_losses(const std::vector<Tensor>& losses, const char* what, bool check) const {
   MOKD_CHECK(losses.size() == names_.size(), "famo ", what, ": got ", losses.size(), " losses for ",
              names_.size(), " objectives");
   std::vector<Tensor> parts;
@@ -41,7 +41,7 @@ Tensor Famo::stack_losses(const std::vector<Tensor>& losses, const char* what) c
     parts.push_back(reshape(losses[i], {1}));
   }
   Tensor l = concat(parts, 0);
-  if (cfg_.check_positive) {
+  if (cfg_.check_positive && check) {
     // log(L - L* + eps) needs a positive argument: name the objective instead of making a NaN.
     Tensor d = add_scalar(sub(l.detach(), min_losses_), cfg_.eps);
     auto v = d.to_vector();
@@ -53,8 +53,8 @@ Tensor Famo::stack_losses(const std::vector<Tensor>& losses, const char* what) c
   return l;
 }
 
-Tensor Famo::weighted_loss(const std::vector<Tensor>& losses) {
-  Tensor l = stack_losses(losses, "weighted_loss");
+Tensor Famo::weighted_loss(const std::vector<Tensor>& losses, bool check) {
+  Tensor l = stack_losses(losses, "weighted_loss", check);
   Tensor zc;
   {
     NoGrad ng;

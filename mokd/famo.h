@@ -38,7 +38,9 @@ class Famo {
   // sum_i (z_i / c) log(L_i - L*_i + eps) with c = sum_j z_j / (L_j - L*_j + eps) a constant:
   // its gradient is sum_i a_i grad L_i with a_i = (z_i / D_i) / c, which sum to 1. w gets no
   // gradient from it. Remembers the detached losses for update().
-  Tensor weighted_loss(const std::vector<Tensor>& losses);
+  // check = false skips the positivity check (a host read): a data-parallel step checks the
+  // ranks' mean losses instead, so that every rank stops at the same step.
+  Tensor weighted_loss(const std::vector<Tensor>& losses, bool check = true);
 
   // The weights a_i the last weighted_loss() applied to the raw losses (diagnostics).
   Tensor last_loss_weights() const { return last_a_; }
@@ -63,7 +65,7 @@ class Famo {
   void load_state(const io::State& s);
 
  private:
-  Tensor stack_losses(const std::vector<Tensor>& losses, const char* what) const;
+  Tensor stack_losses(const std::vector<Tensor>& losses, const char* what, bool check = true) const;
 
   std::vector<std::string> names_;
   FamoConfig cfg_;

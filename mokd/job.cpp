@@ -51,7 +51,10 @@ Job join_job(TrainConfig& cfg, const dist::Environment& env) {
   // on an MPI job is the user's choice.
   const bool nccl = std::string(job.comm->name()) == "nccl";
   if (!dev.is_cpu() && (wants_gpu || nccl)) {
-    const std::vector<std::string> where = job.comm->all_gather(host_name() + " " + dev.str());
+    // The physical GPU (PCI bus id): under srun --gpus-per-task=1 every rank sees its own GPU as
+    // cuda:0.
+    const std::vector<std::string> where =
+        job.comm->all_gather(host_name() + " GPU " + cuda_device_identity(dev.index));
     for (int a = 0; a < l.world; ++a)
       for (int b = a + 1; b < l.world; ++b)
         MOKD_CHECK(where[a] != where[b], "dist: ranks ", a, " and ", b, " both run on ", where[a],

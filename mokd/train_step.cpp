@@ -38,8 +38,10 @@ StepStats TeacherStep::step(const StepInput& in) {
     Tensor loss = b.soft_targets.defined()
                       ? cross_entropy_soft(logits, b.soft_targets.to(dev))
                       : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
-    float v = loss.item();
-    MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
+    if (!sync_ || sync_->comm().world() == 1) {  // several ranks check the mean, together
+      float v = loss.item();
+      MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
+    }
     if (sync_)
       sync_->backward(loss);  // the last micro-batch's reduction overlaps its backward
     else
@@ -48,6 +50,7 @@ StepStats TeacherStep::step(const StepInput& in) {
   }
   if (sync_) sync_->finish();
   const float v = (sync_ ? sync_->mean(losses) : losses[0]).item();
+  MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
   st.losses = {v};
   st.total = v;
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "dist/nccl_info.h"
+#include "io/sha256.h"
 #include "mokd/checkpoint.h"
 #include "mokd/progress.h"
 
@@ -107,8 +108,8 @@ void Run::start() {
   const TrainConfig stored = resume ? folder_->check_resume(cfg_) : cfg_;
   t_ = build_training(cfg_, mode_, &comm_);  // writes nothing
   id_ = run_identity(cfg_, *t_, stored);
-  check_ranks_agree();
   if (resume) progress_ = load_checkpoint(*folder_, *t_, id_);
+  check_ranks_agree();
   comm_.barrier();  // every rank has read the folder
   if (lead_) {
     if (cfg_.run.resume && !resume)
@@ -140,15 +141,44 @@ void Run::start() {
 
 void Run::check_ranks_agree() const {
   if (comm_.world() == 1) return;
-  const std::string mine = id_.config_hash + " " + t_->teacher_sha256;
-  const std::vector<std::string> all = comm_.all_gather(mine);
+  // Every key but those that are per rank by nature: the keys decide which collectives run
+  // (buckets, micro-batches, checkpoint and stop steps), so ranks that differ would not meet.
+  static const TrainConfig defaults{};
+  TrainConfig c = cfg_;
+  c.run.device = defaults.run.device;
+  c.run.threads = defaults.run.threads;
+  c.data.workers = defaults.data.workers;
+  c.data.prefetch = defaults.data.prefetch;
+  c.dist.rank = defaults.dist.rank;
+  c.dist.local_rank = defaults.dist.local_rank;
+  const std::vector<std::string> mine = {sha256_hex(to_toml(c)), t_->teacher_sha256,
+                                         std::to_string(progress_.step)};
+  std::string joined;
+  for (const std::string& m : mine) joined += m + "\n";
+  const std::vector<std::string> all = comm_.all_gather(joined);
+  static const char* what[] = {
+      "configuration (its keys differ from rank 0's; only run.device, run.threads, data.workers, "
+      "data.prefetch, dist.rank and dist.local_rank may)",
+      "teacher file (model.teacher_weights' SHA-256 differs from rank 0's)",
+      "starting step (it resumed from another checkpoint, or found none: every rank needs the "
+      "same run folder)"};
+  auto split = [](const std::string& text) {
+    std::vector<std::string> out(1);
+    for (char ch : text) {
+      if (ch == '\n')
+        out.emplace_back();
+      else
+        out.back() += ch;
+    }
+    return out;
+  };
+  const std::vector<std::string> first = split(all[0]);
   for (int r = 1; r < comm_.world(); ++r) {
-    if (all[r] == all[0]) continue;
-    const bool config = all[r].substr(0, all[r].find(' ')) != all[0].substr(0, all[0].find(' '));
-    MOKD_FAIL("dist: rank ", r, " runs with another ",
-              config ? "configuration (its config hash differs from rank 0's)"
-                     : "teacher file (model.teacher_weights' SHA-256 differs from rank 0's)",
-              "; every rank needs the same config file, keys and files");
+    const std::vector<std::string> theirs = split(all[r]);
+    for (size_t k = 0; k < mine.size(); ++k)
+      MOKD_CHECK(k < theirs.size() && k < first.size() && theirs[k] == first[k], "dist: rank ", r,
+                 " runs with another ", what[k],
+                 "; every rank needs the same config file, keys and files");
   }
 }
 
@@ -354,6 +384,19 @@ TrainSummary train(const TrainConfig& cfg, TrainMode mode, dist::Communicator* c
   if (!comm) {
     local = dist::make_local_communicator();
     comm = local.get();
+  }
+  if (comm->world() > 1) {
+    // An error on one rank ends the job from here, while the run (and any collective still in
+    // flight, with its buffers) is alive: the others must not wait for this rank.
+    Run r(cfg, mode, *comm);
+    try {
+      return r.go();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "\nmokd_train: error on rank %d of %d: %s\n", comm->rank(),
+                   comm->world(), e.what());
+      std::fflush(stderr);
+      comm->abort(1);
+    }
   }
   Run r(cfg, mode, *comm);
   return r.go();

@@ -334,7 +334,14 @@ TEST(LoaderShard, APositionResumesAtTheSameSampleUnderAnotherLayout) {
   one.load_state(st);
   ASSERT_TRUE(one.next(b));
   EXPECT_EQ(b.index, 2);
-  // 5 samples into... a position that is not a whole step of the new layout is refused.
+  // A state written before shards existed has no batch_size: its batches were whole steps of the
+  // global batch (here 12), so batch 2 is sample 24 whatever the layout now.
+  io::State old;
+  old.counters = {{"epoch", 0}, {"batch_in_epoch", 2}};
+  three.load_state(old);
+  ASSERT_TRUE(three.next(b));
+  EXPECT_EQ(b.index, 2 * 3 + 2);
+  // A position that is not a whole step of the new layout is refused.
   io::State odd;
   odd.counters = {{"epoch", 0}, {"batch_in_epoch", 1}, {"batch_size", 6}};
   test::expect_error([&] { one.load_state(odd); },

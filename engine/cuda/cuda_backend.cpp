@@ -40,10 +40,20 @@ struct Registrar {
     g_backend = new CudaBackend(0);
     register_allocator(DeviceType::CUDA, g_allocator);
     register_backend(DeviceType::CUDA, g_backend);
-    register_cuda_devices(n, [](int device) {
-      g_backend->select_device(device);
-      g_allocator->set_device(device);
-    });
+    register_cuda_devices(
+        n,
+        [](int device) {
+          g_backend->select_device(device);
+          g_allocator->set_device(device);
+        },
+        [](int device) -> std::string {
+          char bus[64] = {0};
+          if (cudaDeviceGetPCIBusId(bus, sizeof bus, device) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return "cuda:" + std::to_string(device);
+          }
+          return bus;
+        });
   }
 };
 Registrar g_registrar;

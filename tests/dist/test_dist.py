@@ -19,6 +19,7 @@ accumulation: N ranks must compute what one process computes with N micro-batche
   teacher        a batch-norm teacher trained on 2 ranks
   eval           `mokd_train eval` on 3 ranks (each a share of the test set) reports what one
                  process reports
+  nonfinite      a non-finite loss stops every rank at the same step, named
   disagree       a rank started with another configuration or another teacher file is refused,
                  naming it
 
@@ -275,12 +276,30 @@ def case_eval(c):
     expect(three.count("top-1") == 1, "only rank 0 prints")
 
 
+def case_nonfinite(c):
+    # The first update blows the weights up: the next step's losses are not finite on every rank;
+    # the ranks see it in the averaged values and stop at the same step, naming it.
+    out = run(c.mpirun(2, c.distill_args(c.path("nonfinite"), **{"optim.lr": "1e30",
+                                                                  "optim.warmup_steps": 0})),
+              expect_rc=None)
+    found = re.findall(r"error on rank (\d) of 2: step (\d+): (.*finite.*)", out)
+    expect({r for r, _, _ in found} == {"0", "1"}, "both ranks report a non-finite value")
+    steps = {st for _, st, _ in found}
+    expect(len(steps) == 1, f"they stop at the same step ({sorted(steps)}): {found[0][2][:90]}")
+
+
 def case_disagree(c):
     base = c.distill_args(c.path("disagree"))
     out = run(["mpirun", "--oversubscribe", "-np", "1"] + base + [":", "-np", "1"] + base
               + ["--optim.lr=0.002"], expect_rc=None)
     expect("rank 1 runs with another configuration" in out,
            "a rank with another optim.lr is refused, naming it")
+    # Keys that may change on --resume must still agree between ranks: they decide which
+    # collectives run (here, when the ranks checkpoint).
+    out = run(["mpirun", "--oversubscribe", "-np", "1"] + base + [":", "-np", "1"] + base
+              + ["--log.checkpoint_every=3"], expect_rc=None)
+    expect("rank 1 runs with another configuration" in out,
+           "a rank with another log.checkpoint_every is refused, naming it")
     # The same relative path names another file on rank 1 (as on another node): each rank starts
     # in its own folder.
     dirs = [c.path("node0"), c.path("node1")]
@@ -305,7 +324,7 @@ def main():
     ap.add_argument("--mokd-train", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("case", choices=["setup", "equal", "resume", "rank_killed", "signal",
-                                    "teacher", "eval", "disagree"])
+                                    "teacher", "eval", "nonfinite", "disagree"])
     a = ap.parse_args()
     c = Case(os.path.abspath(a.mokd_train), os.path.abspath(a.work))
     globals()["case_" + a.case](c)
