@@ -3,7 +3,8 @@
 # the repository: preflight (tools and libraries found), the binaries (prebuilt ones from
 # .gpu_deps/bin, else configure + build here), every CUDA test, the GPU microbenchmarks,
 # `mokd_train benchmark` on three model pairs, real Fashion-MNIST training on the GPU, the
-# PyTorch peer of the same steps (tools/peer_bench.py, needs torch and timm), compute-sanitizer
+# data-parallel paths on one GPU, the PyTorch peer of the same steps (tools/peer_bench.py: the best
+# of eager and torch.compile, channels_last for CNNs; needs torch and timm), compute-sanitizer
 # memcheck and racecheck, then a short table. Every step runs even when an earlier one failed (as
 # far as it can), each under a time cap taken from one overall budget (BUDGET seconds, default
 # 480), so one run yields all the information. Full logs land in $LOG, and are copied to $OUT when
@@ -489,8 +490,9 @@ if [[ ${PEER:-1} == 1 ]] && want peer && python3 -c 'import torch, timm' 2> /dev
   echo "== PyTorch peer (tools/peer_bench.py)"
   : > "$LOG/peer.log"
   while read -r label args; do
-    t=$(cap 60)
-    ((t < 25)) && { record "$label" "skipped" "no time left"; continue; }
+    # Eager and torch.compile (its compilation included), channels_last for CNN pairs: the best.
+    t=$(cap 150)
+    ((t < 40)) && { record "$label" "skipped" "no time left"; continue; }
     timeout "$t" python3 tools/peer_bench.py $args >> "$LOG/peer.log" 2>&1
     rc=$?
     record "$label" "$rc" "$(tail -1 "$LOG/peer.log" | cut -c1-150)"

@@ -14,8 +14,13 @@ CE + KL with fixed weights, no projector, no re-forward.
   python3 tools/peer_bench.py --student deit_tiny_patch16_224 --teacher deit_base_patch16_224 \
       --batch 256 --precision bf16
 
-Prints one line per run in the format of `mokd_train benchmark`:
-  peer <student> <- <teacher>, method M, batch B, 224px, bf16: X ms/step  Y images/s  peak Z MiB
+The peer is the best PyTorch a user would run: each mode of --modes (default eager and compile:
+bf16 autocast, then the same under torch.compile) is timed on fresh models, with channels_last
+memory format whenever a model has convolutions (--channels-last auto), and the best is reported.
+Prints one line per mode, then the best in the format of `mokd_train benchmark`:
+  peer <student> <- <teacher>, method M, batch B, 224px, bf16, torch V, <mode>[, channels_last]:
+    X ms/step  Y images/s  peak memory Z MiB
+  best: <mode>  X ms/step  Y images/s  peak memory Z MiB
 """
 import argparse
 import time
@@ -49,7 +54,13 @@ def newton_schulz_polar(p, iters=5):
     return y.t() if wide else y
 
 
-def run(args):
+def has_conv(model):
+    return any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != (16, 16) and
+               m.kernel_size != (32, 32) for m in model.modules())
+
+
+def run(args, mode):
+    """Times one mode on fresh models; returns (ms per step, peak MiB, description)."""
     import timm
 
     dev = torch.device(args.device)
@@ -62,16 +73,28 @@ def run(args):
         except TypeError:
             return timm.create_model(name, num_classes=args.classes)
 
+    torch.manual_seed(0)
     student = create(args.student).to(dev).train()
     teacher = create(args.teacher).to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     x = torch.randn(args.batch, 3, args.img, args.img, device=dev)
+    cl = args.channels_last == "on" or (args.channels_last == "auto" and
+                                        (has_conv(student) or has_conv(teacher)))
+    if cl:  # NHWC for cuDNN's fastest convolutions, as a user of CNNs would set
+        student = student.to(memory_format=torch.channels_last)
+        teacher = teacher.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    fwd = pooled
+    if mode == "compile":
+        fwd = torch.compile(pooled)
     y = torch.arange(args.batch, device=dev) % args.classes
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     with torch.no_grad(), amp:
         ds = pooled(student, x[:2])[2].shape[1]
         dt = pooled(teacher, x[:2])[2].shape[1]
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
     mokd = args.method == "mokd"
     proj = torch.nn.Parameter(newton_schulz_polar(torch.randn(dt, ds, device=dev)))
     params = list(student.parameters()) + ([proj] if mokd else [])
@@ -82,7 +105,7 @@ def run(args):
 
     def losses(t_logits, z_t, grad):
         with torch.set_grad_enabled(grad), amp:
-            logits, dist, z_s = pooled(student, x)
+            logits, dist, z_s = fwd(student, x)
             task = F.cross_entropy(logits.float(), y, label_smoothing=0.1)
             s_kd = (dist if dist is not None else logits).float()
             kl = F.kl_div(F.log_softmax(s_kd, -1), F.log_softmax(t_logits.float(), -1),
@@ -94,7 +117,7 @@ def run(args):
 
     def step():
         with torch.no_grad(), amp:
-            t_logits, _, z_t = pooled(teacher, x)
+            t_logits, _, z_t = fwd(teacher, x)
         l = losses(t_logits, z_t, True)
         if mokd:
             z = F.softmax(famo_w.detach(), -1)
@@ -117,7 +140,7 @@ def run(args):
             famo_w.grad = z * (delta - (z * delta).sum())
             famo_opt.step()
 
-    for _ in range(args.warmup):
+    for _ in range(max(args.warmup, 3) if mode == "compile" else args.warmup):  # compiles
         step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -129,10 +152,12 @@ def run(args):
         torch.cuda.synchronize()
     ms = 1000 * (time.perf_counter() - t0) / max(args.steps, 1)
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else float("nan")
+    what = mode + (", channels_last" if cl else "")
     print(f"peer {args.student} <- {args.teacher}, method {args.method}, batch {args.batch}, "
-          f"{args.img}px, {args.precision}, torch {torch.__version__}:\n"
+          f"{args.img}px, {args.precision}, torch {torch.__version__}, {what}:\n"
           f"  {ms:.1f} ms/step  {args.batch * 1000 / ms:.1f} images/s  peak memory {peak:.1f} MiB",
           flush=True)
+    return ms, peak, what
 
 
 def main():
@@ -147,7 +172,26 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    run(ap.parse_args())
+    ap.add_argument("--modes", default="eager,compile",
+                    help="comma list of eager, compile: each timed, the best reported")
+    ap.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                    help="auto: channels_last when a model has convolutions (not patch embeddings)")
+    args = ap.parse_args()
+    results = []
+    for mode in args.modes.split(","):
+        if mode not in ("eager", "compile"):
+            ap.error(f"--modes: unknown mode '{mode}' (eager, compile)")
+        try:
+            results.append(run(args, mode))
+        except Exception as e:  # a mode that fails (e.g. no compiler for torch.compile) is skipped
+            print(f"peer mode {mode} failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if not results:
+        raise SystemExit("peer: no mode ran")
+    ms, peak, what = min(results)
+    print(f"best: {what}  {ms:.1f} ms/step  {args.batch * 1000 / ms:.1f} images/s  "
+          f"peak memory {peak:.1f} MiB", flush=True)
 
 
 if __name__ == "__main__":
