@@ -94,24 +94,7 @@ class MpiCommunicator final : public Communicator {
     if (!host) t.copy_(h);
   }
 
-  void gather(const Tensor& in, Tensor& out) override {
-    MOKD_CHECK(in.dtype() == DType::F32 && in.is_contiguous() && out.dtype() == DType::F32 &&
-                   out.is_contiguous() && out.numel() == in.numel() * world_,
-               "dist (mpi): gather() needs contiguous f32 tensors of n and world x n values, got ",
-               in.str(), " and ", out.str());
-    const bool host = in.device().is_cpu() && out.device().is_cpu();
-    Tensor hi = in.device().is_cpu() ? in : in.to(Device::cpu());
-    Tensor ho = out.device().is_cpu() ? out : Tensor::empty(out.shape(), DType::F32);
-    const int64_t n = in.numel();
-    MOKD_CHECK(n * world_ < INT_MAX, "dist (mpi): gather() of ", n, " values from ", world_,
-               " ranks exceeds MPI's int counts; use smaller dist.bucket_mb");
-    MPI_Request req;
-    check_mpi(MPI_Iallgather(hi.data<float>(), static_cast<int>(n), MPI_FLOAT, ho.data<float>(),
-                             static_cast<int>(n), MPI_FLOAT, MPI_COMM_WORLD, &req),
-              "MPI_Iallgather");
-    wait(req, "gather of gradients (MPI_Iallgather)");
-    if (!host) out.copy_(ho);
-  }
+  void gather(const Tensor& in, Tensor& out) override { gather_async(in, out)->wait(); }
 
   // MPI_Iallgather left in flight; the host copies of GPU tensors are staged in and out.
   std::unique_ptr<Request> gather_async(const Tensor& in, Tensor& out) override {

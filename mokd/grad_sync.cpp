@@ -122,13 +122,9 @@ void GradSync::launch(size_t b, const Tensor& cur) {
   NoGrad ng;
   if (gather_) {
     std::vector<Tensor> mine;
-    for (const Tensor& m : micro_) mine.push_back(m.narrow_view(0, off, len).to(Device::cpu()));
-    mine.push_back(cur.narrow_view(0, off, len).to(Device::cpu()));
-    Pending p;
-    p.local = concat(mine, 0);
-    p.all = Tensor::empty({micro_total_ * len});
-    p.request = comm_.gather_async(p.local, p.all);
-    gathers_[b] = std::move(p);
+    for (const Tensor& m : micro_) mine.push_back(m.narrow_view(0, off, len));
+    mine.push_back(cur.narrow_view(0, off, len));
+    start_gather(b, mine);
   } else {
     Tensor slice = acc_.narrow_view(0, off, len);
     if (acc_.impl() != cur.impl()) slice.copy_(mokd::add(slice, cur.narrow_view(0, off, len)));
@@ -148,13 +144,9 @@ void GradSync::finish() {
     for (size_t b = 0; b < buckets_.size(); ++b) {
       const auto [off, len] = buckets_[b];
       if (!overlapped_) {  // every micro-batch added after its backward: gather now
-        Pending p;
         std::vector<Tensor> mine;
-        for (const Tensor& m : micro_) mine.push_back(m.narrow_view(0, off, len).to(Device::cpu()));
-        p.local = concat(mine, 0);
-        p.all = Tensor::empty({micro_total_ * len});
-        p.request = comm_.gather_async(p.local, p.all);
-        gathers_[b] = std::move(p);
+        for (const Tensor& m : micro_) mine.push_back(m.narrow_view(0, off, len));
+        start_gather(b, mine);
       }
       pieces.push_back(add_gathered(b, len));
     }
@@ -182,6 +174,19 @@ void GradSync::finish() {
   overlapped_ = false;
 }
 
+// Starts gathering this rank's micro-batch slices (one per micro-batch, in order) from every rank,
+// as gather `key` (a bucket, or past the buckets for logged values). Host copies: the ordered
+// addition runs on the host.
+void GradSync::start_gather(size_t key, const std::vector<Tensor>& slices) {
+  std::vector<Tensor> host;
+  for (const Tensor& t : slices) host.push_back(t.to(Device::cpu()));
+  Pending p;
+  p.local = concat(host, 0);
+  p.all = Tensor::empty({micro_total_ * slices[0].numel()});
+  p.request = comm_.gather_async(p.local, p.all);
+  gathers_[key] = std::move(p);
+}
+
 // Bucket b's gathered micro-batches added left to right (the step's order), on the host: the same
 // additions one process makes in place.
 Tensor GradSync::add_gathered(size_t b, int64_t len) {
@@ -202,15 +207,10 @@ Tensor GradSync::mean(const std::vector<Tensor>& values) {
   Tensor sum;
   if (gather_) {
     std::vector<Tensor> mine;
-    for (const Tensor& v : values) mine.push_back(v.contiguous().view({-1}).to(Device::cpu()));
-    const int64_t len = mine[0].numel();
-    Pending p;
-    p.local = concat(mine, 0);
-    p.all = Tensor::empty({micro_total_ * len});
-    p.request = comm_.gather_async(p.local, p.all);
+    for (const Tensor& v : values) mine.push_back(v.contiguous().view({-1}));
     const size_t key = buckets_.size();  // past the gradient buckets
-    gathers_[key] = std::move(p);
-    sum = add_gathered(key, len).to(values[0].device());
+    start_gather(key, mine);
+    sum = add_gathered(key, mine[0].numel()).to(values[0].device());
     gathers_.erase(key);
   } else {
     for (const Tensor& v : values) sum = sum.defined() ? mokd::add(sum, v) : v.contiguous().clone();

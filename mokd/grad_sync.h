@@ -68,6 +68,7 @@ class GradSync {
   };
   void take(const Tensor& flat);
   void launch(size_t bucket, const Tensor& cur);
+  void start_gather(size_t key, const std::vector<Tensor>& slices);
   Tensor add_gathered(size_t bucket, int64_t len);
 
   bool bypass_;  // one micro-batch, no communicator: nothing to do

@@ -211,6 +211,16 @@ def start_long_run(c, out_dir, n):
     sys.exit("FAIL: the long run did not start")
 
 
+def wait_for(p, timeout, what):
+    """The output of a started run once it ends; fails naming `what` if it outlives timeout."""
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        sys.exit(f"FAIL: {what} after {timeout} s")
+    return out
+
+
 def case_rank_killed(c):
     out_dir = c.path("killed")
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -218,11 +228,7 @@ def case_rank_killed(c):
     victim = rank_pids(1)[0]
     os.kill(victim, signal.SIGKILL)
     t0 = time.time()
-    try:
-        out, _ = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        sys.exit("FAIL: the other ranks still run 60 s after rank 1 was killed")
+    out = wait_for(p, 60, "the other ranks still run since rank 1 was killed")
     print(out[-3000:])
     expect(p.returncode != 0, f"the job exits non-zero ({p.returncode}) "
            f"{time.time() - t0:.1f} s after rank 1 was killed")
@@ -235,11 +241,7 @@ def case_signal(c):
     shutil.rmtree(out_dir, ignore_errors=True)
     p = start_long_run(c, out_dir, 2)
     os.kill(rank_pids(1)[0], signal.SIGTERM)
-    try:
-        out, _ = p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        sys.exit("FAIL: the ranks did not stop within 120 s of SIGTERM to rank 1")
+    out = wait_for(p, 120, "the ranks still run since SIGTERM to rank 1")
     print(out[-2000:])
     m = re.search(r"signal: stopped at step (\d+) with a checkpoint", out)
     expect(m is not None, "rank 0 reports the stop with a checkpoint")
