@@ -34,6 +34,16 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
 
+  // ---- checks the kernels make on the device ----
+  // With deferred checks on, kernels that validate their input on the device (the label ranges
+  // of one_hot and cross_entropy) record the first bad value there instead of reading it back at
+  // once (a host synchronisation per call); check_deferred() reads what was recorded since the
+  // last call, with one host read, and throws as the kernel would have. The trainer defers them
+  // while it trains and checks at every log step. The CPU backend checks on the spot either way
+  // (its kernels read the labels anyway), so these defaults do nothing.
+  virtual void set_deferred_checks(bool on) { (void)on; }
+  virtual void check_deferred() {}
+
   // ---- memory ----
   // Copy between any strides and dtypes (f32/bf16/i32/i64/f64 conversions), same shape.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;

@@ -7,6 +7,7 @@
 #include "engine/backend.h"
 #include "engine/bf16.h"
 #include "engine/error.h"
+#include "engine/host_sync.h"
 
 namespace mokd {
 
@@ -276,7 +277,10 @@ void Tensor::fill_(double value) {
   backend_for(device()).fill(*this, value);
 }
 
+// On the CPU the values are already host memory; the read is counted as a GPU's would be, so
+// that a test of "no host synchronisation" means the same on both backends.
 std::vector<float> Tensor::to_vector() const {
+  if (device().is_cpu()) note_host_sync("to_vector");
   Tensor host = Tensor::empty(shape(), DType::F32, Device::cpu());
   host.copy_(*this);
   const float* p = host.data<float>();
@@ -284,6 +288,7 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 std::vector<int64_t> Tensor::to_vector_i64() const {
+  if (device().is_cpu()) note_host_sync("to_vector_i64");
   Tensor host = Tensor::empty(shape(), DType::I64, Device::cpu());
   host.copy_(*this);
   const int64_t* p = host.data<int64_t>();

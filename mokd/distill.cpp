@@ -211,7 +211,9 @@ void zero_grads(const std::vector<Tensor>& ps) {
   for (const Tensor& p : ps) const_cast<Tensor&>(p).zero_grad();
 }
 
-double dot(const Tensor& a, const Tensor& b) { return sum(mul(a, b)).item(); }
+Tensor dot(const Tensor& a, const Tensor& b) { return sum(mul(a, b)); }  // on the device
+
+double dot_on_host(const Tensor& a, const Tensor& b) { return dot(a, b).item(); }
 
 }  // namespace
 
@@ -221,7 +223,11 @@ StepStats Distiller::step(Optimizer& opt, const Tensor& images, const Tensor& la
   m.images = images;
   m.labels = labels;
   m.soft_targets = soft_targets;
-  return step(opt, {m}, nullptr);
+  StepStats st = step(opt, {m}, nullptr);
+  st.read();
+  const std::string problem = st.problem();
+  MOKD_CHECK(problem.empty(), "distill step ", steps_, ": ", problem);
+  return st;
 }
 
 StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, GradSync* sync) {
@@ -229,9 +235,6 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
   MOKD_CHECK(sync || micro.size() == 1, "distill step: ", micro.size(),
              " micro-batches need a GradSync");
   const bool one = !sync || sync->micro_batches() == 1;
-  // Several ranks check the values only once they are averaged, so that all stop at one step
-  // together (a non-finite value on one rank makes the mean non-finite on all).
-  const bool check_here = !sync || sync->comm().world() == 1;
   MOKD_CHECK(one || cfg_.weighting != Weighting::Exact2 || cfg_.method != Method::MoKD,
              "distill.weighting = exact2 needs one micro-batch per step (one process, "
              "optim.accum_steps = 1)");
@@ -243,10 +246,12 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
                    (steps_ == 1 || steps_ % cfg_.diagnostics_every == 0);
 
   // Per micro-batch: forward, objectives, backward; the values summed in order over this
-  // process's micro-batches.
+  // process's micro-batches. Nothing is read back: the values are checked when the caller reads
+  // them (mokd/step_stats.h), on every rank the same, as they are averaged over the ranks.
   std::vector<TeacherOut> teacher_outs;
   std::vector<Tensor> values, diags;  // per micro-batch: [losses..., total], diagnostics
   auto mean_of = [&](const std::vector<Tensor>& v) { return sync ? sync->mean(v) : v[0]; };
+  Tensor weights;  // FAMO's z before its update (fixed weights are known on the host)
   opt.zero_grad();
   zero_grads(params);
   for (const MicroBatch& m : micro) {
@@ -261,37 +266,31 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
     {
       NoGrad ng;
       for (const Tensor& l : L) parts.push_back(reshape(l.detach(), {1}));
-      if (check_here) {
-        const std::vector<float> v = concat(parts, 0).to_vector();
-        for (size_t i = 0; i < v.size(); ++i)
-          MOKD_CHECK(std::isfinite(v[i]), "distill step ", steps_, ": objective '", st.names[i],
-                     "' is not finite (", v[i], "); lower the learning rate or check the inputs");
-      }
     }
     if (st.diagnostics) {
-      std::vector<float> d;
+      std::vector<Tensor> d;
       std::vector<Tensor> g;
       for (Tensor& l : L) {
         l.backward(true);
         g.push_back(flat_grads(params));
         zero_grads(params);
       }
+      NoGrad ng;
       for (size_t i = 0; i < g.size(); ++i)
         for (size_t j = i + 1; j < g.size(); ++j) {
-          double ni = std::sqrt(dot(g[i], g[i])), nj = std::sqrt(dot(g[j], g[j]));
-          d.push_back(static_cast<float>(dot(g[i], g[j]) / (ni * nj + 1e-30)));
-          d.push_back(static_cast<float>(ni / (nj + 1e-30)));
+          const Tensor ni = sqrt(dot(g[i], g[i])), nj = sqrt(dot(g[j], g[j]));
+          d.push_back(reshape(div(dot(g[i], g[j]), add_scalar(mul(ni, nj), 1e-30f)), {1}));
+          d.push_back(reshape(div(ni, add_scalar(nj, 1e-30f)), {1}));
         }
-      diags.push_back(
-          Tensor::from_vector(d, {static_cast<int64_t>(d.size())}).to(student_.device()));
+      diags.push_back(concat(d, 0));
     }
     Tensor total;
     if (cfg_.method == Method::MoKD && cfg_.weighting == Weighting::Exact2) {
       total = exact2_backward(L, params, st);
     } else {
       if (famo_) {
-        if (st.weights.empty()) st.weights = famo_->weights().to_vector();
-        total = famo_->weighted_loss(L, check_here);
+        if (!weights.defined()) weights = famo_->weights();
+        total = famo_->weighted_loss(L, false);  // margins checked on reading
       } else {
         st.weights = cfg_.fixed_weights;
         for (size_t i = 0; i < L.size(); ++i) {
@@ -313,35 +312,21 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
   }
   if (sync) sync->finish();
 
-  // The step's values, identical on every rank: one read of the losses and the total.
+  // The step's values, identical on every rank.
   const int64_t K = static_cast<int64_t>(st.names.size());
   const Tensor mean_values = mean_of(values);
   const Tensor losses_before = narrow(mean_values, 0, 0, K);
-  {
-    std::vector<float> v = mean_values.to_vector();
-    st.total = v.back();
-    v.pop_back();
-    st.losses = v;
-  }
-  if (st.diagnostics) {
-    std::vector<float> d = mean_of(diags).to_vector();
-    for (size_t i = 0; i + 1 < d.size(); i += 2) {
-      st.grad_cosine.push_back(d[i]);
-      st.grad_norm_ratio.push_back(d[i + 1]);
-    }
-  }
-  for (size_t i = 0; i < st.losses.size(); ++i)
-    MOKD_CHECK(std::isfinite(st.losses[i]), "distill step ", steps_, ": objective '", st.names[i],
-               "' is not finite (", st.losses[i], "); lower the learning rate or check the inputs");
+  const Tensor diag = st.diagnostics ? mean_of(diags) : Tensor();
 
+  // A non-finite norm makes the clipped gradients and the update non-finite too; the trainer
+  // stops at that step when it reads the values, before any later checkpoint.
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
-  st.grad_norm = clip_grad_norm(params, max_norm).item();
-  MOKD_CHECK(std::isfinite(st.grad_norm), "distill step ", steps_,
-             ": the gradient norm is not finite; the step was not applied");
+  const Tensor grad_norm = clip_grad_norm(params, max_norm);
   opt.step();
   if (stiefel_) stiefel_->retract();
   if (bilinear_) bilinear_->retract();
 
+  Tensor after, margin_before, margin_after;
   if (famo_) {
     NoGrad ng;
     std::vector<Tensor> afters;
@@ -356,10 +341,14 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
         parts.push_back(reshape(l, {1}));
       afters.push_back(concat(parts, 0));
     }
-    Tensor after = mean_of(afters);
-    st.losses_after = after.to_vector();
-    famo_->update(losses_before, after);
+    after = mean_of(afters);
+    if (cfg_.famo.check_positive) {
+      margin_before = famo_->margin(losses_before);
+      margin_after = famo_->margin(after);
+    }
+    famo_->update(losses_before, after, false);
   }
+  set_pending(st, mean_values, grad_norm, weights, after, margin_before, margin_after, diag);
   return st;
 }
 
@@ -372,7 +361,8 @@ Tensor Distiller::exact2_backward(const std::vector<Tensor>& L, const std::vecto
   zero_grads(params);
   log(L[1]).backward();
   Tensor g2 = flat_grads(params);
-  double g22 = dot(g2, g2), g12 = dot(g1, g2), d = dot(sub(g1, g2), sub(g1, g2));
+  double g22 = dot_on_host(g2, g2), g12 = dot_on_host(g1, g2),
+         d = dot_on_host(sub(g1, g2), sub(g1, g2));
   double pi1 = d > 0 ? std::clamp((g22 - g12) / d, 0.0, 1.0) : 0.5;
   st.weights = {static_cast<float>(pi1), static_cast<float>(1 - pi1)};
   Tensor g = add(scale(g1, static_cast<float>(pi1)), scale(g2, static_cast<float>(1 - pi1)));

@@ -31,6 +31,7 @@
 #include "mokd/grad_sync.h"
 #include "mokd/optim.h"
 #include "mokd/projector.h"
+#include "mokd/step_stats.h"
 
 namespace mokd {
 
@@ -64,21 +65,6 @@ struct DistillConfig {
   uint64_t seed = 0;          // projector initialisation (Stream::Init)
 };
 
-struct StepStats {
-  std::vector<std::string> names;  // objective names, e.g. task, kl, feat
-  std::vector<float> losses;       // before the update
-  // FAMO only: the losses of the no-grad re-forward after the update, on the same batch (FAMO's
-  // second input; empty otherwise).
-  std::vector<float> losses_after;
-  std::vector<float> weights;  // FAMO z (before its update) or the fixed weights
-  float total = 0.f;           // the value that was backpropagated
-  float grad_norm = 0.f;       // before clipping
-  // Filled on diagnostic steps: for each pair (i, j), i < j, in order (0,1), (0,2), (1,2) ...
-  std::vector<float> grad_cosine;      // cos(g_i, g_j): < 0 means conflict
-  std::vector<float> grad_norm_ratio;  // ||g_i|| / ||g_j||: dominance
-  bool diagnostics = false;
-};
-
 // One micro-batch of a step, on the models' device.
 struct MicroBatch {
   Tensor images;        // [B, H, W, C] f32
@@ -105,14 +91,18 @@ class Distiller {
   nn::NamedTensors projector_parameters() const;
 
   // images [B, H, W, C] f32 on the models' device; labels i64 [B]; soft_targets [B, classes]
-  // (mixup/cutmix) or undefined.
+  // (mixup/cutmix) or undefined. Returns the step's values read (StepStats::read) and throws
+  // naming the first problem in them (a non-finite objective or gradient norm; the update has
+  // been applied by then).
   StepStats step(Optimizer& opt, const Tensor& images, const Tensor& labels,
                  const Tensor& soft_targets = Tensor());
   // One update from this process's micro-batches of the step (gradient accumulation and
   // data-parallel ranks, mokd/grad_sync.h): each micro-batch's objectives and backward, the
   // gradients and the logged values averaged over all micro-batches of the step by `sync`, then
   // clipping, the optimizer, the retraction and FAMO's update on the mean losses before and after.
-  // sync == nullptr: one micro-batch, one process.
+  // sync == nullptr: one micro-batch, one process. Reads nothing back from the device (except
+  // under weighting exact2, whose weights are computed on the host): the values stay pending in
+  // the returned StepStats (mokd/step_stats.h), and the caller reads and checks them.
   StepStats step(Optimizer& opt, const std::vector<MicroBatch>& micro, GradSync* sync);
 
   const DistillConfig& config() const { return cfg_; }

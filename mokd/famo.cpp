@@ -76,13 +76,20 @@ void Famo::update(const std::vector<Tensor>& after) {
   update(prev_, cur);
 }
 
-void Famo::update(const Tensor& before, const Tensor& after) {
+Tensor Famo::margin(const Tensor& losses) const {
+  NoGrad ng;
+  MOKD_CHECK(losses.shape() == w_.shape(), "famo margin: losses ", losses.str(),
+             " must have shape ", shape_str(w_.shape()));
+  return add_scalar(sub(losses.detach(), min_losses_), cfg_.eps);
+}
+
+void Famo::update(const Tensor& before, const Tensor& after, bool check) {
   NoGrad ng;
   MOKD_CHECK(before.shape() == w_.shape() && after.shape() == w_.shape(),
              "famo update: losses before ", before.str(), " and after ", after.str(),
              " must have shape ", shape_str(w_.shape()));
   const Tensor prev = before.detach(), cur = after.detach();
-  if (cfg_.check_positive) {
+  if (cfg_.check_positive && check) {
     Tensor d = add_scalar(sub(cur, min_losses_), cfg_.eps);
     auto v = d.to_vector();
     for (size_t i = 0; i < v.size(); ++i)

@@ -6,7 +6,8 @@
 // Per step:   loss = weighted_loss(L)        -> backpropagate it into the student
 //             (clip, optimizer step, no-grad re-forward on the same batch -> L')
 //             update(L, L')                  -> one Adam step on w
-// All state stays on the device of the losses; no host synchronisation in update().
+// All state stays on the device of the losses; with its checks off (check = false, as the trainer
+// runs it) FAMO makes no host read: the caller checks margin() of the losses it reads.
 #pragma once
 #include <string>
 #include <vector>
@@ -50,7 +51,13 @@ class Famo {
   void update(const std::vector<Tensor>& after);
   // The same with both sides given as [K] tensors: a step over several micro-batches (gradient
   // accumulation, data-parallel ranks) passes the means of their losses before and after.
-  void update(const Tensor& before, const Tensor& after);
+  // check = false skips the positivity check of `after` (a host read): the caller checks
+  // margin(after) when it reads the step's values.
+  void update(const Tensor& before, const Tensor& after, bool check = true);
+
+  // L - L* + eps for losses [K], whose logarithm FAMO takes (it must be finite and > 0); on the
+  // device, no host read.
+  Tensor margin(const Tensor& losses) const;
 
   void set_min_losses(const Tensor& min_losses);  // [K]
 

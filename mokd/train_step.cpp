@@ -1,6 +1,5 @@
 #include "mokd/train_step.h"
 
-#include <cmath>
 #include <limits>
 
 namespace mokd {
@@ -38,10 +37,6 @@ StepStats TeacherStep::step(const StepInput& in) {
     Tensor loss = b.soft_targets.defined()
                       ? cross_entropy_soft(logits, b.soft_targets.to(dev))
                       : cross_entropy(logits, b.labels.to(dev), cfg_.label_smoothing);
-    if (!sync_ || sync_->comm().world() == 1) {  // several ranks check the mean, together
-      float v = loss.item();
-      MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
-    }
     if (sync_)
       sync_->backward(loss);  // the last micro-batch's reduction overlaps its backward
     else
@@ -49,15 +44,14 @@ StepStats TeacherStep::step(const StepInput& in) {
     losses.push_back(reshape(loss.detach(), {1}));
   }
   if (sync_) sync_->finish();
-  const float v = (sync_ ? sync_->mean(losses) : losses[0]).item();
-  MOKD_CHECK(std::isfinite(v), "the loss is not finite (", v, "); lower optim.lr");
-  st.losses = {v};
-  st.total = v;
+  // Nothing is read back: the caller reads and checks the values (mokd/step_stats.h).
+  const Tensor loss = sync_ ? sync_->mean(losses) : losses[0];
   float max_norm = cfg_.grad_clip > 0 ? cfg_.grad_clip : std::numeric_limits<float>::max();
-  st.grad_norm = clip_grad_norm(model_.parameters(), max_norm).item();
-  MOKD_CHECK(std::isfinite(st.grad_norm),
-             "the gradient norm is not finite; the step was not applied");
+  const Tensor grad_norm = clip_grad_norm(model_.parameters(), max_norm);
   opt_.step();
+  NoGrad ng;
+  set_pending(st, concat({loss, loss}, 0), grad_norm, Tensor(), Tensor(), Tensor(), Tensor(),
+              Tensor());
   return st;
 }
 

@@ -8,8 +8,10 @@
 // optim.accum_steps > 1), moves them to the model's device, and does one whole update, the
 // gradients averaged over every micro-batch of the step on every process (mokd/grad_sync.h):
 // forward, objectives, backward, gradient clipping, optimizer step (and, distilling, the projector
-// retraction and the FAMO update). A non-finite loss or gradient norm throws before the optimizer
-// moves anything. The learning rate is set by the caller (the schedule), before the step.
+// retraction and the FAMO update). A step reads nothing back from the device: its values stay
+// pending in the StepStats it returns (mokd/step_stats.h), and the caller reads them and checks
+// them (StepStats::problem) when it logs. The learning rate is set by the caller (the schedule),
+// before the step.
 #pragma once
 #include "io/loader.h"
 #include "io/state.h"

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "dist/nccl_info.h"
+#include "engine/host_sync.h"
 #include "io/sha256.h"
 #include "mokd/checkpoint.h"
 #include "mokd/progress.h"
@@ -62,12 +63,18 @@ class Run {
   void check_ranks_agree() const;
   // Batch-norm running statistics averaged over the ranks (they are per rank while training).
   void average_running_stats();
-  void log_step(const StepStats& st, double images_per_s, double eta, bool print);
+  // Queues the step just done (its values are still on the device); `print` marks a log step.
+  void queue_step(StepStats st, bool print);
+  // Reads the queued steps with one host read, stops at the first step with a problem (naming
+  // it; nothing after it was checkpointed), writes their metrics rows, and prints the log step's
+  // progress line. Before every checkpoint and evaluation, and at every log step.
+  void flush_steps();
   // Evaluates the model (and its EMA), logs it, and checkpoints, as best when top-1 improved.
   EvalResult evaluate_and_checkpoint();
   // Rank 0 writes, between barriers: every rank has finished the step before, and no rank goes on
   // before the checkpoint is complete.
   void checkpoint(bool best) {
+    flush_steps();
     average_running_stats();
     comm_.barrier();
     if (lead_) save_checkpoint(*folder_, *t_, id_, progress_, best);
@@ -88,6 +95,15 @@ class Run {
   Progress progress_;
   EvalResult best_;
   bool tty_ = false;
+  struct QueuedStep {
+    StepProgress p;
+    StepStats st;
+    bool print = false;
+  };
+  std::vector<QueuedStep> queued_;
+  // Images/s and the ETA: training time and images since the last printed line.
+  Clock::time_point window_start_ = Clock::now();
+  int64_t window_images_ = 0;
 };
 
 void Run::start() {
@@ -241,28 +257,66 @@ void Run::log(const std::string& kind, const std::map<std::string, double>& row)
   }
 }
 
-// A metrics row every step; the progress line only when `print` (every log.log_every steps).
-void Run::log_step(const StepStats& st, double images_per_s, double eta, bool print) {
-  StepProgress p;
-  p.step = progress_.step;
-  p.epoch = epoch() + 1;
-  p.epochs = (t_->total_steps + t_->steps_per_epoch - 1) / t_->steps_per_epoch;
-  p.total_steps = t_->total_steps;
-  p.lr = t_->optimizer->current_lr(t_->optimizer->groups().size() - 1);
-  p.images_per_s = images_per_s;
-  p.world = comm_.world();
-  p.eta_s = eta;
-  log("step", step_row(p, st, print));
-  if (!print || !lead_) return;
-  std::string line = step_line(p, st);
-  if (tty_)
-    std::printf("\r\033[K%s", line.c_str());
-  else
-    std::printf("%s\n", line.c_str());
-  std::fflush(stdout);
+void Run::queue_step(StepStats st, bool print) {
+  QueuedStep q;
+  q.p.step = progress_.step;
+  q.p.epoch = epoch() + 1;
+  q.p.epochs = (t_->total_steps + t_->steps_per_epoch - 1) / t_->steps_per_epoch;
+  q.p.total_steps = t_->total_steps;
+  q.p.lr = t_->optimizer->current_lr(t_->optimizer->groups().size() - 1);
+  q.p.world = comm_.world();
+  q.st = std::move(st);
+  q.print = print;
+  queued_.push_back(std::move(q));
+}
+
+// A metrics row for every step; the progress line only for a log step (every log.log_every).
+void Run::flush_steps() {
+  if (queued_.empty()) return;
+  std::vector<StepStats*> all;
+  for (QueuedStep& q : queued_) all.push_back(&q.st);
+  const int64_t first = queued_.front().p.step, last = queued_.back().p.step;
+  auto stop = [&](const std::string& where, const std::string& what) {
+    queued_.clear();
+    MOKD_FAIL(where, ": ", what, "; the run stops here and the last checkpoint in ",
+              folder_->checkpoints(), " is intact");
+  };
+  try {
+    read_steps(all);  // the one host read of the window: it waits for the device
+    backend_for(t_->device).check_deferred();
+  } catch (const Error& e) {
+    stop(first == last ? "step " + std::to_string(last)
+                       : "steps " + std::to_string(first) + " to " + std::to_string(last),
+         e.what());
+  }
+  for (const QueuedStep& q : queued_)
+    if (std::string problem = q.st.problem(); !problem.empty())
+      stop("step " + std::to_string(q.p.step), problem);
+  for (QueuedStep& q : queued_) {
+    if (q.print) {  // the window's time runs to here, where the device has finished its steps
+      const double dt = seconds_since(window_start_);
+      q.p.images_per_s = dt > 0 ? window_images_ / dt : 0;
+      q.p.eta_s = q.p.images_per_s > 0
+                      ? (q.p.total_steps - q.p.step) * static_cast<double>(cfg_.data.batch_size) /
+                            q.p.images_per_s
+                      : -1;
+      window_start_ = Clock::now();
+      window_images_ = 0;
+    }
+    log("step", step_row(q.p, q.st, q.print));
+    if (!q.print || !lead_) continue;
+    std::string line = step_line(q.p, q.st);
+    if (tty_)
+      std::printf("\r\033[K%s", line.c_str());
+    else
+      std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+  queued_.clear();
 }
 
 EvalResult Run::evaluate_and_checkpoint() {
+  flush_steps();
   if (tty_) std::printf("\n");
   average_running_stats();
   EvalResult r = evaluate(*t_->model, *t_->test_set, cfg_, t_->device, &comm_);
@@ -309,18 +363,27 @@ TrainSummary Run::go() {
   TrainSummary sum;
   const int64_t total = t_->total_steps;
   const bool steps_left = progress_.step < total;
-  auto window_start = Clock::now();
-  int64_t window_images = 0, steps_this_run = 0;
+  int64_t steps_this_run = 0;
+  window_start_ = Clock::now();
+  window_images_ = 0;
+  // The kernels' own checks (label ranges) are read with the step values, not at each kernel.
+  struct DeferredChecks {
+    Backend& be;
+    explicit DeferredChecks(Backend& b) : be(b) { be.set_deferred_checks(true); }
+    ~DeferredChecks() { be.set_deferred_checks(false); }
+  } deferred(backend_for(t_->device));
   std::vector<data::Batch> micro(static_cast<size_t>(accum));
   while (progress_.step < total) {
+    const uint64_t syncs_before = host_syncs();
     if (!t_->loader->next(micro[0])) {  // the epoch is over: the position moves to the next one
+      flush_steps();  // the device finishes the epoch's steps inside the training time
       const auto paused = Clock::now();
       t_->loader->start_epoch(epoch() + 1);
       if (cfg_.log.eval_every > 0 && epoch() % cfg_.log.eval_every == 0)
         sum.final_eval = evaluate_and_checkpoint();
       else if (cfg_.log.checkpoint_every == 0)
         checkpoint(false);
-      window_start += Clock::now() - paused;  // images/s and the ETA count training time only
+      window_start_ += Clock::now() - paused;  // images/s and the ETA count training time only
       continue;
     }
     for (int64_t a = 1; a < accum; ++a)  // an epoch holds whole steps (io/loader.h, Shard)
@@ -329,23 +392,22 @@ TrainSummary Run::go() {
     if (t_->ema) t_->ema->update();
     ++progress_.step;
     const int64_t s = progress_.step;
-    for (const data::Batch& b : micro) window_images += b.size() * world;
+    for (const data::Batch& b : micro) window_images_ += b.size() * world;
     bool last = s == total;
     bool print =
         s % std::max<int64_t>(cfg_.log.log_every, 1) == 0 || last || s == 1 || st.diagnostics;
-    double ips = 0, eta = -1;
+    queue_step(std::move(st), print);
     if (print) {
-      double dt = seconds_since(window_start);
-      ips = dt > 0 ? window_images / dt : 0;
-      eta = ips > 0 ? (total - s) * static_cast<double>(cfg_.data.batch_size) / ips : -1;
-      window_start = Clock::now();
-      window_images = 0;
+      flush_steps();
+    } else {
+      sum.host_syncs_between_log_steps += static_cast<int64_t>(host_syncs() - syncs_before);
+      ++sum.steps_between_log_steps;
     }
-    log_step(st, ips, eta, print);
     if (cfg_.log.checkpoint_every > 0 && s % cfg_.log.checkpoint_every == 0 && !last) {
+      flush_steps();
       const auto paused = Clock::now();
       checkpoint(false);
-      window_start += Clock::now() - paused;
+      window_start_ += Clock::now() - paused;
     }
     // A signal on any rank stops every rank here, at this step boundary.
     const int sig = static_cast<int>(comm_.max_i64(g_stop_signal.exchange(0)));

@@ -19,6 +19,11 @@ struct TrainSummary {
   std::string best_weights;  // path
   bool stopped = false;      // run.stop_after or a signal ended this invocation early
   int signal = 0;            // the signal that stopped it (SIGINT, SIGTERM); 0 otherwise
+  // Host synchronisations (engine/host_sync.h) in the steps that were not log steps, from the
+  // loader's batch to the queued values: 0 when a step runs without the host waiting for the
+  // device (log steps, checkpoints and evaluations read, and are not counted).
+  int64_t host_syncs_between_log_steps = 0;
+  int64_t steps_between_log_steps = 0;  // the steps counted there
 };
 
 // mokd_train's exit status after a run: 0 when it finished or run.stop_after stopped it (a planned

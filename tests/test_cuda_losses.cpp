@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
+#include "engine/host_sync.h"
 #include "engine/ops.h"
 #include "tests/cuda_test_util.h"
 #include "tests/test_util.h"
@@ -229,6 +231,34 @@ TEST(CudaLosses, LabelOutOfRangeThrowsNamingTheOp) {
     Tensor ok = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5}, {6}, gpu);
     EXPECT_TRUE(std::isfinite(cross_entropy(x, ok).item()));
   }
+}
+
+// Deferred (as the trainer runs): no host read per call; check_deferred() names the first bad
+// label of the calls since the last check, and the good calls before it cost no host read.
+TEST(CudaLosses, DeferredLabelChecksReadOnceAndNameTheBadLabel) {
+  SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda();
+  Backend& be = backend_for(gpu);
+  const int64_t C = 11;
+  Tensor x = randn({6, C}, 611, 2.f).to(gpu);
+  Tensor ok = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5}, {6}, gpu);
+  Tensor bad = Tensor::from_vector_i64({0, 1, 2, 3, 12, 5}, {6}, gpu);
+  be.set_deferred_checks(true);
+  const uint64_t before = host_syncs();
+  for (int i = 0; i < 3; ++i) (void)cross_entropy(x, ok, 0.1f);
+  Tensor oh = Tensor::empty({6, C}, DType::F32, gpu);
+  be.one_hot(ok, oh, 1.f, 0.f);
+  EXPECT_EQ(host_syncs() - before, 0u) << "last: " << last_host_sync();
+  EXPECT_NO_THROW(be.check_deferred());
+  EXPECT_EQ(host_syncs() - before, 1u) << "one read for the four checks";
+  (void)cross_entropy(x, bad, 0.f);  // recorded, not thrown
+  const std::string msg = test::error_of([&] { be.check_deferred(); });
+  be.set_deferred_checks(false);
+  for (const char* part : {"cross_entropy", "label 12", "index 4", "[0, 11)"})
+    EXPECT_NE(msg.find(part), std::string::npos) << "missing '" << part << "' in: " << msg;
+  EXPECT_NO_THROW(be.check_deferred()) << "a failed check is reported once";
+  EXPECT_FALSE(test::error_of([&] { cross_entropy(x, bad, 0.f); }).empty())
+      << "immediate checks again once deferral is off";
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/host_sync.h"
 #include "io/dataset.h"
 #include "io/encode_png.h"
 #include "models/registry.h"
@@ -340,7 +341,7 @@ TEST(Trainer, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
     FAIL() << "expected the run to stop on a non-finite loss";
   } catch (const Error& e) {
     std::string m = e.what();
-    EXPECT_NE(m.find("not finite"), std::string::npos) << m;
+    EXPECT_NE(m.find("step 2: objective 'task' is not finite"), std::string::npos) << m;
     EXPECT_NE(m.find("checkpoint"), std::string::npos) << m;
   }
   // The last good checkpoint is whole and loadable.
@@ -348,6 +349,48 @@ TEST(Trainer, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
   auto w = io::load_safetensors(c.run.out_dir + "/checkpoints/last.safetensors", {}, &meta);
   EXPECT_GE(std::stoi(meta.at("step")), 1);
   EXPECT_FALSE(w.empty());
+  fs::remove_all(dir);
+}
+
+// The values of the steps between two log steps are read at the log step: the first non-finite
+// one is still named, and no checkpoint is written after it.
+TEST(Trainer, NonFiniteLossIsNamedAtItsStepWhenReadAtTheLogStep) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  std::string dir = temp_dir("nan_window");
+  TrainConfig c = small_config(dir + "/run");
+  c.data.mixup_alpha = 0;
+  c.optim.optimizer = "sgd";
+  c.optim.lr = 1e30;  // step 1 is finite (and printed); its update makes step 2's loss not finite
+  c.optim.grad_clip = 0;
+  c.optim.warmup_steps = 0;
+  c.optim.steps = 12;
+  c.log.log_every = 6;
+  c.log.checkpoint_every = 0;
+  c.log.eval_every = 0;
+  const std::string m = test::error_of([&] { train(c, TrainMode::Teacher); });
+  EXPECT_NE(m.find("step 2: objective 'task' is not finite"), std::string::npos) << m;
+  EXPECT_FALSE(fs::exists(c.run.out_dir + "/checkpoints/last.safetensors"))
+      << "no checkpoint after the non-finite step";
+  fs::remove_all(dir);
+}
+
+// Between two log steps a step makes no host synchronisation: its values are read at the log
+// step (on the CPU the same reads are counted as on a GPU, engine/host_sync.h).
+TEST(Trainer, StepsBetweenLogStepsMakeNoHostSynchronisation) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  std::string dir = temp_dir("syncs");
+  for (TrainMode mode : {TrainMode::Teacher, TrainMode::Distill}) {
+    TrainConfig c = small_config(dir + (mode == TrainMode::Teacher ? "/teacher" : "/distill"));
+    if (mode == TrainMode::Distill)
+      c.model.teacher_weights = write_random_teacher(dir, c.model.teacher);
+    c.log.log_every = 5;
+    c.log.checkpoint_every = 4;  // checkpoints read the pending steps first; still none in a step
+    TrainSummary r = train(c, mode);
+    EXPECT_GE(r.steps_between_log_steps, 6) << "steps 2-4, 6-9 and 11 are not log steps";
+    EXPECT_EQ(r.host_syncs_between_log_steps, 0)
+        << (mode == TrainMode::Teacher ? "teacher" : "distill") << ": the last host read was "
+        << last_host_sync();
+  }
   fs::remove_all(dir);
 }
 

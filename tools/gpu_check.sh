@@ -98,6 +98,8 @@ mkdir -p "$BUILD" "$LOG"
 
 STEPS=() RCS=() NOTES=()
 record() { STEPS+=("$1"); RCS+=("$2"); NOTES+=("$3"); }
+# The step benchmarks' lines per model pair, mokd and the best peer, for the ratios.
+declare -A MOKD_RES=() PEER_RES=()
 # Seconds a step may take: its own cap, or what is left of the budget (minus a reserve for the
 # summary), whichever is smaller.
 cap() {
@@ -380,6 +382,9 @@ if [[ $built_train == yes ]] && want e2e; then
     rc=$?
     cat "$LOG/one.log" >> "$LOG/train_bench.log"
     record "$label" "$rc" "$(grep 'ms/step' "$LOG/one.log" | tail -1 | cut -c1-150)"
+    ((rc == 0)) && MOKD_RES[${label#e2e_}]=$(grep 'ms/step' "$LOG/one.log" | tail -1)
+    grep -q 'host synchronisations' "$LOG/one.log" &&
+      record "${label}_syncs" 0 "$(grep 'host synchronisations' "$LOG/one.log" | tail -1 | sed 's/^ *//')"
     [[ ${PROFILE:-0} == 1 ]] && grep -A16 'GPU time per op' "$LOG/one.log"
   done << 'EOF_RUNS'
 e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20
@@ -493,14 +498,34 @@ if [[ ${PEER:-1} == 1 ]] && want peer && python3 -c 'import torch, timm' 2> /dev
     # Eager and torch.compile (its compilation included), channels_last for CNN pairs: the best.
     t=$(cap 150)
     ((t < 40)) && { record "$label" "skipped" "no time left"; continue; }
-    timeout "$t" python3 tools/peer_bench.py $args >> "$LOG/peer.log" 2>&1
+    timeout "$t" python3 tools/peer_bench.py $args > "$LOG/peer_one.log" 2>&1
     rc=$?
-    record "$label" "$rc" "$(tail -1 "$LOG/peer.log" | cut -c1-150)"
+    cat "$LOG/peer_one.log" >> "$LOG/peer.log"
+    record "$label" "$rc" "$(tail -1 "$LOG/peer_one.log" | cut -c1-150)"
+    grep -q '^best:' "$LOG/peer_one.log" && PEER_RES[${label#peer_}]=$(grep '^best:' "$LOG/peer_one.log" | tail -1)
   done << 'EOF_RUNS'
 peer_deit_t<-b_bf16 --student deit_tiny_patch16_224 --teacher deit_base_patch16_224 --batch 256 --precision bf16
 peer_res18<-50_bf16 --student resnet18 --teacher resnet50 --batch 256 --precision bf16
 peer_deit_t<-rgy160_bf16 --student deit_tiny_patch16_224 --teacher regnety_160 --batch 256 --precision bf16
 EOF_RUNS
+  # mokd against the best peer, same card, same run: time and peak memory as ratios (< 1: mokd
+  # is faster / smaller).
+  for pair in "deit_t<-b_bf16" "res18<-50_bf16" "deit_t<-rgy160_bf16"; do
+    m=${MOKD_RES[$pair]:-} p=${PEER_RES[$pair]:-}
+    if [[ -z $m || -z $p ]]; then
+      record "ratio_$pair" "skipped" "needs both the mokd_train benchmark and the peer of this pair"
+      continue
+    fi
+    record "ratio_$pair" 0 "$(python3 - "$m" "$p" << 'EOF_RATIO'
+import re, sys
+pat = r"([0-9.]+) ms/step.*peak memory ([0-9.]+) MiB"
+(ms, mm), (ps, pm) = (map(float, re.search(pat, a).groups()) for a in sys.argv[1:3])
+mode = sys.argv[2].split()[1]
+print(f"mokd {ms:.1f} ms / peer ({mode}) {ps:.1f} ms = {ms / ps:.2f}x; "
+      f"peak {mm:.0f} / {pm:.0f} MiB = {mm / pm:.2f}x")
+EOF_RATIO
+)"
+  done
 fi
 
 # ---- compute-sanitizer (slow: last, with what is left of the budget) ---------------------------

@@ -22,6 +22,7 @@
 #include "engine/cuda/cuda_backend.h"  // cuda_allocator(): cudaMalloc calls in `benchmark`
 #include "engine/cuda/op_profile.h"    // MOKD_CUDA_PROFILE=1 in `benchmark`
 #endif
+#include "engine/host_sync.h"
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
@@ -124,8 +125,17 @@ int cmd_benchmark(const TrainConfig& cfg) {
   cuda_profile::reset();  // MOKD_CUDA_PROFILE=1: per-op GPU time of the timed steps only
   const size_t mallocs0 = cuda_allocator() ? cuda_allocator()->cuda_malloc_calls() : 0;
 #endif
+  // The timed steps read nothing back, as the trainer's between two log steps; the clock stops
+  // once the last step's values are read (the device has finished every step by then).
+  MicroBatch m;
+  m.images = x;
+  m.labels = y;
+  const uint64_t syncs0 = host_syncs();
   auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < cfg.bench.steps; ++i) d.step(opt, x, y);
+  StepStats last;
+  for (int64_t i = 0; i < cfg.bench.steps; ++i) last = d.step(opt, {m}, nullptr);
+  const uint64_t step_syncs = host_syncs() - syncs0;
+  last.read();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double ms = 1000 * s / std::max<int64_t>(cfg.bench.steps, 1);
   std::printf("benchmark %s <- %s, method %s, batch %ld, %ldpx, on %s, %s matmuls\n",
@@ -133,6 +143,10 @@ int cmd_benchmark(const TrainConfig& cfg) {
               (long)S, dev.str().c_str(), cfg.run.precision.c_str());
   std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
+  std::printf("  host synchronisations inside the timed steps: %.1f per step\n",
+              static_cast<double>(step_syncs) / std::max<int64_t>(cfg.bench.steps, 1));
+  if (const std::string problem = last.problem(); !problem.empty())
+    std::printf("  warning: the last step's values show a problem: %s\n", problem.c_str());
 #ifdef MOKD_WITH_CUDA
   if (dev.is_cuda()) {
     std::printf(

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/cuda/check.h"
+#include "engine/host_sync.h"
 
 namespace mokd {
 
@@ -91,6 +92,7 @@ void CudaCachingAllocator::deallocate(void* p, size_t nbytes) {
 void CudaCachingAllocator::empty_cache_locked() {
   if (cached_ == 0) return;
   // Blocks may still be read by queued kernels; cudaFree waits for the device, but be explicit.
+  note_host_sync("empty_cache");
   (void)cudaDeviceSynchronize();
   for (auto& [bin, blocks] : free_) {
     for (void* p : blocks) {

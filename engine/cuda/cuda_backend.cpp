@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "engine/cuda/check.h"
+#include "engine/host_sync.h"
 #include "engine/kernel_args.h"
 #include "kernels/launch.cuh"
 
@@ -139,7 +140,10 @@ cudnnHandle_t CudaBackend::cudnn_handle() {
   return dnn_;
 }
 
-void CudaBackend::synchronize() { MOKD_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+void CudaBackend::synchronize() {
+  note_host_sync("synchronize");
+  MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
 
 void* CudaBackend::lt_workspace(size_t& bytes) {
   constexpr size_t kWs = size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
@@ -152,6 +156,51 @@ void* CudaBackend::lt_workspace(size_t& bytes) {
 
 Tensor CudaBackend::scratch(int64_t n_doubles) {
   return Tensor::empty({n_doubles < 1 ? 1 : n_doubles}, DType::F64, device());
+}
+
+// ---- deferred checks ----
+
+void CudaBackend::set_deferred_checks(bool on) {
+  std::lock_guard<std::mutex> lock(checks_mu_);
+  defer_checks_ = on;
+  if (!on) checks_.clear();  // turning them off drops what was not checked (a run that ended)
+}
+
+int64_t* CudaBackend::deferred_label_check(const char* kernel, const Tensor& labels, int64_t B,
+                                           int64_t C, std::string context) {
+  {
+    std::lock_guard<std::mutex> lock(checks_mu_);
+    if (!defer_checks_) return nullptr;
+    if (static_cast<int64_t>(checks_.size()) < kCheckSlots) {
+      if (!check_slots_.defined())
+        check_slots_ = Tensor::empty({kCheckSlots}, DType::I64, device());
+      int64_t* slot = static_cast<int64_t*>(check_slots_.raw_data()) + checks_.size();
+      kernels::fill(slot, DType::I64, static_cast<double>(B), 1, stream());
+      checks_.push_back({kernel, labels, B, C, std::move(context)});
+      return slot;
+    }
+  }
+  check_deferred();  // the table is full: read it (one host read per kCheckSlots checks)
+  return deferred_label_check(kernel, labels, B, C, std::move(context));
+}
+
+void CudaBackend::check_deferred() {
+  std::vector<LabelCheck> checks;
+  {
+    std::lock_guard<std::mutex> lock(checks_mu_);
+    checks.swap(checks_);
+  }
+  if (checks.empty()) return;
+  std::vector<int64_t> bad(checks.size());
+  copy_to_host(bad.data(), check_slots_.raw_data(), bad.size() * sizeof(int64_t));
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const LabelCheck& c = checks[i];
+    if (bad[i] >= c.B) continue;
+    int64_t label = 0;
+    copy_to_host(&label, static_cast<const int64_t*>(c.labels.raw_data()) + bad[i], sizeof(label));
+    MOKD_FAIL(c.kernel, ": label ", label, " at index ", bad[i], " is outside [0, ", c.C, ")",
+              c.context);
+  }
 }
 
 // ---- memory ----
@@ -187,6 +236,7 @@ void CudaBackend::copy_to_host(void* host_dst, const void* dev_src, size_t nbyte
   cuda_guarded("copy_to_host", {}, [&] {
     MOKD_CUDA_CHECK(cudaMemcpyAsync(host_dst, dev_src, nbytes, cudaMemcpyDeviceToHost, stream()));
     // The host reads the bytes next: wait for them (and surface any earlier asynchronous error).
+    note_host_sync("copy_to_host");
     MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
   });
 }
@@ -203,8 +253,10 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
       staging_next_ = (staging_next_ + 1) % kStagingSlots;
       if (!s.done)
         MOKD_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
-      else
-        MOKD_CUDA_CHECK(cudaEventSynchronize(s.done));  // the slot's last DMA has finished
+      else if (cudaEventQuery(s.done) != cudaSuccess) {  // the slot's last DMA is still going
+        note_host_sync("copy_from_host (staging slot busy)");
+        MOKD_CUDA_CHECK(cudaEventSynchronize(s.done));
+      }
       if (s.bytes < n) {
         if (s.buf) MOKD_CUDA_CHECK(cudaFreeHost(s.buf));
         s.buf = nullptr;
@@ -216,6 +268,7 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
           s.buf = nullptr;
           MOKD_CUDA_CHECK(
               cudaMemcpyAsync(dst + off, src + off, n, cudaMemcpyHostToDevice, stream()));
+          note_host_sync("copy_from_host (pageable)");
           MOKD_CUDA_CHECK(cudaStreamSynchronize(stream()));
           off += n;
           continue;

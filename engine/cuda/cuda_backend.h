@@ -24,6 +24,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/cuda/caching_allocator.h"
@@ -45,6 +46,8 @@ class CudaBackend final : public Backend {
 #undef MOKD_BACKEND_KERNEL
   // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default).
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
+  void set_deferred_checks(bool on) override;
+  void check_deferred() override;
 
   // ---- CUDA specifics ----
   // Created on first use, each on its own: the stream (non-blocking), the cuBLASLt handle, the
@@ -60,6 +63,11 @@ class CudaBackend final : public Backend {
   // Device scratch of n doubles: a tensor that may be dropped as soon as the kernels are queued
   // (the stream orders every later reuse of its block after them).
   Tensor scratch(int64_t n_doubles);
+  // Where a label-range check of `kernel` (labels i64 [B], classes C) records the first bad row,
+  // on the device, initialised to B: with deferred checks on, a slot that check_deferred() reads
+  // later (a full table is checked first); off, null, and the kernel reads its own flag at once.
+  int64_t* deferred_label_check(const char* kernel, const Tensor& labels, int64_t B, int64_t C,
+                                std::string context);
 
  private:
   void init();
@@ -86,6 +94,18 @@ class CudaBackend final : public Backend {
   StagingSlot staging_[kStagingSlots];
   int staging_next_ = 0;
   std::mutex staging_mu_;
+  // Deferred label checks (set_deferred_checks): one i64 slot each in check_slots_.
+  struct LabelCheck {
+    const char* kernel;
+    Tensor labels;
+    int64_t B, C;
+    std::string context;
+  };
+  static constexpr int64_t kCheckSlots = 1024;
+  bool defer_checks_ = false;
+  Tensor check_slots_;
+  std::vector<LabelCheck> checks_;
+  std::mutex checks_mu_;
 };
 
 // The registered backend and allocator (null when no device was found at start-up).

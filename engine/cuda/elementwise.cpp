@@ -106,14 +106,21 @@ void CudaBackend::one_hot(const Tensor& labels, Tensor& out, float on, float off
     copy_to_host(&label, lc.raw_data(), sizeof(label));
     MOKD_FAIL("one_hot: label ", label, " at index 0 is outside [0, 0)");
   }
+  int64_t* slot = deferred_label_check("one_hot", lc, B, C, "");
   int64_t bad = B;
   cuda_guarded("one_hot", {&labels, &out}, [&] {
-    Tensor flag = Tensor::empty({1}, DType::I64, device());
-    kernels::fill(flag.raw_data(), DType::I64, static_cast<double>(B), 1, stream());
-    kernels::one_hot(static_cast<const int64_t*>(lc.raw_data()), B, C, on, off, mf(out),
-                     static_cast<int64_t*>(flag.raw_data()), stream());
-    // One small synchronous read per call: a bad label must throw here, as on the CPU.
-    copy_to_host(&bad, flag.raw_data(), sizeof(bad));
+    Tensor flag;
+    int64_t* flag_ptr = slot;
+    if (!slot) {
+      flag = Tensor::empty({1}, DType::I64, device());
+      kernels::fill(flag.raw_data(), DType::I64, static_cast<double>(B), 1, stream());
+      flag_ptr = static_cast<int64_t*>(flag.raw_data());
+    }
+    kernels::one_hot(static_cast<const int64_t*>(lc.raw_data()), B, C, on, off, mf(out), flag_ptr,
+                     stream());
+    // One small synchronous read per call: a bad label must throw here, as on the CPU (unless
+    // the check is deferred to check_deferred()).
+    if (flag.defined()) copy_to_host(&bad, flag.raw_data(), sizeof(bad));
   });
   if (bad < B) {
     int64_t label = 0;

@@ -24,24 +24,28 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor* labels, cons
   const LossDims dims = ce_args(DeviceType::CUDA, logits, labels, soft, smoothing, loss_rows, lse);
   const int64_t B = dims.B, C = dims.C;  // plain locals: OpenMP regions and lambdas capture them
   if (B == 0 || C == 0) return;
+  const std::string context = " (logits " + shape_str(logits.shape()) + ")";
+  int64_t* slot = labels ? deferred_label_check(k, *labels, B, C, context) : nullptr;
   int64_t bad = B;
   cuda_guarded(k, {&logits, labels, soft, &loss_rows, &lse}, [&] {
     Tensor flag;
-    if (labels) {
+    int64_t* flag_ptr = slot;
+    if (labels && !slot) {
       flag = Tensor::empty({1}, DType::I64, device());
       kernels::fill(flag.raw_data(), DType::I64, static_cast<double>(B), 1, stream());
+      flag_ptr = static_cast<int64_t*>(flag.raw_data());
     }
     kernels::cross_entropy(cf(logits), labels_ptr(labels), cf_opt(soft), smoothing, B, C,
-                           mf(loss_rows), mf(lse),
-                           labels ? static_cast<int64_t*>(flag.raw_data()) : nullptr, stream());
-    // As one_hot: one small synchronous read, so a bad label throws here, as on the CPU.
-    if (labels) copy_to_host(&bad, flag.raw_data(), sizeof(bad));
+                           mf(loss_rows), mf(lse), flag_ptr, stream());
+    // As one_hot: one small synchronous read, so a bad label throws here, as on the CPU (unless
+    // the check is deferred to check_deferred()).
+    if (flag.defined()) copy_to_host(&bad, flag.raw_data(), sizeof(bad));
   });
   if (bad < B) {
     int64_t label = 0;
     copy_to_host(&label, labels_ptr(labels) + bad, sizeof(label));
-    MOKD_FAIL("cross_entropy: label ", label, " at index ", bad, " is outside [0, ", C,
-              ") (logits ", shape_str(logits.shape()), ")");
+    MOKD_FAIL("cross_entropy: label ", label, " at index ", bad, " is outside [0, ", C, ")",
+              context);
   }
 }
 

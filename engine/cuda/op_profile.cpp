@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/host_sync.h"
 
 namespace mokd::cuda_profile {
 
@@ -65,6 +66,7 @@ Scope::Scope(const char* op) {
   if (!be) return;
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_pending.size() >= 8192) {  // bound the events held: read them back (a sync; profiling only)
+    note_host_sync("op profile (events full)");
     cudaStreamSynchronize(be->stream());
     drain();
   }
@@ -93,6 +95,7 @@ Scope::~Scope() {
 void reset() {
   if (!enabled() || !cuda_backend()) return;
   std::lock_guard<std::mutex> lock(g_mu);
+  note_host_sync("op profile");
   cudaStreamSynchronize(cuda_backend()->stream());
   drain();
   g_totals.clear();
@@ -101,6 +104,7 @@ void reset() {
 void report(std::FILE* f) {
   if (!enabled() || !cuda_backend()) return;
   std::lock_guard<std::mutex> lock(g_mu);
+  note_host_sync("op profile");
   cudaStreamSynchronize(cuda_backend()->stream());
   drain();
   std::vector<std::pair<std::string, Total>> rows(g_totals.begin(), g_totals.end());
