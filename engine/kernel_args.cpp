@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <string>
 
+#include "engine/model_flops.h"
+
 namespace mokd {
 
 namespace {
@@ -188,13 +190,29 @@ GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tenso
   MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::BF16 || c.dtype() == DType::F32),
              "gemm: a ", a.str(), " and b ", b.str(),
              " must share a dtype, and c must be f32 unless they are bf16; c is ", c.str());
-  return gemm_shape(a, b, c, trans_a, trans_b);
+  const GemmShape s = gemm_shape(a, b, c, trans_a, trans_b);
+  note_model_flops(2.0 * static_cast<double>(s.c.batch) * s.M * s.N * s.K);
+  return s;
 }
 
 // ---- conv2d ----
 
+namespace {
+ConvGeom checked_conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
+                           const Conv2dParams& p);
+}  // namespace
+
+// Forward, backward data and backward weight: each N * Ho * Wo * O multiply-adds of K() terms.
 ConvGeom conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
                    const Conv2dParams& p) {
+  const ConvGeom g = checked_conv_geom(kernel, xs, ws, ys, p);
+  note_model_flops(2.0 * static_cast<double>(g.N) * g.P() * g.O * g.K());
+  return g;
+}
+
+namespace {
+ConvGeom checked_conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
+                           const Conv2dParams& p) {
   MOKD_CHECK(xs.size() == 4 && ws.size() == 4 && ys.size() == 4, kernel,
              ": x, w, y must have rank 4, got ", shape_str(xs), ", ", shape_str(ws), ", ",
              shape_str(ys));
@@ -214,6 +232,7 @@ ConvGeom conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const S
              shape_str(xs), " and w ", shape_str(ws));
   return g;
 }
+}  // namespace
 
 // ---- pooling ----
 
@@ -404,9 +423,18 @@ AttnDims attn_dims(const char* kernel, DeviceType on, const Tensor& q, const Ten
 
 }  // namespace
 
+namespace {
+// Attention's two products, scores q k^T and probabilities times v.
+double attention_flops(const AttnDims& a) {
+  return 2.0 * static_cast<double>(a.bh) * a.nq * a.nk * static_cast<double>(a.d + a.dv);
+}
+}  // namespace
+
 AttnDims attention_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse) {
-  return attn_dims("attention", on, q, k, v, out, lse);
+  const AttnDims a = attn_dims("attention", on, q, k, v, out, lse);
+  note_model_flops(attention_flops(a));
+  return a;
 }
 
 AttnDims attention_backward_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -423,6 +451,7 @@ AttnDims attention_backward_args(DeviceType on, const Tensor& q, const Tensor& k
              kn, ": gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ", gk.str(),
              ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(), ", k ", k.str(),
              ", v ", v.str());
+  note_model_flops(2 * attention_flops(a));  // four products: twice the forward's
   return a;
 }
 

@@ -383,8 +383,11 @@ if [[ $built_train == yes ]] && want e2e; then
     cat "$LOG/one.log" >> "$LOG/train_bench.log"
     record "$label" "$rc" "$(grep 'ms/step' "$LOG/one.log" | tail -1 | cut -c1-150)"
     ((rc == 0)) && MOKD_RES[${label#e2e_}]=$(grep 'ms/step' "$LOG/one.log" | tail -1)
-    grep -q 'host synchronisations' "$LOG/one.log" &&
-      record "${label}_syncs" 0 "$(grep 'host synchronisations' "$LOG/one.log" | tail -1 | sed 's/^ *//')"
+    # Host waits, launches and MFU of the same steps.
+    for what in syncs:'host synchronisations' launches:'kernel launches' mfu:'model FLOPs'; do
+      grep -q "${what#*:}" "$LOG/one.log" &&
+        record "${label}_${what%%:*}" 0 "$(grep "${what#*:}" "$LOG/one.log" | tail -1 | sed 's/^ *//' | cut -c1-150)"
+    done
     [[ ${PROFILE:-0} == 1 ]] && grep -A16 'GPU time per op' "$LOG/one.log"
   done << 'EOF_RUNS'
 e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20

@@ -17,12 +17,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #ifdef MOKD_WITH_CUDA
 #include "engine/cuda/cuda_backend.h"  // cuda_allocator(): cudaMalloc calls in `benchmark`
 #include "engine/cuda/op_profile.h"    // MOKD_CUDA_PROFILE=1 in `benchmark`
 #endif
 #include "engine/host_sync.h"
+#include "engine/model_flops.h"
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
@@ -92,6 +95,27 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
   return 0;
 }
 
+// Dense bf16 tensor-core peak of the GPU, in TFLOP/s, for MFU: MOKD_PEAK_TFLOPS, else NVIDIA's
+// datasheet figure for the cards we know by name (first match; 0 when unknown).
+double bf16_peak_tflops(Device dev) {
+  if (const char* e = std::getenv("MOKD_PEAK_TFLOPS")) return std::atof(e);
+#ifdef MOKD_WITH_CUDA
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, dev.index) != cudaSuccess) return 0;
+  const std::string name = prop.name;
+  struct Card {
+    const char* name;
+    double tflops;
+  };
+  for (const Card& c :
+       {Card{"H200", 989.4}, Card{"H100 PCIe", 756.0}, Card{"H100", 989.4}, Card{"A100", 312.0}})
+    if (name.find(c.name) != std::string::npos) return c.tflops;
+#else
+  (void)dev;
+#endif
+  return 0;
+}
+
 int cmd_benchmark(const TrainConfig& cfg) {
   Device dev = resolve_device(cfg.run.device);
   apply_runtime_settings(cfg);  // run.threads, run.precision
@@ -131,10 +155,19 @@ int cmd_benchmark(const TrainConfig& cfg) {
   m.images = x;
   m.labels = y;
   const uint64_t syncs0 = host_syncs();
+  const double flops0 = model_flops();
+#ifdef MOKD_WITH_CUDA
+  const uint64_t launches0 = cuda_launch_counter().load();
+#endif
   auto t0 = std::chrono::steady_clock::now();
   StepStats last;
   for (int64_t i = 0; i < cfg.bench.steps; ++i) last = d.step(opt, {m}, nullptr);
   const uint64_t step_syncs = host_syncs() - syncs0;
+  const double steps = static_cast<double>(std::max<int64_t>(cfg.bench.steps, 1));
+  const double flops_per_step = (model_flops() - flops0) / steps;
+#ifdef MOKD_WITH_CUDA
+  const double launches_per_step = (cuda_launch_counter().load() - launches0) / steps;
+#endif
   last.read();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double ms = 1000 * s / std::max<int64_t>(cfg.bench.steps, 1);
@@ -145,6 +178,21 @@ int cmd_benchmark(const TrainConfig& cfg) {
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
   std::printf("  host synchronisations inside the timed steps: %.1f per step\n",
               static_cast<double>(step_syncs) / std::max<int64_t>(cfg.bench.steps, 1));
+  const double tflops = flops_per_step / (ms / 1000) / 1e12;
+  const double peak = dev.is_cuda() ? bf16_peak_tflops(dev) : 0;
+  if (peak > 0)
+    std::printf(
+        "  model FLOPs %.3g per step, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s (bf16 peak)\n",
+        flops_per_step, tflops, 100 * tflops / peak, peak);
+  else
+    std::printf(
+        "  model FLOPs %.3g per step, %.3f TFLOP/s%s\n", flops_per_step, tflops,
+        dev.is_cuda() ? " (MFU: unknown bf16 peak for this GPU; set MOKD_PEAK_TFLOPS)" : "");
+#ifdef MOKD_WITH_CUDA
+  if (dev.is_cuda())
+    std::printf("  kernel launches per step: %.0f (own kernels, cuBLASLt, cuDNN, device copies)\n",
+                launches_per_step);
+#endif
   if (const std::string problem = last.problem(); !problem.empty())
     std::printf("  warning: the last step's values show a problem: %s\n", problem.c_str());
 #ifdef MOKD_WITH_CUDA

@@ -43,6 +43,10 @@ void gemm_one(const float* pa, const float* pb, float* pc, const GemmDims& da, c
     C.noalias() += alpha * (A.transpose() * B.transpose());
 }
 
+// The checked f32 product (a and b f32: bf16 operands come here widened).
+void gemm_f32(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, bool trans_a,
+              bool trans_b, float alpha, float beta);
+
 }  // namespace
 
 void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
@@ -52,9 +56,16 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
     // bf16 operands, f32 accumulation and output (MatmulPrecision::BF16): widen exactly, then f32.
     MOKD_CHECK(c.dtype() == DType::F32, "gemm: the CPU backend writes bf16 products to f32 c, got ",
                c.str());
-    gemm(a.to(DType::F32), b.to(DType::F32), c, trans_a, trans_b, alpha, beta);
+    gemm_f32(a.to(DType::F32), b.to(DType::F32), c, s, trans_a, trans_b, alpha, beta);
     return;
   }
+  gemm_f32(a, b, c, s, trans_a, trans_b, alpha, beta);
+}
+
+namespace {
+
+void gemm_f32(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, bool trans_a,
+              bool trans_b, float alpha, float beta) {
   const GemmDims &da = s.a, &db = s.b, &dc = s.c;
   const int64_t M = s.M, N = s.N, K = s.K;
 
@@ -81,5 +92,7 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
   for (int64_t i = 0; i < batch; ++i)
     gemm_one(pa + i * sa, pb + i * sb, pc + i * sc, da, db, M, N, trans_a, trans_b, alpha, beta);
 }
+
+}  // namespace
 
 }  // namespace mokd

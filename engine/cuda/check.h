@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "engine/error.h"
@@ -27,9 +29,19 @@ namespace cuda_detail {
 }
 }  // namespace cuda_detail
 
-// After a kernel launch: turns a launch failure (bad configuration, no kernel image for this GPU)
-// into a CudaError naming the kernel.
+// Operations the CUDA backend queues on its stream: its own kernel launches (each checked by
+// check_launch), cuBLASLt matmuls, cuDNN convolutions and device-to-device copies. Process-wide;
+// `mokd_train benchmark` reports them per step.
+inline std::atomic<uint64_t>& cuda_launch_counter() {
+  static std::atomic<uint64_t> n{0};
+  return n;
+}
+inline void count_launch() { cuda_launch_counter().fetch_add(1, std::memory_order_relaxed); }
+
+// After a kernel launch: counts it, and turns a launch failure (bad configuration, no kernel image
+// for this GPU) into a CudaError naming the kernel.
 inline void check_launch(const char* kernel) {
+  count_launch();
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
     throw CudaError(

@@ -178,6 +178,7 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
       }
       MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
       Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
+      count_launch();
       const float one = 1.f, zero = 0.f;
       MOKD_CUDNN_CHECK(
           cudnnConvolutionForward(cudnn_handle(), &one, d.x, x.raw_data(), d.w, w.raw_data(),
@@ -232,6 +233,7 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
     }
     MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
     Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
+    count_launch();
     const float one = 1.f, zero = 0.f;
     MOKD_CUDNN_CHECK(
         cudnnConvolutionBackwardData(cudnn_handle(), &one, d.w, w.raw_data(), d.y, gy.raw_data(),
@@ -280,6 +282,7 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, cons
     }
     MOKD_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, ch.math));
     Tensor ws = scratch(static_cast<int64_t>((ch.workspace + 7) / 8));
+    count_launch();
     const float one = 1.f, zero = 0.f;
     MOKD_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
         cudnn_handle(), &one, d.x, x.raw_data(), d.y, gy.raw_data(), d.conv,

@@ -213,9 +213,11 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
   if (src.numel() == 0) return;
   cuda_guarded("copy", {&src, &dst}, [&] {
     if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
-      if (src.raw_data() != dst.raw_data())
+      if (src.raw_data() != dst.raw_data()) {
+        count_launch();
         MOKD_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(),
                                         cudaMemcpyDeviceToDevice, stream()));
+      }
       return;
     }
     kernels::StridedDesc d = cuda_strided_desc("copy", src.shape(), src.strides(), dst.strides());

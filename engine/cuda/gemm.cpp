@@ -13,6 +13,7 @@
 #include "engine/cuda/check.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/kernel_args.h"
+#include "engine/model_flops.h"
 
 namespace mokd {
 
@@ -144,6 +145,7 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
     std::lock_guard<std::mutex> lock(g_cache_mu);
     g_algo_cache[key] = res;
   }
+  count_launch();
   MOKD_CUBLAS_CHECK(cublasLtMatmul(be.lt_handle(), op, &alpha, pb, l1.l, pa, l2.l, &beta, pc, lc.l,
                                    pc, lc.l, &res.algo, ws, ws_bytes, be.stream()));
 }
@@ -215,6 +217,8 @@ void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias
     Backend::gemm_bias(a, b, bias, c);
     return;
   }
+  // The product's FLOPs, as gemm_args counts them for the unfused default (engine/model_flops.h).
+  note_model_flops(2.0 * static_cast<double>(s.M) * s.N * s.K);
   cuda_guarded("gemm_bias", {&a, &b, &bias, &c}, [&] {
     lt_matmul(*this, a.raw_data(), b.raw_data(), c.raw_data(), a.dtype(), c.dtype(), 1, s.M, s.N,
               s.K, false, true, 0, 0, 0, 1.f, 0.f, static_cast<const float*>(bias.raw_data()));
