@@ -1,6 +1,7 @@
 #include "engine/backend.h"
 
 #include "engine/error.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -50,6 +51,10 @@ Backend& backend_for(Device d) {
 void Backend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
   MOKD_CHECK(c.dim() == 2 && bias.numel() == c.size(-1), "gemm_bias: bias ", bias.str(),
              " must have one element per column of c ", c.str());
+  // One kernel call as the ledger sees it, whichever backend runs it (engine/kernel_costs.h).
+  note_kernel("gemm_bias", {&a, &b, &bias}, {&c},
+              2.0 * static_cast<double>(c.size(0)) * c.size(1) * a.size(-1));
+  NestedKernels nested;
   copy(bias.view({1, c.size(1)}).expand_view(c.shape()), c);
   gemm(a, b, c, false, true, 1.f, 1.f);
 }

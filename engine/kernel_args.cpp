@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <string>
 
-#include "engine/model_flops.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -61,6 +61,7 @@ void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out) {
   expect_f32(x, on, k, "x");
   expect_f32(out, on, k, "out");
   MOKD_CHECK(x.numel() == out.numel(), k, ": out ", out.str(), " does not match x ", x.str());
+  note_kernel(k, {&x}, {&out});
 }
 
 void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& gout,
@@ -71,6 +72,7 @@ void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tenso
   expect_f32(gin, on, k, "grad_in");
   MOKD_CHECK(x.numel() == gout.numel() && x.numel() == gin.numel(), k, ": gradients ", gout.str(),
              ", ", gin.str(), " do not match x ", x.str());
+  note_kernel(k, {&x, &gout}, {&gin});
 }
 
 void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& out) {
@@ -81,6 +83,7 @@ void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& 
   expect_f32(out, on, "binary", "out");
   MOKD_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "binary: operands ", a.str(),
              " and ", b.str(), " must be expanded to the output ", out.str());
+  note_kernel("binary", {&a, &b}, {&out});
 }
 
 // ---- reductions ----
@@ -93,6 +96,7 @@ void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out) {
   for (int64_t k = 0; k < x.dim(); ++k)
     MOKD_CHECK(out.shape()[k] == x.shape()[k] || out.shape()[k] == 1, "reduce_sum: out ", out.str(),
                " does not match x ", x.str());
+  note_kernel("reduce_sum", {&x}, {&out});
 }
 
 RowDims argmax_args(DeviceType on, const Tensor& x, const Tensor& out) {
@@ -101,6 +105,7 @@ RowDims argmax_args(DeviceType on, const Tensor& x, const Tensor& out) {
   MOKD_CHECK(out.dtype() == DType::I64 && out.numel() == x.numel() / x.size(-1), "argmax: out ",
              out.str(), " must be i64 with one element per row of ", x.str());
   expect_on(out, on, "argmax", "out");
+  note_kernel("argmax", {&x}, {&out});
   return {x.numel() / x.size(-1), x.size(-1)};
 }
 
@@ -108,6 +113,7 @@ void sum_squares_args(DeviceType on, const Tensor& x, const Tensor& out) {
   expect_f32(x, on, "sum_squares", "x");
   expect_f32(out, on, "sum_squares", "out");
   MOKD_CHECK(out.numel() == 1, "sum_squares: out must have one element, got ", out.str());
+  note_kernel("sum_squares", {&x, &out}, {&out});
 }
 
 // ---- softmax family ----
@@ -126,6 +132,7 @@ RowDims softmax_args(DeviceType on, const Tensor& x, const Tensor& y, bool log) 
   expect_f32(x, on, k, "x");
   expect_f32(y, on, k, "y");
   MOKD_CHECK(x.shape() == y.shape(), k, ": y ", y.str(), " must match x ", x.str());
+  note_kernel(log ? "log_softmax" : "softmax", {&x}, {&y});
   return last_dim_rows(x);
 }
 
@@ -137,6 +144,7 @@ RowDims softmax_backward_args(DeviceType on, const Tensor& y, const Tensor& gy, 
   expect_f32(gx, on, k, "grad_x");
   MOKD_CHECK(y.shape() == gy.shape() && y.shape() == gx.shape(), k, ": shapes of y ", y.str(),
              ", grad_y ", gy.str(), " and grad_x ", gx.str(), " differ");
+  note_kernel(log ? "log_softmax_backward" : "softmax_backward", {&y, &gy}, {&gx});
   return last_dim_rows(y);
 }
 
@@ -147,6 +155,7 @@ RowDims logsumexp_args(DeviceType on, const Tensor& x, const Tensor& out) {
   const int64_t c = x.size(-1), rows = out.numel();
   MOKD_CHECK(rows * c == x.numel(), "logsumexp: out ", out.str(),
              " must have one element per row of ", x.str());
+  note_kernel("logsumexp", {&x}, {&out});
   return {rows, c};
 }
 
@@ -191,28 +200,14 @@ GemmShape gemm_args(DeviceType on, const Tensor& a, const Tensor& b, const Tenso
              "gemm: a ", a.str(), " and b ", b.str(),
              " must share a dtype, and c must be f32 unless they are bf16; c is ", c.str());
   const GemmShape s = gemm_shape(a, b, c, trans_a, trans_b);
-  note_model_flops(2.0 * static_cast<double>(s.c.batch) * s.M * s.N * s.K);
+  note_kernel("gemm", {&a, &b}, {&c}, 2.0 * static_cast<double>(s.c.batch) * s.M * s.N * s.K);
   return s;
 }
 
 // ---- conv2d ----
 
-namespace {
-ConvGeom checked_conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
-                           const Conv2dParams& p);
-}  // namespace
-
-// Forward, backward data and backward weight: each N * Ho * Wo * O multiply-adds of K() terms.
 ConvGeom conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
                    const Conv2dParams& p) {
-  const ConvGeom g = checked_conv_geom(kernel, xs, ws, ys, p);
-  note_model_flops(2.0 * static_cast<double>(g.N) * g.P() * g.O * g.K());
-  return g;
-}
-
-namespace {
-ConvGeom checked_conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
-                           const Conv2dParams& p) {
   MOKD_CHECK(xs.size() == 4 && ws.size() == 4 && ys.size() == 4, kernel,
              ": x, w, y must have rank 4, got ", shape_str(xs), ", ", shape_str(ws), ", ",
              shape_str(ys));
@@ -232,7 +227,20 @@ ConvGeom checked_conv_geom(const char* kernel, const Shape& xs, const Shape& ws,
              shape_str(xs), " and w ", shape_str(ws));
   return g;
 }
-}  // namespace
+
+// Forward, backward data and backward weight: each N * Ho * Wo * O multiply-adds of K() terms.
+ConvGeom conv_args(const char* kernel, const Tensor& x, const Tensor& w, const Tensor& y,
+                   const Conv2dParams& p, const Tensor* bias, bool backward_data) {
+  const ConvGeom g = conv_geom(kernel, x.shape(), w.shape(), y.shape(), p);
+  const double flops = 2.0 * static_cast<double>(g.N) * g.P() * g.O * g.K();
+  if (std::string(kernel) == "conv2d")
+    note_kernel("conv2d", {&x, &w, bias}, {&y}, flops);
+  else if (backward_data)
+    note_kernel("conv2d_backward_data", {&y, &w}, {&x}, flops);
+  else
+    note_kernel("conv2d_backward_weight", {&y, &x}, {&w}, flops);
+  return g;
+}
 
 // ---- pooling ----
 
@@ -259,6 +267,7 @@ PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, 
                  argmax.shape() == y.shape(),
              "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ",
              y.str());
+  note_kernel("max_pool2d", {&x}, {&y, &argmax});
   return pool_geom("max_pool2d", x.shape(), y.shape(), p);
 }
 
@@ -272,11 +281,13 @@ void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& arg
              " must be contiguous i64 shaped like gy ", gy.str());
   MOKD_CHECK(gx.dim() == 4 && gy.dim() == 4 && gx.size(0) == gy.size(0) && gx.size(3) == gy.size(3),
              "max_pool2d_backward: gx ", gx.str(), " does not fit gy ", gy.str());
+  note_kernel("max_pool2d_backward", {&gy, &argmax}, {&gx});
 }
 
 PoolGeom avg_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y) {
   expect_f32(x, on, "avg_pool2d", "x");
   expect_f32(y, on, "avg_pool2d", "y");
+  note_kernel("avg_pool2d", {&x}, {&y});
   return pool_geom("avg_pool2d", x.shape(), y.shape(), p);
 }
 
@@ -284,6 +295,7 @@ PoolGeom avg_pool2d_backward_args(DeviceType on, const Tensor& gy, const Pool2dP
                                   const Tensor& gx) {
   expect_f32(gy, on, "avg_pool2d_backward", "gy");
   expect_f32(gx, on, "avg_pool2d_backward", "gx");
+  note_kernel("avg_pool2d_backward", {&gy}, {&gx});
   return pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
 }
 
@@ -319,6 +331,7 @@ RowDims layer_norm_args(DeviceType on, const Tensor& x, const Tensor* w, const T
   expect_row_stats(rstd, rows, on, "layer_norm", "rstd");
   expect_ln_param(w, d, on, "layer_norm", "weight");
   expect_ln_param(b, d, on, "layer_norm", "bias");
+  note_kernel("layer_norm", {&x, w, b}, {&y, &mean, &rstd});
   return {rows, d};
 }
 
@@ -337,6 +350,7 @@ RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& 
   expect_ln_param(w, d, on, k, "weight");
   expect_ln_param(gw, d, on, k, "grad_weight");
   expect_ln_param(gb, d, on, k, "grad_bias");
+  note_kernel("layer_norm_backward", {&gy, &x, w, &mean, &rstd}, {&gx, gw, gb});
   return {rows, d};
 }
 
@@ -374,6 +388,8 @@ BnDims batch_norm_train_args(DeviceType on, const Tensor& x, const Tensor& w, co
   const BnDims d =
       bn_dims(k, on, x, {&w, &b, &running_mean, &running_var, &save_mean, &save_invstd});
   MOKD_CHECK(d.rows > 1, k, ": needs more than one value per channel, got x ", x.str());
+  note_kernel("batch_norm_train", {&x, &w, &b, &running_mean, &running_var},
+              {&y, &save_mean, &save_invstd, &running_mean, &running_var});
   return d;
 }
 
@@ -381,6 +397,7 @@ BnDims batch_norm_eval_args(DeviceType on, const Tensor& x, const Tensor& w, con
                             const Tensor& running_mean, const Tensor& running_var,
                             const Tensor& y) {
   bn_like("batch_norm_eval", on, x, y);
+  note_kernel("batch_norm_eval", {&x, &w, &b, &running_mean, &running_var}, {&y});
   return bn_dims("batch_norm_eval", on, x, {&w, &b, &running_mean, &running_var});
 }
 
@@ -394,6 +411,7 @@ BnDims batch_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x
   const BnDims d = bn_dims(k, on, x, {&w, &mean, &invstd, &gw, &gb});
   MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": gy ", gy.str(), " and gx ",
              gx.str(), " must match x ", x.str());
+  note_kernel("batch_norm_backward", {&gy, &x, &w, &mean, &invstd}, {&gx, &gw, &gb});
   return d;
 }
 
@@ -433,7 +451,7 @@ double attention_flops(const AttnDims& a) {
 AttnDims attention_args(DeviceType on, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse) {
   const AttnDims a = attn_dims("attention", on, q, k, v, out, lse);
-  note_model_flops(attention_flops(a));
+  note_kernel("attention", {&q, &k, &v}, {&out, &lse}, attention_flops(a));
   return a;
 }
 
@@ -451,7 +469,8 @@ AttnDims attention_backward_args(DeviceType on, const Tensor& q, const Tensor& k
              kn, ": gradient shapes gout ", gout.str(), ", gq ", gq.str(), ", gk ", gk.str(),
              ", gv ", gv.str(), " do not match out ", out.str(), ", q ", q.str(), ", k ", k.str(),
              ", v ", v.str());
-  note_model_flops(2 * attention_flops(a));  // four products: twice the forward's
+  note_kernel("attention_backward", {&q, &k, &v, &out, &lse, &gout}, {&gq, &gk, &gv},
+              2 * attention_flops(a));  // four products: twice the forward's
   return a;
 }
 
@@ -508,6 +527,7 @@ LossDims one_hot_args(DeviceType on, const Tensor& labels, const Tensor& out) {
   expect_f32(out, on, "one_hot", "out");
   MOKD_CHECK(out.dim() == 2 && out.size(0) == labels.size(0), "one_hot: out ", out.str(),
              " must be [B, C] for labels ", labels.str());
+  note_kernel("one_hot", {&labels}, {&out});
   return {out.size(0), out.size(1)};
 }
 
@@ -518,6 +538,7 @@ LossDims ce_args(DeviceType on, const Tensor& logits, const Tensor* labels, cons
   loss_targets(k, on, logits, labels, soft, smoothing);
   loss_rows_arg(k, on, loss_rows, d.B, "loss_rows");
   loss_rows_arg(k, on, lse, d.B, "lse");
+  note_kernel("cross_entropy", {&logits, labels, soft}, {&loss_rows, &lse});
   return d;
 }
 
@@ -534,6 +555,8 @@ LossDims ce_backward_args(DeviceType on, const Tensor& logits, const Tensor* lab
     MOKD_CHECK(soft, k, ": a soft-target gradient needs soft targets");
     loss_like(k, on, *gsoft, logits, "grad_soft");
   }
+  note_kernel("cross_entropy_backward", {&logits, labels, soft, &lse, &gloss_rows},
+              {glogits, gsoft});
   return d;
 }
 
@@ -546,6 +569,7 @@ LossDims kl_args(DeviceType on, const Tensor& student, const Tensor& teacher, fl
   loss_rows_arg(k, on, loss_rows, d.B, "loss_rows");
   loss_rows_arg(k, on, lse_s, d.B, "lse_student");
   loss_rows_arg(k, on, lse_t, d.B, "lse_teacher");
+  note_kernel("kl_div", {&student, &teacher}, {&loss_rows, &lse_s, &lse_t});
   return d;
 }
 
@@ -560,6 +584,7 @@ LossDims kl_backward_args(DeviceType on, const Tensor& student, const Tensor& te
   loss_rows_arg(k, on, lse_t, d.B, "lse_teacher");
   loss_grad_rows(k, on, gloss_rows, d.B);
   loss_like(k, on, gstudent, student, "grad_student");
+  note_kernel("kl_div_backward", {&student, &teacher, &lse_s, &lse_t, &gloss_rows}, {&gstudent});
   return d;
 }
 
@@ -605,6 +630,7 @@ ImageBatchDims prepare_images_args(DeviceType on, const Tensor& pixels, const Te
                                  m.top + m.height <= d.h && m.left + m.width <= d.w),
       k, ": cutmix box (top ", m.top, ", left ", m.left, ", ", m.height, " x ", m.width,
       ") is not inside the ", d.h, " x ", d.w, " image");
+  note_kernel("prepare_images", {&pixels, &table}, {&out});
   return d;
 }
 
@@ -618,6 +644,16 @@ void same_size(const std::string& k, const Tensor& t, const Tensor& p, const cha
 
 }  // namespace
 
+namespace {
+// A multi-tensor update names one entry ("adam_update_multi entry 3"): its kernel is the first
+// word.
+const char* kernel_family(const std::string& kernel) {
+  for (const char* k : {"adam_update_multi", "adam_update", "sgd_update_multi", "sgd_update"})
+    if (kernel.rfind(k, 0) == 0) return k;
+  return "optimizer";
+}
+}  // namespace
+
 void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
                const Tensor& m, const Tensor& v, const AdamHyper& h) {
   const char* k = kernel.c_str();
@@ -629,6 +665,7 @@ void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const 
   same_size(kernel, m, p, "exp_avg");
   same_size(kernel, v, p, "exp_avg_sq");
   MOKD_CHECK(h.step >= 1, kernel, ": step must be >= 1 (1-based, after increment), got ", h.step);
+  note_kernel(kernel_family(kernel), {&p, &g, &m, &v}, {&p, &m, &v});
 }
 
 void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
@@ -641,6 +678,8 @@ void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const T
     expect_f32(buf, on, k, "momentum_buffer");
     same_size(kernel, buf, p, "momentum_buffer");
   }
+  note_kernel(kernel_family(kernel), {&p, &g, h.momentum != 0 ? &buf : nullptr},
+              {&p, h.momentum != 0 ? &buf : nullptr});
 }
 
 std::string entry_name(const char* kernel, size_t i) {

@@ -77,6 +77,11 @@ struct ConvGeom {
 };
 ConvGeom conv_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
                    const Conv2dParams& p);
+// The geometry of one convolution kernel call, noted (engine/kernel_costs.h): "conv2d" with x, w,
+// y (and the bias); backward_data with gx as x and gy as y; otherwise backward_weight, with gw as
+// w and gy as y.
+ConvGeom conv_args(const char* kernel, const Tensor& x, const Tensor& w, const Tensor& y,
+                   const Conv2dParams& p, const Tensor* bias, bool backward_data);
 
 // Pooling: x [N, H, W, C] and y [N, Ho, Wo, C] with Ho = (H + 2 pad - k) / stride + 1 (floor).
 struct PoolGeom {

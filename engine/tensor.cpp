@@ -8,6 +8,7 @@
 #include "engine/bf16.h"
 #include "engine/error.h"
 #include "engine/host_sync.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -255,6 +256,8 @@ void Tensor::copy_(const Tensor& src) {
              " differ in shape");
   if (numel() == 0) return;
   if (src.device() == device()) {
+    if (src.raw_data() != raw_data() || src.dtype() != dtype() || src.strides() != strides())
+      note_kernel("copy", {&src}, {this});
     backend_for(device()).copy(src, *this);
     return;
   }
@@ -274,6 +277,7 @@ void Tensor::copy_(const Tensor& src) {
 
 void Tensor::fill_(double value) {
   if (numel() == 0) return;
+  note_kernel("fill", {}, {this});
   backend_for(device()).fill(*this, value);
 }
 

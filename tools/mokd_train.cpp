@@ -18,6 +18,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <optional>
 #include <string>
 
 #ifdef MOKD_WITH_CUDA
@@ -25,13 +27,14 @@
 #include "engine/cuda/op_profile.h"    // MOKD_CUDA_PROFILE=1 in `benchmark`
 #endif
 #include "engine/host_sync.h"
-#include "engine/model_flops.h"
+#include "engine/kernel_costs.h"
 #include "engine/precision.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
 #include "mokd/bench_data.h"
 #include "mokd/checkpoint.h"
 #include "mokd/config.h"
+#include "mokd/cost_report.h"
 #include "mokd/distill.h"
 #include "mokd/dry_run.h"
 #include "mokd/evaluate.h"
@@ -116,7 +119,16 @@ double bf16_peak_tflops(Device dev) {
   return 0;
 }
 
-int cmd_benchmark(const TrainConfig& cfg) {
+// `benchmark --ledger`: the cost ledger of the timed steps and the card it is floored on. The
+// defaults are the H200's, measured by bench/bench_gpu.cpp (NOTES.md): d2d copy 3586 GB/s, direct
+// cuBLASLt GEMM 688 TFLOP/s in bf16 and 51.3 in f32 (TF32 off).
+struct LedgerOptions {
+  bool on = false;
+  double copy_gbps = 3586;
+  double gemm_tflops = 0;  // 0: 688 for run.precision bf16, 51.3 for f32
+};
+
+int cmd_benchmark(const TrainConfig& cfg, const LedgerOptions& lo) {
   Device dev = resolve_device(cfg.run.device);
   apply_runtime_settings(cfg);  // run.threads, run.precision
   ModelOverrides o;
@@ -156,6 +168,8 @@ int cmd_benchmark(const TrainConfig& cfg) {
   m.labels = y;
   const uint64_t syncs0 = host_syncs();
   const double flops0 = model_flops();
+  std::optional<KernelLedger> ledger;
+  if (lo.on) ledger.emplace();
 #ifdef MOKD_WITH_CUDA
   const uint64_t launches0 = cuda_launch_counter().load();
 #endif
@@ -193,6 +207,19 @@ int cmd_benchmark(const TrainConfig& cfg) {
     std::printf("  kernel launches per step: %.0f (own kernels, cuBLASLt, cuDNN, device copies)\n",
                 launches_per_step);
 #endif
+  if (ledger) {
+    CardRates card;
+    card.copy_gbps = lo.copy_gbps;
+    card.gemm_tflops =
+        lo.gemm_tflops > 0 ? lo.gemm_tflops : (cfg.run.precision == "bf16" ? 688.0 : 51.3);
+    std::map<std::string, double> gpu;
+#ifdef MOKD_WITH_CUDA
+    if (dev.is_cuda()) gpu = cuda_profile::times_ms();
+#endif
+    std::printf(
+        "%s",
+        format_ledger(ledger->by_kernel(), steps, card, gpu.empty() ? nullptr : &gpu).c_str());
+  }
   if (const std::string problem = last.problem(); !problem.empty())
     std::printf("  warning: the last step's values show a problem: %s\n", problem.c_str());
 #ifdef MOKD_WITH_CUDA
@@ -308,6 +335,17 @@ int main(int argc, char** argv) {
                    "samples of the split read into memory for the stages (spread evenly)")
       ->capture_default_str();
   bdata->app->add_option("--json", json, "also write the results to this JSON file");
+  LedgerOptions ledger_opt;
+  bench->app->add_flag("--ledger", ledger_opt.on,
+                       "also print the cost ledger: per kernel, calls, bytes and FLOPs per step "
+                       "(from shapes) and the floor they imply on a card");
+  bench->app
+      ->add_option("--copy-gbps", ledger_opt.copy_gbps,
+                   "the ledger's card: copy bandwidth in GB/s (default: the H200's, measured)")
+      ->capture_default_str();
+  bench->app->add_option("--gemm-tflops", ledger_opt.gemm_tflops,
+                         "the ledger's card: GEMM rate in TFLOP/s (default: the H200's, measured: "
+                         "688 in bf16, 51.3 in f32)");
   PreviewOptions popt;
   preview->app->add_option("--out", popt.out, "the PNG to write")->required();
   preview->app->add_option("--count", popt.count, "training samples shown")->capture_default_str();
@@ -368,7 +406,7 @@ int main(int argc, char** argv) {
       }
       if (s.get() == eval) return cmd_eval(cfg, weights, model_name, job.comm.get());
       if (s.get() == exp) return cmd_export(cfg, weights, out, model_name);
-      if (s.get() == bench) return cmd_benchmark(cfg);
+      if (s.get() == bench) return cmd_benchmark(cfg, ledger_opt);
       if (s.get() == bdata) return cmd_bench_data(cfg, threads, bopt, json);
       if (s.get() == preview) return cmd_preview_data(cfg, popt);
     }

@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -27,7 +28,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, fl
   const float* pv = v.data<float>();
   float* po = out.data<float>();
   float* pl = lse.data<float>();
-  if (a.nk == 0) {  // softmax over nothing: no output, lse = log(0)
+  if (a.nk == 0) {         // softmax over nothing: no output, lse = log(0)
+    NestedKernels nested;  // part of this call (noted already)
     out.fill_(0.0);
     lse.fill_(-std::numeric_limits<double>::infinity());
     return;
@@ -69,6 +71,7 @@ void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tens
   float* pgk = gk.data<float>();
   float* pgv = gv.data<float>();
   if (a.nk == 0) {
+    NestedKernels nested;  // part of this call (noted already)
     gq.fill_(0.0);
     return;
   }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -72,6 +73,7 @@ bool bf16_via_f32(const char* kernel, const Tensor& a, const char* na, const Ten
   if (expect_float_operands(kernel, DeviceType::CPU, {{&a, na}, {&b, nb}, {&out, nout}}) !=
       DType::BF16)
     return false;
+  NestedKernels nested;  // the caller notes the bf16 call; the widening and f32 call are its own
   Tensor af = a.to(DType::F32), bf = b.to(DType::F32);
   Tensor of = Tensor::empty(out.shape(), DType::F32, Device::cpu());
   run(af, bf, of);
@@ -88,12 +90,14 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, co
                      MOKD_CHECK(!bias, "conv2d: bf16 operands take no bias (add it in f32), got ",
                                 bias->str());
                      conv2d(xf, wf, nullptr, p, yf);
-                   }))
+                   })) {
+    conv_args("conv2d", x, w, y, p, bias, false);
     return;
+  }
   cpu_expect_f32(x, "conv2d", "x");
   cpu_expect_f32(w, "conv2d", "w");
   cpu_expect_f32(y, "conv2d", "y");
-  ConvGeom g = conv_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
+  ConvGeom g = conv_args("conv2d", x, w, y, p, bias, false);
   const float* bp = nullptr;
   if (bias) {
     cpu_expect_f32(*bias, "conv2d", "bias");
@@ -139,12 +143,14 @@ void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const C
   if (bf16_via_f32("conv2d_backward_data", gy, "gy", w, "w", gx, "gx",
                    [&](const Tensor& gyf, const Tensor& wf, Tensor& gxf) {
                      conv2d_backward_data(gyf, wf, p, gxf);
-                   }))
+                   })) {
+    conv_args("conv2d_backward_data", gx, w, gy, p, nullptr, true);
     return;
+  }
   cpu_expect_f32(gy, "conv2d_backward_data", "gy");
   cpu_expect_f32(w, "conv2d_backward_data", "w");
   cpu_expect_f32(gx, "conv2d_backward_data", "gx");
-  ConvGeom g = conv_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
+  ConvGeom g = conv_args("conv2d_backward_data", gx, w, gy, p, nullptr, true);
   const float* pg = gy.data<float>();
   const float* pw = w.data<float>();
   float* px = gx.data<float>();
@@ -180,12 +186,14 @@ void CpuBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, const
   if (bf16_via_f32("conv2d_backward_weight", gy, "gy", x, "x", gw, "gw",
                    [&](const Tensor& gyf, const Tensor& xf, Tensor& gwf) {
                      conv2d_backward_weight(gyf, xf, p, gwf);
-                   }))
+                   })) {
+    conv_args("conv2d_backward_weight", x, gw, gy, p, nullptr, false);
     return;
+  }
   cpu_expect_f32(gy, "conv2d_backward_weight", "gy");
   cpu_expect_f32(x, "conv2d_backward_weight", "x");
   cpu_expect_f32(gw, "conv2d_backward_weight", "gw");
-  ConvGeom g = conv_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
+  ConvGeom g = conv_args("conv2d_backward_weight", x, gw, gy, p, nullptr, false);
   const float* pg = gy.data<float>();
   const float* px = x.data<float>();
   float* pw = gw.data<float>();

@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -56,6 +57,7 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
     // bf16 operands, f32 accumulation and output (MatmulPrecision::BF16): widen exactly, then f32.
     MOKD_CHECK(c.dtype() == DType::F32, "gemm: the CPU backend writes bf16 products to f32 c, got ",
                c.str());
+    NestedKernels nested;  // the widening copies are part of this call (noted already)
     gemm_f32(a.to(DType::F32), b.to(DType::F32), c, s, trans_a, trans_b, alpha, beta);
     return;
   }

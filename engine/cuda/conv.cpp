@@ -21,9 +21,10 @@ namespace mokd {
 namespace {
 
 // The shared conv2d contract plus cuDNN's int range.
-ConvGeom cudnn_geom(const char* kernel, const Shape& xs, const Shape& ws, const Shape& ys,
-                    const Conv2dParams& p) {
-  ConvGeom g = conv_geom(kernel, xs, ws, ys, p);
+ConvGeom cudnn_geom(const char* kernel, const Tensor& x, const Tensor& w, const Tensor& y,
+                    const Conv2dParams& p, const Tensor* bias, bool backward_data) {
+  const Shape& xs = x.shape();
+  ConvGeom g = conv_args(kernel, x, w, y, p, bias, backward_data);
   const int64_t lim = INT32_MAX;
   MOKD_CHECK(g.N <= lim && g.H <= lim && g.W <= lim && g.C <= lim && g.O <= lim, kernel,
              ": sizes exceed cuDNN's int range: x ", shape_str(xs));
@@ -137,7 +138,7 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias,
                          const Conv2dParams& p, Tensor& y) {
   const DType dt =
       expect_float_operands("conv2d", DeviceType::CUDA, {{&x, "x"}, {&w, "w"}, {&y, "y"}});
-  ConvGeom g = cudnn_geom("conv2d", x.shape(), w.shape(), y.shape(), p);
+  ConvGeom g = cudnn_geom("conv2d", x, w, y, p, bias, false);
   if (bias) {
     MOKD_CHECK(dt == DType::F32, "conv2d: bf16 operands take no bias (add it in f32), got ",
                bias->str());
@@ -196,7 +197,7 @@ void CudaBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const 
                                        Tensor& gx) {
   const DType dt = expect_float_operands("conv2d_backward_data", DeviceType::CUDA,
                                          {{&gy, "gy"}, {&w, "w"}, {&gx, "gx"}});
-  ConvGeom g = cudnn_geom("conv2d_backward_data", gx.shape(), w.shape(), gy.shape(), p);
+  ConvGeom g = cudnn_geom("conv2d_backward_data", gx, w, gy, p, nullptr, true);
   if (gx.numel() == 0) return;
   cuda_guarded("conv2d_backward_data", {&gy, &w, &gx}, [&] {
     if (gy.numel() == 0 || w.numel() == 0) {
@@ -246,7 +247,7 @@ void CudaBackend::conv2d_backward_weight(const Tensor& gy, const Tensor& x, cons
                                          Tensor& gw) {
   const DType dt = expect_float_operands("conv2d_backward_weight", DeviceType::CUDA,
                                          {{&gy, "gy"}, {&x, "x"}, {&gw, "gw"}});
-  ConvGeom g = cudnn_geom("conv2d_backward_weight", x.shape(), gw.shape(), gy.shape(), p);
+  ConvGeom g = cudnn_geom("conv2d_backward_weight", x, gw, gy, p, nullptr, false);
   if (gw.numel() == 0) return;
   cuda_guarded("conv2d_backward_weight", {&gy, &x, &gw}, [&] {
     if (gy.numel() == 0 || x.numel() == 0) {

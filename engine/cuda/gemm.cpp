@@ -13,7 +13,7 @@
 #include "engine/cuda/check.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/kernel_args.h"
-#include "engine/model_flops.h"
+#include "engine/kernel_costs.h"
 
 namespace mokd {
 
@@ -162,7 +162,8 @@ void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a
   if (batch == 0 || M == 0 || N == 0) return;
 
   cuda_guarded("gemm", {&a, &b, &c}, [&] {
-    if (K == 0) {  // empty sum: c = beta c
+    if (K == 0) {            // empty sum: c = beta c
+      NestedKernels nested;  // part of this gemm call (noted already)
       if (beta == 0.f)
         fill(c, 0.0);
       else if (beta != 1.f) {
@@ -217,8 +218,8 @@ void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias
     Backend::gemm_bias(a, b, bias, c);
     return;
   }
-  // The product's FLOPs, as gemm_args counts them for the unfused default (engine/model_flops.h).
-  note_model_flops(2.0 * static_cast<double>(s.M) * s.N * s.K);
+  // Noted as the unfused default notes it (engine/kernel_costs.h).
+  note_kernel("gemm_bias", {&a, &b, &bias}, {&c}, 2.0 * static_cast<double>(s.M) * s.N * s.K);
   cuda_guarded("gemm_bias", {&a, &b, &bias, &c}, [&] {
     lt_matmul(*this, a.raw_data(), b.raw_data(), c.raw_data(), a.dtype(), c.dtype(), 1, s.M, s.N,
               s.K, false, true, 0, 0, 0, 1.f, 0.f, static_cast<const float*>(bias.raw_data()));

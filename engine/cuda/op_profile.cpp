@@ -101,6 +101,17 @@ void reset() {
   g_totals.clear();
 }
 
+std::map<std::string, double> times_ms() {
+  std::map<std::string, double> out;
+  if (!enabled() || !cuda_backend()) return out;
+  std::lock_guard<std::mutex> lock(g_mu);
+  note_host_sync("op profile");
+  cudaStreamSynchronize(cuda_backend()->stream());
+  drain();
+  for (const auto& [op, t] : g_totals) out[op] = t.ms;
+  return out;
+}
+
 void report(std::FILE* f) {
   if (!enabled() || !cuda_backend()) return;
   std::lock_guard<std::mutex> lock(g_mu);

@@ -5,6 +5,8 @@
 // Assumes one host thread issues CUDA ops (true today: loader workers only touch host memory).
 #pragma once
 #include <cstdio>
+#include <map>
+#include <string>
 
 namespace mokd::cuda_profile {
 
@@ -24,5 +26,7 @@ class Scope {
 
 void reset();               // drop what was recorded so far (e.g. the warm-up steps)
 void report(std::FILE* f);  // synchronise, print the table (sorted by time), then reset
+// Synchronise and return the GPU ms per op name recorded so far (empty when off); no reset.
+std::map<std::string, double> times_ms();
 
 }  // namespace mokd::cuda_profile

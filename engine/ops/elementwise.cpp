@@ -1,6 +1,8 @@
 // Elementwise ops: unary maps and broadcasting binary arithmetic, with their gradients.
 #include "engine/ops/common.h"
 
+#include "engine/kernel_costs.h"
+
 namespace mokd {
 
 using detail::empty_like;
@@ -93,11 +95,13 @@ Tensor smooth_l1_elementwise(const Tensor& d, float beta) {  // used by loss.cpp
 
 void uniform_(Tensor& t, float lo, float hi, Generator& gen) {
   MOKD_CHECK(lo <= hi, "uniform_: lo ", lo, " > hi ", hi);
+  note_kernel("fill_uniform", {}, {&t});
   backend_for(t).fill_uniform(t, lo, hi, gen.next(t.numel()));
 }
 
 void normal_(Tensor& t, float mean, float std, Generator& gen) {
   MOKD_CHECK(std >= 0.f, "normal_: std must be >= 0, got ", std);
+  note_kernel("fill_normal", {}, {&t});
   backend_for(t).fill_normal(t, mean, std, gen.next(t.numel()));
 }
 

@@ -1,6 +1,8 @@
 // Softmax family, layer norm, dropout and drop-path ops with their gradients.
 #include "engine/ops/common.h"
 
+#include "engine/kernel_costs.h"
+
 namespace mokd {
 
 using detail::empty_like;
@@ -70,6 +72,7 @@ Tensor bernoulli_mask(const Shape& shape, float p, Generator& gen, const Tensor&
   Tensor mask = Tensor::empty(shape, like.dtype(), like.device());
   // The mask is a pure function of (seed, counter): the same Generator state gives the same mask
   // on every backend.
+  note_kernel("bernoulli_scaled", {}, {&mask});
   backend_for(like).bernoulli_scaled(mask, 1.f - p, gen.next(static_cast<uint64_t>(mask.numel())));
   return mask;
 }
