@@ -80,10 +80,21 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& to) {
   return out.view(to);
 }
 
+// g (held once, by its caller's list) is the only tensor on its memory, a whole fresh buffer: a
+// slot may take it over and accumulate into it in place, as nothing else can see the writes.
+static bool sole_owner_of_its_memory(const Tensor& g) {
+  const std::shared_ptr<TensorImpl>& impl = g.impl_ptr();
+  return impl.use_count() == 1 && impl->storage.use_count() == 1 && impl->offset == 0 &&
+         !impl->grad_fn && !impl->requires_grad && g.is_contiguous() &&
+         impl->storage->nbytes() == g.nbytes();
+}
+
 // Accumulates g into the gradient slot for impl (a leaf's .grad or a pending map entry).
 static void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   if (!slot) {
-    slot = g.contiguous().clone().impl_ptr();  // own the memory: g may alias saved tensors
+    // The slot owns its memory: a gradient that shares memory with anything else (a saved tensor,
+    // another input's gradient, a view) is copied, a fresh one is taken over (no copy).
+    slot = sole_owner_of_its_memory(g) ? g.impl_ptr() : g.contiguous().clone().impl_ptr();
     return;
   }
   Tensor acc(slot);
