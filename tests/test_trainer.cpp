@@ -13,6 +13,7 @@
 #include "models/registry.h"
 #include "mokd/setup.h"
 #include "mokd/trainer.h"
+#include "tests/cuda_test_util.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -392,6 +393,55 @@ TEST(Trainer, StepsBetweenLogStepsMakeNoHostSynchronisation) {
         << last_host_sync();
   }
   fs::remove_all(dir);
+}
+
+// Teacher and MoKD runs on a small image folder (decoded by the loader's workers) on `device`:
+// no host synchronisation between log steps.
+void expect_no_syncs_between_log_steps_on_image_files(const std::string& device) {
+  std::string dir = temp_dir("syncs_" + device);
+  write_image_folder(dir + "/data");
+  for (TrainMode mode : {TrainMode::Teacher, TrainMode::Distill}) {
+    TrainConfig c;
+    c.run.out_dir = dir + (mode == TrainMode::Teacher ? "/teacher" : "/distill");
+    c.run.device = device;
+    c.data.dataset = "image_folder";
+    c.data.dir = dir + "/data";
+    c.data.image_size = 16;
+    c.data.batch_size = 8;
+    c.data.eval_batch_size = 8;
+    c.data.hflip = true;
+    c.model.teacher = "resnet_fmnist_small";
+    c.model.student = "resnet_fmnist_small";
+    if (mode == TrainMode::Distill) {  // a random teacher for the folder's 3 classes of RGB
+      ModelOverrides o;
+      o.seed = 77;
+      o.num_classes = 3;
+      o.in_chans = 3;
+      o.img_size = 16;
+      c.model.teacher_weights = dir + "/teacher.safetensors";
+      io::save_safetensors(c.model.teacher_weights, create_model(c.model.teacher, o)->state_dict(),
+                           {{"model", c.model.teacher}});
+    }
+    c.optim.steps = 9;
+    c.log.log_every = 4;
+    TrainSummary r = train(c, mode);
+    EXPECT_GE(r.steps_between_log_steps, 5) << "steps 2, 3, 5, 6, 7 are not log steps";
+    EXPECT_EQ(r.host_syncs_between_log_steps, 0)
+        << (mode == TrainMode::Teacher ? "teacher" : "distill") << ": the last host wait was "
+        << last_host_sync();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, StepsBetweenLogStepsMakeNoHostSynchronisationOnImageFiles) {
+  expect_no_syncs_between_log_steps_on_image_files("cpu");
+}
+
+// On a GPU, where a host synchronisation stalls the device; the CUDA backend's label checks are
+// deferred to the log steps.
+TEST(CudaTrainer, StepsBetweenLogStepsMakeNoHostSynchronisation) {
+  SKIP_WITHOUT_CUDA();
+  expect_no_syncs_between_log_steps_on_image_files("cuda");
 }
 
 // A reduced Fashion-MNIST run, teacher then MoKD student, as CI's end-to-end check (about 100 s
