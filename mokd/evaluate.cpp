@@ -37,6 +37,9 @@ EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cf
     auto yv = b.labels.to_vector_i64();
     int64_t classes = logits.size(1);
     for (int64_t i = 0; i < n; ++i) {
+      // Checked here too: the device's own label check may be deferred (a training run's).
+      MOKD_CHECK(yv[i] >= 0 && yv[i] < classes, "evaluate: label ", yv[i], " of ", ds.location(),
+                 " is outside [0, ", classes, ")");
       const float* row = lv.data() + i * classes;
       float target = row[yv[i]];
       int64_t above = 0;  // classes scoring strictly higher than the true one
