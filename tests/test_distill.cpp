@@ -63,9 +63,8 @@ std::pair<Tensor, Tensor> batch(const test::Fixture& fx, int64_t b) {
           narrow(fx.at("labels"), 0, b, 1).view({B})};
 }
 
-void check_mokd_reference(Device dev) {
-  test::Fixture fx("mokd_step.safetensors");
-  Pair m = load_pair(fx, dev);
+// The reference's MoKD configuration and optimizer, from the fixture's params.
+DistillConfig reference_config(const test::Fixture& fx) {
   DistillConfig cfg;
   cfg.method = Method::MoKD;
   cfg.temperature = fx.param_f("temperature");
@@ -78,15 +77,27 @@ void check_mokd_reference(Device dev) {
   cfg.famo.beta2 = fx.param_fv("famo.betas").at(1);
   cfg.famo.adam_eps = fx.param_f("famo.adam_eps");
   cfg.famo.eps = fx.param_f("famo.eps");
+  return cfg;
+}
+
+AdamW reference_optimizer(const test::Fixture& fx, const std::vector<Tensor>& params) {
+  const std::vector<float> betas = fx.param_fv("optimizer.betas");
+  return AdamW(
+      {ParamGroup{params, fx.param_f("optimizer.lr"), fx.param_f("optimizer.weight_decay")}},
+      {betas.at(0), betas.at(1), fx.param_f("optimizer.eps")});
+}
+
+void check_mokd_reference(Device dev) {
+  test::Fixture fx("mokd_step.safetensors");
+  Pair m = load_pair(fx, dev);
+  const DistillConfig cfg = reference_config(fx);
   Distiller d(*m.student, *m.teacher, cfg);
   auto proj = d.projector_parameters();
   ASSERT_EQ(proj.size(), 1u);
   proj[0].second.copy_(fx.at("projector0"));
   std::vector<Tensor> params = m.student->parameters();
   params.push_back(proj[0].second);
-  const std::vector<float> betas = fx.param_fv("optimizer.betas");
-  AdamW opt({ParamGroup{params, fx.param_f("optimizer.lr"), fx.param_f("optimizer.weight_decay")}},
-            {betas.at(0), betas.at(1), fx.param_f("optimizer.eps")});
+  AdamW opt = reference_optimizer(fx, params);
 
   const int64_t steps = fx.param_i("steps"), batches = fx.param_i("batches");
   const int64_t dt = fx.param_i("teacher.embed_dim"), ds = fx.param_i("student.embed_dim");
@@ -150,26 +161,13 @@ void check_mokd_reference_bf16(Device dev) {
   set_matmul_precision(MatmulPrecision::BF16);
   test::Fixture fx("mokd_step.safetensors");
   Pair m = load_pair(fx, dev);
-  DistillConfig cfg;
-  cfg.method = Method::MoKD;
-  cfg.temperature = fx.param_f("temperature");
-  cfg.label_smoothing = fx.param_f("label_smoothing");
-  cfg.feat_beta = fx.param_f("feat_beta");
-  cfg.grad_clip = fx.param_f("grad_clip");
-  cfg.famo.lr = fx.param_f("famo.lr");
-  cfg.famo.weight_decay = fx.param_f("famo.weight_decay");
-  cfg.famo.beta1 = fx.param_fv("famo.betas").at(0);
-  cfg.famo.beta2 = fx.param_fv("famo.betas").at(1);
-  cfg.famo.adam_eps = fx.param_f("famo.adam_eps");
-  cfg.famo.eps = fx.param_f("famo.eps");
+  const DistillConfig cfg = reference_config(fx);
   Distiller d(*m.student, *m.teacher, cfg);
   auto proj = d.projector_parameters();
   proj[0].second.copy_(fx.at("projector0"));
   std::vector<Tensor> params = m.student->parameters();
   params.push_back(proj[0].second);
-  const std::vector<float> betas = fx.param_fv("optimizer.betas");
-  AdamW opt({ParamGroup{params, fx.param_f("optimizer.lr"), fx.param_f("optimizer.weight_decay")}},
-            {betas.at(0), betas.at(1), fx.param_f("optimizer.eps")});
+  AdamW opt = reference_optimizer(fx, params);
   const int64_t steps = fx.param_i("steps"), batches = fx.param_i("batches");
   double worst_rel = 0, worst_kl = 0, worst_z = 0;
   for (int64_t s = 0; s < steps; ++s) {

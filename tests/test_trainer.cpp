@@ -325,16 +325,22 @@ TEST(Trainer, BadInputsAreClearErrors) {
   EXPECT_THROW(train(c, TrainMode::Distill), Error);
 }
 
-TEST(Trainer, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
-  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
-  std::string dir = temp_dir("nan");
-  TrainConfig c = small_config(dir + "/run");
+// A teacher run whose first update blows the weights up: step 2's loss is not finite.
+TrainConfig blow_up_config(const std::string& out) {
+  TrainConfig c = small_config(out);
   c.model.teacher = "resnet_fmnist_small";
   c.data.mixup_alpha = 0;
   c.optim.optimizer = "sgd";
-  c.optim.lr = 1e30;  // the first update blows the weights up: step 2's loss is not finite
+  c.optim.lr = 1e30;
   c.optim.grad_clip = 0;
   c.optim.warmup_steps = 0;
+  return c;
+}
+
+TEST(Trainer, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  std::string dir = temp_dir("nan");
+  TrainConfig c = blow_up_config(dir + "/run");
   c.optim.steps = 6;
   c.log.checkpoint_every = 1;
   try {
@@ -358,12 +364,7 @@ TEST(Trainer, NonFiniteLossStopsTheRunAndKeepsTheLastCheckpoint) {
 TEST(Trainer, NonFiniteLossIsNamedAtItsStepWhenReadAtTheLogStep) {
   if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
   std::string dir = temp_dir("nan_window");
-  TrainConfig c = small_config(dir + "/run");
-  c.data.mixup_alpha = 0;
-  c.optim.optimizer = "sgd";
-  c.optim.lr = 1e30;  // step 1 is finite (and printed); its update makes step 2's loss not finite
-  c.optim.grad_clip = 0;
-  c.optim.warmup_steps = 0;
+  TrainConfig c = blow_up_config(dir + "/run");  // step 1 is a log step, and finite
   c.optim.steps = 12;
   c.log.log_every = 6;
   c.log.checkpoint_every = 0;
@@ -373,6 +374,16 @@ TEST(Trainer, NonFiniteLossIsNamedAtItsStepWhenReadAtTheLogStep) {
   EXPECT_FALSE(fs::exists(c.run.out_dir + "/checkpoints/last.safetensors"))
       << "no checkpoint after the non-finite step";
   fs::remove_all(dir);
+}
+
+// Trains c and checks that at least `min_steps` steps were not log steps and that none of them
+// made a host synchronisation.
+void expect_no_syncs_between_log_steps(const TrainConfig& c, TrainMode mode, int64_t min_steps) {
+  const TrainSummary r = train(c, mode);
+  const char* what = mode == TrainMode::Teacher ? "teacher" : "distill";
+  EXPECT_GE(r.steps_between_log_steps, min_steps) << what;
+  EXPECT_EQ(r.host_syncs_between_log_steps, 0)
+      << what << ": the last host wait was " << last_host_sync();
 }
 
 // Between two log steps a step makes no host synchronisation: its values are read at the log
@@ -386,11 +397,7 @@ TEST(Trainer, StepsBetweenLogStepsMakeNoHostSynchronisation) {
       c.model.teacher_weights = write_random_teacher(dir, c.model.teacher);
     c.log.log_every = 5;
     c.log.checkpoint_every = 4;  // checkpoints read the pending steps first; still none in a step
-    TrainSummary r = train(c, mode);
-    EXPECT_GE(r.steps_between_log_steps, 6) << "steps 2-4, 6-9 and 11 are not log steps";
-    EXPECT_EQ(r.host_syncs_between_log_steps, 0)
-        << (mode == TrainMode::Teacher ? "teacher" : "distill") << ": the last host read was "
-        << last_host_sync();
+    expect_no_syncs_between_log_steps(c, mode, 6);  // steps 2-4, 6-9 and 11 are not log steps
   }
   fs::remove_all(dir);
 }
@@ -424,11 +431,7 @@ void expect_no_syncs_between_log_steps_on_image_files(const std::string& device)
     }
     c.optim.steps = 9;
     c.log.log_every = 4;
-    TrainSummary r = train(c, mode);
-    EXPECT_GE(r.steps_between_log_steps, 5) << "steps 2, 3, 5, 6, 7 are not log steps";
-    EXPECT_EQ(r.host_syncs_between_log_steps, 0)
-        << (mode == TrainMode::Teacher ? "teacher" : "distill") << ": the last host wait was "
-        << last_host_sync();
+    expect_no_syncs_between_log_steps(c, mode, 5);  // steps 2, 3, 5, 6, 7 are not log steps
   }
   fs::remove_all(dir);
 }

@@ -410,12 +410,18 @@ EOF_RUNS
   fi
 fi
 
+# Sets DS to the Fashion-MNIST folder (the Debian package's, else one copied along in
+# .gpu_deps/); fails when neither holds the training images.
+find_fashion_mnist() {
+  DS=/usr/share/datasets/fashion-mnist
+  [[ -d $DS ]] || DS=$ROOT/.gpu_deps/fashion-mnist
+  [[ -f $DS/train-images-idx3-ubyte.gz || -f $DS/train-images-idx3-ubyte ]]
+}
+
 # ---- real training on the GPU: Fashion-MNIST teacher, then a MoKD student (the CI end-to-end
 # test's schedule on the full dataset, bf16), each checked against the CI thresholds -----------
 if [[ $built_train == yes ]] && want train; then
-  DS=/usr/share/datasets/fashion-mnist
-  [[ -d $DS ]] || DS=$ROOT/.gpu_deps/fashion-mnist
-  if [[ ! -f $DS/train-images-idx3-ubyte.gz && ! -f $DS/train-images-idx3-ubyte ]]; then
+  if ! find_fashion_mnist; then
     record train "skipped" "no Fashion-MNIST (copy .gpu_deps/fashion-mnist along: --prebuild packs it)"
   else
     echo "== training on the GPU (Fashion-MNIST from $DS)"
@@ -447,9 +453,7 @@ fi
 # step, a checkpoint) against no communicator, A/B twice; where mpirun and an MPI build exist, two
 # MPI processes sharing the GPU against one process with two micro-batches ---------------------
 if [[ $built_train == yes ]] && want dist; then
-  DS=/usr/share/datasets/fashion-mnist
-  [[ -d $DS ]] || DS=$ROOT/.gpu_deps/fashion-mnist
-  if [[ ! -f $DS/train-images-idx3-ubyte.gz && ! -f $DS/train-images-idx3-ubyte ]]; then
+  if ! find_fashion_mnist; then
     record dist "skipped" "no Fashion-MNIST (copy .gpu_deps/fashion-mnist along: --prebuild packs it)"
   else
     echo "== data-parallel paths on one GPU"
