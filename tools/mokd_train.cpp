@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -101,7 +102,14 @@ int cmd_export(const TrainConfig& cfg, const std::string& weights, const std::st
 // Dense bf16 tensor-core peak of the GPU, in TFLOP/s, for MFU: MOKD_PEAK_TFLOPS, else NVIDIA's
 // datasheet figure for the cards we know by name (first match; 0 when unknown).
 double bf16_peak_tflops(Device dev) {
-  if (const char* e = std::getenv("MOKD_PEAK_TFLOPS")) return std::atof(e);
+  if (const char* e = std::getenv("MOKD_PEAK_TFLOPS")) {
+    char* end = nullptr;
+    const double v = std::strtod(e, &end);
+    MOKD_CHECK(end != e && *end == '\0' && std::isfinite(v) && v > 0,
+               "MOKD_PEAK_TFLOPS: expected a positive number of TFLOP/s, got '", e, "'");
+    return v;
+  }
+  if (!dev.is_cuda()) return 0;
 #ifdef MOKD_WITH_CUDA
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, dev.index) != cudaSuccess) return 0;
@@ -130,7 +138,8 @@ struct LedgerOptions {
 
 int cmd_benchmark(const TrainConfig& cfg, const LedgerOptions& lo) {
   Device dev = resolve_device(cfg.run.device);
-  apply_runtime_settings(cfg);  // run.threads, run.precision
+  const double peak = bf16_peak_tflops(dev);  // a bad MOKD_PEAK_TFLOPS fails before the timing
+  apply_runtime_settings(cfg);                // run.threads, run.precision
   ModelOverrides o;
   auto student = create_model(cfg.model.student, o);
   auto teacher = create_model(cfg.model.teacher, o);
@@ -193,7 +202,6 @@ int cmd_benchmark(const TrainConfig& cfg, const LedgerOptions& lo) {
   std::printf("  host synchronisations inside the timed steps: %.1f per step\n",
               static_cast<double>(step_syncs) / std::max<int64_t>(cfg.bench.steps, 1));
   const double tflops = flops_per_step / (ms / 1000) / 1e12;
-  const double peak = dev.is_cuda() ? bf16_peak_tflops(dev) : 0;
   if (peak > 0)
     std::printf(
         "  model FLOPs %.3g per step, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s (bf16 peak)\n",
@@ -335,6 +343,15 @@ int main(int argc, char** argv) {
                    "samples of the split read into memory for the stages (spread evenly)")
       ->capture_default_str();
   bdata->app->add_option("--json", json, "also write the results to this JSON file");
+  const CLI::Validator positive(
+      [](std::string& v) {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        return end != v.c_str() && *end == '\0' && std::isfinite(x) && x > 0
+                   ? std::string()
+                   : "expected a positive number, got '" + v + "'";
+      },
+      "POSITIVE");
   LedgerOptions ledger_opt;
   bench->app->add_flag("--ledger", ledger_opt.on,
                        "also print the cost ledger: per kernel, calls, bytes and FLOPs per step "
@@ -342,10 +359,13 @@ int main(int argc, char** argv) {
   bench->app
       ->add_option("--copy-gbps", ledger_opt.copy_gbps,
                    "the ledger's card: copy bandwidth in GB/s (default: the H200's, measured)")
+      ->check(positive)
       ->capture_default_str();
-  bench->app->add_option("--gemm-tflops", ledger_opt.gemm_tflops,
-                         "the ledger's card: GEMM rate in TFLOP/s (default: the H200's, measured: "
-                         "688 in bf16, 51.3 in f32)");
+  bench->app
+      ->add_option("--gemm-tflops", ledger_opt.gemm_tflops,
+                   "the ledger's card: GEMM rate in TFLOP/s (default: the H200's, measured: 688 "
+                   "in bf16, 51.3 in f32)")
+      ->check(positive);
   PreviewOptions popt;
   preview->app->add_option("--out", popt.out, "the PNG to write")->required();
   preview->app->add_option("--count", popt.count, "training samples shown")->capture_default_str();
