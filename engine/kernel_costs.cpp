@@ -15,6 +15,14 @@ std::mutex g_mu;
 std::map<std::string, KernelCost> g_costs;  // under g_mu
 thread_local int t_nested = 0;
 
+// Bytes of t's distinct elements: dims of stride 0 (broadcast) count once.
+double distinct_bytes(const Tensor& t) {
+  double n = 1;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.strides()[d] != 0) n *= static_cast<double>(t.size(d));
+  return t.numel() == 0 ? 0 : n * static_cast<double>(dtype_size(t.dtype()));
+}
+
 }  // namespace
 
 KernelCost& KernelCost::operator+=(const KernelCost& o) {
@@ -23,13 +31,6 @@ KernelCost& KernelCost::operator+=(const KernelCost& o) {
   bytes_written += o.bytes_written;
   flops += o.flops;
   return *this;
-}
-
-double distinct_bytes(const Tensor& t) {
-  double n = 1;
-  for (int64_t d = 0; d < t.dim(); ++d)
-    if (t.strides()[d] != 0) n *= static_cast<double>(t.size(d));
-  return t.numel() == 0 ? 0 : n * static_cast<double>(dtype_size(t.dtype()));
 }
 
 void note_kernel(const char* kernel, std::initializer_list<const Tensor*> reads,
@@ -64,12 +65,6 @@ KernelLedger::~KernelLedger() { g_recording = false; }
 std::map<std::string, KernelCost> KernelLedger::by_kernel() const {
   std::lock_guard<std::mutex> lock(g_mu);
   return g_costs;
-}
-
-KernelCost KernelLedger::total() const {
-  KernelCost t;
-  for (const auto& [k, c] : by_kernel()) t += c;
-  return t;
 }
 
 }  // namespace mokd

@@ -58,10 +58,6 @@ class KernelLedger {
   KernelLedger& operator=(const KernelLedger&) = delete;
 
   std::map<std::string, KernelCost> by_kernel() const;
-  KernelCost total() const;
 };
-
-// Bytes of t's distinct elements: dims of stride 0 (broadcast) count once.
-double distinct_bytes(const Tensor& t);
 
 }  // namespace mokd

@@ -16,6 +16,21 @@ TEST(Autograd, SharedSubexpressionAccumulates) {
   EXPECT_FLOAT_EQ(g[2], 12.f);
 }
 
+// add's backward hands one gradient to both inputs: each leaf must still own its .grad (a fresh
+// gradient is taken over without a copy, a shared one is copied), so that accumulating into one
+// leaves the other alone.
+TEST(Autograd, LeavesSharingAGradientOwnTheirOwnMemory) {
+  Tensor a = Tensor::from_vector({1.f, 2.f}, {2});
+  Tensor b = Tensor::from_vector({3.f, 4.f}, {2});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  sum(add(a, b)).backward();
+  ASSERT_NE(a.grad().raw_data(), b.grad().raw_data());
+  sum(scale(a, 5.f)).backward();  // accumulates into a's gradient in place
+  EXPECT_EQ(a.grad().to_vector(), (std::vector<float>{6.f, 6.f}));
+  EXPECT_EQ(b.grad().to_vector(), (std::vector<float>{1.f, 1.f}));
+}
+
 TEST(Autograd, GradientsAccumulateAcrossBackwardCallsUntilZeroed) {
   Tensor x = Tensor::from_vector({1.f, -2.f}, {2});
   x.set_requires_grad(true);

@@ -10,6 +10,7 @@
 #include "engine/kernel_costs.h"
 #include "engine/ops.h"
 #include "engine/precision.h"
+#include "mokd/cost_report.h"
 #include "tests/cuda_test_util.h"
 #include "tests/test_util.h"
 
@@ -147,6 +148,40 @@ TEST(KernelLedger, SmallModelMatchesAHandCount) {
   both["gemm"] = {1, act + x, w, gemm};
   both["reduce_sum"] = {2, rows + act, f + b, 0};
   expect_ledger(ledger_of_small_model(Device::cpu(), true), both, "forward and backward");
+}
+
+// A broadcast operand counts its distinct elements once: x [4, 3] + b [3] reads 12 + 3 floats.
+TEST(KernelLedger, BroadcastOperandsCountTheirDistinctElements) {
+  Tensor x = test::randn({4, 3}, 21), b = test::randn({3}, 22);
+  KernelLedger ledger;
+  (void)add(x, b);
+  const auto got = ledger.by_kernel();
+  ASSERT_TRUE(got.count("binary"));
+  EXPECT_EQ(got.at("binary").calls, 1);
+  EXPECT_EQ(got.at("binary").bytes_read, (12 + 3) * 4.0);
+  EXPECT_EQ(got.at("binary").bytes_written, 12 * 4.0);
+}
+
+// The floor is the bytes at copy bandwidth plus the FLOPs at the GEMM rate, and the table shows
+// per-step values, largest floor first, then the total.
+TEST(KernelLedger, FloorAndTable) {
+  KernelCost gemm{20, 4e9, 2e9, 2e12}, copy{40, 2e9, 2e9, 0};
+  const CardRates card{1000, 100};  // 1000 GB/s, 100 TFLOP/s
+  EXPECT_DOUBLE_EQ(floor_ms(gemm, card), 1000 * (6e9 / 1e12 + 2e12 / 1e14));  // 6 + 20 ms
+  EXPECT_DOUBLE_EQ(floor_ms(copy, card), 4.0);
+  const std::string t = format_ledger({{"copy", copy}, {"gemm", gemm}}, 2, card, nullptr);
+  const size_t g = t.find("  gemm"), c = t.find("  copy"), total = t.find("  total");
+  ASSERT_NE(g, std::string::npos) << t;
+  ASSERT_NE(c, std::string::npos) << t;
+  ASSERT_NE(total, std::string::npos) << t;
+  EXPECT_LT(g, c) << "the larger floor first: " << t;
+  EXPECT_LT(c, total) << t;
+  // Per step (2 steps): gemm 10 calls, 2000 MB read, 1000 GFLOP, floor 13 ms; total 30 calls.
+  EXPECT_NE(
+      t.find("gemm                              10     2000.00     1000.00   1000.000    13.000"),
+      std::string::npos)
+      << t;
+  EXPECT_NE(t.find("total                             30"), std::string::npos) << t;
 }
 
 TEST(KernelLedger, OneLedgerAtATime) {
