@@ -41,6 +41,21 @@ MOKD_HD float bf16_to_float(bf16 h) {
   return f;
 }
 
+// Activation storage (engine/kernel_args.h): kernels keep f32 or bf16 activations in memory and
+// compute in f32. Values widen exactly on load and round to nearest even once on store.
+MOKD_HD float load_f32(float v) { return v; }
+MOKD_HD float load_f32(bf16 v) { return bf16_to_float(v); }
+template <class T>
+MOKD_HD T store_as(float v);
+template <>
+MOKD_HD float store_as<float>(float v) {
+  return v;
+}
+template <>
+MOKD_HD bf16 store_as<bf16>(float v) {
+  return float_to_bf16(v);
+}
+
 // f64 -> u8: truncation toward zero, saturated to [0, 255]; NaN gives 0.
 MOKD_HD uint8_t u8_from_double(double v) {
   return v >= 255.0 ? uint8_t{255} : v >= 1.0 ? static_cast<uint8_t>(v) : uint8_t{0};

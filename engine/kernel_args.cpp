@@ -26,6 +26,16 @@ void expect_f32(const Tensor& t, DeviceType on, const char* kernel, const char* 
   expect_contiguous(t, kernel, arg);
 }
 
+void expect_activation(const Tensor& t, DeviceType on, const char* kernel, const char* arg,
+                       const Tensor* like) {
+  MOKD_CHECK(
+      t.defined() && t.device().type == on &&
+          (like ? t.dtype() == like->dtype() : t.dtype() == DType::F32 || t.dtype() == DType::BF16),
+      kernel, ": ", arg, " must be ", like ? dtype_name(like->dtype()) : "f32 or bf16", " on ",
+      device_type_name(on), ", got ", t.defined() ? t.str() : std::string("undefined"));
+  expect_contiguous(t, kernel, arg);
+}
+
 DType expect_float_operands(const char* kernel, DeviceType on,
                             std::initializer_list<std::pair<const Tensor*, const char*>> ts) {
   auto all = [&] {  // every operand, for the message (built only on failure)
@@ -58,8 +68,8 @@ void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* a
 
 void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out) {
   const char* k = unary_name(op);
-  expect_f32(x, on, k, "x");
-  expect_f32(out, on, k, "out");
+  expect_activation(x, on, k, "x");
+  expect_activation(out, on, k, "out", &x);
   MOKD_CHECK(x.numel() == out.numel(), k, ": out ", out.str(), " does not match x ", x.str());
   note_kernel(k, {&x}, {&out});
 }
@@ -67,20 +77,22 @@ void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out) {
 void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& gout,
                          const Tensor& gin) {
   const char* k = unary_name(op);
-  expect_f32(x, on, k, "x");
-  expect_f32(gout, on, k, "grad_out");
-  expect_f32(gin, on, k, "grad_in");
+  expect_activation(x, on, k, "x");
+  expect_activation(gout, on, k, "grad_out", &x);
+  expect_activation(gin, on, k, "grad_in", &x);
   MOKD_CHECK(x.numel() == gout.numel() && x.numel() == gin.numel(), k, ": gradients ", gout.str(),
              ", ", gin.str(), " do not match x ", x.str());
   note_kernel(k, {&x, &gout}, {&gin});
 }
 
 void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& out) {
-  MOKD_CHECK(a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.device().type == on &&
+  const DType dt = a.dtype();
+  MOKD_CHECK((dt == DType::F32 || dt == DType::BF16) &&
+                 (b.dtype() == dt || b.dtype() == DType::F32) && a.device().type == on &&
                  b.device().type == on,
-             "binary: operands must be f32 on ", device_type_name(on), ", got ", a.str(), " and ",
-             b.str());
-  expect_f32(out, on, "binary", "out");
+             "binary: operands must be f32 or bf16 on ", device_type_name(on),
+             ", b of a's dtype or f32, got ", a.str(), " and ", b.str());
+  expect_activation(out, on, "binary", "out", &a);
   MOKD_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "binary: operands ", a.str(),
              " and ", b.str(), " must be expanded to the output ", out.str());
   note_kernel("binary", {&a, &b}, {&out});
@@ -89,8 +101,10 @@ void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& 
 // ---- reductions ----
 
 void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out) {
-  expect_f32(x, on, "reduce_sum", "x");
-  expect_f32(out, on, "reduce_sum", "out");
+  expect_activation(x, on, "reduce_sum", "x");
+  expect_activation(out, on, "reduce_sum", "out");
+  MOKD_CHECK(out.dtype() == x.dtype() || out.dtype() == DType::F32, "reduce_sum: out ", out.str(),
+             " must be f32 or of x's dtype, x is ", x.str());
   MOKD_CHECK(x.dim() == out.dim(), "reduce_sum: out ", out.str(), " must have the rank of x ",
              x.str());
   for (int64_t k = 0; k < x.dim(); ++k)
@@ -129,8 +143,8 @@ RowDims last_dim_rows(const Tensor& x) {
 
 RowDims softmax_args(DeviceType on, const Tensor& x, const Tensor& y, bool log) {
   const char* k = log ? "log_softmax" : "softmax";
-  expect_f32(x, on, k, "x");
-  expect_f32(y, on, k, "y");
+  expect_activation(x, on, k, "x");
+  expect_activation(y, on, k, "y", &x);
   MOKD_CHECK(x.shape() == y.shape(), k, ": y ", y.str(), " must match x ", x.str());
   note_kernel(log ? "log_softmax" : "softmax", {&x}, {&y});
   return last_dim_rows(x);
@@ -139,9 +153,9 @@ RowDims softmax_args(DeviceType on, const Tensor& x, const Tensor& y, bool log) 
 RowDims softmax_backward_args(DeviceType on, const Tensor& y, const Tensor& gy, const Tensor& gx,
                               bool log) {
   const char* k = log ? "log_softmax_backward" : "softmax_backward";
-  expect_f32(y, on, k, "y");
-  expect_f32(gy, on, k, "grad_y");
-  expect_f32(gx, on, k, "grad_x");
+  expect_activation(y, on, k, "y");
+  expect_activation(gy, on, k, "grad_y", &y);
+  expect_activation(gx, on, k, "grad_x", &y);
   MOKD_CHECK(y.shape() == gy.shape() && y.shape() == gx.shape(), k, ": shapes of y ", y.str(),
              ", grad_y ", gy.str(), " and grad_x ", gx.str(), " differ");
   note_kernel(log ? "log_softmax_backward" : "softmax_backward", {&y, &gy}, {&gx});
@@ -261,8 +275,8 @@ PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const P
 
 PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y,
                          const Tensor& argmax) {
-  expect_f32(x, on, "max_pool2d", "x");
-  expect_f32(y, on, "max_pool2d", "y");
+  expect_activation(x, on, "max_pool2d", "x");
+  expect_activation(y, on, "max_pool2d", "y", &x);
   MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().type == on && argmax.is_contiguous() &&
                  argmax.shape() == y.shape(),
              "max_pool2d: argmax ", argmax.str(), " must be contiguous i64 shaped like y ",
@@ -273,8 +287,8 @@ PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, 
 
 void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& argmax,
                               const Tensor& gx) {
-  expect_f32(gy, on, "max_pool2d_backward", "gy");
-  expect_f32(gx, on, "max_pool2d_backward", "gx");
+  expect_activation(gy, on, "max_pool2d_backward", "gy");
+  expect_activation(gx, on, "max_pool2d_backward", "gx", &gy);
   MOKD_CHECK(argmax.dtype() == DType::I64 && argmax.device().type == on && argmax.is_contiguous() &&
                  argmax.shape() == gy.shape(),
              "max_pool2d_backward: argmax ", argmax.str(),
@@ -285,16 +299,16 @@ void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& arg
 }
 
 PoolGeom avg_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y) {
-  expect_f32(x, on, "avg_pool2d", "x");
-  expect_f32(y, on, "avg_pool2d", "y");
+  expect_activation(x, on, "avg_pool2d", "x");
+  expect_activation(y, on, "avg_pool2d", "y", &x);
   note_kernel("avg_pool2d", {&x}, {&y});
   return pool_geom("avg_pool2d", x.shape(), y.shape(), p);
 }
 
 PoolGeom avg_pool2d_backward_args(DeviceType on, const Tensor& gy, const Pool2dParams& p,
                                   const Tensor& gx) {
-  expect_f32(gy, on, "avg_pool2d_backward", "gy");
-  expect_f32(gx, on, "avg_pool2d_backward", "gx");
+  expect_activation(gy, on, "avg_pool2d_backward", "gy");
+  expect_activation(gx, on, "avg_pool2d_backward", "gx", &gy);
   note_kernel("avg_pool2d_backward", {&gy}, {&gx});
   return pool_geom("avg_pool2d_backward", gx.shape(), gy.shape(), p);
 }
@@ -322,8 +336,8 @@ void expect_ln_param(const Tensor* p, int64_t d, DeviceType on, const char* kern
 
 RowDims layer_norm_args(DeviceType on, const Tensor& x, const Tensor* w, const Tensor* b,
                         const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  expect_f32(x, on, "layer_norm", "x");
-  expect_f32(y, on, "layer_norm", "y");
+  expect_activation(x, on, "layer_norm", "x");
+  expect_activation(y, on, "layer_norm", "y", &x);
   MOKD_CHECK(x.dim() >= 1 && x.shape() == y.shape(), "layer_norm: y ", y.str(), " must match x ",
              x.str());
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
@@ -339,9 +353,9 @@ RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& 
                                  const Tensor& mean, const Tensor& rstd, const Tensor& gx,
                                  const Tensor* gw, const Tensor* gb) {
   const char* k = "layer_norm_backward";
-  expect_f32(gy, on, k, "grad_y");
-  expect_f32(x, on, k, "x");
-  expect_f32(gx, on, k, "grad_x");
+  expect_activation(x, on, k, "x");
+  expect_activation(gy, on, k, "grad_y", &x);
+  expect_activation(gx, on, k, "grad_x", &x);
   MOKD_CHECK(x.dim() >= 1 && gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ",
              gy.str(), " and grad_x ", gx.str(), " must match x ", x.str());
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
@@ -373,8 +387,8 @@ BnDims bn_dims(const char* kernel, DeviceType on, const Tensor& x,
 
 // x and y of one shape (the forward kernels).
 void bn_like(const char* kernel, DeviceType on, const Tensor& x, const Tensor& y) {
-  expect_f32(x, on, kernel, "x");
-  expect_f32(y, on, kernel, "y");
+  expect_activation(x, on, kernel, "x");
+  expect_activation(y, on, kernel, "y", &x);
   MOKD_CHECK(x.shape() == y.shape(), kernel, ": y ", y.str(), " must match x ", x.str());
 }
 
@@ -405,9 +419,9 @@ BnDims batch_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x
                                 const Tensor& mean, const Tensor& invstd, const Tensor& gx,
                                 const Tensor& gw, const Tensor& gb) {
   const char* k = "batch_norm_backward";
-  expect_f32(gy, on, k, "gy");
-  expect_f32(x, on, k, "x");
-  expect_f32(gx, on, k, "gx");
+  expect_activation(x, on, k, "x");
+  expect_activation(gy, on, k, "gy", &x);
+  expect_activation(gx, on, k, "gx", &x);
   const BnDims d = bn_dims(k, on, x, {&w, &mean, &invstd, &gw, &gb});
   MOKD_CHECK(gy.shape() == x.shape() && gx.shape() == x.shape(), k, ": gy ", gy.str(), " and gx ",
              gx.str(), " must match x ", x.str());

@@ -19,6 +19,12 @@ void expect_f32(const Tensor& t, DeviceType on, const char* kernel, const char* 
 // device of type `on`, all of one float dtype, which is returned. Errors name every operand.
 DType expect_float_operands(const char* kernel, DeviceType on,
                             std::initializer_list<std::pair<const Tensor*, const char*>> ts);
+// An activation operand (engine/precision.h): defined, contiguous, on a device of type `on`, and
+// f32 or bf16, or, with `like`, of like's dtype. Kernels that take activations store them in
+// either dtype and compute in f32: each value is widened on load and rounded (to nearest even)
+// once on store, the same on every backend.
+void expect_activation(const Tensor& t, DeviceType on, const char* kernel, const char* arg,
+                       const Tensor* like = nullptr);
 // t is defined, on a device of type `on` and contiguous (any dtype).
 void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
 
@@ -27,15 +33,17 @@ struct RowDims {
   int64_t rows, cols;
 };
 
-// Elementwise: every operand f32 on `on`, contiguous (binary's a and b: any strides), and of one
-// element count (binary: a and b already expanded to out's shape).
+// Elementwise: activations of one dtype on `on` (binary's b may also be f32 with a bf16 a: a
+// parameter or a mask), contiguous (binary's a and b: any strides), and of one element count
+// (binary: a and b already expanded to out's shape).
 void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out);
 void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& gout,
                          const Tensor& gin);
 void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& out);
 
-// Reductions: reduce_sum's out has x's rank, each dim x's or 1; argmax takes a non-empty last dim
-// and writes one i64 per row; sum_squares accumulates into a one-element f32 out.
+// Reductions: reduce_sum's out has x's rank, each dim x's or 1, and is f32 or of x's dtype; argmax
+// takes a non-empty last dim and writes one i64 per row; sum_squares accumulates into a one-element
+// f32 out.
 void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out);
 RowDims argmax_args(DeviceType on, const Tensor& x, const Tensor& out);
 void sum_squares_args(DeviceType on, const Tensor& x, const Tensor& out);
@@ -88,8 +96,8 @@ struct PoolGeom {
   int64_t N, H, W, C, Ho, Wo;
 };
 PoolGeom pool_geom(const char* kernel, const Shape& xs, const Shape& ys, const Pool2dParams& p);
-// The pooling kernels: x, y (gx, gy) f32 on `on`, contiguous; max pooling's argmax contiguous
-// i64 shaped like y. Index values are the backend's to check.
+// The pooling kernels: x, y (gx, gy) activations of one dtype on `on`, contiguous; max pooling's
+// argmax contiguous i64 shaped like y. Index values are the backend's to check.
 PoolGeom max_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, const Tensor& y,
                          const Tensor& argmax);
 void max_pool2d_backward_args(DeviceType on, const Tensor& gy, const Tensor& argmax,
@@ -98,16 +106,17 @@ PoolGeom avg_pool2d_args(DeviceType on, const Tensor& x, const Pool2dParams& p, 
 PoolGeom avg_pool2d_backward_args(DeviceType on, const Tensor& gy, const Pool2dParams& p,
                                   const Tensor& gx);
 
-// Layer norm over the last dim d: x, y (gy, gx) f32 of one shape, rank >= 1; mean and rstd f32
-// with one element per row; the optional weight, bias and their gradients f32 with d elements.
+// Layer norm over the last dim d: x, y (gy, gx) activations of one dtype and shape, rank >= 1; mean
+// and rstd f32 with one element per row; the optional weight, bias and their gradients f32 with d
+// elements.
 RowDims layer_norm_args(DeviceType on, const Tensor& x, const Tensor* w, const Tensor* b,
                         const Tensor& y, const Tensor& mean, const Tensor& rstd);
 RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& x, const Tensor* w,
                                  const Tensor& mean, const Tensor& rstd, const Tensor& gx,
                                  const Tensor* gw, const Tensor* gb);
 
-// Batch norm over x viewed as [rows, C] (C = last dim): x, y (gy, gx) f32 of one shape, every
-// per-channel tensor f32 with C elements; training needs more than one row.
+// Batch norm over x viewed as [rows, C] (C = last dim): x, y (gy, gx) activations of one shape,
+// every per-channel tensor f32 with C elements; training needs more than one row.
 struct BnDims {
   int64_t rows, C;
 };
