@@ -54,6 +54,7 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
       else
         e.leaf = t.impl_ptr();
       e.shape = t.shape();
+      e.dtype = t.dtype();
     }
     node->inputs.push_back(std::move(e));
   }
@@ -63,6 +64,10 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
 }
 
 Tensor sum_to_shape(const Tensor& grad, const Shape& to) {
+  return sum_to_shape(grad, to, grad.dtype());
+}
+
+Tensor sum_to_shape(const Tensor& grad, const Shape& to, DType dtype) {
   if (grad.shape() == to) return grad;
   const Shape& from = grad.shape();
   MOKD_CHECK(from.size() >= to.size(), "sum_to_shape: cannot reduce ", shape_str(from), " to ",
@@ -75,7 +80,7 @@ Tensor sum_to_shape(const Tensor& grad, const Shape& to) {
     keep[lead + i] = to[i];
   }
   Tensor g = grad.contiguous();
-  Tensor out = Tensor::empty(keep, g.dtype(), g.device());
+  Tensor out = Tensor::empty(keep, dtype, g.device());
   backend_for(g).reduce_sum(g, out, 1.f);
   return out.view(to);
 }
@@ -175,6 +180,9 @@ void Tensor::backward(bool retain_graph) const {
       if (!e.active() || !grads[i].defined()) continue;
       MOKD_CHECK(grads[i].shape() == e.shape, "backward: op '", node->name, "' gave a gradient ",
                  shape_str(grads[i].shape()), " for input ", i, " of shape ", shape_str(e.shape));
+      // A gradient has its input's dtype: bf16 for bf16 activations, f32 for f32 parameters
+      // (engine/precision.h). Ops write it so; this conversion covers one that does not.
+      if (grads[i].dtype() != e.dtype) grads[i] = grads[i].to(e.dtype);
       if (e.node)
         accumulate(pending[e.node.get()], grads[i]);
       else

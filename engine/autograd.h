@@ -24,6 +24,7 @@ struct Edge {
   std::shared_ptr<Node> node;        // non-leaf input
   std::shared_ptr<TensorImpl> leaf;  // leaf input that requires grad
   Shape shape;                       // the input's shape (checked against its gradient)
+  DType dtype = DType::F32;          // the input's dtype (a gradient of another one is converted)
   bool active() const { return node || leaf; }
 };
 
@@ -75,5 +76,8 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
 // Gradient of a broadcast result with shape `from` reduced back to an input of shape `to`
 // (sums over broadcast dims). Used by elementwise backward functions.
 Tensor sum_to_shape(const Tensor& grad, const Shape& to);
+// The same, with a reduced result stored as `dtype` (f32 for an f32 parameter's gradient summed
+// from a bf16 activation's); an unreduced grad is returned as it is.
+Tensor sum_to_shape(const Tensor& grad, const Shape& to, DType dtype);
 
 }  // namespace mokd

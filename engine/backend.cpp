@@ -55,8 +55,16 @@ void Backend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Te
   note_kernel("gemm_bias", {&a, &b, &bias}, {&c},
               2.0 * static_cast<double>(c.size(0)) * c.size(1) * a.size(-1));
   NestedKernels nested;
-  copy(bias.view({1, c.size(1)}).expand_view(c.shape()), c);
-  gemm(a, b, c, false, true, 1.f, 1.f);
+  if (c.dtype() == DType::F32) {
+    copy(bias.view({1, c.size(1)}).expand_view(c.shape()), c);
+    gemm(a, b, c, false, true, 1.f, 1.f);
+    return;
+  }
+  // A bf16 c: the f32 bias joins the f32 accumulator and the sum is rounded once.
+  Tensor cf = Tensor::empty(c.shape(), DType::F32, c.device());
+  copy(bias.view({1, c.size(1)}).expand_view(c.shape()), cf);
+  gemm(a, b, cf, false, true, 1.f, 1.f);
+  copy(cf, c);
 }
 
 const char* unary_name(UnaryOp op) {

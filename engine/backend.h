@@ -81,11 +81,13 @@ class Backend {
   // c = alpha * op(a) @ op(b) + beta * c, batched over the leading dim of rank-3 tensors.
   // a: [batch_a, M, K] ([.., K, M] if trans_a), b: [batch_b, K, N] ([.., N, K] if trans_b),
   // c: [batch, M, N]; rank-2 operands are batch 1; batch_a and batch_b are equal or 1 (broadcast).
+  // a and b share a dtype; c is f32, or bf16 with bf16 a and b (f32 accumulation, one rounding).
   virtual void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
                     float alpha, float beta) = 0;
   // Linear layers: c [M, N] = a [M, K] @ b^T (b [N, K]) + bias [N] on every row; a, b f32 or
-  // bf16 (one dtype), c and bias f32. This default copies the bias into c and accumulates the
-  // product on top (beta = 1); the CUDA backend adds it in cuBLASLt's epilogue instead.
+  // bf16 (one dtype), bias f32, c f32 or (with bf16 a, b) bf16: the bias joins the f32
+  // accumulator and a bf16 c is rounded once. This default copies the bias into an f32 c and
+  // accumulates the product on top (beta = 1); the CUDA backend adds it in cuBLASLt's epilogue.
   virtual void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c);
 
   // ---- softmax family, over the last dim ----

@@ -47,7 +47,10 @@ Tensor argmax(const Tensor& x);  // over the last dim, i64, not differentiable
 Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; copies only if needed
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // result is contiguous
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);          // result is contiguous
+// Inputs may mix f32 and bf16 (an f32 parameter with bf16 activations): the result is bf16.
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+// x converted to a floating dtype (itself if it already has it); the gradient converts back.
+Tensor cast(const Tensor& x, DType dtype);
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);  // a contiguous copy
 Tensor flatten(const Tensor& x, int64_t start_dim = 1);  // dims [start_dim, end) into one
 

@@ -85,41 +85,52 @@ inline float unary_deriv(UnaryOp op, float x, float a) {
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) {
   unary_args(DeviceType::CPU, op, x, out);
-  const float* px = x.data<float>();
-  float* po = out.data<float>();
-  int64_t n = x.numel();
+  with_activation_type(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+    const int64_t n = x.numel();
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) po[i] = unary_fwd(op, px[i], alpha);
+    for (int64_t i = 0; i < n; ++i) po[i] = store_as<T>(unary_fwd(op, load_f32(px[i]), alpha));
+  });
 }
 
 void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout, Tensor& gin,
                                 float alpha) {
   unary_backward_args(DeviceType::CPU, op, x, gout, gin);
-  const float* px = x.data<float>();
-  const float* pg = gout.data<float>();
-  float* pi = gin.data<float>();
-  int64_t n = x.numel();
+  with_activation_type(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    const T* pg = gout.data<T>();
+    T* pi = gin.data<T>();
+    const int64_t n = x.numel();
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) pi[i] = pg[i] * unary_deriv(op, px[i], alpha);
+    for (int64_t i = 0; i < n; ++i)
+      pi[i] = store_as<T>(load_f32(pg[i]) * unary_deriv(op, load_f32(px[i]), alpha));
+  });
 }
 
 namespace {
-template <class F>
+// out = f(a, b) elementwise; a and out store TA, b stores TB (TA, or f32 under a bf16 TA).
+template <class TA, class TB, class F>
 void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
-  const float* pa = static_cast<const float*>(a.raw_data());
-  const float* pb = static_cast<const float*>(b.raw_data());
-  float* po = out.data<float>();
+  const TA* pa = static_cast<const TA*>(a.raw_data());
+  const TB* pb = static_cast<const TB*>(b.raw_data());
+  TA* po = out.data<TA>();
+  auto at = [&](int64_t ia, int64_t ib) {
+    return store_as<TA>(f(load_f32(pa[ia]), load_f32(pb[ib])));
+  };
   int64_t n = out.numel();
   if (a.is_contiguous() && b.is_contiguous()) {
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+    for (int64_t i = 0; i < n; ++i) po[i] = at(i, i);
     return;
   }
   // Broadcast / strided operands: walk the output with an odometer, rows along the last dim.
   const Shape& s = out.shape();
   int64_t rank = out.dim();
   if (rank == 0) {
-    po[0] = f(pa[0], pb[0]);
+    po[0] = at(0, 0);
     return;
   }
   int64_t inner = s[rank - 1], rows = inner ? n / inner : 0;
@@ -133,9 +144,19 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
       oa += i * a.strides()[k];
       ob += i * b.strides()[k];
     }
-    float* o = po + r * inner;
-    for (int64_t i = 0; i < inner; ++i) o[i] = f(pa[oa + i * sa], pb[ob + i * sb]);
+    TA* o = po + r * inner;
+    for (int64_t i = 0; i < inner; ++i) o[i] = at(oa + i * sa, ob + i * sb);
   }
+}
+
+template <class F>
+void binary_dispatch(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+  if (a.dtype() == DType::F32)
+    binary_loop<float, float>(a, b, out, f);
+  else if (b.dtype() == DType::BF16)
+    binary_loop<bf16, bf16>(a, b, out, f);
+  else
+    binary_loop<bf16, float>(a, b, out, f);
 }
 }  // namespace
 
@@ -143,24 +164,24 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
   binary_args(DeviceType::CPU, a, b, out);
   switch (op) {
     case BinaryOp::Add:
-      binary_loop(a, b, out, [](float x, float y) { return x + y; });
+      binary_dispatch(a, b, out, [](float x, float y) { return x + y; });
       break;
     case BinaryOp::Sub:
-      binary_loop(a, b, out, [](float x, float y) { return x - y; });
+      binary_dispatch(a, b, out, [](float x, float y) { return x - y; });
       break;
     case BinaryOp::Mul:
-      binary_loop(a, b, out, [](float x, float y) { return x * y; });
+      binary_dispatch(a, b, out, [](float x, float y) { return x * y; });
       break;
     case BinaryOp::Div:
-      binary_loop(a, b, out, [](float x, float y) { return x / y; });
+      binary_dispatch(a, b, out, [](float x, float y) { return x / y; });
       break;
   }
 }
 
-void CpuBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
-  reduce_sum_args(DeviceType::CPU, x, out);
-  const float* px = x.data<float>();
-  float* po = out.data<float>();
+namespace {
+template <class TX, class TO>
+// Sums x (stored as TX) into out (stored as TO).
+void reduce_sum_typed(const TX* px, const Tensor& x, TO* po, const Tensor& out, float scale) {
   int64_t on = out.numel(), n = x.numel();
   // Output-major: each output element sums its own inputs (double accumulation: deterministic
   // and accurate; the reference for the GPU's f32 tree reductions).
@@ -172,7 +193,7 @@ void CpuBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
   std::vector<double> acc(on, 0.0);
   int64_t rank = x.dim();
   if (rank == 0) {
-    po[0] = px[0] * scale;
+    po[0] = store_as<TO>(load_f32(px[0]) * scale);
     return;
   }
   int64_t inner = xs[rank - 1];
@@ -185,16 +206,26 @@ void CpuBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
       rem /= xs[k];
       if (os[k] != 1) o += i * ostr[k];
     }
-    const float* row = px + r * inner;
+    const TX* row = px + r * inner;
     if (inner_reduced) {
       double s = 0;
-      for (int64_t i = 0; i < inner; ++i) s += row[i];
+      for (int64_t i = 0; i < inner; ++i) s += load_f32(row[i]);
       acc[o] += s;
     } else {
-      for (int64_t i = 0; i < inner; ++i) acc[o + i] += row[i];
+      for (int64_t i = 0; i < inner; ++i) acc[o + i] += load_f32(row[i]);
     }
   }
-  for (int64_t i = 0; i < on; ++i) po[i] = static_cast<float>(acc[i] * scale);
+  for (int64_t i = 0; i < on; ++i) po[i] = store_as<TO>(static_cast<float>(acc[i] * scale));
+}
+}  // namespace
+
+void CpuBackend::reduce_sum(const Tensor& x, Tensor& out, float scale) {
+  reduce_sum_args(DeviceType::CPU, x, out);
+  with_activation_type(x.dtype(), [&](auto xt) {
+    with_activation_type(out.dtype(), [&](auto ot) {
+      reduce_sum_typed(x.data<decltype(xt)>(), x, out.data<decltype(ot)>(), out, scale);
+    });
+  });
 }
 
 void CpuBackend::argmax_lastdim(const Tensor& x, Tensor& out) {

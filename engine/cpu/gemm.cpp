@@ -54,11 +54,16 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
                       float alpha, float beta) {
   const GemmShape s = gemm_args(DeviceType::CPU, a, b, c, trans_a, trans_b);
   if (a.dtype() == DType::BF16) {
-    // bf16 operands, f32 accumulation and output (MatmulPrecision::BF16): widen exactly, then f32.
-    MOKD_CHECK(c.dtype() == DType::F32, "gemm: the CPU backend writes bf16 products to f32 c, got ",
-               c.str());
+    // bf16 operands, f32 accumulation (MatmulPrecision::BF16): widen exactly, multiply in f32,
+    // and round a bf16 c once at the end, as cuBLASLt's bf16 products do.
     NestedKernels nested;  // the widening copies are part of this call (noted already)
-    gemm_f32(a.to(DType::F32), b.to(DType::F32), c, s, trans_a, trans_b, alpha, beta);
+    if (c.dtype() == DType::F32) {
+      gemm_f32(a.to(DType::F32), b.to(DType::F32), c, s, trans_a, trans_b, alpha, beta);
+      return;
+    }
+    Tensor cf = beta != 0.f ? c.to(DType::F32) : Tensor::empty(c.shape(), DType::F32);
+    gemm_f32(a.to(DType::F32), b.to(DType::F32), cf, s, trans_a, trans_b, alpha, beta);
+    c.copy_(cf);
     return;
   }
   gemm_f32(a, b, c, s, trans_a, trans_b, alpha, beta);

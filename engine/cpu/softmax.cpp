@@ -8,16 +8,18 @@ namespace mokd {
 
 namespace {
 
-float row_max(const float* r, int64_t c) {
+template <class T>
+float row_max(const T* r, int64_t c) {
   float m = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < c; ++i) m = r[i] > m ? r[i] : m;
+  for (int64_t i = 0; i < c; ++i) m = load_f32(r[i]) > m ? load_f32(r[i]) : m;
   return m;
 }
 
 // sum_i exp(r[i] - m), accumulated in double so long rows keep f32 accuracy.
-double row_sum_exp(const float* r, int64_t c, float m) {
+template <class T>
+double row_sum_exp(const T* r, int64_t c, float m) {
   double s = 0;
-  for (int64_t i = 0; i < c; ++i) s += std::exp(r[i] - m);
+  for (int64_t i = 0; i < c; ++i) s += std::exp(load_f32(r[i]) - m);
   return s;
 }
 
@@ -26,50 +28,59 @@ double row_sum_exp(const float* r, int64_t c, float m) {
 void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
   const RowDims d = softmax_args(DeviceType::CPU, x, y, log);
   const int64_t c = d.cols, rows = d.rows;
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
+  with_activation_type(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
 #pragma omp parallel for if (rows * c > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = px + r * c;
-    float* yr = py + r * c;
-    // Subtracting the row max keeps exp() in range; a row of -inf gives NaN, as PyTorch.
-    float m = row_max(xr, c);
-    double s = row_sum_exp(xr, c, m);
-    if (log) {
-      float ls = static_cast<float>(std::log(s));
-      for (int64_t i = 0; i < c; ++i) yr[i] = (xr[i] - m) - ls;
-    } else {
-      double inv = 1.0 / s;
-      for (int64_t i = 0; i < c; ++i) yr[i] = static_cast<float>(std::exp(xr[i] - m) * inv);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = px + r * c;
+      T* yr = py + r * c;
+      // Subtracting the row max keeps exp() in range; a row of -inf gives NaN, as PyTorch.
+      float m = row_max(xr, c);
+      double s = row_sum_exp(xr, c, m);
+      if (log) {
+        float ls = static_cast<float>(std::log(s));
+        for (int64_t i = 0; i < c; ++i) yr[i] = store_as<T>((load_f32(xr[i]) - m) - ls);
+      } else {
+        double inv = 1.0 / s;
+        for (int64_t i = 0; i < c; ++i)
+          yr[i] = store_as<T>(static_cast<float>(std::exp(load_f32(xr[i]) - m) * inv));
+      }
     }
-  }
+  });
 }
 
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
   const RowDims d = softmax_backward_args(DeviceType::CPU, y, gy, gx, log);
   const int64_t c = d.cols, rows = d.rows;
-  const float* py = y.data<float>();
-  const float* pg = gy.data<float>();
-  float* po = gx.data<float>();
+  with_activation_type(y.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* py = y.data<T>();
+    const T* pg = gy.data<T>();
+    T* po = gx.data<T>();
 #pragma omp parallel for if (rows * c > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* yr = py + r * c;
-    const float* gr = pg + r * c;
-    float* orow = po + r * c;
-    if (log) {
-      // d/dx_j of sum_i g_i (x_i - lse) = g_j - softmax_j sum_i g_i
-      double s = 0;
-      for (int64_t i = 0; i < c; ++i) s += gr[i];
-      float sf = static_cast<float>(s);
-      for (int64_t i = 0; i < c; ++i) orow[i] = gr[i] - std::exp(yr[i]) * sf;
-    } else {
-      // softmax Jacobian: y_j (g_j - sum_i g_i y_i)
-      double s = 0;
-      for (int64_t i = 0; i < c; ++i) s += static_cast<double>(gr[i]) * yr[i];
-      float sf = static_cast<float>(s);
-      for (int64_t i = 0; i < c; ++i) orow[i] = yr[i] * (gr[i] - sf);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* yr = py + r * c;
+      const T* gr = pg + r * c;
+      T* orow = po + r * c;
+      if (log) {
+        // d/dx_j of sum_i g_i (x_i - lse) = g_j - softmax_j sum_i g_i
+        double s = 0;
+        for (int64_t i = 0; i < c; ++i) s += load_f32(gr[i]);
+        float sf = static_cast<float>(s);
+        for (int64_t i = 0; i < c; ++i)
+          orow[i] = store_as<T>(load_f32(gr[i]) - std::exp(load_f32(yr[i])) * sf);
+      } else {
+        // softmax Jacobian: y_j (g_j - sum_i g_i y_i)
+        double s = 0;
+        for (int64_t i = 0; i < c; ++i) s += static_cast<double>(load_f32(gr[i])) * load_f32(yr[i]);
+        float sf = static_cast<float>(s);
+        for (int64_t i = 0; i < c; ++i)
+          orow[i] = store_as<T>(load_f32(yr[i]) * (load_f32(gr[i]) - sf));
+      }
     }
-  }
+  });
 }
 
 void CpuBackend::logsumexp(const Tensor& x, Tensor& out) {

@@ -1,6 +1,7 @@
 // Scaled-dot-product attention over [B, H, N, D] (non-causal, any token count), and the same on a
 // packed q/k/v projection (ViT blocks). One core computes it: the backend's fused kernel in f32,
-// batched bf16 products around an f32 softmax under MatmulPrecision::BF16.
+// batched bf16 products around a softmax on bf16 scores (f32 math inside) under
+// MatmulPrecision::BF16 or for bf16 inputs.
 #include <array>
 #include <memory>
 
@@ -28,8 +29,9 @@ Tensor select_view(const Tensor& t, int64_t d, int64_t i) {
 // Forward on construction, gradients on demand. q, k, v may have any strides: each is copied
 // once into a contiguous operand of the compute dtype, which is also what backward reads.
 //  f32:  the backend's fused kernel; saves the operands, the output and the per-row log-sum-exp.
-//  BF16: batched GEMMs with bf16 operands and f32 accumulation (tensor cores on the GPU), softmax
-//        and its backward in f32; saves the operands and the B*H*N*Nk probabilities.
+//  BF16: batched GEMMs with bf16 operands and f32 accumulation (tensor cores on the GPU) writing
+//        bf16; softmax and its backward read and write bf16 with f32 math inside; saves the
+//        operands and the B*H*N*Nk probabilities (bf16).
 //          S = scale q k^T,  P = softmax(S),  out = P v
 //          dP = g v^T,  dv = P^T g,  dS = P * (dP - rowsum(dP * P)),  dq = scale dS k,
 //          dk = scale dS^T q
@@ -42,7 +44,7 @@ class AttentionCore {
         D_(q.size(3)),
         Nk_(k.size(2)),
         scale_(scale),
-        bf16_(matmul_precision() == MatmulPrecision::BF16 && q.dtype() == DType::F32) {
+        bf16_(detail::product_dtype(q) == DType::BF16) {
     const DType dt = bf16_ ? DType::BF16 : q.dtype();
     q_ = detail::contiguous_as(q, dt);
     k_ = detail::contiguous_as(k, dt);
@@ -55,20 +57,21 @@ class AttentionCore {
       return;
     }
     const int64_t BH = B_ * H_;
-    Tensor s = Tensor::empty({BH, N_, Nk_}, DType::F32, q.device());
+    const DType bf = DType::BF16;
+    Tensor s = Tensor::empty({BH, N_, Nk_}, bf, q.device());
     be.gemm(q_.view({BH, N_, D_}), k_.view({BH, Nk_, D_}), s, false, true, scale_, 0.f);
-    prob_ = Tensor::empty({BH, N_, Nk_}, DType::F32, q.device());
+    prob_ = Tensor::empty({BH, N_, Nk_}, bf, q.device());
     be.softmax(s, prob_, false);
     s = Tensor();  // the scores' memory goes back before the next product
-    out = Tensor::empty({B_, H_, N_, D_}, DType::F32, q.device());
+    out = Tensor::empty({B_, H_, N_, D_}, bf, q.device());
     Tensor o3 = out.view({BH, N_, D_});
-    be.gemm(prob_.to(DType::BF16), v_.view({BH, Nk_, D_}), o3, false, false, 1.f, 0.f);
+    be.gemm(prob_, v_.view({BH, Nk_, D_}), o3, false, false, 1.f, 0.f);
   }
 
-  Tensor out;  // [B, H, N, D] f32, contiguous
+  Tensor out;  // [B, H, N, D], contiguous, of the compute dtype
 
-  // Gradients of q, k, v ([B, H, N, D] / [B, H, Nk, D], f32) for the output's gradient g (any
-  // strides).
+  // Gradients of q, k, v ([B, H, N, D] / [B, H, Nk, D], of the compute dtype) for the output's
+  // gradient g (any strides).
   std::array<Tensor, 3> backward(const Tensor& g) const {
     Backend& be = backend_for(g);
     const Device dev = g.device();
@@ -80,19 +83,18 @@ class AttentionCore {
     const int64_t BH = B_ * H_;
     Tensor gb = detail::contiguous_as(g, DType::BF16).view({BH, N_, D_});
     Tensor qb = q_.view({BH, N_, D_}), kb = k_.view({BH, Nk_, D_}), vb = v_.view({BH, Nk_, D_});
-    Tensor dprob = Tensor::empty({BH, N_, Nk_}, DType::F32, dev);
+    const DType bf = DType::BF16;
+    Tensor dprob = Tensor::empty({BH, N_, Nk_}, bf, dev);
     be.gemm(gb, vb, dprob, false, true, 1.f, 0.f);
-    Tensor gv = Tensor::empty({BH, Nk_, D_}, DType::F32, dev);
-    be.gemm(prob_.to(DType::BF16), gb, gv, true, false, 1.f, 0.f);
-    Tensor ds = Tensor::empty({BH, N_, Nk_}, DType::F32, dev);
+    Tensor gv = Tensor::empty({BH, Nk_, D_}, bf, dev);
+    be.gemm(prob_, gb, gv, true, false, 1.f, 0.f);
+    Tensor ds = Tensor::empty({BH, N_, Nk_}, bf, dev);
     be.softmax_backward(prob_, dprob, ds, false);
     dprob = Tensor();
-    Tensor dsb = ds.to(DType::BF16);
-    ds = Tensor();
-    Tensor gq = Tensor::empty({BH, N_, D_}, DType::F32, dev);
-    be.gemm(dsb, kb, gq, false, false, scale_, 0.f);
-    Tensor gk = Tensor::empty({BH, Nk_, D_}, DType::F32, dev);
-    be.gemm(dsb, qb, gk, true, false, scale_, 0.f);
+    Tensor gq = Tensor::empty({BH, N_, D_}, bf, dev);
+    be.gemm(ds, kb, gq, false, false, scale_, 0.f);
+    Tensor gk = Tensor::empty({BH, Nk_, D_}, bf, dev);
+    be.gemm(ds, qb, gk, true, false, scale_, 0.f);
     return {gq.view({B_, H_, N_, D_}), gk.view({B_, H_, Nk_, D_}), gv.view({B_, H_, Nk_, D_})};
   }
 

@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/precision.h"
 
 namespace mokd::detail {
 
@@ -24,6 +25,19 @@ inline void check_float(const char* op, const Tensor& x, const char* arg = "inpu
 
 inline void check_rank(const char* op, const Tensor& x, int64_t rank, const char* arg = "input") {
   MOKD_CHECK(x.dim() == rank, op, ": ", arg, " must have rank ", rank, ", got ", x.str());
+}
+
+// Under MatmulPrecision::BF16 products write bf16 activations, and the ops that follow keep
+// them (engine/precision.h).
+inline bool bf16_activations() { return matmul_precision() == MatmulPrecision::BF16; }
+// The dtype a product computes in: bf16 in the bf16 mode or for a bf16 operand, else f32.
+inline DType product_dtype(const Tensor& x) {
+  return bf16_activations() || x.dtype() == DType::BF16 ? DType::BF16 : x.dtype();
+}
+// A parameter or statistic that goes with activation x: of x's dtype, or f32 with a bf16 x
+// (parameters stay f32 master weights).
+inline bool fits_activation(const Tensor& x, const Tensor& t) {
+  return t.dtype() == x.dtype() || (x.dtype() == DType::BF16 && t.dtype() == DType::F32);
 }
 
 // An output tensor like x (shape, dtype, device), uninitialised.

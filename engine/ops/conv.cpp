@@ -11,13 +11,14 @@ using detail::empty_like;
 
 namespace {
 
-// x and a companion tensor (weight, bias, running stat) share device and dtype.
+// x and a companion tensor (weight, bias, running stat) share device and dtype (or the companion
+// is an f32 parameter of a bf16 activation).
 void check_same(const char* op, const Tensor& x, const Tensor& t, const char* arg) {
   MOKD_CHECK(t.defined(), op, ": ", arg, " is undefined (x ", x.str(), ")");
   MOKD_CHECK(t.device() == x.device(), op, ": ", arg, " ", t.str(), " is on another device than x ",
              x.str());
-  MOKD_CHECK(t.dtype() == x.dtype(), op, ": ", arg, " ", t.str(), " has another dtype than x ",
-             x.str());
+  MOKD_CHECK(detail::fits_activation(x, t), op, ": ", arg, " ", t.str(),
+             " has another dtype than x ", x.str());
 }
 
 void check_per_channel(const char* op, const Tensor& x, const Tensor& t, const char* arg) {
@@ -31,11 +32,11 @@ int64_t out_extent(int64_t in, int64_t k, int64_t stride, int64_t pad) {
   return (in + 2 * pad - k) / stride + 1;
 }
 
-// [rows, C] -> [C]: per-channel sum through the backend (device-independent).
-Tensor channel_sum(const Tensor& g) {
+// [rows, C] -> [C]: per-channel sum through the backend (device-independent), stored as dt.
+Tensor channel_sum(const Tensor& g, DType dt) {
   int64_t C = g.size(-1);
   Tensor gc = g.contiguous();
-  Tensor out = empty_as(gc, {1, C});
+  Tensor out = Tensor::empty({1, C}, dt, gc.device());
   backend_for(gc).reduce_sum(gc.view({-1, C}), out, 1.f);
   return out.view({C});
 }
@@ -90,20 +91,20 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
                "] for weight ", w.str());
   }
 
-  // Under MatmulPrecision::BF16 (engine/precision.h) the convolution takes bf16 operands and
-  // gives a bf16 result (f32 accumulation; cuDNN's bf16 configuration), widened to f32; the bias
-  // is added in f32. Its backward products take the incoming gradient rounded to bf16 likewise.
-  const bool bf16 = matmul_precision() == MatmulPrecision::BF16 && x.dtype() == DType::F32;
-  const DType op_dt = bf16 ? DType::BF16 : x.dtype();
+  // Under MatmulPrecision::BF16 (engine/precision.h), or for a bf16 x, the convolution takes
+  // bf16 operands and writes a bf16 activation (f32 accumulation; cuDNN's bf16 configuration);
+  // an f32 bias is then added to it (f32 math, rounded once more). Its backward products take
+  // the incoming bf16 gradient likewise.
+  const DType op_dt = detail::product_dtype(x);
+  const bool bf16 = op_dt == DType::BF16;
   Tensor xc = detail::contiguous_as(x, op_dt), wc = detail::contiguous_as(w, op_dt);
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
   const Shape y_shape = {x.size(0), out_extent(x.size(1), kh, p.stride_h, p.pad_h),
                          out_extent(x.size(2), kw, p.stride_w, p.pad_w), O};
   Tensor y;
   if (bf16) {
-    Tensor yb = Tensor::empty(y_shape, DType::BF16, x.device());
-    backend_for(x).conv2d(xc, wc, nullptr, p, yb);
-    y = yb.to(DType::F32);
+    y = Tensor::empty(y_shape, DType::BF16, x.device());
+    backend_for(x).conv2d(xc, wc, nullptr, p, y);
     if (bc.defined())
       backend_for(x).binary(BinaryOp::Add, y, bc.view({1, 1, 1, O}).expand_view(y_shape), y);
   } else {
@@ -118,21 +119,22 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   Tensor xs = gw_needed ? xc.detach() : Tensor();
   Tensor ws = gx_needed ? wc.detach() : Tensor();
   Shape x_shape = x.shape(), w_shape = w.shape();
+  const DType x_dt = x.dtype(), w_dt = w.dtype(), b_dt = bias.defined() ? bias.dtype() : w_dt;
   record(op, y, {x, w, bias}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor gc = g.contiguous();
-    Tensor go = gc.to(op_dt);  // the products' operand; the bias gradient sums gc in f32
+    Tensor go = detail::contiguous_as(gc, op_dt);  // the products' operand
     Tensor gx, gw, gb;
     if (gx_needed) {
       gx = Tensor::empty(x_shape, op_dt, gc.device());
       backend_for(gc).conv2d_backward_data(go, ws, p, gx);
-      gx = gx.to(gc.dtype());
+      if (x_dt != op_dt) gx = gx.to(x_dt);
     }
-    if (gw_needed) {
+    if (gw_needed) {  // the products write op_dt; the parameter's gradient is of its dtype
       gw = Tensor::empty(w_shape, op_dt, gc.device());
       backend_for(gc).conv2d_backward_weight(go, xs, p, gw);
-      gw = gw.to(gc.dtype());
+      if (w_dt != op_dt) gw = gw.to(w_dt);
     }
-    if (gb_needed) gb = channel_sum(gc);
+    if (gb_needed) gb = channel_sum(gc, b_dt);  // sums the gradient in f32
     return {gx, gw, gb};
   });
   return y;
@@ -186,7 +188,10 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
   Tensor ms = mean.detach(), is = invstd.detach();
   record(op, y, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor gc = g.contiguous();
-    Tensor gx = empty_like(xs), gw = empty_as(xs, {C}), gb = empty_as(xs, {C});
+    // Activation gradient of x's dtype; parameter gradients f32, as the kernel computes them.
+    Tensor gx = empty_like(xs);
+    Tensor gw = Tensor::empty({C}, DType::F32, xs.device());
+    Tensor gb = Tensor::empty({C}, DType::F32, xs.device());
     backend_for(gc).batch_norm_backward(gc, xs, wsv, ms, is, training, gx, gw, gb);
     return {gx_needed ? gx : Tensor(), gw_needed ? gw : Tensor(), gb_needed ? gb : Tensor()};
   });

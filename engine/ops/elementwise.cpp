@@ -22,8 +22,21 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
   return out;
 }
 
-Tensor binary_op(BinaryOp kind, const char* name, const Tensor& a, const Tensor& b) {
-  detail::check_pair(name, a, b);
+// A bf16 activation with an f32 operand (a parameter, a mask) gives a bf16 result: the kernel
+// reads the f32 operand as it is. An f32 first operand with a bf16 second is swapped (add, mul)
+// or rounded to bf16 (sub, div).
+Tensor binary_op(BinaryOp kind, const char* name, const Tensor& a_in, const Tensor& b_in) {
+  const bool mixed = a_in.defined() && b_in.defined() && a_in.dtype() != b_in.dtype() &&
+                     (detail::fits_activation(a_in, b_in) || detail::fits_activation(b_in, a_in));
+  if (!mixed) detail::check_pair(name, a_in, b_in);
+  MOKD_CHECK(a_in.device() == b_in.device(), name, ": operands on different devices: ", a_in.str(),
+             " and ", b_in.str());
+  if (mixed && a_in.dtype() == DType::F32) {
+    if (kind == BinaryOp::Add || kind == BinaryOp::Mul) return binary_op(kind, name, b_in, a_in);
+    return binary_op(kind, name, cast(a_in, DType::BF16), b_in);
+  }
+  const Tensor& a = a_in;
+  const Tensor& b = b_in;
   Shape s = broadcast_shapes(name, a.shape(), b.shape());
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
   backend_for(a).binary(kind, a.expand_view(s), b.expand_view(s), out);
@@ -31,24 +44,25 @@ Tensor binary_op(BinaryOp kind, const char* name, const Tensor& a, const Tensor&
   Tensor sa = a.detach(), sb = b.detach();
   Shape as = a.shape(), bs = b.shape();
   bool ga_needed = a.requires_grad(), gb_needed = b.requires_grad();
+  const DType bt = b.dtype();  // an f32 b (a parameter) gets its reduced gradient in f32
   record(name, out, {a, b}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor ga, gb;
     switch (kind) {
       case BinaryOp::Add:
         if (ga_needed) ga = sum_to_shape(g, as);
-        if (gb_needed) gb = sum_to_shape(g, bs);
+        if (gb_needed) gb = sum_to_shape(g, bs, bt);
         break;
       case BinaryOp::Sub:
         if (ga_needed) ga = sum_to_shape(g, as);
-        if (gb_needed) gb = neg(sum_to_shape(g, bs));
+        if (gb_needed) gb = neg(sum_to_shape(g, bs, bt));
         break;
       case BinaryOp::Mul:
         if (ga_needed) ga = sum_to_shape(mul(g, sb), as);
-        if (gb_needed) gb = sum_to_shape(mul(g, sa), bs);
+        if (gb_needed) gb = sum_to_shape(mul(g, sa), bs, bt);
         break;
       case BinaryOp::Div:
         if (ga_needed) ga = sum_to_shape(div(g, sb), as);
-        if (gb_needed) gb = sum_to_shape(neg(div(mul(g, sa), mul(sb, sb))), bs);
+        if (gb_needed) gb = sum_to_shape(neg(div(mul(g, sa), mul(sb, sb))), bs, bt);
         break;
     }
     return {ga, gb};

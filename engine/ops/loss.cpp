@@ -10,6 +10,12 @@ Tensor smooth_l1_elementwise(const Tensor& d, float beta);
 
 namespace {
 
+// Losses compute in f32: a bf16 input (an activation in the bf16 mode) is widened first (exact;
+// its gradient goes back as bf16).
+Tensor f32(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::BF16 ? cast(t, DType::F32) : t;
+}
+
 // logits [B, C] with B, C > 0.
 void check_logits(const char* op, const Tensor& logits, const char* arg = "logits") {
   detail::check_float(op, logits, arg);
@@ -81,15 +87,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float label_smo
              " and logits ", logits.str(), " are on different devices");
   MOKD_CHECK(label_smoothing >= 0.f && label_smoothing < 1.f,
              "cross_entropy: label_smoothing must be in [0, 1), got ", label_smoothing);
-  return fused_cross_entropy("cross_entropy", logits, &labels, Tensor(), label_smoothing);
+  return fused_cross_entropy("cross_entropy", f32(logits), &labels, Tensor(), label_smoothing);
 }
 
 // Soft targets q [B, C]: mean_b -sum_c q log_softmax(logits). A target that requires grad gets
 // its gradient too (-log_softmax / B).
 Tensor cross_entropy_soft(const Tensor& logits, const Tensor& target_probs) {
   check_logits("cross_entropy_soft", logits);
-  check_same_shape("cross_entropy_soft", logits, target_probs, "logits", "target_probs");
-  return fused_cross_entropy("cross_entropy_soft", logits, nullptr, target_probs, 0.f);
+  check_same_shape("cross_entropy_soft", f32(logits), f32(target_probs), "logits", "target_probs");
+  return fused_cross_entropy("cross_entropy_soft", f32(logits), nullptr, f32(target_probs), 0.f);
 }
 
 // Distillation KL at temperature T: with p_t = softmax(teacher / T),
@@ -97,7 +103,8 @@ Tensor cross_entropy_soft(const Tensor& logits, const Tensor& target_probs) {
 // which is F.kl_div(log_softmax(s/T), softmax(t/T), reduction='batchmean') * T^2. Only the
 // student receives a gradient (the teacher is a constant target, even if it requires grad); T^2
 // keeps the gradient scale independent of T (Hinton et al.).
-Tensor kl_div(const Tensor& student_logits, const Tensor& teacher_logits, float temperature) {
+Tensor kl_div(const Tensor& student_in, const Tensor& teacher_in, float temperature) {
+  const Tensor student_logits = f32(student_in), teacher_logits = f32(teacher_in);
   check_logits("kl_div", student_logits, "student_logits");
   check_same_shape("kl_div", student_logits, teacher_logits, "student_logits", "teacher_logits");
   MOKD_CHECK(temperature > 0.f, "kl_div: temperature must be > 0, got ", temperature);
@@ -121,7 +128,8 @@ Tensor kl_div(const Tensor& student_logits, const Tensor& teacher_logits, float 
 
 // mean over elements of smooth_l1(a - b): 0.5 d^2 / beta where |d| < beta, |d| - beta / 2
 // elsewhere (torch.nn.functional.smooth_l1_loss, reduction='mean').
-Tensor smooth_l1(const Tensor& a, const Tensor& b, float beta) {
+Tensor smooth_l1(const Tensor& a_in, const Tensor& b_in, float beta) {
+  const Tensor a = f32(a_in), b = f32(b_in);
   check_same_shape("smooth_l1", a, b, "a", "b");
   MOKD_CHECK(a.numel() > 0, "smooth_l1: empty inputs ", shape_str(a.shape()));
   MOKD_CHECK(beta > 0.f, "smooth_l1: beta must be > 0, got ", beta);
@@ -129,7 +137,8 @@ Tensor smooth_l1(const Tensor& a, const Tensor& b, float beta) {
 }
 
 // mean over elements of (a - b)^2 (torch.nn.functional.mse_loss).
-Tensor mse(const Tensor& a, const Tensor& b) {
+Tensor mse(const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = f32(a_in), b = f32(b_in);
   check_same_shape("mse", a, b, "a", "b");
   MOKD_CHECK(a.numel() > 0, "mse: empty inputs ", shape_str(a.shape()));
   return mean(square(sub(a, b)));

@@ -12,18 +12,17 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
   return p;
 }
 
-// Under MatmulPrecision::BF16 the operands of every product are rounded to bf16
-// (engine/precision.h).
-bool bf16_products() { return matmul_precision() == MatmulPrecision::BF16; }
-// The contiguous operand of a product: one pass, rounding to bf16 under BF16.
-Tensor operand(const Tensor& t, bool bf16) {
-  return detail::contiguous_as(t, bf16 ? DType::BF16 : t.dtype());
-}
+// The contiguous operand of a product in its compute dtype (detail::product_dtype): one pass,
+// none for an operand already stored so (a bf16 activation).
+Tensor operand(const Tensor& t, DType dt) { return detail::contiguous_as(t, dt); }
 
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  detail::check_pair("matmul", a, b);
+  // A bf16 activation may meet an f32 parameter: both are bf16 operands in the product.
+  const bool mixed = a.defined() && b.defined() && a.device() == b.device() &&
+                     (detail::fits_activation(a, b) || detail::fits_activation(b, a));
+  if (!mixed) detail::check_pair("matmul", a, b);
   MOKD_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need rank >= 2, got a ", a.str(),
              " and b ", b.str());
   const Shape& as = a.shape();
@@ -40,14 +39,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Shape out_shape(as.begin(), as.end() - 2);
   out_shape.push_back(M);
   out_shape.push_back(N);
-  const bool bf16 = bf16_products();
-  Tensor ac = operand(a, bf16), bc = operand(b, bf16);
+  // Products compute (and write) in bf16 in the bf16 mode or for a bf16 operand.
+  const DType dt = a.dtype() == DType::BF16 ? DType::BF16 : detail::product_dtype(b);
+  Tensor ac = operand(a, dt), bc = operand(b, dt);
   const int64_t batch = prod(as, 0, ra - 2);
   // A shared b turns the batch into rows of one big rank-2 product; otherwise rank-3 batched.
   Tensor a3 = shared_b ? ac.view({batch * M, K}) : ac.view({batch, M, K});
   Tensor b3 = shared_b ? bc : bc.view({batch, K, N});
   Shape c_shape = shared_b ? Shape{batch * M, N} : Shape{batch, M, N};
-  Tensor out = detail::empty_as(a, c_shape);
+  Tensor out = Tensor::empty(c_shape, dt, a.device());
   backend_for(a).gemm(a3, b3, out, false, false, 1.f, 0.f);
   out = out.view(out_shape);
   if (!needs_grad({&a, &b})) return out;
@@ -55,16 +55,18 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor sa = a3.detach(), sb = b3.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   const Shape a_shape = as, b_shape = bs;
+  // Each gradient is written in its input's dtype: bf16 for an activation, f32 for a parameter.
+  const DType a_dt = a.dtype(), b_dt = b.dtype();
   record("matmul", out, {a, b}, [=](const Tensor& g) -> std::vector<Tensor> {
-    Tensor g3 = operand(g, bf16).view(c_shape);
+    Tensor g3 = operand(g, dt).view(c_shape);
     Tensor ga, gb;
     if (need_a) {  // ga = g b^T
-      ga = detail::empty_as(g, sa.shape());
+      ga = Tensor::empty(sa.shape(), a_dt == DType::F32 ? DType::F32 : dt, g.device());
       backend_for(g3).gemm(g3, sb, ga, false, true, 1.f, 0.f);
       ga = ga.view(a_shape);
     }
     if (need_b) {  // gb = a^T g (for a shared b, the flattened rows sum over the batch)
-      gb = detail::empty_as(g, sb.shape());
+      gb = Tensor::empty(sb.shape(), b_dt == DType::F32 ? DType::F32 : dt, g.device());
       backend_for(g3).gemm(sa, g3, gb, true, false, 1.f, 0.f);
       gb = gb.view(b_shape);
     }
@@ -74,14 +76,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  detail::check_pair("linear", x, w);
+  if (!(x.defined() && w.defined() && detail::fits_activation(x, w)))
+    detail::check_pair("linear", x, w);
   MOKD_CHECK(w.dim() == 2, "linear: weight must be [out, in], got w ", w.str(), " for x ", x.str());
   MOKD_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input features differ: x ", x.str(),
              " is [.., ", x.dim() >= 1 ? x.size(-1) : 0, "] but w ", w.str(), " is [out, ",
              w.size(1), "]");
   const bool has_bias = b.defined();
   if (has_bias) {
-    detail::check_pair("linear", x, b);
+    if (!detail::fits_activation(x, b)) detail::check_pair("linear", x, b);
     MOKD_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "linear: bias ", b.str(), " must be [",
                w.size(0), "] for w ", w.str());
   }
@@ -90,10 +93,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape out_shape = x.shape();
   out_shape.back() = outf;
 
-  const bool bf16 = bf16_products();
-  Tensor x2 = operand(x, bf16).view({rows, in});
-  Tensor wc = operand(w, bf16);
-  Tensor out = detail::empty_as(x, {rows, outf});
+  // Products compute (and write) in bf16 in the bf16 mode or for a bf16 input; the bias stays
+  // f32 and joins the f32 accumulator.
+  const DType dt = detail::product_dtype(x);
+  Tensor x2 = operand(x, dt).view({rows, in});
+  Tensor wc = operand(w, dt);
+  Tensor out = Tensor::empty({rows, outf}, dt, x.device());
   Backend& be = backend_for(x);
   if (has_bias) {
     be.gemm_bias(x2, wc, b.contiguous(), out);
@@ -107,22 +112,25 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const bool need_x = x.requires_grad(), need_w = w.requires_grad();
   const bool need_b = has_bias && b.requires_grad();
   const Shape x_shape = x.shape();
+  // Gradients in their inputs' dtypes: bf16 for a bf16 activation, f32 for the parameters.
+  const DType x_dt = x.dtype() == DType::F32 ? DType::F32 : dt, w_dt = w.dtype();
+  const DType b_dt = has_bias ? b.dtype() : DType::F32;
   record("linear", out, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor g2 = g.contiguous().view({rows, outf});
-    Tensor g2p = operand(g2, bf16);  // the products' operand; the bias gradient sums g2 in f32
+    Tensor g2p = operand(g2, dt);  // the products' operand; the bias gradient sums g2 in f32
     Backend& bk = backend_for(g2);
     Tensor gx, gw, gb;
     if (need_x) {  // gx = g w
-      gx = detail::empty_as(g2, {rows, in});
+      gx = Tensor::empty({rows, in}, x_dt, g.device());
       bk.gemm(g2p, sw, gx, false, false, 1.f, 0.f);
       gx = gx.view(x_shape);
     }
     if (need_w) {  // gw = g^T x
-      gw = detail::empty_as(g2, {outf, in});
+      gw = Tensor::empty({outf, in}, w_dt == DType::F32 ? DType::F32 : dt, g.device());
       bk.gemm(g2p, sx, gw, true, false, 1.f, 0.f);
     }
     if (need_b) {  // gb = sum of g over rows
-      gb = detail::empty_as(g2, {1, outf});
+      gb = Tensor::empty({1, outf}, b_dt, g.device());
       if (rows == 0)
         gb.fill_(0.0);
       else

@@ -68,8 +68,11 @@ Tensor logsumexp_lastdim(const Tensor& x) {
   return out;
 }
 
+// The mask holds 0 or 1 / (1 - p) in f32 (for a bf16 activation too: mul() reads an f32 operand
+// as it is, so the scale is not rounded before it multiplies).
 Tensor bernoulli_mask(const Shape& shape, float p, Generator& gen, const Tensor& like) {
-  Tensor mask = Tensor::empty(shape, like.dtype(), like.device());
+  const DType dt = like.dtype() == DType::BF16 ? DType::F32 : like.dtype();
+  Tensor mask = Tensor::empty(shape, dt, like.device());
   // The mask is a pure function of (seed, counter): the same Generator state gives the same mask
   // on every backend.
   note_kernel("bernoulli_scaled", {}, {&mask});
@@ -88,8 +91,9 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   return softmax_any("log_softmax", x, dim, true);
 }
 
-Tensor logsumexp(const Tensor& x, int64_t dim, bool keepdim) {
-  detail::check_float("logsumexp", x);
+Tensor logsumexp(const Tensor& x_in, int64_t dim, bool keepdim) {
+  detail::check_float("logsumexp", x_in);
+  const Tensor x = cast(x_in, x_in.dtype() == DType::BF16 ? DType::F32 : x_in.dtype());  // f32
   MOKD_CHECK(x.dim() >= 1, "logsumexp: needs rank >= 1, got ", x.str());
   int64_t d = wrap_dim(dim, x.dim(), "logsumexp");
   Tensor out = d == x.dim() - 1 ? logsumexp_lastdim(x)
@@ -110,24 +114,27 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) 
     if (!t->defined()) continue;
     MOKD_CHECK(t->shape() == Shape{dn}, "layer_norm: ", arg, " ", t->str(), " must have shape [",
                dn, "] for input ", x.str());
-    MOKD_CHECK(t->dtype() == x.dtype() && t->device() == x.device(), "layer_norm: ", arg, " ",
-               t->str(), " must match the input's dtype and device, ", x.str());
+    MOKD_CHECK(detail::fits_activation(x, *t) && t->device() == x.device(), "layer_norm: ", arg,
+               " ", t->str(), " must match the input's dtype and device, ", x.str());
   }
   Tensor xc = x.contiguous();
   Tensor wc = w.defined() ? w.contiguous() : Tensor(), bc = b.defined() ? b.contiguous() : Tensor();
   int64_t rows = dn ? x.numel() / dn : 0;
   Tensor y = empty_like(xc);
-  Tensor mu = detail::empty_as(xc, {rows}), rstd = detail::empty_as(xc, {rows});
+  // Row statistics are f32 whatever the activations' dtype (so are the parameters' gradients).
+  Tensor mu = Tensor::empty({rows}, DType::F32, x.device());
+  Tensor rstd = Tensor::empty({rows}, DType::F32, x.device());
   if (y.numel() > 0)
     backend_for(x).layer_norm(xc, wc.defined() ? &wc : nullptr, bc.defined() ? &bc : nullptr, eps,
                               y, mu, rstd);
   if (!needs_grad({&x, &w, &b})) return y;
   Tensor sx = xc.detach(), sw = wc.defined() ? wc.detach() : Tensor();
   bool has_b = b.defined();
+  const DType b_dt = has_b ? b.dtype() : DType::F32;
   record("layer_norm", y, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
     Tensor gx = empty_like(sx);
     Tensor gw = sw.defined() ? empty_like(sw) : Tensor();
-    Tensor gb = has_b ? detail::empty_as(sx, {sx.size(-1)}) : Tensor();
+    Tensor gb = has_b ? Tensor::empty({sx.size(-1)}, b_dt, sx.device()) : Tensor();
     if (gx.numel() == 0) {
       if (gw.defined()) gw.fill_(0.0);
       if (gb.defined()) gb.fill_(0.0);

@@ -64,7 +64,8 @@ Tensor argmax(const Tensor& x) {
   MOKD_CHECK(x.dim() >= 1, "argmax: needs rank >= 1, got ", x.str());
   Shape s(x.shape().begin(), x.shape().end() - 1);
   Tensor out = Tensor::empty(s, DType::I64, x.device());
-  backend_for(x).argmax_lastdim(x.contiguous(), out);
+  // The kernel reads f32: a bf16 x (logits in the bf16 mode) is widened first (exact).
+  backend_for(x).argmax_lastdim(detail::contiguous_as(x, DType::F32), out);
   return out;
 }
 

@@ -56,24 +56,42 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   return out;
 }
 
+Tensor cast(const Tensor& x, DType dtype) {
+  detail::check_float("cast", x);
+  MOKD_CHECK(is_floating(dtype), "cast: needs a floating target dtype, got ", dtype_name(dtype));
+  if (x.dtype() == dtype) return x;
+  Tensor out = detail::contiguous_as(x, dtype);
+  if (!needs_grad({&x})) return out;
+  const DType from = x.dtype();
+  record("cast", out, {x}, [from](const Tensor& g) -> std::vector<Tensor> {
+    return {detail::contiguous_as(g, from)};
+  });
+  return out;
+}
+
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   MOKD_CHECK(!xs.empty(), "concat: no tensors given");
   const Tensor& first = xs[0];
+  DType dt = first.defined() ? first.dtype() : DType::F32;
+  for (const Tensor& t : xs)
+    if (t.defined() && t.dtype() == DType::BF16 && is_floating(dt)) dt = DType::BF16;
   int64_t d = wrap_dim(dim, first.dim(), "concat");
   Shape out_shape = first.shape();
   out_shape[d] = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
     const Tensor& t = xs[i];
     MOKD_CHECK(t.defined(), "concat: tensor ", i, " is undefined");
-    MOKD_CHECK(t.device() == first.device() && t.dtype() == first.dtype(), "concat: tensor ", i,
-               " is ", t.str(), " but tensor 0 is ", first.str());
+    const bool mixed_float = is_floating(t.dtype()) && is_floating(first.dtype()) &&
+                             t.dtype() != DType::F64 && first.dtype() != DType::F64;
+    MOKD_CHECK(t.device() == first.device() && (t.dtype() == first.dtype() || mixed_float),
+               "concat: tensor ", i, " is ", t.str(), " but tensor 0 is ", first.str());
     bool ok = t.dim() == first.dim();
     for (int64_t k = 0; ok && k < t.dim(); ++k) ok = (k == d) || t.shape()[k] == first.shape()[k];
     MOKD_CHECK(ok, "concat: shapes ", shape_str(first.shape()), " and ", shape_str(t.shape()),
                " (tensor ", i, ") differ outside dim ", d);
     out_shape[d] += t.shape()[d];
   }
-  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+  Tensor out = Tensor::empty(out_shape, dt, first.device());
   std::vector<int64_t> sizes;
   int64_t off = 0;
   for (const Tensor& t : xs) {
