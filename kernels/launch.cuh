@@ -42,10 +42,13 @@ void prepare_images(const uint8_t* pixels, const float* table, const EraseBox* b
                     const int32_t* first_box, int64_t n, int64_t h, int64_t w, int64_t c,
                     const MixSpec& mix, float* out, cudaStream_t stream);
 
-// ---- random.cu ----
-void fill_uniform(float* dst, int64_t n, float lo, float hi, RngKey key, cudaStream_t stream);
-void fill_normal(float* dst, int64_t n, float mean, float std, RngKey key, cudaStream_t stream);
-void bernoulli_scaled(float* dst, int64_t n, float keep_prob, RngKey key, cudaStream_t stream);
+// ---- random.cu (T: float or bf16; the value is drawn in f32 and stored once) ----
+template <class T>
+void fill_uniform(T* dst, int64_t n, float lo, float hi, RngKey key, cudaStream_t stream);
+template <class T>
+void fill_normal(T* dst, int64_t n, float mean, float std, RngKey key, cudaStream_t stream);
+template <class T>
+void bernoulli_scaled(T* dst, int64_t n, float keep_prob, RngKey key, cudaStream_t stream);
 
 // ---- elementwise.cu (T: float or bf16) ----
 template <class T>
