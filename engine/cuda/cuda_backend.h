@@ -47,7 +47,8 @@ class CudaBackend final : public Backend {
 #define MOKD_BACKEND_KERNEL(name, params) void name params override;
 #include "engine/backend_kernels.inc"
 #undef MOKD_BACKEND_KERNEL
-  // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default).
+  // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default); a bf16
+  // c (bf16 a and b) is the f32 result rounded once.
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
   void set_deferred_checks(bool on) override;
   void check_deferred() override;
