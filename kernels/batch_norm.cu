@@ -1,9 +1,13 @@
 // Batch norm over x [rows, C] (NHWC flattened), per channel: training forward (batch statistics by
 // two deterministic column reductions: mean, then squared deviations), evaluation forward, and
-// backward (sum gy, sum gy * xhat). Same formulas as engine/cpu/batch_norm.cpp. Memory traffic:
-// training forward reads x three times and writes y once; eval reads x once; backward reads gy and
-// x twice (sums, then gx) and writes gx once.
+// backward (sum gy, sum gy * xhat). Same formulas as engine/cpu/batch_norm.cpp. x, y, gy and gx
+// are f32 or bf16 activations (widened on load, each output rounded once); every per-channel
+// tensor is f32. Memory traffic, in elements of the activation type (4 or 2 bytes): training
+// forward reads x three times and writes y once; eval reads x once; backward reads gy and x twice
+// (sums, then gx) and writes gx once.
 #include <cmath>
+
+#include "engine/bf16.h"
 
 #include "kernels/common.cuh"
 #include "kernels/launch.cuh"
@@ -47,11 +51,12 @@ __global__ void bn_eval_finish(const float* w, const float* b, const float* rm, 
   }
 }
 
-__global__ void bn_apply(const float* x, const float* scale, const float* shift, float* y,
-                         int64_t n, int64_t C) {
+template <class T>
+__global__ void bn_apply(const T* x, const float* scale, const float* shift, T* y, int64_t n,
+                         int64_t C) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t c = i % C;
-    y[i] = x[i] * scale[c] + shift[c];
+    y[i] = store_as<T>(load_f32(x[i]) * scale[c] + shift[c]);
   }
 }
 
@@ -67,13 +72,14 @@ __global__ void bn_bwd_finish(const double* sg, const double* sgx, const float* 
   }
 }
 
-__global__ void bn_bwd_apply(const float* gy, const float* x, const float* mean,
-                             const float* invstd, const float* k, const float* mg, const float* mgx,
-                             float* gx, int64_t n, int64_t C) {
+template <class T>
+__global__ void bn_bwd_apply(const T* gy, const T* x, const float* mean, const float* invstd,
+                             const float* k, const float* mg, const float* mgx, T* gx, int64_t n,
+                             int64_t C) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t c = i % C;
-    float xhat = (x[i] - mean[c]) * invstd[c];
-    gx[i] = k[c] * (gy[i] - mg[c] - xhat * mgx[c]);
+    float xhat = (load_f32(x[i]) - mean[c]) * invstd[c];
+    gx[i] = store_as<T>(k[c] * (load_f32(gy[i]) - mg[c] - xhat * mgx[c]));
   }
 }
 
@@ -85,8 +91,9 @@ int64_t batch_norm_scratch_size(int64_t rows, int64_t C) {
   return col_scratch_size(rows, C) + 2 * C + 3 * C;
 }
 
-void batch_norm_train(const float* x, const float* w, const float* b, float* running_mean,
-                      float* running_var, float momentum, float eps, float* y, float* save_mean,
+template <class T>
+void batch_norm_train(const T* x, const float* w, const float* b, float* running_mean,
+                      float* running_var, float momentum, float eps, T* y, float* save_mean,
                       float* save_invstd, int64_t rows, int64_t C, double* scratch,
                       cudaStream_t stream) {
   if (C == 0) return;
@@ -96,15 +103,15 @@ void batch_norm_train(const float* x, const float* w, const float* b, float* run
   float* scale = reinterpret_cast<float*>(m2 + C);
   float* shift = scale + C;
   col_reduce(
-      rows, C, [=] __device__(int64_t r, int64_t c) -> double { return x[r * C + c]; }, partials,
-      mean, stream, "batch_norm_train");
+      rows, C, [=] __device__(int64_t r, int64_t c) -> double { return load_f32(x[r * C + c]); },
+      partials, mean, stream, "batch_norm_train");
   bn_mean_kernel<<<grid_for(C), kThreads, 0, stream>>>(mean, rows, C);
   check_launch("batch_norm_train");
   const double* cmean = mean;
   col_reduce(
       rows, C,
       [=] __device__(int64_t r, int64_t c) -> double {
-        double dv = x[r * C + c] - cmean[c];
+        double dv = load_f32(x[r * C + c]) - cmean[c];
         return dv * dv;
       },
       partials, m2, stream, "batch_norm_train");
@@ -116,8 +123,9 @@ void batch_norm_train(const float* x, const float* w, const float* b, float* run
   check_launch("batch_norm_train");
 }
 
-void batch_norm_eval(const float* x, const float* w, const float* b, const float* running_mean,
-                     const float* running_var, float eps, float* y, int64_t rows, int64_t C,
+template <class T>
+void batch_norm_eval(const T* x, const float* w, const float* b, const float* running_mean,
+                     const float* running_var, float eps, T* y, int64_t rows, int64_t C,
                      double* scratch, cudaStream_t stream) {
   if (C == 0) return;
   float* scale = reinterpret_cast<float*>(scratch);
@@ -130,8 +138,9 @@ void batch_norm_eval(const float* x, const float* w, const float* b, const float
   check_launch("batch_norm_eval");
 }
 
-void batch_norm_backward(const float* gy, const float* x, const float* w, const float* mean,
-                         const float* invstd, bool training, float* gx, float* gw, float* gb,
+template <class T>
+void batch_norm_backward(const T* gy, const T* x, const float* w, const float* mean,
+                         const float* invstd, bool training, T* gx, float* gw, float* gb,
                          int64_t rows, int64_t C, double* scratch, cudaStream_t stream) {
   if (C == 0) return;
   double* partials = scratch;
@@ -141,12 +150,13 @@ void batch_norm_backward(const float* gy, const float* x, const float* w, const 
   float* mg = k + C;
   float* mgx = mg + C;
   col_reduce(
-      rows, C, [=] __device__(int64_t r, int64_t c) -> double { return gy[r * C + c]; }, partials,
-      sg, stream, "batch_norm_backward");
+      rows, C, [=] __device__(int64_t r, int64_t c) -> double { return load_f32(gy[r * C + c]); },
+      partials, sg, stream, "batch_norm_backward");
   col_reduce(
       rows, C,
       [=] __device__(int64_t r, int64_t c) -> double {
-        return double(gy[r * C + c]) * (double(x[r * C + c]) - mean[c]) * invstd[c];
+        return double(load_f32(gy[r * C + c])) * (double(load_f32(x[r * C + c])) - mean[c]) *
+               invstd[c];
       },
       partials, sgx, stream, "batch_norm_backward");
   bn_bwd_finish<<<grid_for(C), kThreads, 0, stream>>>(sg, sgx, w, invstd, training, gw, gb, k, mg,
@@ -157,5 +167,18 @@ void batch_norm_backward(const float* gy, const float* x, const float* w, const 
                                                             rows * C, C);
   check_launch("batch_norm_backward");
 }
+
+#define MOKD_BN_INSTANTIATE(T)                                                                    \
+  template void batch_norm_train(const T*, const float*, const float*, float*, float*, float,     \
+                                 float, T*, float*, float*, int64_t, int64_t, double*,            \
+                                 cudaStream_t);                                                   \
+  template void batch_norm_eval(const T*, const float*, const float*, const float*, const float*, \
+                                float, T*, int64_t, int64_t, double*, cudaStream_t);              \
+  template void batch_norm_backward(const T*, const T*, const float*, const float*, const float*, \
+                                    bool, T*, float*, float*, int64_t, int64_t, double*,          \
+                                    cudaStream_t);
+MOKD_BN_INSTANTIATE(float)
+MOKD_BN_INSTANTIATE(bf16)
+#undef MOKD_BN_INSTANTIATE
 
 }  // namespace mokd::kernels

@@ -1,9 +1,13 @@
 // Elementwise kernels: unary ops and their backward (same formulas as engine/cpu/elementwise.cpp),
-// broadcast/strided binary ops, and a bias add over the last dim. Memory traffic: unary reads n
-// and writes n floats; unary_backward reads 2n, writes n; binary reads up to 2n (broadcast
-// operands are re-read from cache), writes n.
+// broadcast/strided binary ops, and a bias add over the last dim. Activations are float or bf16
+// (launch.cuh): f32 math either way, one rounding per stored element. Memory traffic, in elements
+// of each operand's own type (4 bytes for f32, 2 for bf16): unary reads n and writes n;
+// unary_backward reads 2n, writes n; binary reads up to 2n (broadcast operands are re-read from
+// cache; an f32 b beside a bf16 a reads 4 bytes per element), writes n; the f32 bias add reads and
+// writes n floats.
 #include <climits>
 
+#include "engine/bf16.h"
 #include "kernels/common.cuh"
 #include "kernels/launch.cuh"
 
@@ -89,14 +93,14 @@ __device__ __forceinline__ float unary_deriv(UnaryOp op, float x, float a) {
 }
 
 // The op is a template parameter so each kernel's inner loop has no switch.
-template <UnaryOp OP>
-__global__ void unary_kernel(const float* x, float* out, int64_t n, float a) {
-  MOKD_GRID_STRIDE(i, n) out[i] = unary_fwd(OP, x[i], a);
+template <UnaryOp OP, class T>
+__global__ void unary_kernel(const T* x, T* out, int64_t n, float a) {
+  MOKD_GRID_STRIDE(i, n) out[i] = store_as<T>(unary_fwd(OP, load_f32(x[i]), a));
 }
 
-template <UnaryOp OP>
-__global__ void unary_bwd_kernel(const float* x, const float* g, float* gin, int64_t n, float a) {
-  MOKD_GRID_STRIDE(i, n) gin[i] = g[i] * unary_deriv(OP, x[i], a);
+template <UnaryOp OP, class T>
+__global__ void unary_bwd_kernel(const T* x, const T* g, T* gin, int64_t n, float a) {
+  MOKD_GRID_STRIDE(i, n) gin[i] = store_as<T>(load_f32(g[i]) * unary_deriv(OP, load_f32(x[i]), a));
 }
 
 template <BinaryOp OP>
@@ -111,23 +115,22 @@ __device__ __forceinline__ float bin(float x, float y) {
     return x / y;
 }
 
-template <BinaryOp OP>
-__global__ void binary_contig_kernel(const float* a, const float* b, float* out, int64_t n) {
-  MOKD_GRID_STRIDE(i, n) out[i] = bin<OP>(a[i], b[i]);
+template <BinaryOp OP, class TA, class TB>
+__global__ void binary_contig_kernel(const TA* a, const TB* b, TA* out, int64_t n) {
+  MOKD_GRID_STRIDE(i, n) out[i] = store_as<TA>(bin<OP>(load_f32(a[i]), load_f32(b[i])));
 }
 
-template <BinaryOp OP, class I>
-__global__ void binary_strided_kernel(const float* a, const float* b, float* out, StridedDesc d,
-                                      int64_t n) {
+template <BinaryOp OP, class I, class TA, class TB>
+__global__ void binary_strided_kernel(const TA* a, const TB* b, TA* out, StridedDesc d, int64_t n) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t oa, ob;
     strided_offsets<I>(d, i, oa, ob);
-    out[i] = bin<OP>(a[oa], b[ob]);
+    out[i] = store_as<TA>(bin<OP>(load_f32(a[oa]), load_f32(b[ob])));
   }
 }
 
-template <BinaryOp OP>
-void binary_typed(const float* a, const float* b, float* out, const StridedDesc& d, int64_t n,
+template <BinaryOp OP, class TA, class TB>
+void binary_typed(const TA* a, const TB* b, TA* out, const StridedDesc& d, int64_t n,
                   bool contiguous, cudaStream_t st) {
   StridedDesc dc = d;
   if (!contiguous) collapse_dims(dc);  // out is contiguous: merging a's and b's runs is enough
@@ -152,13 +155,14 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int64_t 
   X(SmoothL1) X(ClipCoef) X(Reciprocal)
 // clang-format on
 
-void unary(UnaryOp op, const float* x, float* out, int64_t n, float alpha, cudaStream_t stream) {
+template <class T>
+void unary(UnaryOp op, const T* x, T* out, int64_t n, float alpha, cudaStream_t stream) {
   if (n == 0) return;
   unsigned g = grid_for(n);
   switch (op) {
-#define X(name)                                                                \
-  case UnaryOp::name:                                                          \
-    unary_kernel<UnaryOp::name><<<g, kThreads, 0, stream>>>(x, out, n, alpha); \
+#define X(name)                                                                   \
+  case UnaryOp::name:                                                             \
+    unary_kernel<UnaryOp::name, T><<<g, kThreads, 0, stream>>>(x, out, n, alpha); \
     break;
     MOKD_UNARY_CASES(X)
 #undef X
@@ -166,14 +170,15 @@ void unary(UnaryOp op, const float* x, float* out, int64_t n, float alpha, cudaS
   check_launch(unary_name(op));
 }
 
-void unary_backward(UnaryOp op, const float* x, const float* gout, float* gin, int64_t n,
-                    float alpha, cudaStream_t stream) {
+template <class T>
+void unary_backward(UnaryOp op, const T* x, const T* gout, T* gin, int64_t n, float alpha,
+                    cudaStream_t stream) {
   if (n == 0) return;
   unsigned g = grid_for(n);
   switch (op) {
-#define X(name)                                                                          \
-  case UnaryOp::name:                                                                    \
-    unary_bwd_kernel<UnaryOp::name><<<g, kThreads, 0, stream>>>(x, gout, gin, n, alpha); \
+#define X(name)                                                                             \
+  case UnaryOp::name:                                                                       \
+    unary_bwd_kernel<UnaryOp::name, T><<<g, kThreads, 0, stream>>>(x, gout, gin, n, alpha); \
     break;
     MOKD_UNARY_CASES(X)
 #undef X
@@ -181,8 +186,9 @@ void unary_backward(UnaryOp op, const float* x, const float* gout, float* gin, i
   check_launch(unary_name(op));
 }
 
-void binary(BinaryOp op, const float* a, const float* b, float* out, const StridedDesc& d,
-            int64_t n, bool contiguous, cudaStream_t stream) {
+template <class TA, class TB>
+void binary(BinaryOp op, const TA* a, const TB* b, TA* out, const StridedDesc& d, int64_t n,
+            bool contiguous, cudaStream_t stream) {
   if (n == 0) return;
   switch (op) {
     case BinaryOp::Add:
@@ -200,6 +206,19 @@ void binary(BinaryOp op, const float* a, const float* b, float* out, const Strid
   }
   check_launch("binary");
 }
+
+template void unary(UnaryOp, const float*, float*, int64_t, float, cudaStream_t);
+template void unary(UnaryOp, const bf16*, bf16*, int64_t, float, cudaStream_t);
+template void unary_backward(UnaryOp, const float*, const float*, float*, int64_t, float,
+                             cudaStream_t);
+template void unary_backward(UnaryOp, const bf16*, const bf16*, bf16*, int64_t, float,
+                             cudaStream_t);
+template void binary(BinaryOp, const float*, const float*, float*, const StridedDesc&, int64_t,
+                     bool, cudaStream_t);
+template void binary(BinaryOp, const bf16*, const bf16*, bf16*, const StridedDesc&, int64_t, bool,
+                     cudaStream_t);
+template void binary(BinaryOp, const bf16*, const float*, bf16*, const StridedDesc&, int64_t, bool,
+                     cudaStream_t);
 
 void add_bias_lastdim(float* y, const float* bias, int64_t rows, int64_t c, cudaStream_t stream) {
   int64_t n = rows * c;

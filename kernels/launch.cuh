@@ -3,12 +3,18 @@
 // device pointers and sizes, queues its kernels on `stream` and checks the launch
 // (mokd::CudaError naming the kernel). Shapes, dtypes and contiguity are checked by the caller
 // (engine/cuda/*.cpp, through engine/kernel_args.h). Device code sees only the plain-data types of
-// engine/kernel_types.h, never engine/tensor.h.
+// engine/kernel_types.h and engine/bf16.h, never engine/tensor.h.
+//
+// Activation kernels are templates over the storage type T of their activations, float or bf16
+// (mixed precision), explicitly instantiated for both in their .cu file: values widen to f32 on
+// load, the f32 math is the same for both, and each result rounds once on store (engine/bf16.h
+// load_f32, store_as). Parameters and per-row/per-channel statistics stay float.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "engine/bf16.h"
 #include "engine/image_batch.h"
 #include "engine/kernel_types.h"
 
@@ -36,82 +42,115 @@ void prepare_images(const uint8_t* pixels, const float* table, const EraseBox* b
                     const int32_t* first_box, int64_t n, int64_t h, int64_t w, int64_t c,
                     const MixSpec& mix, float* out, cudaStream_t stream);
 
-// ---- random.cu ----
-void fill_uniform(float* dst, int64_t n, float lo, float hi, RngKey key, cudaStream_t stream);
-void fill_normal(float* dst, int64_t n, float mean, float std, RngKey key, cudaStream_t stream);
-void bernoulli_scaled(float* dst, int64_t n, float keep_prob, RngKey key, cudaStream_t stream);
+// ---- random.cu (T: float or bf16; the value is drawn in f32 and stored once) ----
+template <class T>
+void fill_uniform(T* dst, int64_t n, float lo, float hi, RngKey key, cudaStream_t stream);
+template <class T>
+void fill_normal(T* dst, int64_t n, float mean, float std, RngKey key, cudaStream_t stream);
+template <class T>
+void bernoulli_scaled(T* dst, int64_t n, float keep_prob, RngKey key, cudaStream_t stream);
 
-// ---- elementwise.cu ----
-void unary(UnaryOp op, const float* x, float* out, int64_t n, float alpha, cudaStream_t stream);
-void unary_backward(UnaryOp op, const float* x, const float* gout, float* gin, int64_t n,
-                    float alpha, cudaStream_t stream);
-// out (contiguous, shape d.shape) = a op b with a, b at strides d.sa, d.sb.
-void binary(BinaryOp op, const float* a, const float* b, float* out, const StridedDesc& d,
-            int64_t n, bool contiguous, cudaStream_t stream);
+// ---- elementwise.cu (T: float or bf16) ----
+template <class T>
+void unary(UnaryOp op, const T* x, T* out, int64_t n, float alpha, cudaStream_t stream);
+template <class T>
+void unary_backward(UnaryOp op, const T* x, const T* gout, T* gin, int64_t n, float alpha,
+                    cudaStream_t stream);
+// out (contiguous, shape d.shape) = a op b with a, b at strides d.sa, d.sb. (TA, TB): (float,
+// float), (bf16, bf16) or (bf16, float) (a bf16 activation with an f32 parameter or mask).
+template <class TA, class TB>
+void binary(BinaryOp op, const TA* a, const TB* b, TA* out, const StridedDesc& d, int64_t n,
+            bool contiguous, cudaStream_t stream);
 // y[r, c] += bias[c]
 void add_bias_lastdim(float* y, const float* bias, int64_t rows, int64_t c, cudaStream_t stream);
 
 // ---- reduce.cu ----
+// The sums take x of TX (float or bf16) and write out of TO (float, or TX): the accumulation in
+// double is the same for every pair, the result rounds to f32 and then, for a bf16 out, once more
+// to bf16 on its store. Instantiated for (float, float), (bf16, bf16) and (bf16, float).
 constexpr int kReducePartials = 1024;  // doubles of scratch reduce_all needs
-// out[0] = scale * sum(x) (or, accumulate_squares: out[0] += sum(x^2)). partials: kReducePartials.
-void reduce_all(const float* x, int64_t n, float* out, float scale, bool accumulate_squares,
+// out[0] = scale * sum(x) (or, accumulate_squares: out[0] += sum(x^2); f32 only).
+// partials: kReducePartials.
+template <class TX, class TO>
+void reduce_all(const TX* x, int64_t n, TO* out, float scale, bool accumulate_squares,
                 double* partials, cudaStream_t stream);
 // out[r] = scale * sum_i x[r, i] for x [rows, inner].
-void reduce_rows(const float* x, int64_t rows, int64_t inner, float* out, float scale,
+template <class TX, class TO>
+void reduce_rows(const TX* x, int64_t rows, int64_t inner, TO* out, float scale,
                  cudaStream_t stream);
 // out[c] = scale * sum_r x[r, c] for x [rows, cols]; partials: col_partials_size(rows, cols).
 int64_t col_partials_size(int64_t rows, int64_t cols);
-void reduce_cols(const float* x, int64_t rows, int64_t cols, float* out, float scale,
-                 double* partials, cudaStream_t stream);
+template <class TX, class TO>
+void reduce_cols(const TX* x, int64_t rows, int64_t cols, TO* out, float scale, double* partials,
+                 cudaStream_t stream);
 // Any pattern: d.shape is x's shape, d.sa x's strides, d.sb out's strides with 0 in reduced dims;
 // out has on elements (contiguous). One thread per output element.
-void reduce_generic(const float* x, float* out, int64_t on, const StridedDesc& d,
+template <class TX, class TO>
+void reduce_generic(const TX* x, TO* out, int64_t on, const StridedDesc& d,
                     const int64_t* out_shape, float scale, cudaStream_t stream);
+// out[i] = scale * x[i] with a conversion (nothing reduced, x and out of different dtypes).
+template <class TX, class TO>
+void scale_convert(const TX* x, TO* out, int64_t n, float scale, cudaStream_t stream);
 void argmax_lastdim(const float* x, int64_t rows, int64_t c, int64_t* out, cudaStream_t stream);
 // bad (one i64, preset to B by the caller) receives the smallest index of a label outside [0, C).
 void one_hot(const int64_t* labels, int64_t B, int64_t C, float on, float off, float* out,
              int64_t* bad, cudaStream_t stream);
 
-// ---- softmax.cu ----
-void softmax(const float* x, float* y, int64_t rows, int64_t c, bool log, cudaStream_t stream);
-void softmax_backward(const float* y, const float* gy, float* gx, int64_t rows, int64_t c, bool log,
+// ---- softmax.cu (softmax and its backward: T float or bf16; logsumexp f32) ----
+template <class T>
+void softmax(const T* x, T* y, int64_t rows, int64_t c, bool log, cudaStream_t stream);
+template <class T>
+void softmax_backward(const T* y, const T* gy, T* gx, int64_t rows, int64_t c, bool log,
                       cudaStream_t stream);
 void logsumexp(const float* x, float* out, int64_t rows, int64_t c, cudaStream_t stream);
 
-// ---- layer_norm.cu (w, b, gw, gb may be null) ----
-void layer_norm(const float* x, const float* w, const float* b, float eps, float* y, float* mean,
+// ---- layer_norm.cu (x, y, gy, gx of T, float or bf16; the rest float; w, b, gw, gb may be
+// null) ----
+template <class T>
+void layer_norm(const T* x, const float* w, const float* b, float eps, T* y, float* mean,
                 float* rstd, int64_t rows, int64_t d, cudaStream_t stream);
-void layer_norm_backward(const float* gy, const float* x, const float* w, const float* mean,
-                         const float* rstd, float* gx, float* gw, float* gb, int64_t rows,
-                         int64_t d, double* partials, cudaStream_t stream);
+template <class T>
+void layer_norm_backward(const T* gy, const T* x, const float* w, const float* mean,
+                         const float* rstd, T* gx, float* gw, float* gb, int64_t rows, int64_t d,
+                         double* partials, cudaStream_t stream);
 // doubles of scratch layer_norm_backward needs for gw and gb
 int64_t layer_norm_partials_size(int64_t rows, int64_t d);
 
-// ---- batch_norm.cu: x [rows, C] ----
+// ---- batch_norm.cu: x [rows, C]; x, y, gy, gx of T (float or bf16), per-channel tensors float
+// ----
 int64_t batch_norm_scratch_size(int64_t rows, int64_t C);  // doubles
-void batch_norm_train(const float* x, const float* w, const float* b, float* running_mean,
-                      float* running_var, float momentum, float eps, float* y, float* save_mean,
+template <class T>
+void batch_norm_train(const T* x, const float* w, const float* b, float* running_mean,
+                      float* running_var, float momentum, float eps, T* y, float* save_mean,
                       float* save_invstd, int64_t rows, int64_t C, double* scratch,
                       cudaStream_t stream);
-void batch_norm_eval(const float* x, const float* w, const float* b, const float* running_mean,
-                     const float* running_var, float eps, float* y, int64_t rows, int64_t C,
+template <class T>
+void batch_norm_eval(const T* x, const float* w, const float* b, const float* running_mean,
+                     const float* running_var, float eps, T* y, int64_t rows, int64_t C,
                      double* scratch, cudaStream_t stream);
-void batch_norm_backward(const float* gy, const float* x, const float* w, const float* mean,
-                         const float* invstd, bool training, float* gx, float* gw, float* gb,
+template <class T>
+void batch_norm_backward(const T* gy, const T* x, const float* w, const float* mean,
+                         const float* invstd, bool training, T* gx, float* gw, float* gb,
                          int64_t rows, int64_t C, double* scratch, cudaStream_t stream);
 
-// ---- pool.cu: NHWC ----
+// ---- pool.cu: NHWC; x, y, gy, gx of T (float or bf16) ----
 struct PoolDims {
   int64_t N, H, W, C, Ho, Wo;
   int kh, kw, sh, sw, ph, pw;
   bool count_include_pad;
 };
-void max_pool2d(const float* x, float* y, int64_t* argmax, const PoolDims& g, cudaStream_t stream);
+template <class T>
+void max_pool2d(const T* x, T* y, int64_t* argmax, const PoolDims& g, cudaStream_t stream);
 // gx (numel nx) = scatter-add of gy (numel ny) at argmax (indices outside [0, nx) are skipped).
-void max_pool2d_backward(const float* gy, const int64_t* argmax, float* gx, int64_t ny, int64_t nx,
-                         cudaStream_t stream);
-void avg_pool2d(const float* x, float* y, const PoolDims& g, cudaStream_t stream);
-void avg_pool2d_backward(const float* gy, float* gx, const PoolDims& g, cudaStream_t stream);
+// A bf16 gx is summed in f32 first, in acc (nx floats of scratch; null for float), so that each
+// element rounds once.
+template <class T>
+void max_pool2d_backward(const T* gy, const int64_t* argmax, T* gx, int64_t ny, int64_t nx,
+                         float* acc, cudaStream_t stream);
+template <class T>
+void avg_pool2d(const T* x, T* y, const PoolDims& g, cudaStream_t stream);
+template <class T>
+void avg_pool2d_backward(const T* gy, T* gx, const PoolDims& g, cudaStream_t stream);
 
 // ---- attention.cu: q [BH, Nq, D], k [BH, Nk, D], v [BH, Nk, Dv]; D, Dv <= kAttnMaxDim ----
 constexpr int kAttnMaxDim = 128;

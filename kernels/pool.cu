@@ -2,10 +2,16 @@
 // engine/cpu/pool.cpp). Max pooling records the absolute flat index into x of each maximum (i64);
 // its backward zeroes gx and scatter-adds gy there (atomics: overlapping windows). Average
 // pooling's backward gathers, per input element, from every window that covers it (no atomics).
-// Memory traffic: forward reads each window element (kh*kw reads per output, mostly cached) and
-// writes y (and 8-byte argmax); max backward reads gy and argmax once and writes gx twice (zero,
-// scatter); avg backward reads the covering gy per input element and writes gx once.
+// x, y, gy and gx are f32 or bf16 activations (widened on load, each output rounded once); a bf16
+// max backward scatter-adds into f32 scratch and rounds each sum once at the end. Memory traffic,
+// in elements of the activation type (4 or 2 bytes): forward reads each window element (kh*kw
+// reads per output, mostly cached) and writes y (and 8-byte argmax); max backward reads gy and
+// argmax once and writes gx twice (zero, scatter; bf16: the f32 scratch twice, then reads it and
+// writes gx once); avg backward reads the covering gy per input element and writes gx once.
 #include <cfloat>
+#include <type_traits>
+
+#include "engine/bf16.h"
 
 #include "kernels/common.cuh"
 #include "kernels/launch.cuh"
@@ -37,7 +43,8 @@ __device__ __forceinline__ Win window(const PoolDims& g, int64_t oh, int64_t ow)
 }
 
 // One thread per output element (n, oh, ow, c): neighbouring threads read neighbouring channels.
-__global__ void max_pool_kernel(const float* x, float* y, int64_t* arg, PoolDims g, int64_t n) {
+template <class T>
+__global__ void max_pool_kernel(const T* x, T* y, int64_t* arg, PoolDims g, int64_t n) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t c = i % g.C, t = i / g.C;
     int64_t ow = t % g.Wo;
@@ -49,28 +56,34 @@ __global__ void max_pool_kernel(const float* x, float* y, int64_t* arg, PoolDims
     for (int64_t h = win.h0; h < win.h1; ++h)
       for (int64_t w = win.w0; w < win.w1; ++w) {
         int64_t idx = ((b * g.H + h) * g.W + w) * g.C + c;
-        float v = x[idx];
+        float v = load_f32(x[idx]);
         if (v > best || a < 0 || v != v) {  // first maximum wins; NaN propagates (as the CPU)
           best = v;
           a = idx;
         }
       }
-    y[i] = best;
+    y[i] = store_as<T>(best);  // a value of x (or -inf): exact in T
     arg[i] = a;
   }
 }
 
 __global__ void zero_kernel(float* p, int64_t n) { MOKD_GRID_STRIDE(i, n) p[i] = 0.f; }
 
-__global__ void max_pool_bwd_kernel(const float* gy, const int64_t* arg, float* gx, int64_t ny,
+template <class T>
+__global__ void max_pool_bwd_kernel(const T* gy, const int64_t* arg, float* gx, int64_t ny,
                                     int64_t nx) {
   MOKD_GRID_STRIDE(i, ny) {
     int64_t a = arg[i];
-    if (a >= 0 && a < nx) atomicAdd(gx + a, gy[i]);
+    if (a >= 0 && a < nx) atomicAdd(gx + a, load_f32(gy[i]));
   }
 }
 
-__global__ void avg_pool_kernel(const float* x, float* y, PoolDims g, int64_t n) {
+__global__ void round_to_bf16_kernel(const float* in, bf16* out, int64_t n) {
+  MOKD_GRID_STRIDE(i, n) out[i] = store_as<bf16>(in[i]);
+}
+
+template <class T>
+__global__ void avg_pool_kernel(const T* x, T* y, PoolDims g, int64_t n) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t c = i % g.C, t = i / g.C;
     int64_t ow = t % g.Wo;
@@ -79,9 +92,10 @@ __global__ void avg_pool_kernel(const float* x, float* y, PoolDims g, int64_t n)
     Win win = window(g, oh, ow);
     float acc = 0.f;
     for (int64_t h = win.h0; h < win.h1; ++h)
-      for (int64_t w = win.w0; w < win.w1; ++w) acc += x[((b * g.H + h) * g.W + w) * g.C + c];
+      for (int64_t w = win.w0; w < win.w1; ++w)
+        acc += load_f32(x[((b * g.H + h) * g.W + w) * g.C + c]);
     float inv = win.divisor > 0 ? 1.f / static_cast<float>(win.divisor) : 0.f;
-    y[i] = acc * inv;
+    y[i] = store_as<T>(acc * inv);
   }
 }
 
@@ -94,7 +108,8 @@ __device__ __forceinline__ void covering(int64_t h, int k, int s, int p, int64_t
   if (hi > Ho - 1) hi = Ho - 1;
 }
 
-__global__ void avg_pool_bwd_kernel(const float* gy, float* gx, PoolDims g, int64_t n) {
+template <class T>
+__global__ void avg_pool_bwd_kernel(const T* gy, T* gx, PoolDims g, int64_t n) {
   MOKD_GRID_STRIDE(i, n) {
     int64_t c = i % g.C, t = i / g.C;
     int64_t w = t % g.W;
@@ -109,44 +124,69 @@ __global__ void avg_pool_bwd_kernel(const float* gy, float* gx, PoolDims g, int6
         Win win = window(g, oh, ow);
         if (win.divisor <= 0) continue;
         // The clipped window still contains (h, w): h is inside the image.
-        acc +=
-            gy[((b * g.Ho + oh) * g.Wo + ow) * g.C + c] * (1.f / static_cast<float>(win.divisor));
+        acc += load_f32(gy[((b * g.Ho + oh) * g.Wo + ow) * g.C + c]) *
+               (1.f / static_cast<float>(win.divisor));
       }
-    gx[i] = acc;
+    gx[i] = store_as<T>(acc);
   }
 }
 
 }  // namespace
 
-void max_pool2d(const float* x, float* y, int64_t* argmax, const PoolDims& g, cudaStream_t stream) {
+template <class T>
+void max_pool2d(const T* x, T* y, int64_t* argmax, const PoolDims& g, cudaStream_t stream) {
   int64_t n = g.N * g.Ho * g.Wo * g.C;
   if (n == 0) return;
   max_pool_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, argmax, g, n);
   check_launch("max_pool2d");
 }
 
-void max_pool2d_backward(const float* gy, const int64_t* argmax, float* gx, int64_t ny, int64_t nx,
-                         cudaStream_t stream) {
+template <class T>
+void max_pool2d_backward(const T* gy, const int64_t* argmax, T* gx, int64_t ny, int64_t nx,
+                         float* acc, cudaStream_t stream) {
   if (nx == 0) return;
-  zero_kernel<<<grid_for(nx), kThreads, 0, stream>>>(gx, nx);
+  // f32 gx takes the sums directly; bf16 gx gets them from acc, rounded once.
+  float* sums = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    sums = gx;
+  else
+    sums = acc;
+  zero_kernel<<<grid_for(nx), kThreads, 0, stream>>>(sums, nx);
   check_launch("max_pool2d_backward");
-  if (ny == 0) return;
-  max_pool_bwd_kernel<<<grid_for(ny), kThreads, 0, stream>>>(gy, argmax, gx, ny, nx);
-  check_launch("max_pool2d_backward");
+  if (ny > 0) {
+    max_pool_bwd_kernel<<<grid_for(ny), kThreads, 0, stream>>>(gy, argmax, sums, ny, nx);
+    check_launch("max_pool2d_backward");
+  }
+  if constexpr (!std::is_same_v<T, float>) {
+    round_to_bf16_kernel<<<grid_for(nx), kThreads, 0, stream>>>(sums, gx, nx);
+    check_launch("max_pool2d_backward");
+  }
 }
 
-void avg_pool2d(const float* x, float* y, const PoolDims& g, cudaStream_t stream) {
+template <class T>
+void avg_pool2d(const T* x, T* y, const PoolDims& g, cudaStream_t stream) {
   int64_t n = g.N * g.Ho * g.Wo * g.C;
   if (n == 0) return;
   avg_pool_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, g, n);
   check_launch("avg_pool2d");
 }
 
-void avg_pool2d_backward(const float* gy, float* gx, const PoolDims& g, cudaStream_t stream) {
+template <class T>
+void avg_pool2d_backward(const T* gy, T* gx, const PoolDims& g, cudaStream_t stream) {
   int64_t n = g.N * g.H * g.W * g.C;
   if (n == 0) return;
   avg_pool_bwd_kernel<<<grid_for(n), kThreads, 0, stream>>>(gy, gx, g, n);
   check_launch("avg_pool2d_backward");
 }
+
+#define MOKD_POOL_INSTANTIATE(T)                                                            \
+  template void max_pool2d(const T*, T*, int64_t*, const PoolDims&, cudaStream_t);          \
+  template void max_pool2d_backward(const T*, const int64_t*, T*, int64_t, int64_t, float*, \
+                                    cudaStream_t);                                          \
+  template void avg_pool2d(const T*, T*, const PoolDims&, cudaStream_t);                    \
+  template void avg_pool2d_backward(const T*, T*, const PoolDims&, cudaStream_t);
+MOKD_POOL_INSTANTIATE(float)
+MOKD_POOL_INSTANTIATE(bf16)
+#undef MOKD_POOL_INSTANTIATE
 
 }  // namespace mokd::kernels

@@ -1,8 +1,12 @@
 // Reductions: sum over all elements (two stages through fixed per-block partials), row sums
 // (warp per row), column sums (kernels/common.cuh), any other pattern (thread per output element),
 // sum of squares accumulated into a scalar, argmax over the last dim, one-hot. Accumulation is in
-// double, like the CPU reference. Memory traffic: each reads its input once; outputs are small.
+// double, like the CPU reference; the sums read f32 or bf16 x (widened exactly) and store f32 or
+// bf16 (rounded once from the f32 result). Memory traffic: each reads its input once (4 or 2
+// bytes per element); outputs are small (the nothing-reduced conversion writes one per element).
 #include <cfloat>
+
+#include "engine/bf16.h"
 
 #include "kernels/common.cuh"
 #include "kernels/launch.cuh"
@@ -14,13 +18,13 @@ namespace {
 constexpr int kAllBlocks = kReducePartials;
 
 // Stage 1: block b sums (or sums the squares of) a grid-stride slice into partials[b].
-template <bool SQUARE>
-__global__ void reduce_all_stage1(const float* x, int64_t n, double* partials) {
+template <bool SQUARE, class TX>
+__global__ void reduce_all_stage1(const TX* x, int64_t n, double* partials) {
   __shared__ double sm[kThreads / 32];
   double acc = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    double v = x[i];
+    double v = load_f32(x[i]);
     acc += SQUARE ? v * v : v;
   }
   acc = warp_sum(acc);
@@ -34,7 +38,8 @@ __global__ void reduce_all_stage1(const float* x, int64_t n, double* partials) {
 }
 
 // Stage 2: one block sums the partials in a fixed order.
-__global__ void reduce_all_stage2(const double* partials, int nb, float* out, float scale,
+template <class TO>
+__global__ void reduce_all_stage2(const double* partials, int nb, TO* out, float scale,
                                   bool accumulate) {
   __shared__ double sm[kThreads / 32];
   double acc = 0;
@@ -46,34 +51,45 @@ __global__ void reduce_all_stage2(const double* partials, int nb, float* out, fl
     double t = 0;
     for (int w = 0; w < kThreads / 32; ++w) t += sm[w];
     if (accumulate)
-      out[0] += static_cast<float>(t);
+      out[0] = store_as<TO>(load_f32(out[0]) + static_cast<float>(t));
     else
-      out[0] = static_cast<float>(t * scale);
+      out[0] = store_as<TO>(static_cast<float>(t * scale));
   }
 }
 
 // One warp per row.
-__global__ void reduce_rows_kernel(const float* x, int64_t rows, int64_t inner, float* out,
-                                   float scale) {
+template <class TX, class TO>
+__global__ void reduce_rows_kernel(const TX* x, int64_t rows, int64_t inner, TO* out, float scale) {
   int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= rows) return;
-  const float* xr = x + row * inner;
+  const TX* xr = x + row * inner;
   double acc = 0;
-  for (int64_t i = lane; i < inner; i += 32) acc += xr[i];
+  for (int64_t i = lane; i < inner; i += 32) acc += load_f32(xr[i]);
   acc = warp_sum(acc);
-  if (lane == 0) out[row] = static_cast<float>(acc * scale);
+  if (lane == 0) out[row] = store_as<TO>(static_cast<float>(acc * scale));
 }
 
-__global__ void scale_to_float(const double* in, float* out, int64_t n, float scale) {
+template <class TO>
+__global__ void scale_to_float(const double* in, TO* out, int64_t n, float scale) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = static_cast<float>(in[i] * scale);
+    out[i] = store_as<TO>(static_cast<float>(in[i] * scale));
+}
+
+// The product of two floats is exact in double, so this equals the f32 product scale * x (what
+// the unary Scale kernel computes when nothing is reduced and x and out share a dtype).
+template <class TX, class TO>
+__global__ void scale_convert_kernel(const TX* x, TO* out, int64_t n, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = store_as<TO>(scale * load_f32(x[i]));
 }
 
 // One thread per output element: walks the reduced sub-space of x (dims where out's stride is 0).
 // Neighbouring outputs usually differ in a kept inner dim, so the reads coalesce.
-__global__ void reduce_generic_kernel(const float* x, float* out, int64_t on, StridedDesc d,
+template <class TX, class TO>
+__global__ void reduce_generic_kernel(const TX* x, TO* out, int64_t on, StridedDesc d,
                                       StridedDesc od, int64_t reduced, float scale) {
   // od.shape: out's shape; od.sa: x strides restricted to kept dims (for locating the base);
   // od.sb: x strides of reduced dims (0 where kept); d.shape: x's shape.
@@ -94,9 +110,9 @@ __global__ void reduce_generic_kernel(const float* x, float* out, int64_t on, St
         rr /= d.shape[k];
         off += idx * od.sb[k];
       }
-      acc += x[off];
+      acc += load_f32(x[off]);
     }
-    out[o] = static_cast<float>(acc * scale);
+    out[o] = store_as<TO>(static_cast<float>(acc * scale));
   }
 }
 
@@ -150,7 +166,8 @@ __global__ void one_hot_kernel(const int64_t* labels, int64_t B, int64_t C, floa
 
 }  // namespace
 
-void reduce_all(const float* x, int64_t n, float* out, float scale, bool accumulate_squares,
+template <class TX, class TO>
+void reduce_all(const TX* x, int64_t n, TO* out, float scale, bool accumulate_squares,
                 double* partials, cudaStream_t stream) {
   int64_t want = (n + kThreads * 4 - 1) / (kThreads * 4);
   int nb = static_cast<int>(want < 1 ? 1 : (want > kAllBlocks ? kAllBlocks : want));
@@ -163,7 +180,8 @@ void reduce_all(const float* x, int64_t n, float* out, float scale, bool accumul
   check_launch(accumulate_squares ? "sum_squares_accumulate" : "reduce_sum");
 }
 
-void reduce_rows(const float* x, int64_t rows, int64_t inner, float* out, float scale,
+template <class TX, class TO>
+void reduce_rows(const TX* x, int64_t rows, int64_t inner, TO* out, float scale,
                  cudaStream_t stream) {
   if (rows == 0) return;
   constexpr int kWarps = kThreads / 32;
@@ -174,18 +192,21 @@ void reduce_rows(const float* x, int64_t rows, int64_t inner, float* out, float 
 
 int64_t col_partials_size(int64_t rows, int64_t cols) { return col_scratch_size(rows, cols); }
 
-void reduce_cols(const float* x, int64_t rows, int64_t cols, float* out, float scale,
-                 double* partials, cudaStream_t stream) {
+template <class TX, class TO>
+void reduce_cols(const TX* x, int64_t rows, int64_t cols, TO* out, float scale, double* partials,
+                 cudaStream_t stream) {
   if (cols == 0) return;
   double* sums = partials + static_cast<int64_t>(col_chunks(rows)) * cols;
   col_reduce(
-      rows, cols, [=] __device__(int64_t r, int64_t c) -> double { return x[r * cols + c]; },
+      rows, cols,
+      [=] __device__(int64_t r, int64_t c) -> double { return load_f32(x[r * cols + c]); },
       partials, sums, stream, "reduce_sum");
   scale_to_float<<<grid_for(cols), kThreads, 0, stream>>>(sums, out, cols, scale);
   check_launch("reduce_sum");
 }
 
-void reduce_generic(const float* x, float* out, int64_t on, const StridedDesc& d,
+template <class TX, class TO>
+void reduce_generic(const TX* x, TO* out, int64_t on, const StridedDesc& d,
                     const int64_t* out_shape, float scale, cudaStream_t stream) {
   if (on == 0) return;
   StridedDesc od;
@@ -201,6 +222,26 @@ void reduce_generic(const float* x, float* out, int64_t on, const StridedDesc& d
   reduce_generic_kernel<<<grid_for(on), kThreads, 0, stream>>>(x, out, on, d, od, reduced, scale);
   check_launch("reduce_sum");
 }
+
+template <class TX, class TO>
+void scale_convert(const TX* x, TO* out, int64_t n, float scale, cudaStream_t stream) {
+  if (n == 0) return;
+  scale_convert_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, out, n, scale);
+  check_launch("reduce_sum");
+}
+
+// The (x, out) storage pairs of reduce_sum.
+#define MOKD_REDUCE_INSTANTIATE(TX, TO)                                                            \
+  template void reduce_all(const TX*, int64_t, TO*, float, bool, double*, cudaStream_t);           \
+  template void reduce_rows(const TX*, int64_t, int64_t, TO*, float, cudaStream_t);                \
+  template void reduce_cols(const TX*, int64_t, int64_t, TO*, float, double*, cudaStream_t);       \
+  template void reduce_generic(const TX*, TO*, int64_t, const StridedDesc&, const int64_t*, float, \
+                               cudaStream_t);
+MOKD_REDUCE_INSTANTIATE(float, float)
+MOKD_REDUCE_INSTANTIATE(bf16, bf16)
+MOKD_REDUCE_INSTANTIATE(bf16, float)
+#undef MOKD_REDUCE_INSTANTIATE
+template void scale_convert(const bf16*, float*, int64_t, float, cudaStream_t);
 
 void argmax_lastdim(const float* x, int64_t rows, int64_t c, int64_t* out, cudaStream_t stream) {
   if (rows == 0) return;

@@ -1,5 +1,6 @@
 // CUDA batch norm over [rows, C] (NHWC flattened): training, evaluation and backward; the shared
-// contracts, then launches of kernels/batch_norm.cu.
+// contracts, then launches of kernels/batch_norm.cu. x, y, gy, gx f32 or bf16 activations; every
+// per-channel tensor f32.
 #include "engine/cuda/cuda_backend.h"
 
 #include "engine/kernel_args.h"
@@ -14,9 +15,12 @@ void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tenso
                                          save_mean, save_invstd);
   cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
-    kernels::batch_norm_train(cf(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum, eps,
-                              mf(y), mf(save_mean), mf(save_invstd), d.rows, d.C,
-                              static_cast<double*>(s.raw_data()), stream());
+    cuda_with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::batch_norm_train(cp<T>(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum,
+                                eps, mp<T>(y), mf(save_mean), mf(save_invstd), d.rows, d.C,
+                                static_cast<double*>(s.raw_data()), stream());
+    });
   });
 }
 
@@ -26,8 +30,11 @@ void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor
   const BnDims d = batch_norm_eval_args(DeviceType::CUDA, x, w, b, running_mean, running_var, y);
   cuda_guarded("batch_norm_eval", {&x, &w, &y}, [&] {
     Tensor s = scratch(d.C + 1);
-    kernels::batch_norm_eval(cf(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps, mf(y),
-                             d.rows, d.C, static_cast<double*>(s.raw_data()), stream());
+    cuda_with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::batch_norm_eval(cp<T>(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps,
+                               mp<T>(y), d.rows, d.C, static_cast<double*>(s.raw_data()), stream());
+    });
   });
 }
 
@@ -37,9 +44,12 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
   const BnDims d = batch_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, invstd, gx, gw, gb);
   cuda_guarded("batch_norm_backward", {&gy, &x, &w, &gx}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
-    kernels::batch_norm_backward(cf(gy), cf(x), cf(w), cf(mean), cf(invstd), training, mf(gx),
-                                 mf(gw), mf(gb), d.rows, d.C, static_cast<double*>(s.raw_data()),
-                                 stream());
+    cuda_with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::batch_norm_backward(cp<T>(gy), cp<T>(x), cf(w), cf(mean), cf(invstd), training,
+                                   mp<T>(gx), mf(gw), mf(gb), d.rows, d.C,
+                                   static_cast<double*>(s.raw_data()), stream());
+    });
   });
 }
 

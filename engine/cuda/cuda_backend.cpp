@@ -289,21 +289,33 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
 // ---- random ----
 
 void CudaBackend::fill_uniform(Tensor& dst, float lo, float hi, RngKey key) {
-  cuda_expect_f32(dst, "fill_uniform", "dst");
-  cuda_guarded("fill_uniform", {&dst},
-               [&] { kernels::fill_uniform(mf(dst), dst.numel(), lo, hi, key, stream()); });
+  // f32 or bf16 (the value drawn in f32, rounded once).
+  expect_activation(dst, DeviceType::CUDA, "fill_uniform", "dst");
+  cuda_guarded("fill_uniform", {&dst}, [&] {
+    cuda_with_activation_type(dst.dtype(), [&](auto t) {
+      kernels::fill_uniform(mp<decltype(t)>(dst), dst.numel(), lo, hi, key, stream());
+    });
+  });
 }
 
 void CudaBackend::fill_normal(Tensor& dst, float mean, float std, RngKey key) {
-  cuda_expect_f32(dst, "fill_normal", "dst");
-  cuda_guarded("fill_normal", {&dst},
-               [&] { kernels::fill_normal(mf(dst), dst.numel(), mean, std, key, stream()); });
+  // f32 or bf16 (the value drawn in f32, rounded once).
+  expect_activation(dst, DeviceType::CUDA, "fill_normal", "dst");
+  cuda_guarded("fill_normal", {&dst}, [&] {
+    cuda_with_activation_type(dst.dtype(), [&](auto t) {
+      kernels::fill_normal(mp<decltype(t)>(dst), dst.numel(), mean, std, key, stream());
+    });
+  });
 }
 
 void CudaBackend::bernoulli_scaled(Tensor& dst, float keep_prob, RngKey key) {
-  cuda_expect_f32(dst, "bernoulli_scaled", "dst");
-  cuda_guarded("bernoulli_scaled", {&dst},
-               [&] { kernels::bernoulli_scaled(mf(dst), dst.numel(), keep_prob, key, stream()); });
+  // f32 or bf16 (the value drawn in f32, rounded once).
+  expect_activation(dst, DeviceType::CUDA, "bernoulli_scaled", "dst");
+  cuda_guarded("bernoulli_scaled", {&dst}, [&] {
+    cuda_with_activation_type(dst.dtype(), [&](auto t) {
+      kernels::bernoulli_scaled(mp<decltype(t)>(dst), dst.numel(), keep_prob, key, stream());
+    });
+  });
 }
 
 }  // namespace mokd

@@ -10,8 +10,10 @@
 //   attention.cpp     scaled-dot-product attention     loss.cpp         fused cross-entropy, KL
 //   optim.cpp         Adam(W), SGD, clipping helpers   caching_allocator.cpp, op_profile.cpp
 //
-// Float kernels take f32, contiguous tensors on the GPU (as the CPU backend); gemm also takes
-// bf16 operands (f32 accumulation). Operand checks are the shared contracts of
+// Float kernels take f32, contiguous tensors on the GPU (as the CPU backend); the activation
+// kernels (elementwise, reductions, softmax, norms, pooling; engine/kernel_args.h) also take bf16
+// activations (f32 math, one rounding per stored element), and gemm bf16 operands (f32
+// accumulation). Operand checks are the shared contracts of
 // engine/kernel_args.h, then this backend's own limits. Errors from CUDA, cuBLAS and cuDNN surface
 // as mokd::Error naming the op, the tensors and the library's error string.
 #pragma once
@@ -27,6 +29,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/bf16.h"
 #include "engine/cuda/caching_allocator.h"
 
 namespace mokd {
@@ -44,7 +47,8 @@ class CudaBackend final : public Backend {
 #define MOKD_BACKEND_KERNEL(name, params) void name params override;
 #include "engine/backend_kernels.inc"
 #undef MOKD_BACKEND_KERNEL
-  // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default).
+  // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default); a bf16
+  // c (bf16 a and b) is the f32 result rounded once.
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
   void set_deferred_checks(bool on) override;
   void check_deferred() override;
@@ -127,6 +131,25 @@ inline const float* cf(const Tensor& t) { return static_cast<const float*>(t.raw
 inline float* mf(const Tensor& t) { return static_cast<float*>(t.raw_data()); }
 inline const float* cf_opt(const Tensor* t) { return t ? cf(*t) : nullptr; }
 inline float* mf_opt(const Tensor* t) { return t ? mf(*t) : nullptr; }
+// The same for a storage type T (float or bf16) the caller has checked.
+template <class T>
+const T* cp(const Tensor& t) {
+  return static_cast<const T*>(t.raw_data());
+}
+template <class T>
+T* mp(const Tensor& t) {
+  return static_cast<T*>(t.raw_data());
+}
+
+// Runs f(T{}) with T the storage type of an activation dtype (float for f32, bf16 for bf16), for
+// the launchers' templates (kernels/launch.cuh).
+template <class F>
+void cuda_with_activation_type(DType dt, F&& f) {
+  if (dt == DType::BF16)
+    f(bf16{});
+  else
+    f(float{});
+}
 
 // A shape and the strides of up to two operands over it, as the strided kernels take them;
 // throws naming kernel k past kernels::kMaxDims dims.

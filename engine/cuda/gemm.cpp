@@ -5,6 +5,11 @@
 // Linear layers add their bias in cuBLASLt's epilogue (CUBLASLT_EPILOGUE_BIAS: one pass over c
 // fewer than copying the bias in and accumulating). The GELU epilogues are not used: ViT/DeiT use
 // the erf GELU, and the epilogue's GELU is not documented to be that form.
+// A bf16 c of gemm_bias is round_bf16(a b^T + bias), one rounding of the f32 sum: cuBLASLt
+// documents the bias vector as of D's type (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, exceptions only
+// for integer and fp8 kernels), so a bf16 D would take a bias rounded to bf16 first. The product
+// goes to f32 scratch with the f32 bias epilogue instead, then one conversion writes c (an extra
+// 4 bytes written and read per element of c, and one more launch).
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -166,11 +171,8 @@ void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a
       NestedKernels nested;  // part of this gemm call (noted already)
       if (beta == 0.f)
         fill(c, 0.0);
-      else if (beta != 1.f) {
-        MOKD_CHECK(c.dtype() == DType::F32, "gemm: K = 0 with beta != 0 needs f32 c, got ",
-                   c.str());
-        unary(UnaryOp::Scale, c, c, beta);
-      }
+      else if (beta != 1.f)
+        unary(UnaryOp::Scale, c, c, beta);  // f32 or bf16 c (rounded once)
       return;
     }
     MOKD_CHECK(batch < (int64_t(1) << 31), "gemm: batch ", batch, " too large for cuBLASLt");
@@ -202,16 +204,26 @@ void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias
   for (auto [t, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair{&bias, "bias"},
                          std::pair<const Tensor*, const char*>{&c, "c"}})
     cuda_expect_on_gpu(*t, "gemm_bias", name);
-  MOKD_CHECK(a.dtype() == b.dtype() && (a.dtype() == DType::F32 || a.dtype() == DType::BF16) &&
-                 c.dtype() == DType::F32 && bias.dtype() == DType::F32,
-             "gemm_bias: a ", a.str(), " and b ", b.str(), " must be both f32 or both bf16, c ",
-             c.str(), " and bias ", bias.str(), " f32");
+  MOKD_CHECK(
+      a.dtype() == b.dtype() && (a.dtype() == DType::F32 || a.dtype() == DType::BF16) &&
+          (c.dtype() == DType::F32 || (c.dtype() == DType::BF16 && a.dtype() == DType::BF16)) &&
+          bias.dtype() == DType::F32,
+      "gemm_bias: a ", a.str(), " and b ", b.str(), " must be both f32 or both bf16, c ", c.str(),
+      " f32 (or bf16 with bf16 a and b) and bias ", bias.str(), " f32");
   MOKD_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "gemm_bias: a ", a.str(), ", b ",
              b.str(), " and c ", c.str(), " must have rank 2");
   const GemmShape s = gemm_shape(a, b, c, false, true);
   MOKD_CHECK(bias.numel() == s.N, "gemm_bias: bias ", bias.str(), " must have ", s.N,
              " elements (the columns of c ", c.str(), ")");
   if (s.M == 0 || s.N == 0) return;
+  if (c.dtype() == DType::BF16) {  // the f32 result, rounded once (see the top of this file)
+    note_kernel("gemm_bias", {&a, &b, &bias}, {&c}, 2.0 * static_cast<double>(s.M) * s.N * s.K);
+    NestedKernels nested;  // the f32 product and the conversion are this call's (noted already)
+    Tensor sum = Tensor::empty(c.shape(), DType::F32, device());
+    gemm_bias(a, b, bias, sum);
+    copy(sum, c);
+    return;
+  }
   // An empty product (c = bias), or a bias view off the 16-byte alignment the epilogue is known
   // to work with: the unfused default.
   if (s.K == 0 || alignment(bias.raw_data()) < 16) {

@@ -1,5 +1,6 @@
 // CUDA layer norm over the last dim (optional weight and bias), forward and backward: the shared
-// contracts, then launches of kernels/layer_norm.cu.
+// contracts, then launches of kernels/layer_norm.cu. x, y, gy, gx f32 or bf16 activations; weight,
+// bias, statistics and parameter gradients f32.
 #include "engine/cuda/cuda_backend.h"
 
 #include "engine/kernel_args.h"
@@ -12,8 +13,11 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, 
   const RowDims dims = layer_norm_args(DeviceType::CUDA, x, w, b, y, mean, rstd);
   const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm", {&x, w, b, &y}, [&] {
-    kernels::layer_norm(cf(x), cf_opt(w), cf_opt(b), eps, mf(y), mf(mean), mf(rstd), rows, d,
-                        stream());
+    cuda_with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::layer_norm(cp<T>(x), cf_opt(w), cf_opt(b), eps, mp<T>(y), mf(mean), mf(rstd), rows,
+                          d, stream());
+    });
   });
 }
 
@@ -24,9 +28,12 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
   const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm_backward", {&gy, &x, w, &gx}, [&] {
     Tensor part = scratch((gw || gb) ? kernels::layer_norm_partials_size(rows, d) : 1);
-    kernels::layer_norm_backward(cf(gy), cf(x), cf_opt(w), cf(mean), cf(rstd), mf(gx), mf_opt(gw),
-                                 mf_opt(gb), rows, d, static_cast<double*>(part.raw_data()),
-                                 stream());
+    cuda_with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::layer_norm_backward(cp<T>(gy), cp<T>(x), cf_opt(w), cf(mean), cf(rstd), mp<T>(gx),
+                                   mf_opt(gw), mf_opt(gb), rows, d,
+                                   static_cast<double*>(part.raw_data()), stream());
+    });
   });
 }
 

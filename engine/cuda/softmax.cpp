@@ -1,5 +1,6 @@
 // CUDA softmax, log-softmax (forward and backward) and logsumexp over the last dim: the shared
-// contracts, then launches of kernels/softmax.cu.
+// contracts, then launches of kernels/softmax.cu. Softmax and its backward take f32 or bf16
+// activations; logsumexp f32.
 #include "engine/cuda/cuda_backend.h"
 
 #include "engine/kernel_args.h"
@@ -9,14 +10,21 @@ namespace mokd {
 
 void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
   const RowDims d = softmax_args(DeviceType::CUDA, x, y, log);
-  cuda_guarded(log ? "log_softmax" : "softmax", {&x, &y},
-               [&] { kernels::softmax(cf(x), mf(y), d.rows, d.cols, log, stream()); });
+  cuda_guarded(log ? "log_softmax" : "softmax", {&x, &y}, [&] {
+    cuda_with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::softmax(cp<T>(x), mp<T>(y), d.rows, d.cols, log, stream());
+    });
+  });
 }
 
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
   const RowDims d = softmax_backward_args(DeviceType::CUDA, y, gy, gx, log);
   cuda_guarded(log ? "log_softmax_backward" : "softmax_backward", {&y, &gy, &gx}, [&] {
-    kernels::softmax_backward(cf(y), cf(gy), mf(gx), d.rows, d.cols, log, stream());
+    cuda_with_activation_type(y.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::softmax_backward(cp<T>(y), cp<T>(gy), mp<T>(gx), d.rows, d.cols, log, stream());
+    });
   });
 }
 
