@@ -20,13 +20,17 @@
 namespace mokd {
 
 // One parameter of a multi-tensor update (handles share storage: updated in place).
+// p_bf16, when defined, is p's bf16 copy (engine/weight_copies.h): the update rewrites it with
+// the new p rounded to bf16, in the same pass.
 struct AdamTensorRef {
   Tensor p, g, m, v;
   AdamHyper h;
+  Tensor p_bf16;
 };
 struct SgdTensorRef {
   Tensor p, g, buf;  // buf may be undefined when h.momentum == 0
   SgdHyper h;
+  Tensor p_bf16;
 };
 
 class Backend {

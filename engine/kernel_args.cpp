@@ -668,8 +668,21 @@ const char* kernel_family(const std::string& kernel) {
 }
 }  // namespace
 
+namespace {
+// The param's bf16 copy, when the update keeps one: the written tensor, or null.
+const Tensor* weight_copy(DeviceType on, const std::string& kernel, const Tensor& p,
+                          const Tensor& p_bf16) {
+  if (!p_bf16.defined()) return nullptr;
+  MOKD_CHECK(p_bf16.dtype() == DType::BF16 && p_bf16.device().type == on &&
+                 p_bf16.is_contiguous() && p_bf16.numel() == p.numel(),
+             kernel, ": the bf16 copy ", p_bf16.str(), " must be contiguous bf16 on ",
+             device_type_name(on), " shaped like the param ", p.str());
+  return &p_bf16;
+}
+}  // namespace
+
 void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
-               const Tensor& m, const Tensor& v, const AdamHyper& h) {
+               const Tensor& m, const Tensor& v, const AdamHyper& h, const Tensor& p_bf16) {
   const char* k = kernel.c_str();
   expect_f32(p, on, k, "param");
   expect_f32(g, on, k, "grad");
@@ -679,11 +692,12 @@ void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const 
   same_size(kernel, m, p, "exp_avg");
   same_size(kernel, v, p, "exp_avg_sq");
   MOKD_CHECK(h.step >= 1, kernel, ": step must be >= 1 (1-based, after increment), got ", h.step);
-  note_kernel(kernel_family(kernel), {&p, &g, &m, &v}, {&p, &m, &v});
+  note_kernel(kernel_family(kernel), {&p, &g, &m, &v},
+              {&p, &m, &v, weight_copy(on, kernel, p, p_bf16)});
 }
 
 void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
-              const Tensor& buf, const SgdHyper& h) {
+              const Tensor& buf, const SgdHyper& h, const Tensor& p_bf16) {
   const char* k = kernel.c_str();
   expect_f32(p, on, k, "param");
   expect_f32(g, on, k, "grad");
@@ -693,7 +707,7 @@ void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const T
     same_size(kernel, buf, p, "momentum_buffer");
   }
   note_kernel(kernel_family(kernel), {&p, &g, h.momentum != 0 ? &buf : nullptr},
-              {&p, h.momentum != 0 ? &buf : nullptr});
+              {&p, h.momentum != 0 ? &buf : nullptr, weight_copy(on, kernel, p, p_bf16)});
 }
 
 std::string entry_name(const char* kernel, size_t i) {

@@ -174,11 +174,13 @@ ImageBatchDims prepare_images_args(DeviceType on, const Tensor& pixels, const Te
 
 // Optimizer updates: every state tensor f32 on `on`, contiguous, with the param's element count;
 // Adam's step 1-based; SGD's momentum buffer only when momentum != 0 (else it may be undefined).
-// `kernel` names the call (e.g. "adam_update_multi entry 3").
+// `kernel` names the call (e.g. "adam_update_multi entry 3"). A defined p_bf16 (the param's bf16
+// copy, rewritten by the update) is bf16 on `on`, contiguous, with the param's element count.
 void adam_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
-               const Tensor& m, const Tensor& v, const AdamHyper& h);
+               const Tensor& m, const Tensor& v, const AdamHyper& h,
+               const Tensor& p_bf16 = Tensor());
 void sgd_args(DeviceType on, const std::string& kernel, const Tensor& p, const Tensor& g,
-              const Tensor& buf, const SgdHyper& h);
+              const Tensor& buf, const SgdHyper& h, const Tensor& p_bf16 = Tensor());
 // "kernel entry i": how a multi-tensor kernel names one entry of its list in errors.
 std::string entry_name(const char* kernel, size_t i);
 

@@ -54,6 +54,10 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return alloc_->device(); }
 
+  // A bf16 copy of these f32 values (a parameter's, engine/weight_copies.h), or null. Writing the
+  // values through Tensor::copy_ / fill_ drops it; the optimizer's update rewrites it.
+  std::shared_ptr<Storage> bf16_copy;
+
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;

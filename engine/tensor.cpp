@@ -255,6 +255,7 @@ void Tensor::copy_(const Tensor& src) {
   MOKD_CHECK(src.shape() == shape(), "copy_: source ", src.str(), " and destination ", str(),
              " differ in shape");
   if (numel() == 0) return;
+  impl_->storage->bf16_copy.reset();  // new values: a bf16 copy of the old ones is stale
   if (src.device() == device()) {
     if (src.raw_data() != raw_data() || src.dtype() != dtype() || src.strides() != strides())
       note_kernel("copy", {&src}, {this});
@@ -277,6 +278,7 @@ void Tensor::copy_(const Tensor& src) {
 
 void Tensor::fill_(double value) {
   if (numel() == 0) return;
+  impl_->storage->bf16_copy.reset();  // new values: a bf16 copy of the old ones is stale
   note_kernel("fill", {}, {this});
   backend_for(device()).fill(*this, value);
 }

@@ -169,11 +169,13 @@ void sgd_update(float* p, const float* g, float* buf, int64_t n, const SgdHyper&
                 cudaStream_t stream);
 // Multi-tensor forms: a few launches for the whole list (entries with n == 0 are skipped); each
 // element gets the per-tensor update. Entries must not alias one another.
+// p16: the param's bf16 copy, rewritten with the updated values (null: none kept).
 struct AdamMultiEntry {
   float* p;
   const float* g;
   float* m;
   float* v;
+  bf16* p16;
   int64_t n;
   AdamHyper h;
 };
@@ -181,6 +183,7 @@ struct SgdMultiEntry {
   float* p;
   const float* g;
   float* buf;  // null without momentum
+  bf16* p16;   // null: no bf16 copy kept
   int64_t n;
   SgdHyper h;
 };

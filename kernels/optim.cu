@@ -52,8 +52,9 @@ __device__ __forceinline__ float torch_lerp(float self, float end, float w) {
 
 // One element of Adam; the per-tensor and the multi-tensor kernels share it, so they agree bit for
 // bit.
+// p16 (may be null): the param's bf16 copy, rewritten with the new value in the same pass.
 __device__ __forceinline__ void adam_element(float* p, const float* g, float* m, float* v,
-                                             int64_t i, const AdamScalars& s) {
+                                             bf16* p16, int64_t i, const AdamScalars& s) {
   float pi = p[i], gi = g[i];
   if (s.has_wd) {
     if (s.decoupled)
@@ -68,13 +69,14 @@ __device__ __forceinline__ void adam_element(float* p, const float* g, float* m,
   m[i] = mi;
   v[i] = vi;
   p[i] = pi + s.neg_step_size * mi / denom;
+  if (p16) p16[i] = store_as<bf16>(p[i]);
 }
 
 __global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_t n,
                             AdamScalars s) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    adam_element(p, g, m, v, i, s);
+    adam_element(p, g, m, v, nullptr, i, s);
 }
 
 struct SgdScalars {
@@ -95,8 +97,8 @@ SgdScalars sgd_scalars(const SgdHyper& h) {
   return s;
 }
 
-__device__ __forceinline__ void sgd_element(float* p, const float* g, float* buf, int64_t i,
-                                            const SgdScalars& s) {
+__device__ __forceinline__ void sgd_element(float* p, const float* g, float* buf, bf16* p16,
+                                            int64_t i, const SgdScalars& s) {
   float gi = g[i];
   if (s.has_wd) gi = gi + s.wd * p[i];
   if (s.use_momentum) {
@@ -105,19 +107,20 @@ __device__ __forceinline__ void sgd_element(float* p, const float* g, float* buf
     gi = s.nesterov ? gi + s.mom * b : b;
   }
   p[i] = p[i] + s.neg_lr * gi;
+  if (p16) p16[i] = store_as<bf16>(p[i]);
 }
 
 __global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, SgdScalars s) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    sgd_element(p, g, buf, i, s);
+    sgd_element(p, g, buf, nullptr, i, s);
 }
 
 // ---- multi-tensor ----
 
 constexpr int kMultiTile = kThreads * 8;  // elements per block: 8 per thread
-constexpr int kAdamMulti = 48;            // entries per launch (kernel arguments <= 4 KiB)
-constexpr int kSgdMulti = 64;
+constexpr int kAdamMulti = 40;            // entries per launch (kernel arguments <= 4 KiB)
+constexpr int kSgdMulti = 48;
 constexpr int kListMulti = 128;  // sum of squares, scale
 
 struct AdamMultiArgs {
@@ -125,6 +128,7 @@ struct AdamMultiArgs {
   const float* g[kAdamMulti];
   float* m[kAdamMulti];
   float* v[kAdamMulti];
+  bf16* p16[kAdamMulti];
   int64_t n[kAdamMulti];
   AdamScalars s[kAdamMulti];
   int block_start[kAdamMulti + 1];  // entry t owns blocks [block_start[t], block_start[t + 1])
@@ -135,6 +139,7 @@ struct SgdMultiArgs {
   float* p[kSgdMulti];
   const float* g[kSgdMulti];
   float* buf[kSgdMulti];
+  bf16* p16[kSgdMulti];
   int64_t n[kSgdMulti];
   SgdScalars s[kSgdMulti];
   int block_start[kSgdMulti + 1];
@@ -181,7 +186,7 @@ __global__ void adam_multi_kernel(AdamMultiArgs a) {
   tile_of_block(a.block_start, t, a.n[t], begin, end);
   const AdamScalars s = a.s[t];
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
-    adam_element(a.p[t], a.g[t], a.m[t], a.v[t], i, s);
+    adam_element(a.p[t], a.g[t], a.m[t], a.v[t], a.p16[t], i, s);
 }
 
 __global__ void sgd_multi_kernel(SgdMultiArgs a) {
@@ -190,7 +195,7 @@ __global__ void sgd_multi_kernel(SgdMultiArgs a) {
   tile_of_block(a.block_start, t, a.n[t], begin, end);
   const SgdScalars s = a.s[t];
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
-    sgd_element(a.p[t], a.g[t], a.buf[t], i, s);
+    sgd_element(a.p[t], a.g[t], a.buf[t], a.p16[t], i, s);
 }
 
 // partials[block] = sum of squares of this block's tile, in double (fixed order within the block).
@@ -294,6 +299,7 @@ void adam_update_multi(const AdamMultiEntry* list, size_t count, cudaStream_t st
         a.g[slot] = r.g;
         a.m[slot] = r.m;
         a.v[slot] = r.v;
+        a.p16[slot] = r.p16;
         a.n[slot] = r.n;
         a.s[slot] = adam_scalars(r.h);
       },
@@ -312,6 +318,7 @@ void sgd_update_multi(const SgdMultiEntry* list, size_t count, cudaStream_t stre
         a.p[slot] = r.p;
         a.g[slot] = r.g;
         a.buf[slot] = r.buf;
+        a.p16[slot] = r.p16;
         a.n[slot] = r.n;
         a.s[slot] = sgd_scalars(r.h);
       },

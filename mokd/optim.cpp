@@ -10,6 +10,8 @@
 
 #include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/precision.h"
+#include "engine/weight_copies.h"
 
 namespace mokd {
 
@@ -240,6 +242,23 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& state) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// bf16 weight copies
+
+namespace {
+// In the bf16 mode every matrix or kernel parameter (rank >= 2: what products read) keeps a bf16
+// copy that the update rewrites in the same pass (engine/weight_copies.h), so no step rounds a
+// weight again. Outside it the copies are dropped: an f32 step does not keep them current.
+Tensor weight_copy_for_update(const Tensor& p) {
+  if (matmul_precision() != MatmulPrecision::BF16 || p.dim() < 2 || !can_keep_bf16_copy(p)) {
+    drop_bf16_copy(p);
+    return Tensor();
+  }
+  Tensor copy = bf16_copy_of(p);
+  return copy.defined() ? copy : make_bf16_copy(p);
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
 // Adam / AdamW
 
 namespace {
@@ -273,6 +292,7 @@ void AdamW::update(const std::vector<Pending>& list, Device dev) {
     r.h.weight_decay = u.weight_decay;
     r.h.step = u.st->step;
     r.h.decoupled = decoupled_;
+    r.p_bf16 = weight_copy_for_update(u.p);
     refs.push_back(std::move(r));
   }
   backend_for(dev).adam_update_multi(refs);
@@ -310,6 +330,7 @@ void SGD::update(const std::vector<Pending>& list, Device dev) {
     r.h.weight_decay = u.weight_decay;
     r.h.nesterov = opt_.nesterov;
     r.h.first_step = u.st->step == 1;  // the buffer starts as the gradient itself
+    r.p_bf16 = weight_copy_for_update(u.p);
     refs.push_back(std::move(r));
   }
   backend_for(dev).sgd_update_multi(refs);

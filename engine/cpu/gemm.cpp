@@ -1,6 +1,8 @@
 // CPU matrix products: batched, transposable GEMM over Eigen row-major maps.
 #include <omp.h>
 
+#include <vector>
+
 #include <Eigen/Core>
 
 #include "engine/cpu/cpu_backend.h"
@@ -44,9 +46,70 @@ void gemm_one(const float* pa, const float* pb, float* pc, const GemmDims& da, c
     C.noalias() += alpha * (A.transpose() * B.transpose());
 }
 
-// The checked f32 product (a and b f32: bf16 operands come here widened).
+// The checked f32 product.
 void gemm_f32(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, bool trans_a,
               bool trans_b, float alpha, float beta);
+
+// Small batches of large matrices: one product at a time, each spread over Eigen's own threads.
+// Otherwise one thread per product (Eigen runs serially inside a parallel region).
+template <class F>
+void for_each_product(int64_t batch, int64_t M, int64_t N, int64_t K, F product) {
+  const double flops_each = 2.0 * static_cast<double>(M) * N * K;
+  const bool per_product_threads = batch < omp_get_max_threads() && flops_each > 4e6;
+  if (batch == 1 || per_product_threads) {
+    for (int64_t i = 0; i < batch; ++i) product(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < batch; ++i) product(i);
+}
+
+// bf16 operands, f32 accumulation (MatmulPrecision::BF16), as cuBLASLt's bf16 products: each
+// product's operands are widened exactly into scratch, multiplied in f32, and a bf16 c is rounded
+// once at the end. The scratch holds one product at a time (the CPU's stand-in for the tensor
+// cores' registers), not whole widened tensors.
+// With a bias (gemm_bias into a bf16 c): each product starts from the f32 bias on every row and
+// accumulates on top (beta = 1), as the f32 default does, before the one rounding.
+void gemm_bf16(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, bool trans_a,
+               bool trans_b, float alpha, float beta, const float* bias = nullptr) {
+  const GemmDims &da = s.a, &db = s.b, &dc = s.c;
+  const int64_t M = s.M, N = s.N, K = s.K, batch = dc.batch;
+  if (batch == 0 || M == 0 || N == 0) return;
+  const bf16* pa = a.data<bf16>();
+  const bf16* pb = b.data<bf16>();
+  const bool c16 = c.dtype() == DType::BF16;
+  float* pc32 = c16 ? nullptr : c.data<float>();
+  bf16* pc16 = c16 ? c.data<bf16>() : nullptr;
+  const int64_t na = da.rows * da.cols, nb = db.rows * db.cols, nc = M * N;
+  const int64_t sa = da.batch == 1 ? 0 : na, sb = db.batch == 1 ? 0 : nb;
+  auto widen = [](const bf16* src, int64_t n, std::vector<float>& dst) {
+    dst.resize(n);
+    for (int64_t j = 0; j < n; ++j) dst[j] = load_f32(src[j]);
+  };
+  for_each_product(batch, M, N, K, [&](int64_t i) {
+    std::vector<float> fa, fb, fc;
+    widen(pa + i * sa, na, fa);
+    widen(pb + i * sb, nb, fb);
+    float* out = pc32 ? pc32 + i * nc : nullptr;
+    float b_i = beta;
+    if (c16) {
+      if (bias) {
+        fc.resize(nc);
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t j = 0; j < N; ++j) fc[r * N + j] = bias[j];
+        b_i = 1.f;
+      } else if (beta != 0.f) {
+        widen(pc16 + i * nc, nc, fc);
+      } else {
+        fc.resize(nc);
+      }
+      out = fc.data();
+    }
+    gemm_one(fa.data(), fb.data(), out, da, db, M, N, trans_a, trans_b, alpha, b_i);
+    if (c16)
+      for (int64_t j = 0; j < nc; ++j) pc16[i * nc + j] = store_as<bf16>(fc[j]);
+  });
+}
 
 }  // namespace
 
@@ -54,19 +117,27 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
                       float alpha, float beta) {
   const GemmShape s = gemm_args(DeviceType::CPU, a, b, c, trans_a, trans_b);
   if (a.dtype() == DType::BF16) {
-    // bf16 operands, f32 accumulation (MatmulPrecision::BF16): widen exactly, multiply in f32,
-    // and round a bf16 c once at the end, as cuBLASLt's bf16 products do.
-    NestedKernels nested;  // the widening copies are part of this call (noted already)
-    if (c.dtype() == DType::F32) {
-      gemm_f32(a.to(DType::F32), b.to(DType::F32), c, s, trans_a, trans_b, alpha, beta);
-      return;
-    }
-    Tensor cf = beta != 0.f ? c.to(DType::F32) : Tensor::empty(c.shape(), DType::F32);
-    gemm_f32(a.to(DType::F32), b.to(DType::F32), cf, s, trans_a, trans_b, alpha, beta);
-    c.copy_(cf);
+    gemm_bf16(a, b, c, s, trans_a, trans_b, alpha, beta);
     return;
   }
   gemm_f32(a, b, c, s, trans_a, trans_b, alpha, beta);
+}
+
+void CpuBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) {
+  if (c.dtype() != DType::BF16) {
+    Backend::gemm_bias(a, b, bias, c);
+    return;
+  }
+  MOKD_CHECK(c.dim() == 2 && bias.numel() == c.size(-1), "gemm_bias: bias ", bias.str(),
+             " must have one element per column of c ", c.str());
+  cpu_expect_f32(bias, "gemm_bias", "bias");
+  // One kernel call as the ledger sees it, as the default and the CUDA backend note it.
+  note_kernel("gemm_bias", {&a, &b, &bias}, {&c},
+              2.0 * static_cast<double>(c.size(0)) * c.size(1) * a.size(-1));
+  NestedKernels nested;
+  const GemmShape s = gemm_args(DeviceType::CPU, a, b, c, false, true);
+  MOKD_CHECK(a.dtype() == DType::BF16, "gemm_bias: a bf16 c needs bf16 a and b, got a ", a.str());
+  gemm_bf16(a, b, c, s, false, true, 1.f, 0.f, bias.data<float>());
 }
 
 namespace {
@@ -86,18 +157,9 @@ void gemm_f32(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, b
   const int64_t sb = db.batch == 1 ? 0 : db.rows * db.cols;
   const int64_t sc = M * N;
 
-  // Small batches of large matrices: one product at a time, each spread over Eigen's own
-  // threads. Otherwise one thread per product (Eigen runs serially inside a parallel region).
-  const double flops_each = 2.0 * static_cast<double>(M) * N * K;
-  const bool per_product_threads = batch < omp_get_max_threads() && flops_each > 4e6;
-  if (batch == 1 || per_product_threads) {
-    for (int64_t i = 0; i < batch; ++i)
-      gemm_one(pa + i * sa, pb + i * sb, pc + i * sc, da, db, M, N, trans_a, trans_b, alpha, beta);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < batch; ++i)
+  for_each_product(batch, M, N, K, [&](int64_t i) {
     gemm_one(pa + i * sa, pb + i * sb, pc + i * sc, da, db, M, N, trans_a, trans_b, alpha, beta);
+  });
 }
 
 }  // namespace

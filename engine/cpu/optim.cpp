@@ -21,7 +21,8 @@ inline float lerp(float self, float end, float w) {
 }
 
 // The update itself, on checked operands.
-void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h) {
+void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHyper& h,
+                bf16* p16 = nullptr) {
   // Scalars as PyTorch forms them in Python (double), each rounded once when the f32 kernel
   // receives it.
   const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, wd = h.weight_decay;
@@ -58,10 +59,11 @@ void adam_apply(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamHype
     pm[i] = mi;
     pv[i] = vi;
     pp[i] = pi + neg_step_size * mi / denom;
+    if (p16) p16[i] = store_as<bf16>(pp[i]);
   }
 }
 
-void sgd_apply(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
+void sgd_apply(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h, bf16* p16 = nullptr) {
   const bool use_momentum = h.momentum != 0.f;
   const float wd = h.weight_decay, mom = h.momentum;
   const float keep = static_cast<float>(1.0 - static_cast<double>(h.dampening));
@@ -83,6 +85,7 @@ void sgd_apply(Tensor& p, const Tensor& g, Tensor& buf, const SgdHyper& h) {
       gi = nesterov ? gi + mom * b : b;
     }
     pp[i] = pp[i] + neg_lr * gi;
+    if (p16) p16[i] = store_as<bf16>(pp[i]);
   }
 }
 
@@ -104,22 +107,23 @@ void CpuBackend::sgd_update(Tensor& p, const Tensor& g, Tensor& buf, const SgdHy
 void CpuBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
   for (size_t i = 0; i < list.size(); ++i) {
     const AdamTensorRef& r = list[i];
-    adam_args(DeviceType::CPU, entry_name("adam_update_multi", i), r.p, r.g, r.m, r.v, r.h);
+    adam_args(DeviceType::CPU, entry_name("adam_update_multi", i), r.p, r.g, r.m, r.v, r.h,
+              r.p_bf16);
   }
   for (const AdamTensorRef& r : list) {
     Tensor p = r.p, m = r.m, v = r.v;  // handles: the updates land in the shared storage
-    adam_apply(p, r.g, m, v, r.h);
+    adam_apply(p, r.g, m, v, r.h, r.p_bf16.defined() ? r.p_bf16.data<bf16>() : nullptr);
   }
 }
 
 void CpuBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {
   for (size_t i = 0; i < list.size(); ++i) {
     const SgdTensorRef& r = list[i];
-    sgd_args(DeviceType::CPU, entry_name("sgd_update_multi", i), r.p, r.g, r.buf, r.h);
+    sgd_args(DeviceType::CPU, entry_name("sgd_update_multi", i), r.p, r.g, r.buf, r.h, r.p_bf16);
   }
   for (const SgdTensorRef& r : list) {
     Tensor p = r.p, buf = r.buf;
-    sgd_apply(p, r.g, buf, r.h);
+    sgd_apply(p, r.g, buf, r.h, r.p_bf16.defined() ? r.p_bf16.data<bf16>() : nullptr);
   }
 }
 

@@ -36,8 +36,9 @@ void CudaBackend::adam_update_multi(const std::vector<AdamTensorRef>& list) {
   entries.reserve(list.size());
   for (size_t i = 0; i < list.size(); ++i) {
     const AdamTensorRef& r = list[i];
-    adam_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.m, r.v, r.h);
-    entries.push_back({mf(r.p), mf(r.g), mf(r.m), mf(r.v), r.p.numel(), r.h});
+    adam_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.m, r.v, r.h, r.p_bf16);
+    bf16* p16 = r.p_bf16.defined() ? static_cast<bf16*>(r.p_bf16.raw_data()) : nullptr;
+    entries.push_back({mf(r.p), mf(r.g), mf(r.m), mf(r.v), p16, r.p.numel(), r.h});
   }
   cuda_guarded(k, {},
                [&] { kernels::adam_update_multi(entries.data(), entries.size(), stream()); });
@@ -49,9 +50,11 @@ void CudaBackend::sgd_update_multi(const std::vector<SgdTensorRef>& list) {
   entries.reserve(list.size());
   for (size_t i = 0; i < list.size(); ++i) {
     const SgdTensorRef& r = list[i];
-    sgd_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.buf, r.h);
+    sgd_args(DeviceType::CUDA, entry_name(k, i), r.p, r.g, r.buf, r.h, r.p_bf16);
     const bool use_momentum = r.h.momentum != 0.f;
-    entries.push_back({mf(r.p), mf(r.g), use_momentum ? mf(r.buf) : nullptr, r.p.numel(), r.h});
+    bf16* p16 = r.p_bf16.defined() ? static_cast<bf16*>(r.p_bf16.raw_data()) : nullptr;
+    entries.push_back(
+        {mf(r.p), mf(r.g), use_momentum ? mf(r.buf) : nullptr, p16, r.p.numel(), r.h});
   }
   cuda_guarded(k, {}, [&] { kernels::sgd_update_multi(entries.data(), entries.size(), stream()); });
 }

@@ -5,6 +5,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/precision.h"
+#include "engine/weight_copies.h"
 
 namespace mokd::detail {
 
@@ -48,6 +49,15 @@ inline Tensor contiguous_as(const Tensor& t, DType dt) {
   Tensor out = Tensor::empty(t.shape(), dt, t.device());
   out.copy_(t);
   return out;
+}
+// A product's operand in dtype dt: a parameter's current bf16 copy (engine/weight_copies.h) when
+// it has one, else contiguous_as (one pass, none for an operand already stored so).
+inline Tensor product_operand(const Tensor& t, DType dt) {
+  if (dt == DType::BF16 && t.dtype() == DType::F32) {
+    Tensor copy = bf16_copy_of(t);
+    if (copy.defined()) return copy;
+  }
+  return contiguous_as(t, dt);
 }
 inline Tensor empty_like(const Tensor& x) {
   return Tensor::empty(x.shape(), x.dtype(), x.device());

@@ -97,7 +97,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   // the incoming bf16 gradient likewise.
   const DType op_dt = detail::product_dtype(x);
   const bool bf16 = op_dt == DType::BF16;
-  Tensor xc = detail::contiguous_as(x, op_dt), wc = detail::contiguous_as(w, op_dt);
+  Tensor xc = detail::contiguous_as(x, op_dt), wc = detail::product_operand(w, op_dt);
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
   const Shape y_shape = {x.size(0), out_extent(x.size(1), kh, p.stride_h, p.pad_h),
                          out_extent(x.size(2), kw, p.stride_w, p.pad_w), O};

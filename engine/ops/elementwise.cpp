@@ -109,12 +109,14 @@ Tensor smooth_l1_elementwise(const Tensor& d, float beta) {  // used by loss.cpp
 
 void uniform_(Tensor& t, float lo, float hi, Generator& gen) {
   MOKD_CHECK(lo <= hi, "uniform_: lo ", lo, " > hi ", hi);
+  t.storage()->bf16_copy.reset();  // new values
   note_kernel("fill_uniform", {}, {&t});
   backend_for(t).fill_uniform(t, lo, hi, gen.next(t.numel()));
 }
 
 void normal_(Tensor& t, float mean, float std, Generator& gen) {
   MOKD_CHECK(std >= 0.f, "normal_: std must be >= 0, got ", std);
+  t.storage()->bf16_copy.reset();  // new values
   note_kernel("fill_normal", {}, {&t});
   backend_for(t).fill_normal(t, mean, std, gen.next(t.numel()));
 }

@@ -14,7 +14,7 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
 
 // The contiguous operand of a product in its compute dtype (detail::product_dtype): one pass,
 // none for an operand already stored so (a bf16 activation).
-Tensor operand(const Tensor& t, DType dt) { return detail::contiguous_as(t, dt); }
+Tensor operand(const Tensor& t, DType dt) { return detail::product_operand(t, dt); }
 
 }  // namespace
 
