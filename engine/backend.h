@@ -25,12 +25,12 @@ namespace mokd {
 struct AdamTensorRef {
   Tensor p, g, m, v;
   AdamHyper h;
-  Tensor p_bf16;
+  Tensor p_bf16 = Tensor();
 };
 struct SgdTensorRef {
   Tensor p, g, buf;  // buf may be undefined when h.momentum == 0
   SgdHyper h;
-  Tensor p_bf16;
+  Tensor p_bf16 = Tensor();
 };
 
 class Backend {

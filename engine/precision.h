@@ -1,16 +1,21 @@
-// Precision of matrix products, process-wide (mixed-precision training).
+// Precision of a training step, process-wide (mixed-precision training).
 //
-//   F32   matmul/linear take f32 operands (TF32 on the GPU only when the CUDA backend's TF32 mode
-//         is on).
-//   BF16  matmul/linear, conv2d and attention round their operands to bf16 and multiply them
-//         with f32 accumulation (tensor cores on the GPU): matmul/linear write f32 outputs;
-//         conv2d writes a bf16 result (cuDNN's bf16 configuration) widened to f32, bias added in
-//         f32; attention runs its products as batched bf16 GEMMs around an f32 softmax
-//         (engine/ops/attention.cpp). Backward products take the incoming gradient rounded to
-//         bf16 likewise. Parameters, their gradients and optimizer state stay f32 (master
-//         weights); normalisation statistics, softmax, losses, reductions and updates stay f32.
-//         The CPU backend emulates it (bf16-rounded operands, f32 math, rounded conv outputs),
-//         so the mode is testable without a GPU (tests/test_precision.cpp).
+//   F32   everything in f32 (matmul/linear: TF32 on the GPU only when the CUDA backend's TF32
+//         mode is on).
+//   BF16  activations are bf16 end to end. Products (matmul, linear, conv2d, attention's two
+//         batched GEMMs) take bf16 operands, accumulate in f32 and write bf16; a linear's f32
+//         bias joins the accumulator before the one rounding, a convolution's is added after it.
+//         Weights come from their bf16 copies (engine/weight_copies.h), which the optimizer
+//         rewrites in its update, so no step rounds a weight. The ops that follow (GELU, ReLU,
+//         residual adds, layer and batch norm, softmax, pooling, dropout/drop-path, head merges)
+//         read and write bf16 and compute in f32 inside each kernel: a value widens exactly on
+//         load and rounds to nearest even once on store (engine/kernel_args.h). f32 stays where
+//         it must: parameters (master weights) and their gradients, optimizer state,
+//         normalisation statistics, losses (they widen their bf16 inputs), FAMO and the step's
+//         values. Activation gradients are bf16, as the activations; a parameter meeting a bf16
+//         activation (a position embedding, a mask) is read in f32 and gets an f32 gradient.
+//         The CPU backend rounds at exactly the same points as the CUDA backend, so the CPU
+//         tests define the numerics (tests/test_bf16_activations.cpp, tests/test_precision.cpp).
 #pragma once
 
 namespace mokd {

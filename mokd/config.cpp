@@ -344,8 +344,9 @@ const std::vector<Key>& keys() {
       key("run.device", &C::run, &RunConfig::device, "where to train (auto = cuda when available)",
           device_name()),
       key("run.precision", &C::run, &RunConfig::precision,
-          "matrix products: f32, or bf16 operands with f32 accumulation (master weights, norms, "
-          "softmax, losses stay f32)",
+          "f32, or bf16 activations end to end with f32 math inside each kernel (products "
+          "accumulate in f32; master weights, their gradients, optimizer state, norm statistics, "
+          "losses and FAMO stay f32)",
           one_of({"f32", "bf16"})),
       key("run.threads", &C::run, &RunConfig::threads, "OpenMP threads on the CPU (0 = all cores)",
           ge(0)),
