@@ -60,7 +60,7 @@ void Backend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Te
     gemm(a, b, c, false, true, 1.f, 1.f);
     return;
   }
-  // A bf16 c: the f32 bias joins the f32 accumulator and the sum is rounded once.
+  // A bf16 c: the (widened) bias joins the f32 accumulator and the sum is rounded once.
   Tensor cf = Tensor::empty(c.shape(), DType::F32, c.device());
   copy(bias.view({1, c.size(1)}).expand_view(c.shape()), cf);
   gemm(a, b, cf, false, true, 1.f, 1.f);

@@ -89,9 +89,10 @@ class Backend {
   virtual void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b,
                     float alpha, float beta) = 0;
   // Linear layers: c [M, N] = a [M, K] @ b^T (b [N, K]) + bias [N] on every row; a, b f32 or
-  // bf16 (one dtype), bias f32, c f32 or (with bf16 a, b) bf16: the bias joins the f32
-  // accumulator and a bf16 c is rounded once. This default copies the bias into an f32 c and
-  // accumulates the product on top (beta = 1); the CUDA backend adds it in cuBLASLt's epilogue.
+  // bf16 (one dtype), c f32 or (with bf16 a, b) bf16, bias of c's dtype (a bf16 bias, as
+  // PyTorch's autocast rounds it): the bias joins the f32 accumulator and a bf16 c is rounded
+  // once. This default copies the bias into an f32 c and accumulates the product on top
+  // (beta = 1); the CUDA backend adds it in cuBLASLt's epilogue.
   virtual void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c);
 
   // ---- softmax family, over the last dim ----

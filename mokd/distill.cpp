@@ -173,11 +173,11 @@ Distiller::TeacherOut Distiller::teacher_forward(const Tensor& images) {
   NoGrad ng;
   teacher_.eval();
   // The frozen teacher's weights change only when loaded (which drops their copies): in the bf16
-  // mode each matrix or kernel keeps one bf16 copy, made on the first step
+  // mode each parameter keeps one bf16 copy, made on the first step
   // (engine/weight_copies.h).
   if (matmul_precision() == MatmulPrecision::BF16)
     for (const auto& [name, p] : teacher_.named_parameters())
-      if (p.dim() >= 2 && can_keep_bf16_copy(p) && !bf16_copy_of(p).defined()) make_bf16_copy(p);
+      if (can_keep_bf16_copy(p) && !bf16_copy_of(p).defined()) make_bf16_copy(p);
   ModelOutput o = teacher_.forward_train(images);
   TeacherOut t;
   t.logits = o.dist_logits.defined() ? scale(add(o.logits, o.dist_logits), 0.5f) : o.logits;

@@ -245,11 +245,12 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& state) {
 // bf16 weight copies
 
 namespace {
-// In the bf16 mode every matrix or kernel parameter (rank >= 2: what products read) keeps a bf16
-// copy that the update rewrites in the same pass (engine/weight_copies.h), so no step rounds a
-// weight again. Outside it the copies are dropped: an f32 step does not keep them current.
+// In the bf16 mode every parameter keeps a bf16 copy that the update rewrites in the same pass
+// (engine/weight_copies.h): products read weights and biases from them, so no step rounds a
+// parameter again (the copies of norm weights go unread: a few bytes). Outside the mode the
+// copies are dropped: an f32 step does not keep them current.
 Tensor weight_copy_for_update(const Tensor& p) {
-  if (matmul_precision() != MatmulPrecision::BF16 || p.dim() < 2 || !can_keep_bf16_copy(p)) {
+  if (matmul_precision() != MatmulPrecision::BF16 || !can_keep_bf16_copy(p)) {
     drop_bf16_copy(p);
     return Tensor();
   }

@@ -2,11 +2,14 @@
 
 #include <cmath>
 
+#include "engine/precision.h"
+
 namespace mokd {
 
 void retract_to_stiefel(Tensor& m, int iterations) {
   MOKD_CHECK(m.dim() == 2, "retract_to_stiefel: needs a matrix, got ", m.str());
   NoGrad ng;
+  ScopedPrecision f32(MatmulPrecision::F32);  // the weight's manifold, to f32 accuracy
   bool wide = m.size(0) < m.size(1);
   Tensor x = wide ? transpose(m, 0, 1) : m.contiguous().clone();  // tall: [n, k], n >= k
   int64_t k = x.size(1);
@@ -26,6 +29,7 @@ void retract_to_stiefel(Tensor& m, int iterations) {
 
 float stiefel_error(const Tensor& m) {
   NoGrad ng;
+  ScopedPrecision f32(MatmulPrecision::F32);
   bool wide = m.size(0) < m.size(1);
   Tensor x = wide ? transpose(m, 0, 1) : m;
   Tensor gram = matmul(transpose(x, 0, 1), x);

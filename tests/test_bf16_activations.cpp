@@ -15,6 +15,7 @@
 #include "engine/backend.h"
 #include "engine/precision.h"
 #include "models/registry.h"
+#include "mokd/projector.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -188,15 +189,17 @@ TEST(Bf16Activations, PoolingSumsOverlappingGradientsBeforeRoundingOnce) {
   expect_rounded_equal(gx16, gx32, "avg_pool2d backward");
 }
 
+// A bf16 c takes a bf16 bias (as PyTorch's autocast rounds a linear's bias): the widened bias
+// joins the f32 accumulator, and the sum is rounded once.
 TEST(Bf16Activations, ProductsIntoBf16RoundOnceAfterTheBias) {
   Tensor a = bf16_values({9, 16}, 21), w = bf16_values({5, 16}, 22);
-  Tensor bias = test::randn({5}, 23, 10.f);  // f32, large: rounding it first would show
+  Tensor bias = bf16_values({5}, 23, 10.f);
   Tensor c32 = empty({9, 5}, DType::F32), c16 = empty({9, 5}, DType::BF16);
   cpu().gemm(a.to(DType::BF16), w.to(DType::BF16), c32, false, true, 0.5f, 0.f);
   cpu().gemm(a.to(DType::BF16), w.to(DType::BF16), c16, false, true, 0.5f, 0.f);
   expect_rounded_equal(c16, c32, "gemm into bf16");
   cpu().gemm_bias(a.to(DType::BF16), w.to(DType::BF16), bias, c32);
-  cpu().gemm_bias(a.to(DType::BF16), w.to(DType::BF16), bias, c16);
+  cpu().gemm_bias(a.to(DType::BF16), w.to(DType::BF16), bias.to(DType::BF16), c16);
   expect_rounded_equal(c16, c32, "gemm_bias into bf16");
 }
 
@@ -265,6 +268,16 @@ void check_model_step(const std::string& name, bool training) {
 TEST(Bf16Activations, ViTAndResNetStepsKeepBf16ActivationsAndF32ParameterGradients) {
   check_model_step("vit_fmnist_micro_distilled", true);
   check_model_step("resnet_fmnist_small", false);
+}
+
+// The projector's retraction belongs with the master weights: it stays f32 in the bf16 mode.
+TEST(Bf16Activations, StiefelRetractionStaysF32InTheBf16Mode) {
+  Tensor m = test::randn({24, 10}, 27);
+  Bf16Mode mode;
+  retract_to_stiefel(m);
+  EXPECT_EQ(m.dtype(), DType::F32);
+  EXPECT_LT(stiefel_error(m), 1e-5f);
+  EXPECT_EQ(matmul_precision(), MatmulPrecision::BF16);  // restored after the retraction
 }
 
 }  // namespace

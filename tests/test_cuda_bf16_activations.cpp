@@ -375,7 +375,7 @@ TEST(CudaBf16Activations, GemmBf16Out) {
   SKIP_WITHOUT_CUDA();
   const int64_t M = 37, N = 48, K = 100;
   const Tensor a = randn({M, K}, 23).to(DType::BF16), b = randn({N, K}, 24).to(DType::BF16);
-  const Tensor bias = randn({N}, 25);
+  const Tensor bias = randn({N}, 25).to(DType::BF16);  // a bf16 c takes a bf16 bias
   check("gemm bf16 c", [&] {
     Tensor ref = Tensor::empty({M, N}, DType::F32, Device::cpu());
     cpu().gemm(a, b, ref, false, true, 1.f, 0.f);
@@ -385,20 +385,20 @@ TEST(CudaBf16Activations, GemmBf16Out) {
   });
   check("gemm_bias bf16 c", [&] {
     Tensor ref = Tensor::empty({M, N}, DType::F32, Device::cpu());
-    cpu().gemm_bias(a, b, bias, ref);
+    cpu().gemm_bias(a, b, bias.to(DType::F32), ref);  // the f32 sum of the same values
     Tensor c = Tensor::empty({M, N}, DType::BF16, Device::cuda());
     gpu().gemm_bias(a.to(Device::cuda()), b.to(Device::cuda()), bias.to(Device::cuda()), c);
     expect_act(c, ref.to(DType::BF16), "gemm_bias bf16 c");
   });
-  // The sum rounds once: the bias 1 + 2^-8 lies halfway between the bf16 values 1 and 1 + 2^-7, so
-  // rounded on its own it would give 1 (ties to even), and 1 again with the product 2^-13 added;
-  // 1 + 2^-8 + 2^-13 rounds up to 1 + 2^-7.
+  // The sum rounds once: the product 2^-8 + 2^-16 rounded on its own gives 2^-8 (a tie, to
+  // even), and 1 + 2^-8 rounds to 1 (a tie again); 1 + 2^-8 + 2^-16 rounds up to 1 + 2^-7.
   check("gemm_bias bf16 c, one rounding", [&] {
-    const Tensor small_a = Tensor::full({4, 8}, 1.0 / 256, DType::BF16);
-    const Tensor small_b = Tensor::full({3, 8}, 1.0 / 256, DType::BF16);
-    const Tensor fine = Tensor::full({3}, 1.0 + 1.0 / 256);
+    const Tensor row = Tensor::from_vector({1.f / 16, 1.f / 256}, {1, 2});
+    const Tensor small_a = row.expand_view({4, 2}).contiguous().to(DType::BF16);
+    const Tensor small_b = row.expand_view({3, 2}).contiguous().to(DType::BF16);
+    const Tensor fine = Tensor::full({3}, 1.0, DType::BF16);
     Tensor ref = Tensor::empty({4, 3}, DType::F32, Device::cpu());
-    cpu().gemm_bias(small_a, small_b, fine, ref);
+    cpu().gemm_bias(small_a, small_b, fine.to(DType::F32), ref);
     Tensor c = Tensor::empty({4, 3}, DType::BF16, Device::cuda());
     gpu().gemm_bias(small_a.to(Device::cuda()), small_b.to(Device::cuda()), fine.to(Device::cuda()),
                     c);

@@ -33,10 +33,12 @@ TEST(Precision, LinearBf16EqualsF32OnRoundedOperands) {
   EXPECT_EQ(y.dtype(), DType::BF16);  // a bf16 activation
   EXPECT_EQ(w.grad().dtype(), DType::F32);
   EXPECT_EQ(b.grad().dtype(), DType::F32);
-  // Expected: f32 products of the rounded operands plus the f32 bias, rounded once. The incoming
-  // gradient is mul(y, r)'s: r rounded to bf16 (y's dtype); the bias gradient sums it in f32.
+  // Expected: f32 products of the rounded operands plus the rounded bias (as PyTorch's autocast),
+  // rounded once. The incoming gradient is mul(y, r)'s: r rounded to bf16 (y's dtype); the bias
+  // gradient sums it in f32.
   Tensor xr = rounded(x.detach()), wr = rounded(w.detach()), rr = rounded(r);
-  test::expect_close(y.to(DType::F32), rounded(linear(xr, wr, b.detach())), 1e-6, 1e-6, "forward");
+  test::expect_close(y.to(DType::F32), rounded(linear(xr, wr, rounded(b.detach()))), 1e-6, 1e-6,
+                     "forward");
   test::expect_close(x.grad(), matmul(rr, wr), 1e-6, 1e-6, "grad x");
   test::expect_close(w.grad(), sum(matmul(transpose(rr, 1, 2), xr), {0}), 1e-5, 1e-5, "grad w");
   test::expect_close(b.grad(), sum(rr, {0, 1}), 1e-5, 1e-5, "grad b");

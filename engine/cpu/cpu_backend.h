@@ -23,7 +23,7 @@ class CpuBackend final : public Backend {
 #define MOKD_BACKEND_KERNEL(name, params) void name params override;
 #include "engine/backend_kernels.inc"
 #undef MOKD_BACKEND_KERNEL
-  // A bf16 c: the bias joins each product's f32 scratch before the one rounding (gemm.cpp).
+  // A bf16 c: the bf16 bias joins each product's f32 scratch before the one rounding (gemm.cpp).
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
 };
 

@@ -68,10 +68,10 @@ void for_each_product(int64_t batch, int64_t M, int64_t N, int64_t K, F product)
 // product's operands are widened exactly into scratch, multiplied in f32, and a bf16 c is rounded
 // once at the end. The scratch holds one product at a time (the CPU's stand-in for the tensor
 // cores' registers), not whole widened tensors.
-// With a bias (gemm_bias into a bf16 c): each product starts from the f32 bias on every row and
-// accumulates on top (beta = 1), as the f32 default does, before the one rounding.
+// With a bias (gemm_bias into a bf16 c): each product starts from the widened bf16 bias on every
+// row and accumulates on top (beta = 1), as the f32 default does, before the one rounding.
 void gemm_bf16(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, bool trans_a,
-               bool trans_b, float alpha, float beta, const float* bias = nullptr) {
+               bool trans_b, float alpha, float beta, const bf16* bias = nullptr) {
   const GemmDims &da = s.a, &db = s.b, &dc = s.c;
   const int64_t M = s.M, N = s.N, K = s.K, batch = dc.batch;
   if (batch == 0 || M == 0 || N == 0) return;
@@ -96,7 +96,7 @@ void gemm_bf16(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s, 
       if (bias) {
         fc.resize(nc);
         for (int64_t r = 0; r < M; ++r)
-          for (int64_t j = 0; j < N; ++j) fc[r * N + j] = bias[j];
+          for (int64_t j = 0; j < N; ++j) fc[r * N + j] = load_f32(bias[j]);
         b_i = 1.f;
       } else if (beta != 0.f) {
         widen(pc16 + i * nc, nc, fc);
@@ -130,14 +130,15 @@ void CpuBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias,
   }
   MOKD_CHECK(c.dim() == 2 && bias.numel() == c.size(-1), "gemm_bias: bias ", bias.str(),
              " must have one element per column of c ", c.str());
-  cpu_expect_f32(bias, "gemm_bias", "bias");
+  MOKD_CHECK(bias.dtype() == DType::BF16 && bias.is_contiguous(), "gemm_bias: bias ", bias.str(),
+             " must be contiguous bf16 for the bf16 c ", c.str());
   // One kernel call as the ledger sees it, as the default and the CUDA backend note it.
   note_kernel("gemm_bias", {&a, &b, &bias}, {&c},
               2.0 * static_cast<double>(c.size(0)) * c.size(1) * a.size(-1));
   NestedKernels nested;
   const GemmShape s = gemm_args(DeviceType::CPU, a, b, c, false, true);
   MOKD_CHECK(a.dtype() == DType::BF16, "gemm_bias: a bf16 c needs bf16 a and b, got a ", a.str());
-  gemm_bf16(a, b, c, s, false, true, 1.f, 0.f, bias.data<float>());
+  gemm_bf16(a, b, c, s, false, true, 1.f, 0.f, bias.data<bf16>());
 }
 
 namespace {

@@ -5,11 +5,10 @@
 // Linear layers add their bias in cuBLASLt's epilogue (CUBLASLT_EPILOGUE_BIAS: one pass over c
 // fewer than copying the bias in and accumulating). The GELU epilogues are not used: ViT/DeiT use
 // the erf GELU, and the epilogue's GELU is not documented to be that form.
-// A bf16 c of gemm_bias is round_bf16(a b^T + bias), one rounding of the f32 sum: cuBLASLt
-// documents the bias vector as of D's type (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, exceptions only
-// for integer and fp8 kernels), so a bf16 D would take a bias rounded to bf16 first. The product
-// goes to f32 scratch with the f32 bias epilogue instead, then one conversion writes c (an extra
-// 4 bytes written and read per element of c, and one more launch).
+// The bias has c's dtype: cuBLASLt documents the epilogue's bias vector as of D's type
+// (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, exceptions only for integer and fp8 kernels), so a bf16 c
+// takes a bf16 bias (as PyTorch's autocast rounds a linear's bias), added to the f32 accumulator
+// before the one rounding.
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -62,7 +61,7 @@ std::unordered_map<std::string, cublasLtMatmulHeuristicResult_t> g_algo_cache;
 void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType ta_t, DType tc_t,
                int64_t batch, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
                int64_t sa, int64_t sb, int64_t sc, float alpha, float beta,
-               const float* bias = nullptr) {
+               const void* bias = nullptr) {
   const bool tf32 = ta_t == DType::F32 && cuda_tf32();
   const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t at = cuda_type(ta_t), ct = cuda_type(tc_t);
@@ -83,7 +82,7 @@ void lt_matmul(CudaBackend& be, const void* pa, const void* pb, void* pc, DType 
       cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &t2, sizeof(t2)));
   if (bias) {  // a vector over the rows of the column-major result, i.e. over our N columns
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    const cudaDataType_t bias_t = CUDA_R_32F;
+    const cudaDataType_t bias_t = ct;  // D's type, as documented
     MOKD_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     MOKD_CUBLAS_CHECK(
@@ -207,23 +206,15 @@ void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias
   MOKD_CHECK(
       a.dtype() == b.dtype() && (a.dtype() == DType::F32 || a.dtype() == DType::BF16) &&
           (c.dtype() == DType::F32 || (c.dtype() == DType::BF16 && a.dtype() == DType::BF16)) &&
-          bias.dtype() == DType::F32,
+          bias.dtype() == c.dtype(),
       "gemm_bias: a ", a.str(), " and b ", b.str(), " must be both f32 or both bf16, c ", c.str(),
-      " f32 (or bf16 with bf16 a and b) and bias ", bias.str(), " f32");
+      " f32 (or bf16 with bf16 a and b) and bias ", bias.str(), " of c's dtype");
   MOKD_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "gemm_bias: a ", a.str(), ", b ",
              b.str(), " and c ", c.str(), " must have rank 2");
   const GemmShape s = gemm_shape(a, b, c, false, true);
   MOKD_CHECK(bias.numel() == s.N, "gemm_bias: bias ", bias.str(), " must have ", s.N,
              " elements (the columns of c ", c.str(), ")");
   if (s.M == 0 || s.N == 0) return;
-  if (c.dtype() == DType::BF16) {  // the f32 result, rounded once (see the top of this file)
-    note_kernel("gemm_bias", {&a, &b, &bias}, {&c}, 2.0 * static_cast<double>(s.M) * s.N * s.K);
-    NestedKernels nested;  // the f32 product and the conversion are this call's (noted already)
-    Tensor sum = Tensor::empty(c.shape(), DType::F32, device());
-    gemm_bias(a, b, bias, sum);
-    copy(sum, c);
-    return;
-  }
   // An empty product (c = bias), or a bias view off the 16-byte alignment the epilogue is known
   // to work with: the unfused default.
   if (s.K == 0 || alignment(bias.raw_data()) < 16) {
@@ -234,7 +225,7 @@ void CudaBackend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias
   note_kernel("gemm_bias", {&a, &b, &bias}, {&c}, 2.0 * static_cast<double>(s.M) * s.N * s.K);
   cuda_guarded("gemm_bias", {&a, &b, &bias, &c}, [&] {
     lt_matmul(*this, a.raw_data(), b.raw_data(), c.raw_data(), a.dtype(), c.dtype(), 1, s.M, s.N,
-              s.K, false, true, 0, 0, 0, 1.f, 0.f, static_cast<const float*>(bias.raw_data()));
+              s.K, false, true, 0, 0, 0, 1.f, 0.f, bias.raw_data());
   });
 }
 

@@ -93,15 +93,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape out_shape = x.shape();
   out_shape.back() = outf;
 
-  // Products compute (and write) in bf16 in the bf16 mode or for a bf16 input; the bias stays
-  // f32 and joins the f32 accumulator.
+  // Products compute (and write) in bf16 in the bf16 mode or for a bf16 input; the bias is read
+  // as bf16 too (its copy, as PyTorch's autocast rounds it) and joins the f32 accumulator.
   const DType dt = detail::product_dtype(x);
   Tensor x2 = operand(x, dt).view({rows, in});
   Tensor wc = operand(w, dt);
   Tensor out = Tensor::empty({rows, outf}, dt, x.device());
   Backend& be = backend_for(x);
   if (has_bias) {
-    be.gemm_bias(x2, wc, b.contiguous(), out);
+    be.gemm_bias(x2, wc, operand(b, dt), out);
   } else {
     be.gemm(x2, wc, out, false, true, 1.f, 0.f);
   }
