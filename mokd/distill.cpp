@@ -270,6 +270,11 @@ StepStats Distiller::step(Optimizer& opt, const std::vector<MicroBatch>& micro, 
     student_.train();
     ModelOutput s = student_.forward_train(m.images);
     std::vector<Tensor> L = objectives(s, t, m.labels, m.soft_targets);
+    // Objectives are f32 scalars whatever the precision: FAMO, the step's values and the
+    // gradient sync read them in f32 (engine/precision.h). A metadata check, no device read.
+    for (size_t k = 0; k < L.size(); ++k)
+      MOKD_CHECK(L[k].dtype() == DType::F32, "distill: objective '", objective_names()[k], "' is ",
+                 L[k].str(), ", expected an f32 scalar");
     if (famo_) teacher_outs.push_back(t);
     std::vector<Tensor> parts;
     {

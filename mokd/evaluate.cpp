@@ -42,8 +42,11 @@ EvalResult evaluate(Model& model, const data::Dataset& ds, const TrainConfig& cf
                  " is outside [0, ", classes, ")");
       const float* row = lv.data() + i * classes;
       float target = row[yv[i]];
-      int64_t above = 0;  // classes scoring strictly higher than the true one
-      for (int64_t c = 0; c < classes; ++c) above += row[c] > target;
+      // Classes ranked above the true one: higher scores, and equal scores at a lower index (ties
+      // break by index, as argmax does: bf16 logits tie more often, and a tie is not a hit).
+      int64_t above = 0;
+      for (int64_t c = 0; c < classes; ++c)
+        above += row[c] > target || (row[c] == target && c < yv[i]);
       c1 += above < 1;
       c5 += above < 5;
     }

@@ -16,7 +16,8 @@ struct EvalResult {
 };
 
 // Runs the model in eval mode under NoGrad (its train/eval mode is restored afterwards). A sample
-// counts for top-k when fewer than k classes score strictly higher than its label. Throws for an
+// counts for top-k when fewer than k classes rank above its label: a higher score, or an equal
+// score at a lower class index (ties break by index, as argmax does). Throws for an
 // empty dataset. With a communicator of several ranks, each evaluates its contiguous share of ds
 // (no sample twice, none left out) and every rank returns the totals: counts summed exactly, the
 // loss sums added in rank order.

@@ -92,9 +92,10 @@ Tensor BilinearProjector::loss(const Tensor& z_s, const Tensor& z_t) const {
                  z_s.size(1) == v_.size(0) && z_t.size(1) == u_.size(0),
              "bilinear projector: features ", z_s.str(), " (student) and ", z_t.str(),
              " (teacher) do not match dims ", v_.size(0), " and ", u_.size(0));
-  Tensor a = matmul(unit_rows(z_t), u_);            // [B, k]
-  Tensor b = matmul(unit_rows(z_s), v_);            // [B, k]
-  Tensor sim = sum(mul(mul(a, b), metric()), {1});  // [B]
+  // A loss computes in f32: the products' bf16 results (in the bf16 mode) are widened first.
+  Tensor a = cast(matmul(unit_rows(z_t), u_), DType::F32);  // [B, k]
+  Tensor b = cast(matmul(unit_rows(z_s), v_), DType::F32);  // [B, k]
+  Tensor sim = sum(mul(mul(a, b), metric()), {1});          // [B]
   return mean(sub(Tensor::ones({}, DType::F32, z_s.device()), sim));
 }
 

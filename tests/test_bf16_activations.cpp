@@ -8,6 +8,7 @@
 // gradients, f32 parameter gradients, and mix f32 parameters into bf16 activations correctly.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -15,6 +16,8 @@
 #include "engine/backend.h"
 #include "engine/precision.h"
 #include "models/registry.h"
+#include "mokd/distill.h"
+#include "mokd/optim.h"
 #include "mokd/projector.h"
 #include "tests/test_util.h"
 
@@ -268,6 +271,33 @@ void check_model_step(const std::string& name, bool training) {
 TEST(Bf16Activations, ViTAndResNetStepsKeepBf16ActivationsAndF32ParameterGradients) {
   check_model_step("vit_fmnist_micro_distilled", true);
   check_model_step("resnet_fmnist_small", false);
+}
+
+// A MoKD step with FAMO in the bf16 mode, with either projector: every objective is an f32 scalar
+// (FAMO's update, the step's values and the gradient sync read f32), and the step's values are
+// finite. The bilinear projector's loss is composed from ops: it widens its bf16 products itself.
+TEST(Bf16Activations, MoKDStepWithFamoKeepsF32ObjectivesWithEitherProjector) {
+  for (ProjectorKind kind : {ProjectorKind::Stiefel, ProjectorKind::Bilinear}) {
+    ModelOverrides o;
+    o.seed = 2;
+    auto student = create_model("vit_fmnist_micro_distilled", o);
+    auto teacher = create_model("resnet_fmnist_small", o);
+    DistillConfig cfg;
+    cfg.projector = kind;
+    cfg.diagnostics_every = 1;
+    Bf16Mode mode;
+    Distiller d(*student, *teacher, cfg);
+    std::vector<Tensor> params = student->parameters();
+    for (auto& [n, p] : d.projector_parameters()) params.push_back(p);
+    AdamW opt({ParamGroup{params, 1e-3f, 0.05f}});
+    Tensor x = test::randn({8, 28, 28, 1}, 28);
+    Tensor y = Tensor::from_vector_i64({0, 1, 2, 3, 4, 5, 6, 7}, {8});
+    for (int i = 0; i < 2; ++i) {
+      StepStats st = d.step(opt, x, y);
+      ASSERT_EQ(st.losses.size(), 3u);
+      for (float l : st.losses) EXPECT_TRUE(std::isfinite(l));
+    }
+  }
 }
 
 // The projector's retraction belongs with the master weights: it stays f32 in the bf16 mode.
