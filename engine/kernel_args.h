@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/bf16.h"
 #include "engine/error.h"
 
 namespace mokd {
@@ -25,6 +26,16 @@ DType expect_float_operands(const char* kernel, DeviceType on,
 // once on store, the same on every backend.
 void expect_activation(const Tensor& t, DeviceType on, const char* kernel, const char* arg,
                        const Tensor* like = nullptr);
+// Runs f(T{}) with T the storage type of an activation dtype (float for f32, bf16 for bf16): how
+// both backends pick a kernel body's (or a launcher's) template; bodies load with load_f32 and
+// store with store_as<T> (engine/bf16.h).
+template <class F>
+void with_activation_type(DType dt, F&& f) {
+  if (dt == DType::BF16)
+    f(bf16{});
+  else
+    f(float{});
+}
 // t is defined, on a device of type `on` and contiguous (any dtype).
 void expect_on(const Tensor& t, DeviceType on, const char* kernel, const char* arg);
 

@@ -369,8 +369,8 @@ TEST(CudaBf16Activations, F32Unchanged) {
   check_all(DType::F32);
 }
 
-// gemm and gemm_bias into a bf16 c (bf16 a and b): the f32 product (plus the f32 bias) rounded
-// once, i.e. the CPU's f32 result converted to bf16.
+// gemm and gemm_bias into a bf16 c (bf16 a and b): the f32 product (plus the widened bf16 bias)
+// rounded once, i.e. the CPU's f32 result converted to bf16.
 TEST(CudaBf16Activations, GemmBf16Out) {
   SKIP_WITHOUT_CUDA();
   const int64_t M = 37, N = 48, K = 100;

@@ -121,6 +121,31 @@ TEST(OpsShape, Gradients) {
   // A non-contiguous input to reshape (copy path).
   gradcheck([](const Inputs& v) { return reshape(transpose(v[0], 0, 2), {-1}); }, {r}, {},
             "reshape of transpose");
+  // cast through f64 and back (exact both ways), of a strided input.
+  gradcheck(
+      [](const Inputs& v) { return cast(cast(transpose(v[0], 0, 2), DType::F64), DType::F32); },
+      {r}, {}, "cast");
+}
+
+// cast to bf16: values rounded once; the gradient comes back in the source dtype. concat of an
+// f32 parameter with a bf16 activation is bf16, and each input's gradient has its own dtype.
+TEST(OpsShape, CastAndMixedConcatGiveGradientsInTheInputsDtypes) {
+  Tensor x = requires_grad(randn({3, 4}, 9));
+  Tensor y = cast(x, DType::BF16);
+  EXPECT_EQ(y.dtype(), DType::BF16);
+  EXPECT_EQ(y.to_vector(), x.detach().to(DType::BF16).to_vector());
+  Tensor act = requires_grad(randn({2, 4}, 10).to(DType::BF16));
+  Tensor cat = concat({x, act}, 0);
+  EXPECT_EQ(cat.dtype(), DType::BF16);
+  sum(cast(mul(cat, randn({5, 4}, 11)), DType::F32)).backward();
+  ASSERT_TRUE(x.grad().defined() && act.grad().defined());
+  EXPECT_EQ(x.grad().dtype(), DType::F32);
+  EXPECT_EQ(act.grad().dtype(), DType::BF16);
+  // d/dx of sum(cat * r) is r (rounded to bf16 by the bf16 product), rows 0..2.
+  Tensor r = randn({5, 4}, 11).to(DType::BF16).to(DType::F32);
+  test::expect_close(x.grad(), narrow(r, 0, 0, 3), 0, 0, "grad of the f32 input");
+  expect_error([&] { cast(Tensor::zeros({2}, DType::I64), DType::F32); }, {"cast", "i64"});
+  expect_error([&] { cast(x, DType::I64); }, {"cast", "i64"});
 }
 
 TEST(OpsErrors, MessagesNameOpAndShapes) {

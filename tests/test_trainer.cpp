@@ -84,6 +84,24 @@ void expect_same_state(const std::string& run_a, const std::string& run_b) {
   }
 }
 
+// Run a straight through, and the same config in resumed_dir stopped after stop_at steps and
+// resumed: both reach a.optim.steps with equal checkpointed state and the same final evaluation.
+void expect_resume_bit_identical(const TrainConfig& a, const std::string& resumed_dir,
+                                 TrainMode mode, int64_t stop_at) {
+  TrainConfig b = a;
+  b.run.out_dir = resumed_dir;
+  TrainSummary ra = train(a, mode);
+  EXPECT_EQ(ra.steps, a.optim.steps);
+  b.run.stop_after = stop_at;
+  EXPECT_TRUE(train(b, mode).stopped);
+  b.run.stop_after = 0;
+  b.run.resume = true;
+  TrainSummary rb = train(b, mode);
+  EXPECT_EQ(rb.steps, a.optim.steps);
+  expect_same_state(a.run.out_dir, b.run.out_dir);
+  EXPECT_EQ(ra.final_eval.loss, rb.final_eval.loss);
+}
+
 TEST(Trainer, ResumeIsBitIdentical) {
   if (!have_fashion_mnist())
     GTEST_SKIP() << "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)";
@@ -141,17 +159,7 @@ TEST(Trainer, ResumeIsBitIdenticalInBf16) {
   a.run.precision = "bf16";
   a.optim.steps = 8;
   a.model.teacher_weights = write_random_teacher(dir, a.model.teacher);
-  TrainConfig b = a;
-  b.run.out_dir = dir + "/resumed";
-  TrainSummary ra = train(a, TrainMode::Distill);
-  b.run.stop_after = 3;
-  EXPECT_TRUE(train(b, TrainMode::Distill).stopped);
-  b.run.stop_after = 0;
-  b.run.resume = true;
-  TrainSummary rb = train(b, TrainMode::Distill);
-  EXPECT_EQ(rb.steps, 8);
-  expect_same_state(a.run.out_dir, b.run.out_dir);
-  EXPECT_EQ(ra.final_eval.loss, rb.final_eval.loss);
+  expect_resume_bit_identical(a, dir + "/resumed", TrainMode::Distill, 3);
   fs::remove_all(dir);
 }
 
@@ -201,18 +209,7 @@ TEST(Trainer, ResumeIsBitIdenticalOnImageFilesWithDeitAugmentation) {
   a.model.teacher = "resnet_fmnist_small";
   a.optim.steps = 7;  // 4 batches per epoch: crosses an epoch boundary
   a.log.log_every = 2;
-  TrainConfig b = a;
-  b.run.out_dir = dir + "/resumed";
-  TrainSummary ra = train(a, TrainMode::Teacher);
-  EXPECT_EQ(ra.steps, 7);
-  b.run.stop_after = 3;
-  EXPECT_TRUE(train(b, TrainMode::Teacher).stopped);
-  b.run.stop_after = 0;
-  b.run.resume = true;
-  TrainSummary rb = train(b, TrainMode::Teacher);
-  EXPECT_EQ(rb.steps, 7);
-  expect_same_state(a.run.out_dir, b.run.out_dir);
-  EXPECT_EQ(ra.final_eval.loss, rb.final_eval.loss);
+  expect_resume_bit_identical(a, dir + "/resumed", TrainMode::Teacher, 3);
   fs::remove_all(dir);
 }
 

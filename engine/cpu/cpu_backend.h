@@ -32,14 +32,4 @@ inline void cpu_expect_f32(const Tensor& t, const char* kernel, const char* arg)
   expect_f32(t, DeviceType::CPU, kernel, arg);
 }
 
-// Runs f(T{}) with T the storage type of an activation dtype (float for f32, bf16 for bf16); the
-// kernel bodies load with load_f32 and store with store_as<T> (engine/bf16.h).
-template <class F>
-void with_activation_type(DType dt, F&& f) {
-  if (dt == DType::BF16)
-    f(bf16{});
-  else
-    f(float{});
-}
-
 }  // namespace mokd

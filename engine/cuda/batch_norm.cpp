@@ -15,7 +15,7 @@ void CudaBackend::batch_norm_train(const Tensor& x, const Tensor& w, const Tenso
                                          save_mean, save_invstd);
   cuda_guarded("batch_norm_train", {&x, &w, &y}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::batch_norm_train(cp<T>(x), cf(w), cf(b), mf(running_mean), mf(running_var), momentum,
                                 eps, mp<T>(y), mf(save_mean), mf(save_invstd), d.rows, d.C,
@@ -30,7 +30,7 @@ void CudaBackend::batch_norm_eval(const Tensor& x, const Tensor& w, const Tensor
   const BnDims d = batch_norm_eval_args(DeviceType::CUDA, x, w, b, running_mean, running_var, y);
   cuda_guarded("batch_norm_eval", {&x, &w, &y}, [&] {
     Tensor s = scratch(d.C + 1);
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::batch_norm_eval(cp<T>(x), cf(w), cf(b), cf(running_mean), cf(running_var), eps,
                                mp<T>(y), d.rows, d.C, static_cast<double*>(s.raw_data()), stream());
@@ -44,7 +44,7 @@ void CudaBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const T
   const BnDims d = batch_norm_backward_args(DeviceType::CUDA, gy, x, w, mean, invstd, gx, gw, gb);
   cuda_guarded("batch_norm_backward", {&gy, &x, &w, &gx}, [&] {
     Tensor s = scratch(kernels::batch_norm_scratch_size(d.rows, d.C));
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::batch_norm_backward(cp<T>(gy), cp<T>(x), cf(w), cf(mean), cf(invstd), training,
                                    mp<T>(gx), mf(gw), mf(gb), d.rows, d.C,

@@ -292,7 +292,7 @@ void CudaBackend::fill_uniform(Tensor& dst, float lo, float hi, RngKey key) {
   // f32 or bf16 (the value drawn in f32, rounded once).
   expect_activation(dst, DeviceType::CUDA, "fill_uniform", "dst");
   cuda_guarded("fill_uniform", {&dst}, [&] {
-    cuda_with_activation_type(dst.dtype(), [&](auto t) {
+    with_activation_type(dst.dtype(), [&](auto t) {
       kernels::fill_uniform(mp<decltype(t)>(dst), dst.numel(), lo, hi, key, stream());
     });
   });
@@ -302,7 +302,7 @@ void CudaBackend::fill_normal(Tensor& dst, float mean, float std, RngKey key) {
   // f32 or bf16 (the value drawn in f32, rounded once).
   expect_activation(dst, DeviceType::CUDA, "fill_normal", "dst");
   cuda_guarded("fill_normal", {&dst}, [&] {
-    cuda_with_activation_type(dst.dtype(), [&](auto t) {
+    with_activation_type(dst.dtype(), [&](auto t) {
       kernels::fill_normal(mp<decltype(t)>(dst), dst.numel(), mean, std, key, stream());
     });
   });
@@ -312,7 +312,7 @@ void CudaBackend::bernoulli_scaled(Tensor& dst, float keep_prob, RngKey key) {
   // f32 or bf16 (the value drawn in f32, rounded once).
   expect_activation(dst, DeviceType::CUDA, "bernoulli_scaled", "dst");
   cuda_guarded("bernoulli_scaled", {&dst}, [&] {
-    cuda_with_activation_type(dst.dtype(), [&](auto t) {
+    with_activation_type(dst.dtype(), [&](auto t) {
       kernels::bernoulli_scaled(mp<decltype(t)>(dst), dst.numel(), keep_prob, key, stream());
     });
   });

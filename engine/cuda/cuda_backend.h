@@ -141,16 +141,6 @@ T* mp(const Tensor& t) {
   return static_cast<T*>(t.raw_data());
 }
 
-// Runs f(T{}) with T the storage type of an activation dtype (float for f32, bf16 for bf16), for
-// the launchers' templates (kernels/launch.cuh).
-template <class F>
-void cuda_with_activation_type(DType dt, F&& f) {
-  if (dt == DType::BF16)
-    f(bf16{});
-  else
-    f(float{});
-}
-
 // A shape and the strides of up to two operands over it, as the strided kernels take them;
 // throws naming kernel k past kernels::kMaxDims dims.
 kernels::StridedDesc cuda_strided_desc(const char* k, const Shape& shape, const Shape& sa,

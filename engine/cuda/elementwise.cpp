@@ -14,7 +14,7 @@ namespace mokd {
 void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, float alpha) {
   unary_args(DeviceType::CUDA, op, x, out);
   cuda_guarded(unary_name(op), {&x, &out}, [&] {
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::unary(op, cp<T>(x), mp<T>(out), x.numel(), alpha, stream());
     });
@@ -25,7 +25,7 @@ void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout
                                  float alpha) {
   unary_backward_args(DeviceType::CUDA, op, x, gout, gin);
   cuda_guarded(unary_name(op), {&x, &gout, &gin}, [&] {
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::unary_backward(op, cp<T>(x), cp<T>(gout), mp<T>(gin), x.numel(), alpha, stream());
     });

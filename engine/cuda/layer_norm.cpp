@@ -13,7 +13,7 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, 
   const RowDims dims = layer_norm_args(DeviceType::CUDA, x, w, b, y, mean, rstd);
   const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm", {&x, w, b, &y}, [&] {
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::layer_norm(cp<T>(x), cf_opt(w), cf_opt(b), eps, mp<T>(y), mf(mean), mf(rstd), rows,
                           d, stream());
@@ -28,7 +28,7 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
   const int64_t d = dims.cols, rows = dims.rows;
   cuda_guarded("layer_norm_backward", {&gy, &x, w, &gx}, [&] {
     Tensor part = scratch((gw || gb) ? kernels::layer_norm_partials_size(rows, d) : 1);
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::layer_norm_backward(cp<T>(gy), cp<T>(x), cf_opt(w), cf(mean), cf(rstd), mp<T>(gx),
                                    mf_opt(gw), mf_opt(gb), rows, d,

@@ -29,7 +29,7 @@ kernels::PoolDims pool_dims(const PoolGeom& g, const Pool2dParams& p) {
 void CudaBackend::max_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& argmax) {
   const kernels::PoolDims g = pool_dims(max_pool2d_args(DeviceType::CUDA, x, p, y, argmax), p);
   cuda_guarded("max_pool2d", {&x, &y}, [&] {
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::max_pool2d(cp<T>(x), mp<T>(y), static_cast<int64_t*>(argmax.raw_data()), g,
                           stream());
@@ -55,7 +55,7 @@ void CudaBackend::max_pool2d_backward(const Tensor& gy, const Tensor& argmax, Te
 void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) {
   const kernels::PoolDims g = pool_dims(avg_pool2d_args(DeviceType::CUDA, x, p, y), p);
   cuda_guarded("avg_pool2d", {&x, &y}, [&] {
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::avg_pool2d(cp<T>(x), mp<T>(y), g, stream());
     });
@@ -65,7 +65,7 @@ void CudaBackend::avg_pool2d(const Tensor& x, const Pool2dParams& p, Tensor& y) 
 void CudaBackend::avg_pool2d_backward(const Tensor& gy, const Pool2dParams& p, Tensor& gx) {
   const kernels::PoolDims g = pool_dims(avg_pool2d_backward_args(DeviceType::CUDA, gy, p, gx), p);
   cuda_guarded("avg_pool2d_backward", {&gy, &gx}, [&] {
-    cuda_with_activation_type(gy.dtype(), [&](auto t) {
+    with_activation_type(gy.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::avg_pool2d_backward(cp<T>(gy), mp<T>(gx), g, stream());
     });

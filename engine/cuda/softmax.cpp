@@ -11,7 +11,7 @@ namespace mokd {
 void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
   const RowDims d = softmax_args(DeviceType::CUDA, x, y, log);
   cuda_guarded(log ? "log_softmax" : "softmax", {&x, &y}, [&] {
-    cuda_with_activation_type(x.dtype(), [&](auto t) {
+    with_activation_type(x.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::softmax(cp<T>(x), mp<T>(y), d.rows, d.cols, log, stream());
     });
@@ -21,7 +21,7 @@ void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
   const RowDims d = softmax_backward_args(DeviceType::CUDA, y, gy, gx, log);
   cuda_guarded(log ? "log_softmax_backward" : "softmax_backward", {&y, &gy, &gx}, [&] {
-    cuda_with_activation_type(y.dtype(), [&](auto t) {
+    with_activation_type(y.dtype(), [&](auto t) {
       using T = decltype(t);
       kernels::softmax_backward(cp<T>(y), cp<T>(gy), mp<T>(gx), d.rows, d.cols, log, stream());
     });

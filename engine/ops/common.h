@@ -28,17 +28,21 @@ inline void check_rank(const char* op, const Tensor& x, int64_t rank, const char
   MOKD_CHECK(x.dim() == rank, op, ": ", arg, " must have rank ", rank, ", got ", x.str());
 }
 
-// Under MatmulPrecision::BF16 products write bf16 activations, and the ops that follow keep
-// them (engine/precision.h).
-inline bool bf16_activations() { return matmul_precision() == MatmulPrecision::BF16; }
-// The dtype a product computes in: bf16 in the bf16 mode or for a bf16 operand, else f32.
+// The dtype a product computes in: bf16 in the bf16 mode (where products write bf16 activations
+// and the ops that follow keep them, engine/precision.h) or for a bf16 operand, else x's.
 inline DType product_dtype(const Tensor& x) {
-  return bf16_activations() || x.dtype() == DType::BF16 ? DType::BF16 : x.dtype();
+  return matmul_precision() == MatmulPrecision::BF16 || x.dtype() == DType::BF16 ? DType::BF16
+                                                                                 : x.dtype();
 }
 // A parameter or statistic that goes with activation x: of x's dtype, or f32 with a bf16 x
 // (parameters stay f32 master weights).
 inline bool fits_activation(const Tensor& x, const Tensor& t) {
   return t.dtype() == x.dtype() || (x.dtype() == DType::BF16 && t.dtype() == DType::F32);
+}
+// Two operands of which one is a bf16 activation and the other an f32 parameter, either order.
+inline bool bf16_with_f32(const Tensor& a, const Tensor& b) {
+  return a.defined() && b.defined() && a.dtype() != b.dtype() &&
+         (fits_activation(a, b) || fits_activation(b, a));
 }
 
 // An output tensor like x (shape, dtype, device), uninitialised.

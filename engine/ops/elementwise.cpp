@@ -25,18 +25,15 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
 // A bf16 activation with an f32 operand (a parameter, a mask) gives a bf16 result: the kernel
 // reads the f32 operand as it is. An f32 first operand with a bf16 second is swapped (add, mul)
 // or rounded to bf16 (sub, div).
-Tensor binary_op(BinaryOp kind, const char* name, const Tensor& a_in, const Tensor& b_in) {
-  const bool mixed = a_in.defined() && b_in.defined() && a_in.dtype() != b_in.dtype() &&
-                     (detail::fits_activation(a_in, b_in) || detail::fits_activation(b_in, a_in));
-  if (!mixed) detail::check_pair(name, a_in, b_in);
-  MOKD_CHECK(a_in.device() == b_in.device(), name, ": operands on different devices: ", a_in.str(),
-             " and ", b_in.str());
-  if (mixed && a_in.dtype() == DType::F32) {
-    if (kind == BinaryOp::Add || kind == BinaryOp::Mul) return binary_op(kind, name, b_in, a_in);
-    return binary_op(kind, name, cast(a_in, DType::BF16), b_in);
+Tensor binary_op(BinaryOp kind, const char* name, const Tensor& a, const Tensor& b) {
+  const bool mixed = detail::bf16_with_f32(a, b);
+  if (!mixed) detail::check_pair(name, a, b);
+  MOKD_CHECK(a.device() == b.device(), name, ": operands on different devices: ", a.str(), " and ",
+             b.str());
+  if (mixed && a.dtype() == DType::F32) {
+    if (kind == BinaryOp::Add || kind == BinaryOp::Mul) return binary_op(kind, name, b, a);
+    return binary_op(kind, name, cast(a, DType::BF16), b);
   }
-  const Tensor& a = a_in;
-  const Tensor& b = b_in;
   Shape s = broadcast_shapes(name, a.shape(), b.shape());
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
   backend_for(a).binary(kind, a.expand_view(s), b.expand_view(s), out);
@@ -109,14 +106,14 @@ Tensor smooth_l1_elementwise(const Tensor& d, float beta) {  // used by loss.cpp
 
 void uniform_(Tensor& t, float lo, float hi, Generator& gen) {
   MOKD_CHECK(lo <= hi, "uniform_: lo ", lo, " > hi ", hi);
-  t.storage()->bf16_copy.reset();  // new values
+  drop_bf16_copy(t);  // new values
   note_kernel("fill_uniform", {}, {&t});
   backend_for(t).fill_uniform(t, lo, hi, gen.next(t.numel()));
 }
 
 void normal_(Tensor& t, float mean, float std, Generator& gen) {
   MOKD_CHECK(std >= 0.f, "normal_: std must be >= 0, got ", std);
-  t.storage()->bf16_copy.reset();  // new values
+  drop_bf16_copy(t);  // new values
   note_kernel("fill_normal", {}, {&t});
   backend_for(t).fill_normal(t, mean, std, gen.next(t.numel()));
 }

@@ -20,9 +20,7 @@ Tensor operand(const Tensor& t, DType dt) { return detail::product_operand(t, dt
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   // A bf16 activation may meet an f32 parameter: both are bf16 operands in the product.
-  const bool mixed = a.defined() && b.defined() && a.device() == b.device() &&
-                     (detail::fits_activation(a, b) || detail::fits_activation(b, a));
-  if (!mixed) detail::check_pair("matmul", a, b);
+  if (!detail::bf16_with_f32(a, b) || a.device() != b.device()) detail::check_pair("matmul", a, b);
   MOKD_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need rank >= 2, got a ", a.str(),
              " and b ", b.str());
   const Shape& as = a.shape();
