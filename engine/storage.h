@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "engine/dtype.h"
 
@@ -24,11 +26,23 @@ class Allocator {
   size_t peak_bytes() const { return peak_.load(); }
   void reset_peak() { peak_.store(in_use_.load()); }
 
+  // While `out` is set, appends bytes_in_use() after every allocation to it (null stops). The
+  // dry run's activation estimate (mokd/dry_run.cpp) compares the traces of two steps; the peak of
+  // a step is always right after one of its allocations.
+  void trace_allocations(std::vector<size_t>* out) {
+    std::lock_guard<std::mutex> lock(trace_mutex_);
+    trace_.store(out);
+  }
+
  protected:
   void note_alloc(size_t n) {
     size_t now = in_use_.fetch_add(n) + n;
     size_t p = peak_.load();
     while (now > p && !peak_.compare_exchange_weak(p, now)) {
+    }
+    if (trace_.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> lock(trace_mutex_);
+      if (std::vector<size_t>* t = trace_.load()) t->push_back(now);
     }
   }
   void note_free(size_t n) { in_use_.fetch_sub(n); }
@@ -36,6 +50,8 @@ class Allocator {
  private:
   std::atomic<size_t> in_use_{0};
   std::atomic<size_t> peak_{0};
+  std::atomic<std::vector<size_t>*> trace_{nullptr};
+  std::mutex trace_mutex_;
 };
 
 // The allocator for a device (the CUDA one is registered by the CUDA backend).

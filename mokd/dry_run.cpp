@@ -1,8 +1,12 @@
 // The dry run's description of a built run (mokd/dry_run.h).
 #include "mokd/dry_run.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
+
+#include "engine/storage.h"
+#include "io/loader.h"
 
 namespace mokd {
 
@@ -27,9 +31,73 @@ void describe_split(std::ostringstream& s, const char* name, const data::Dataset
   s << "\n";
 }
 
+// One training step on micro-batches of `b` samples drawn by a loader with the run's options
+// (transforms, erasing, mixup): the allocations' trace of bytes in use.
+std::vector<size_t> trace_step(Training& t, int64_t b) {
+  data::LoaderOptions o = t.loader->options();
+  o.batch_size = b;
+  o.shard = {};
+  o.num_workers = 0;  // no thread allocating beside the traced step
+  data::Batch batch;
+  {
+    data::Loader loader(*t.train_set, o);
+    MOKD_CHECK(loader.next(batch), "dry run: the training set yields no batch of ", b);
+  }
+  StepInput in;
+  in.micro.assign(static_cast<size_t>(t.sync ? t.sync->micro_per_rank() : 1), &batch);
+  Allocator& alloc = allocator_for(t.device);
+  std::vector<size_t> trace;
+  alloc.trace_allocations(&trace);
+  try {
+    t.step->step(in);
+  } catch (...) {
+    alloc.trace_allocations(nullptr);
+    throw;
+  }
+  alloc.trace_allocations(nullptr);
+  return trace;
+}
+
 }  // namespace
 
-std::string describe_run(const TrainConfig& cfg, TrainMode mode) {
+ActivationEstimate estimate_activations(Training& t, int64_t micro_batch) {
+  // Two and three samples: a batch of one takes other paths in places (no parallelism over
+  // images), from two on the program is the same at every size.
+  const int64_t lo = std::min<int64_t>(micro_batch, 2), hi = lo + 1;
+  trace_step(t, lo);  // first step: optimizer state, weight copies and other one-time allocations
+  Allocator& alloc = allocator_for(t.device);
+  ActivationEstimate e;
+  e.resident_bytes = static_cast<double>(alloc.bytes_in_use());
+  const std::vector<size_t> a = trace_step(t, lo);
+  auto top = [&](const std::vector<size_t>& v) {
+    return v.empty() ? e.resident_bytes
+                     : std::max(e.resident_bytes,
+                                static_cast<double>(*std::max_element(v.begin(), v.end())));
+  };
+  if (micro_batch == lo) {  // measured as it is
+    e.step_peak_bytes = top(a);
+    return e;
+  }
+  const std::vector<size_t> b = trace_step(t, hi);
+  const double extra = static_cast<double>(micro_batch - lo);
+  double peak = e.resident_bytes;
+  if (a.size() == b.size()) {
+    // The same program at two batch sizes: every allocation's size is affine in the batch, so is
+    // each point of the trace.
+    for (size_t k = 0; k < a.size(); ++k) {
+      const double y = static_cast<double>(a[k]), d = static_cast<double>(b[k]) - y;
+      peak = std::max(peak, y + extra * d);
+    }
+  } else {
+    // Another sequence of allocations at the other size: extrapolate the two peaks.
+    e.exact_trace = false;
+    peak = std::max(peak, top(a) + extra * (top(b) - top(a)));
+  }
+  e.step_peak_bytes = peak;
+  return e;
+}
+
+std::string describe_run(const TrainConfig& cfg, TrainMode mode, bool measure_activations) {
   const std::unique_ptr<Training> t = build_training(cfg, mode);
   const bool distill = mode == TrainMode::Distill;
   std::ostringstream s;
@@ -81,8 +149,16 @@ std::string describe_run(const TrainConfig& cfg, TrainMode mode) {
     << " (trained weights, gradients, optimizer state" << (ema > 0 ? ", EMA" : "") << " "
     << mib(train_bytes);
   if (distill) s << "; frozen teacher " << mib(frozen_bytes);
-  s << "); activations depend on the batch: `mokd_train benchmark` with the same keys measures "
-       "the peak\n";
+  s << ")\n";
+  if (!measure_activations) return s.str();
+  const int64_t micro = t->loader->options().batch_size;
+  const ActivationEstimate e = estimate_activations(*t, micro);
+  s << "device memory during a step, estimated: peak " << mib(e.step_peak_bytes) << " at " << micro
+    << " samples per micro-batch (activations and temporaries "
+    << mib(e.step_peak_bytes - e.resident_bytes) << " over " << mib(e.resident_bytes)
+    << " resident), from steps of 2 and 3 samples on " << t->device.str()
+    << (e.exact_trace ? "" : " (peaks extrapolated)")
+    << "; a GPU's caching allocator rounds blocks up, `mokd_train benchmark` measures it\n";
   return s.str();
 }
 

@@ -10,12 +10,15 @@
 #include <sstream>
 
 #include "engine/precision.h"
+#include "engine/storage.h"
 #include "io/dataset.h"
 #include "io/encode_png.h"
+#include "io/loader.h"
 #include "io/safetensors.h"
 #include "models/registry.h"
 #include "mokd/config.h"
 #include "mokd/dry_run.h"
+#include "mokd/setup.h"
 #include "tests/test_util.h"
 
 namespace mokd {
@@ -98,12 +101,18 @@ TEST_F(Configs, EveryImageNetRunPassesTheDryRun) {
     const TrainConfig cfg = ConfigParser::resolve(slurp(file), file, overrides);
     EXPECT_EQ(cfg.optim.epochs, 300) << file;
     EXPECT_EQ(cfg.data.auto_augment, "rand-m9-mstd0.5-inc1") << file;
-    const std::string text = describe_run(cfg, TrainMode::Distill);
+    // The activation estimate runs a few one- and two-sample steps of the 224 px models: on the
+    // two MoKD runs only (it is checked against a measured step below).
+    const bool estimate = cfg.distill.method == "mokd";
+    const std::string text = describe_run(cfg, TrainMode::Distill, estimate);
     expect_describes(
         text, file,
         {"260 samples, 2 classes", "input: 224x224x3", "teacher regnety_160", cfg.model.student,
          "method " + cfg.distill.method, "16 steps per epoch, 4800 steps in total (300 epochs)",
          "lr x 512 / batch = 0.032", "device memory"});
+    if (estimate)
+      expect_describes(text, file,
+                       {"device memory during a step, estimated: peak", "at 16 samples per "});
     EXPECT_FALSE(fs::exists(dir.path("run"))) << "a dry run writes nothing";
   }
 }
@@ -128,6 +137,61 @@ TEST_F(Configs, EveryFashionMnistRunPassesTheDryRun) {
         text, file,
         {"60000 samples, 10 classes", "468 steps per epoch, 14040 steps in total (30 epochs)",
          is_teacher ? "model resnet_fmnist_small" : "student vit_fmnist_micro"});
+  }
+}
+
+// The dry run's estimate of a step's peak memory (from traced steps of 2 and 3 samples) equals the
+// peak of a real step at the run's batch, measured by the allocator, in both modes and precisions.
+TEST_F(Configs, TheActivationEstimateEqualsTheMeasuredPeakOfAStep) {
+  if (!fs::exists(std::string(data::kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz"))
+    GTEST_SKIP() << "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)";
+  test::TempDir dir;
+  const std::string teacher =
+      write_teacher(dir.path("teacher.safetensors"), "resnet_fmnist_small", 10);
+  struct Case {
+    const char* file;
+    TrainMode mode;
+    const char* precision;
+    const char* batch;
+  };
+  for (const Case& c : {Case{"mokd.toml", TrainMode::Distill, "f32", "48"},
+                        Case{"mokd.toml", TrainMode::Distill, "bf16", "40"},
+                        Case{"vkd.toml", TrainMode::Distill, "f32", "33"},
+                        Case{"teacher.toml", TrainMode::Teacher, "f32", "64"},
+                        Case{"mokd.toml", TrainMode::Distill, "f32", "2"}}) {
+    const std::string file = kConfigs + "/fashion_mnist/" + c.file;
+    const TrainConfig cfg = ConfigParser::resolve(slurp(file), file,
+                                                  {{"model.teacher_weights", teacher},
+                                                   {"run.device", "cpu"},
+                                                   {"run.precision", c.precision},
+                                                   {"data.batch_size", c.batch},
+                                                   {"data.workers", "0"},
+                                                   {"run.out_dir", dir.path("r")}});
+    const int64_t batch = cfg.data.batch_size;
+    double estimated = 0, resident = 0;
+    {
+      const std::unique_ptr<Training> t = build_training(cfg, c.mode);
+      const ActivationEstimate e = estimate_activations(*t, batch);
+      EXPECT_TRUE(e.exact_trace) << c.file << " " << c.precision;
+      estimated = e.step_peak_bytes;
+      resident = e.resident_bytes;
+    }
+    const std::unique_ptr<Training> t = build_training(cfg, c.mode);
+    data::Batch b;
+    ASSERT_TRUE(t->loader->next(b));
+    ASSERT_EQ(b.size(), batch);
+    t->step->step(b);  // the one-time allocations
+    Allocator& alloc = allocator_for(t->device);
+    // (The normalisation table is the loader's, shared by its batches.)
+    const size_t held = b.pixels.nbytes() + b.labels.nbytes() +
+                        (b.soft_targets.defined() ? b.soft_targets.nbytes() : 0);
+    EXPECT_EQ(static_cast<double>(alloc.bytes_in_use() - held), resident)
+        << "resident between steps, besides the batch: " << c.file << " " << c.precision;
+    alloc.reset_peak();
+    t->step->step(b);
+    const double measured = static_cast<double>(alloc.peak_bytes());
+    if (batch > 8) EXPECT_GT(measured, 2 * resident) << "activations dominate: " << c.file;
+    EXPECT_NEAR(estimated, measured, 1e-3 * measured) << c.file << " " << c.precision;
   }
 }
 

@@ -318,8 +318,8 @@ int main(int argc, char** argv) {
   bool dry_run = false;
   for (Sub* s : {teacher, distill})
     s->app->add_flag("--dry-run", dry_run,
-                     "print the resolved run (splits, models, steps, learning rate, memory) and "
-                     "stop, writing nothing");
+                     "print the resolved run (splits, models, steps, learning rate, memory with "
+                     "an estimate of a step's peak) and stop, writing nothing");
   CLI::App* models = app.add_subcommand("models", "list the model names");
   CLI::App* keys = app.add_subcommand("keys", "print every configuration key (Markdown table)");
   std::string weights, out, model_name;
