@@ -19,8 +19,8 @@ namespace mokd {
 // (Allocator::trace_allocations). Each allocation's size is affine in the batch, so each point of
 // the trace extrapolates linearly and the largest is the peak (a batch of one can take other paths,
 // such as no parallelism over images, so it is not one of the two). A micro-batch of 1 or 2 is
-// measured as it is. The steps update the models in
-// memory: estimate on a Training that is thrown away afterwards.
+// measured as it is. The steps update the models in memory: estimate on a Training that is thrown
+// away afterwards.
 struct ActivationEstimate {
   double resident_bytes = 0;   // in use between steps: weights, gradients, optimizer state, ...
   double step_peak_bytes = 0;  // the extrapolated high-water mark during a step
@@ -28,7 +28,7 @@ struct ActivationEstimate {
 };
 ActivationEstimate estimate_activations(Training& t, int64_t micro_batch);
 
-// measure_activations: also run estimate_activations (a few steps of one or two samples).
+// measure_activations: also run estimate_activations (three steps of two or three samples).
 std::string describe_run(const TrainConfig& cfg, TrainMode mode, bool measure_activations = true);
 
 }  // namespace mokd
