@@ -15,7 +15,8 @@ namespace mokd::data {
 Loader::Loader(const Dataset& dataset, LoaderOptions options)
     : dataset_(dataset),
       opt_(std::move(options)),
-      transform_(opt_.transform, dataset.height(), dataset.width(), dataset.channels()) {
+      transform_(opt_.transform, dataset.height(), dataset.width(), dataset.channels()),
+      pixel_alloc_(&host_staging_allocator(opt_.device, opt_.pin_memory)) {
   MOKD_CHECK(opt_.batch_size > 0, "Loader: batch_size must be > 0, got ", opt_.batch_size);
   MOKD_CHECK(opt_.num_workers >= 0, "Loader: num_workers must be >= 0, got ", opt_.num_workers);
   MOKD_CHECK(opt_.prefetch >= 1, "Loader: prefetch must be >= 1, got ", opt_.prefetch);
@@ -98,9 +99,10 @@ void Loader::start_epoch(int64_t epoch, int64_t start_batch) {
 void Loader::start_rows(int64_t index, Built& out) const {
   const int64_t first = index * opt_.batch_size;
   const int64_t rows = std::min(opt_.batch_size, samples_per_epoch() - first);
-  const int64_t per = transform_.out_height() * transform_.out_width() * transform_.channels();
   out.rows = rows;
-  out.pixels.resize(static_cast<size_t>(rows * per));
+  out.pixels = empty_host_tensor(
+      *pixel_alloc_, {rows, transform_.out_height(), transform_.out_width(), transform_.channels()},
+      DType::U8);
   out.labels.resize(static_cast<size_t>(rows));
   out.erase.assign(static_cast<size_t>(rows), {});
   out.mix = MixupResult{};
@@ -117,7 +119,8 @@ void Loader::build_rows(int64_t epoch, const std::vector<int64_t>* order, int64_
     const int64_t pos = index * opt_.batch_size + i;
     const int64_t sample = order ? (*order)[static_cast<size_t>(pos)] : pos;
     out.labels[static_cast<size_t>(i)] = load_sample(epoch, order, pos, sample, raw, img);
-    std::memcpy(out.pixels.data() + i * per, img.data(), static_cast<size_t>(per));
+    std::memcpy(static_cast<uint8_t*>(out.pixels.raw_data()) + i * per, img.data(),
+                static_cast<size_t>(per));
     if (opt_.random_erasing) {
       Rng erase_rng(data_key(opt_.seed, epoch, DataPurpose::Erase, pos));
       out.erase[static_cast<size_t>(i)] =
@@ -224,12 +227,8 @@ void Loader::worker_loop() {
 }
 
 Batch Loader::to_batch(Built&& b, int64_t epoch, int64_t index) const {
-  // Tensors are allocated here, in the consumer's thread (the CPU allocator's counters are not
-  // atomic).
   Batch out;
-  out.pixels = Tensor::empty(
-      {b.rows, transform_.out_height(), transform_.out_width(), transform_.channels()}, DType::U8);
-  std::memcpy(out.pixels.raw_data(), b.pixels.data(), b.pixels.size());
+  out.pixels = std::move(b.pixels);
   out.table = table_;
   for (const std::vector<EraseBox>& row : b.erase)
     out.erase.insert(out.erase.end(), row.begin(), row.end());

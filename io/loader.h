@@ -5,7 +5,8 @@
 // erasing; the worker that finishes a batch's last samples draws its mixup/cutmix. A batch leaves
 // the loader as uint8 pixels with those draws as data: Batch::images(device) normalises, erases
 // and mixes on the training device (engine/image_batch.h), so a GPU receives a quarter of the f32
-// bytes. Up to `prefetch` batches are built ahead of the consumer, whatever the number of workers.
+// bytes, read by DMA from the pinned host buffer the workers wrote (LoaderOptions::pin_memory). Up
+// to `prefetch` batches are built ahead of the consumer, whatever the number of workers.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/pinned_host.h"
 #include "engine/tensor.h"
 #include "io/augment.h"
 #include "io/dataset.h"
@@ -46,6 +48,12 @@ struct LoaderOptions {
   // A sample that cannot be read or decoded: false stops with its path; true replaces it by the
   // next good sample of the order (deterministically) and warns once per file on stderr.
   bool skip_bad_samples = false;
+  // Where the batches are consumed, and whether their pixels are written straight into pinned
+  // host memory there (engine/pinned_host.h) when that is a GPU: the upload then reads the
+  // workers' buffer by DMA, without a staging copy. Off, or on the CPU, pixels are heap memory
+  // and an upload goes through the backend's staging ring.
+  Device device = Device::cpu();
+  bool pin_memory = false;
   // Data parallelism and gradient accumulation: the epoch is cut into steps of `group`
   // consecutive batches (micro-batches of batch_size samples; a tail too short for a whole step
   // is left out) and this loader returns batches [first, first + count) of every step. Batch
@@ -115,14 +123,14 @@ class Loader {
   // rows [row_begin, row_end) at a time, then finish_batch() once.
   struct Built {
     int64_t rows = 0;
-    std::vector<uint8_t> pixels;
+    Tensor pixels;  // u8 [rows, H, W, C], from the loader's host allocator
     std::vector<int64_t> labels;
     std::vector<std::vector<EraseBox>> erase;  // per row
     MixupResult mix;
     std::vector<float> soft;
   };
   void build(int64_t epoch, const std::vector<int64_t>* order, int64_t index, Built& out) const;
-  // A built batch as the consumer receives it (allocates tensors: call from one thread).
+  // A built batch as the consumer receives it.
   Batch to_batch(Built&& b, int64_t epoch, int64_t index) const;
   // The epoch's sample order (null: identity).
   std::shared_ptr<const std::vector<int64_t>> epoch_order(int64_t epoch) const;
@@ -143,7 +151,8 @@ class Loader {
   int64_t chunk_ = 1;  // samples per worker task
   mutable std::atomic<int64_t> bad_samples_{0};
   mutable std::mutex warn_mu_;
-  Tensor table_;  // f32 [C, 256]
+  Tensor table_;            // f32 [C, 256]
+  Allocator* pixel_alloc_;  // pinned host memory or the CPU allocator (options.pin_memory)
 
   // Shared with the workers, under mu_.
   std::mutex mu_;

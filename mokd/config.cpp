@@ -378,6 +378,10 @@ const std::vector<Key>& keys() {
           "loader threads (0 = build batches in the training thread)", ge(0)),
       key("data.prefetch", &C::data, &DataConfig::prefetch, "batches built ahead of the trainer",
           ge(1)),
+      key("data.pin_memory", &C::data, &DataConfig::pin_memory,
+          "on a GPU, the loader writes training batches into pinned host memory and the upload "
+          "reads them by DMA, without a staging copy (PyTorch's pin_memory); off: pageable "
+          "buffers staged by the backend"),
       key("data.train_limit", &C::data, &DataConfig::train_limit,
           "use only the first N training images (0 = all)", ge(0)),
       key("data.eval_limit", &C::data, &DataConfig::eval_limit,
@@ -564,10 +568,10 @@ std::vector<std::string> sections() {
 
 // Keys that may change across --resume: left out of config_hash.
 bool resume_safe(const Key& k) {
-  static const char* names[] = {"run.out_dir",   "run.resume",    "run.stop_after",
-                                "run.overwrite", "run.device",    "run.threads",
-                                "data.workers",  "data.prefetch", "data.bad_samples",
-                                "optim.epochs",  "optim.steps",   "optim.accum_steps"};
+  static const char* names[] = {
+      "run.out_dir",  "run.resume",   "run.stop_after",   "run.overwrite",    "run.device",
+      "run.threads",  "data.workers", "data.prefetch",    "data.bad_samples", "data.pin_memory",
+      "optim.epochs", "optim.steps",  "optim.accum_steps"};
   if (k.section == "log" || k.section == "dist") return true;
   return std::any_of(std::begin(names), std::end(names),
                      [&](const char* n) { return k.name == n; });
@@ -1079,7 +1083,7 @@ std::string to_toml(const TrainConfig& c) {
 // Keys added after checkpoints with config hashes existed, all resume-safe: left out of the
 // hashed text, so that those checkpoints keep resuming (run.overwrite only for the oldest hash).
 bool added_after_hashes(const Key& k) {
-  return k.section == "dist" || k.name == "optim.accum_steps";
+  return k.section == "dist" || k.name == "optim.accum_steps" || k.name == "data.pin_memory";
 }
 
 // to_toml's text without the keys `skip` names (and without a section left empty).

@@ -40,6 +40,7 @@ struct DataConfig {
   int64_t eval_batch_size = 512;
   int workers = 2;
   int prefetch = 4;
+  bool pin_memory = false;    // training batches written into pinned host memory (GPU runs)
   int64_t train_limit = 0;    // use only the first N training images (0 = all)
   int64_t eval_limit = 0;     // evaluate on the first N test images (0 = all)
   int64_t crop_padding = -1;  // random crop with this zero padding (-1 = dataset default)
@@ -178,9 +179,9 @@ void validate_config(const TrainConfig& c);
 std::string to_toml(const TrainConfig& c);
 // SHA-256 (hex) of the keys that must not change across --resume (everything but run.out_dir,
 // run.resume, run.stop_after, run.overwrite, run.device, run.threads, data.workers,
-// data.prefetch, log.*, optim.epochs, optim.steps, optim.accum_steps, dist.*: the number of
-// processes and micro-batches may change, the global batch may not). run.out_dir is left out so
-// that a moved run folder, or the same folder named by another path, resumes.
+// data.prefetch, data.pin_memory, log.*, optim.epochs, optim.steps, optim.accum_steps, dist.*: the
+// number of processes and micro-batches may change, the global batch may not). run.out_dir is left
+// out so that a moved run folder, or the same folder named by another path, resumes.
 std::string config_hash(const TrainConfig& c);
 // The hash that checkpoints written before run.out_dir left the hash hold: run.out_dir kept, and
 // the TOML text without the keys added since (run.overwrite). A resume accepts either.

@@ -148,6 +148,7 @@ data::LoaderOptions loader_options(const TrainConfig& cfg, const data::Dataset& 
   o.seed = seed;
   o.num_workers = cfg.data.workers;
   o.prefetch = std::max(1, cfg.data.prefetch);
+  o.pin_memory = cfg.data.pin_memory;
   o.normalize = dataset_normalize(cfg, ds.channels());
   o.skip_bad_samples = cfg.data.bad_samples == "skip";
   data::TransformOptions& t = o.transform;
@@ -387,6 +388,7 @@ std::unique_ptr<Training> build_training(const TrainConfig& cfg, TrainMode mode,
   t->optimizer = make_optimizer(cfg, trained);
 
   data::LoaderOptions lo = loader_options(cfg, *t->train_set, true, cfg.run.seed);
+  lo.device = t->device;
   if (world * accum > 1) {
     // This process's micro-batches of every step (io/loader.h, Shard).
     lo.batch_size = micro;

@@ -1,5 +1,6 @@
 // CUDA backend, as engine/cpu/cpu_backend.cpp: registration, stream and library handles, memory
-// (copies, fills, host transfers through the pinned staging ring) and random draws. The kernel
+// (copies, fills, host transfers: from pinned loader blocks directly, else through the pinned
+// staging ring) and random draws. The kernel
 // families have one file each, named as in engine/cpu (file map: cuda_backend.h).
 #include "engine/cuda/cuda_backend.h"
 
@@ -9,6 +10,7 @@
 #include <cstring>
 
 #include "engine/cuda/check.h"
+#include "engine/cuda/pinned_host.h"
 #include "engine/host_sync.h"
 #include "engine/kernel_args.h"
 #include "kernels/launch.cuh"
@@ -41,6 +43,7 @@ struct Registrar {
     g_backend = new CudaBackend(0);
     register_allocator(DeviceType::CUDA, g_allocator);
     register_backend(DeviceType::CUDA, g_backend);
+    cuda_register_pinned_host(*g_backend);
     register_cuda_devices(
         n,
         [](int device) {
@@ -245,6 +248,16 @@ void CudaBackend::copy_to_host(void* host_dst, const void* dev_src, size_t nbyte
 
 void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nbytes) {
   if (nbytes == 0) return;
+  // From a pinned host block (a loader batch, engine/pinned_host.h): one DMA straight from the
+  // caller's bytes; the block is not reused before the event recorded after it has fired.
+  PinnedHostAllocator* pinned = pinned_host_allocator();
+  if (pinned && pinned->is_pinned(host_src, nbytes)) {
+    cuda_guarded("copy_from_host", {}, [&] {
+      MOKD_CUDA_CHECK(cudaMemcpyAsync(dev_dst, host_src, nbytes, cudaMemcpyHostToDevice, stream()));
+      pinned->add_fence(host_src, cuda_record_fence(stream()));
+    });
+    return;
+  }
   cuda_guarded("copy_from_host", {}, [&] {
     std::lock_guard<std::mutex> lock(staging_mu_);
     const char* src = static_cast<const char*>(host_src);

@@ -9,6 +9,7 @@
 //   batch_norm.cpp    batch norm                       pool.cpp         max/avg pooling
 //   attention.cpp     scaled-dot-product attention     loss.cpp         fused cross-entropy, KL
 //   optim.cpp         Adam(W), SGD, clipping helpers   caching_allocator.cpp, op_profile.cpp
+//   pinned_host.cpp   cudaHostAlloc blocks and upload events for the loader's pinned batches
 //
 // Float kernels take f32, contiguous tensors on the GPU (as the CPU backend); the activation
 // kernels (elementwise, reductions, softmax, norms, pooling; engine/kernel_args.h) also take bf16
@@ -83,11 +84,12 @@ class CudaBackend final : public Backend {
   cudnnHandle_t dnn_ = nullptr;
   Tensor lt_ws_;
   std::mutex ws_mu_;
-  // Uploads go through pinned buffers (copy_from_host): the host copies into one, the DMA runs
-  // asynchronously on the stream, and a buffer is reused once the event recorded after its last
-  // DMA has fired, so an upload (a training batch) costs no stream synchronisation. A slot grows
-  // to the largest upload it has served, up to kStagingMaxBytes (bigger uploads go in pieces).
-  // The buffers live as long as the process (the backend is never destroyed before exit).
+  // Uploads from pageable memory go through pinned buffers (copy_from_host; an upload from a
+  // pinned loader block, engine/cuda/pinned_host.h, is one DMA): the host copies into one, the DMA
+  // runs asynchronously on the stream, and a buffer is reused once the event recorded after its
+  // last DMA has fired, so an upload (a training batch) costs no stream synchronisation. A slot
+  // grows to the largest upload it has served, up to kStagingMaxBytes (bigger uploads go in
+  // pieces). The buffers live as long as the process (the backend is never destroyed before exit).
   struct StagingSlot {
     void* buf = nullptr;
     size_t bytes = 0;
