@@ -89,7 +89,9 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel_, int stride, int pad, bool h
   }
 }
 
-Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, params); }
+Tensor Conv2d::forward(const Tensor& x) const {
+  return conv2d(x, weight, bias.defined() ? bias : folded_bias, params);
+}
 
 Tensor Conv2d::to_file(const std::string& name, const Tensor& t) const {
   if (name != "weight") return t;
@@ -119,12 +121,20 @@ BatchNorm2d::BatchNorm2d(int64_t c, float eps_, float momentum_)
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (folded_) {
+    MOKD_CHECK(!is_training(), "BatchNorm2d: this batch norm is folded into its convolution (a ",
+               "frozen teacher's, model.teacher_fold_bn); it cannot train");
+    return x;
+  }
   Tensor y = batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
   if (is_training()) ++batches_;
   return y;
 }
 
 Tensor BatchNorm2d::to_file(const std::string& name, const Tensor& t) const {
+  MOKD_CHECK(!folded_, "state_dict: a batch norm of this model is folded into its convolution ",
+             "(model.teacher_fold_bn), so its convolution weights are not the checkpoint's; save "
+             "the model before folding");
   if (name != "num_batches_tracked") return t;
   return Tensor::from_vector_i64({batches_}, {}, t.device());
 }
@@ -213,6 +223,44 @@ Tensor PatchEmbed::forward(const Tensor& x) const {
       x.str());
   Tensor y = proj->forward(x);  // [B, g, g, D]
   return reshape(y, {x.size(0), num_patches, embed_dim});
+}
+
+}  // namespace mokd::nn
+
+namespace mokd::nn {
+
+void fold_batch_norm_into(Conv2d& conv, BatchNorm2d& bn) {
+  MOKD_CHECK(!conv.is_training() && !bn.is_training(),
+             "fold_batch_norm_into: the convolution and its batch norm must be in eval mode");
+  MOKD_CHECK(!bn.folded_, "fold_batch_norm_into: this batch norm is folded already");
+  MOKD_CHECK(bn.channels == conv.out_channels, "fold_batch_norm_into: the batch norm's ",
+             bn.channels, " channels are not the convolution's ", conv.out_channels, " outputs");
+  const Device dev = conv.weight.device();
+  const int64_t out = conv.out_channels, per = conv.weight.numel() / out;
+  // Host values (a load-time transformation: the reads cost nothing per step).
+  std::vector<float> w = conv.weight.contiguous().to_vector();
+  const std::vector<float> gamma = bn.weight.to_vector(), beta = bn.bias.to_vector(),
+                           mean = bn.running_mean.to_vector(), var = bn.running_var.to_vector();
+  const std::vector<float> b0 =
+      conv.bias.defined() ? conv.bias.to_vector() : std::vector<float>(out, 0.f);
+  std::vector<float> b(static_cast<size_t>(out));
+  for (int64_t o = 0; o < out; ++o) {
+    const size_t oc = static_cast<size_t>(o);
+    const double s = static_cast<double>(gamma[oc]) /
+                     std::sqrt(static_cast<double>(var[oc]) + static_cast<double>(bn.eps));
+    for (int64_t k = 0; k < per; ++k) {
+      float& v = w[static_cast<size_t>(o * per + k)];
+      v = static_cast<float>(static_cast<double>(v) * s);
+    }
+    b[oc] = static_cast<float>((static_cast<double>(b0[oc]) - mean[oc]) * s + beta[oc]);
+  }
+  conv.weight.copy_(Tensor::from_vector(w, conv.weight.shape(), DType::F32, dev));
+  const Tensor nb = Tensor::from_vector(b, {out}, DType::F32, dev);
+  if (conv.bias.defined())
+    conv.bias.copy_(nb);
+  else
+    conv.folded_bias = nb;
+  bn.folded_ = true;
 }
 
 }  // namespace mokd::nn

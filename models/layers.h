@@ -55,6 +55,9 @@ class Conv2d : public Module {
   int kernel;
   Conv2dParams params;
   Tensor weight, bias;
+  // The bias a folded batch norm left (fold_batch_norm_into) on a convolution built without one:
+  // not a parameter or a state-dict entry, on the weight's device.
+  Tensor folded_bias;
 
  protected:
   Tensor to_file(const std::string& name, const Tensor& t) const override;
@@ -74,6 +77,9 @@ class BatchNorm2d : public Module {
   float eps, momentum;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   int64_t batches_tracked() const { return batches_; }
+  // Folded into the convolution before it (fold_batch_norm_into): forward is the identity, and
+  // training or saving the module is refused (its convolution's weights hold the normalisation).
+  bool folded() const { return folded_; }
 
  protected:
   Tensor to_file(const std::string& name, const Tensor& t) const override;
@@ -81,8 +87,17 @@ class BatchNorm2d : public Module {
   Tensor absent_value(const std::string& name, const Tensor& t) const override;
 
  private:
+  friend void fold_batch_norm_into(Conv2d& conv, BatchNorm2d& bn);
   int64_t batches_ = 0;
+  bool folded_ = false;
 };
+
+// Folds an eval-mode batch norm into the convolution whose output it normalises (a frozen
+// teacher: eval mode never changes its statistics): with s = weight / sqrt(running_var + eps),
+// the convolution's weight becomes w * s per output channel and its bias (b - running_mean) * s
+// + bias_bn, computed in double and rounded to f32 once, so bn(conv(x)) becomes one convolution
+// with a bias, equal up to f32 rounding. Both modules must be in eval mode on one device.
+void fold_batch_norm_into(Conv2d& conv, BatchNorm2d& bn);
 
 // fc1 -> GELU -> fc2 (timm's Mlp with drop 0).
 class Mlp : public Module {

@@ -39,6 +39,10 @@ class Model : public nn::Module {
   // State-dict names of the classifier head(s), the tensors sized by num_classes() (timm's
   // names); what fine-tuning on another label set leaves fresh.
   virtual std::set<std::string> head_names() const = 0;
+  // A frozen teacher's speed-up: folds every batch norm into the convolution before it
+  // (nn::fold_batch_norm_into; eval mode, up to f32 rounding) and returns how many it folded.
+  // The model can no longer train or be saved. Models without batch norm fold none.
+  virtual int64_t fold_batch_norm() { return 0; }
   // The timm model this corresponds to (for export checks), e.g. "deit_tiny_patch16_224".
   const std::string& name() const { return name_; }
   void set_name(const std::string& n) { name_ = n; }

@@ -178,6 +178,23 @@ RegNet::RegNet(const RegNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
   normal_(fc->weight, 0.f, 0.01f, gen);  // timm's _init_weights: N(0, 0.01), zero bias
 }
 
+int64_t RegNet::fold_batch_norm() {
+  auto fold = [](nn::ConvBnAct* c) { nn::fold_batch_norm_into(*c->conv, *c->bn); };
+  fold(stem);
+  int64_t n = 1;
+  for (auto& stage : stages) {
+    for (nn::RegBottleneck* b : stage) {
+      for (nn::ConvBnAct* c : {b->conv1, b->conv2, b->conv3}) fold(c);
+      n += 3;
+      if (b->downsample) {
+        fold(b->downsample);
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
 Features RegNet::forward_features(const Tensor& x) {
   MOKD_CHECK(x.dim() == 4 && x.size(3) == cfg_.in_chans, "RegNet: input must be [B, H, W, ",
              cfg_.in_chans, "] (NHWC), got ", x.str());

@@ -115,6 +115,27 @@ ResNet::ResNet(const ResNetConfig& cfg, uint64_t seed) : Model(seed), cfg_(cfg) 
                                                            nn::LinearInit::TorchDefault));
 }
 
+int64_t ResNet::fold_batch_norm() {
+  nn::fold_batch_norm_into(*conv1, *bn1);
+  int64_t n = 1;
+  for (auto& stage : stages) {
+    for (nn::ResBlock* b : stage) {
+      nn::fold_batch_norm_into(*b->conv1, *b->bn1);
+      nn::fold_batch_norm_into(*b->conv2, *b->bn2);
+      n += 2;
+      if (b->conv3) {
+        nn::fold_batch_norm_into(*b->conv3, *b->bn3);
+        ++n;
+      }
+      if (b->down_conv) {
+        nn::fold_batch_norm_into(*b->down_conv, *b->down_bn);
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
 Features ResNet::forward_features(const Tensor& x) {
   MOKD_CHECK(x.dim() == 4 && x.size(3) == cfg_.in_chans, "ResNet: input must be [B, H, W, ",
              cfg_.in_chans, "] (NHWC), got ", x.str());

@@ -59,6 +59,7 @@ class ResNet : public Model {
   int64_t num_classes() const override { return cfg_.num_classes; }
   int64_t img_size() const override { return cfg_.img_size; }
   int64_t in_chans() const override { return cfg_.in_chans; }
+  int64_t fold_batch_norm() override;
   const ResNetConfig& config() const { return cfg_; }
   std::set<std::string> head_names() const override { return {"fc.weight", "fc.bias"}; }
 

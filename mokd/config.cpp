@@ -457,6 +457,10 @@ const std::vector<Key>& keys() {
           "model.teacher_init / model.student_init: leave the classifier head freshly initialised "
           "for the dataset's classes instead of loading the file's; every other tensor still loads "
           "strictly"),
+      key("model.teacher_fold_bn", &C::model, &ModelConfig::teacher_fold_bn,
+          "distill: fold the frozen teacher's batch norms into its convolutions' weights and "
+          "biases when it is loaded (equal up to f32 rounding; one pass fewer after every "
+          "convolution); false runs them as separate eval-mode batch norms"),
       key("model.drop_path_rate", &C::model, &ModelConfig::drop_path_rate,
           "student stochastic depth rate", unit_open()),
       key("model.drop_rate", &C::model, &ModelConfig::drop_rate, "student dropout rate",
@@ -1083,7 +1087,8 @@ std::string to_toml(const TrainConfig& c) {
 // Keys added after checkpoints with config hashes existed, all resume-safe: left out of the
 // hashed text, so that those checkpoints keep resuming (run.overwrite only for the oldest hash).
 bool added_after_hashes(const Key& k) {
-  return k.section == "dist" || k.name == "optim.accum_steps" || k.name == "data.pin_memory";
+  return k.section == "dist" || k.name == "optim.accum_steps" || k.name == "data.pin_memory" ||
+         k.name == "model.teacher_fold_bn";
 }
 
 // to_toml's text without the keys `skip` names (and without a section left empty).

@@ -73,6 +73,7 @@ struct ModelConfig {
   std::string student_init = "";  // optional safetensors to start the student from
   std::string teacher_init = "";  // optional safetensors to start a teacher run from (fine-tuning)
   bool reset_head = false;        // teacher_init / student_init: keep a fresh classifier head
+  bool teacher_fold_bn = true;    // distill: the frozen teacher's batch norms folded into its convs
   double drop_path_rate = 0.0;
   double drop_rate = 0.0;
 };

@@ -304,6 +304,7 @@ void load_teacher(const TrainConfig& cfg, Training& t) {
   t.teacher_sha256 = sha256_file(tw);
   t.teacher->to(t.device);
   t.teacher->eval();
+  if (cfg.model.teacher_fold_bn) t.teacher->fold_batch_norm();
 }
 
 // Where a split's images come from, for messages: the folder (and split) a user can look at.
