@@ -1,5 +1,6 @@
 // CPU microbenchmarks of the engine's hot ops at ViT-Tiny-like shapes (D=192, MLP 768, N=197),
-// with plain Eigen GEMM on the same shapes as the baseline for our matmul.
+// with plain Eigen GEMM on the same shapes as the baseline for our matmul, and a frozen teacher's
+// forward with its batch norms as separate passes (arg 0) or folded into the convolutions (1).
 //
 // Rows: a DeiT-Tiny step sees B*N = 256*197 token rows; on a 2-core CI machine that is too slow
 // to repeat, so these use 32*197 = 6304 rows (GFLOP/s and GB/s are rates, comparable across
@@ -13,6 +14,7 @@
 #include <cmath>
 
 #include "engine/ops.h"
+#include "models/registry.h"
 
 namespace {
 
@@ -113,6 +115,25 @@ void BM_Conv2d(benchmark::State& state) {
   set_rate(state, "GFLOP", 2.0 * n * h * wd * o * 9 * c * 1e-9);
 }
 BENCHMARK(BM_Conv2d)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The demo's teacher (resnet_fmnist_small), eval forward of 64 images, batch norms unfolded (0)
+// or folded (1, Model::fold_batch_norm; the bias, residual and ReLU after each convolution then
+// run as one pass, bias_act).
+void BM_TeacherForward(benchmark::State& state) {
+  std::unique_ptr<Model> m = create_model("resnet_fmnist_small");
+  m->eval();
+  if (state.range(0)) m->fold_batch_norm();
+  Tensor x = random_tensor({64, 28, 28, 1}, 4);
+  NoGrad ng;
+  for (auto _ : state) {
+    Tensor y = m->forward(x);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["images"] = benchmark::Counter(64.0 * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
+  state.SetLabel(state.range(0) ? "batch norm folded, fused epilogues" : "batch norm unfolded");
+}
+BENCHMARK(BM_TeacherForward)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // layer_norm over (rows, 192): bytes = read x + write y (weights are negligible).
 void BM_LayerNorm(benchmark::State& state) {

@@ -1,13 +1,16 @@
 // GPU microbenchmarks (Google Benchmark): GEMM f32/bf16 through the backend vs a direct cuBLASLt
 // call, layer_norm and softmax at (256*197, 192) in GB/s vs a device-to-device copy, attention at
-// B*H = 256*3, N = 197, D = 64, conv2d, AdamW over 5M parameters. Every benchmark skips (with a
-// reason) when no CUDA device is available or the build has no CUDA backend.
+// B*H = 256*3, N = 197, D = 64, conv2d, AdamW over 5M parameters, and a frozen resnet50 teacher's
+// bf16 forward with its batch norms unfolded or folded into the convolutions. Every benchmark skips
+// (with a reason) when no CUDA device is available or the build has no CUDA backend.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 
 #include "engine/ops.h"
 #include "engine/precision.h"
+#include "engine/weight_copies.h"
+#include "models/registry.h"
 
 #ifdef MOKD_WITH_CUDA
 #include <cublasLt.h>
@@ -234,6 +237,38 @@ void BM_GpuConv2d(benchmark::State& state) {
 #endif
 }
 BENCHMARK(BM_GpuConv2d)->UseManualTime()->Iterations(1);
+
+// resnet50 (timm's layout, random weights) as a frozen teacher: eval forward of 128 images at
+// 224 px in bf16, batch norms as their own passes (arg 0) or folded (Model::fold_batch_norm) with
+// the bias, residual and ReLU as separate passes (1) or fused into one (2, bias_act).
+void BM_GpuTeacherForward(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+#ifdef MOKD_WITH_CUDA
+  std::unique_ptr<Model> m = create_model("resnet50");
+  m->to(Device::cuda());
+  m->eval();
+  if (state.range(0)) m->fold_batch_norm();
+  const bool fused_before = cuda_fused_epilogues();
+  cuda_set_fused_epilogues(state.range(0) == 2);
+  // As the distiller does: one bf16 copy of each weight, made once.
+  for (const auto& [name, p] : m->named_parameters())
+    if (can_keep_bf16_copy(p)) make_bf16_copy(p);
+  ScopedPrecision bf16(MatmulPrecision::BF16);
+  Tensor x = gpu_randn({128, 224, 224, 3}, 11, DType::BF16);
+  NoGrad ng;
+  double s = 0;
+  for (auto _ : state) {
+    s = time_gpu([&] { (void)m->forward(x); }, 5);
+    state.SetIterationTime(s);
+  }
+  cuda_set_fused_epilogues(fused_before);
+  state.counters["images_per_s"] = 128.0 / s;
+  const char* labels[] = {"resnet50 bf16, unfolded", "resnet50 bf16, folded, unfused epilogues",
+                          "resnet50 bf16, folded, fused epilogues (bias_act)"};
+  state.SetLabel(labels[state.range(0)]);
+#endif
+}
+BENCHMARK(BM_GpuTeacherForward)->DenseRange(0, 2)->UseManualTime()->Iterations(1);
 
 void BM_GpuAdamW(benchmark::State& state) {
   if (skip_without_gpu(state)) return;

@@ -1,6 +1,9 @@
 #include "engine/backend.h"
 
+#include <algorithm>
+
 #include "engine/error.h"
+#include "engine/kernel_args.h"
 #include "engine/kernel_costs.h"
 
 namespace mokd {
@@ -65,6 +68,18 @@ void Backend::gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Te
   copy(bias.view({1, c.size(1)}).expand_view(c.shape()), cf);
   gemm(a, b, cf, false, true, 1.f, 1.f);
   copy(cf, c);
+}
+
+void Backend::bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
+                       Tensor& y) {
+  bias_act_args(device().type, x, bias, residual, y);
+  NestedKernels nested;
+  const int64_t c = bias.numel();
+  const Shape rows = {x.numel() / std::max<int64_t>(c, 1), c};
+  Tensor yv = y.view(rows);
+  binary(BinaryOp::Add, x.view(rows), bias.view({1, c}).expand_view(rows), yv);
+  if (residual) binary(BinaryOp::Add, yv, residual->view(rows), yv);
+  if (relu) unary(UnaryOp::Relu, yv, yv, 0.f);
 }
 
 const char* unary_name(UnaryOp op) {

@@ -95,6 +95,17 @@ class Backend {
   // (beta = 1); the CUDA backend adds it in cuBLASLt's epilogue.
   virtual void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c);
 
+  // ---- fused epilogue ----
+  // y = act(x + bias (+ residual)), act ReLU or none, bias [C] f32 along x's last dim; x,
+  // residual and y contiguous activations of one dtype (f32 or bf16). The sums and the ReLU run
+  // in f32 and y is rounded once on store; y may alias x. What follows a frozen teacher's
+  // convolution once its batch norm is folded (models/layers.h). This default is the unfused
+  // composition (a bias add, a residual add and a ReLU, each a pass, each rounding a bf16
+  // result): the oracle of the fused CPU kernel, and the CUDA backend's path while its fused
+  // epilogues are off (engine/cuda/cuda_backend.h).
+  virtual void bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
+                        Tensor& y);
+
   // ---- softmax family, over the last dim ----
   virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
   // gx = softmax'(y) gy (log: log-softmax; y is the forward output).

@@ -98,6 +98,21 @@ void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& 
   note_kernel("binary", {&a, &b}, {&out});
 }
 
+void bias_act_args(DeviceType on, const Tensor& x, const Tensor& bias, const Tensor* residual,
+                   const Tensor& y) {
+  expect_activation(x, on, "bias_act", "x");
+  expect_activation(y, on, "bias_act", "y", &x);
+  if (residual) expect_activation(*residual, on, "bias_act", "residual", &x);
+  MOKD_CHECK(bias.dtype() == DType::F32 && bias.device().type == on && bias.is_contiguous() &&
+                 bias.dim() == 1 && x.dim() >= 1 && bias.size(0) == x.size(-1),
+             "bias_act: bias must be a contiguous f32 vector of x's last dim on ",
+             device_type_name(on), ", got ", bias.str(), " for x ", x.str());
+  MOKD_CHECK(y.shape() == x.shape() && (!residual || residual->shape() == x.shape()),
+             "bias_act: x ", x.str(), ", y ", y.str(), residual ? " and residual " : "",
+             residual ? residual->str() : "", " must have one shape");
+  note_kernel("bias_act", {&x, &bias, residual}, {&y}, static_cast<double>(x.numel()));
+}
+
 // ---- reductions ----
 
 void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out) {

@@ -51,6 +51,10 @@ void unary_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& out);
 void unary_backward_args(DeviceType on, UnaryOp op, const Tensor& x, const Tensor& gout,
                          const Tensor& gin);
 void binary_args(DeviceType on, const Tensor& a, const Tensor& b, const Tensor& out);
+// bias_act: x, y (and residual) activations of one dtype and shape, whose last dim is the length
+// of bias, an f32 vector; all on a device of type `on`.
+void bias_act_args(DeviceType on, const Tensor& x, const Tensor& bias, const Tensor* residual,
+                   const Tensor& y);
 
 // Reductions: reduce_sum's out has x's rank, each dim x's or 1, and is f32 or of x's dtype; argmax
 // takes a non-empty last dim and writes one i64 per row; sum_squares accumulates into a one-element

@@ -77,6 +77,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 // x [N, H, W, C]. training: batch statistics, running stats updated (momentum as PyTorch).
 Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+// relu?(x + bias (+ residual)) in one pass (Backend::bias_act): bias [C] f32 along x's last dim,
+// residual of x's shape or undefined. Inference only (a folded frozen teacher's convolution
+// epilogue): it has no backward and refuses inputs that need a gradient.
+Tensor bias_act(const Tensor& x, const Tensor& bias, const Tensor& residual, bool relu);
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p);
 Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p);
 Tensor global_avg_pool2d(const Tensor& x);  // [N, H, W, C] -> [N, C]

@@ -146,6 +146,17 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t n, int64_t 
   MOKD_GRID_STRIDE(i, n) y[i] += bias[i % c];
 }
 
+template <class T>
+__global__ void bias_act_kernel(const T* x, const float* bias, const T* residual, bool relu, T* y,
+                                int64_t n, int64_t c) {
+  MOKD_GRID_STRIDE(i, n) {
+    float v = load_f32(x[i]) + bias[i % c];
+    if (residual) v += load_f32(residual[i]);
+    if (relu) v = v > 0.f ? v : 0.f;
+    y[i] = store_as<T>(v);
+  }
+}
+
 }  // namespace
 
 // The formatter does not settle on one layout for this list.
@@ -226,5 +237,17 @@ void add_bias_lastdim(float* y, const float* bias, int64_t rows, int64_t c, cuda
   add_bias_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, bias, n, c);
   check_launch("add_bias");
 }
+
+template <class T>
+void bias_act(const T* x, const float* bias, const T* residual, bool relu, T* y, int64_t n,
+              int64_t c, cudaStream_t stream) {
+  if (n == 0) return;
+  bias_act_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(x, bias, residual, relu, y, n, c);
+  check_launch("bias_act");
+}
+template void bias_act(const float*, const float*, const float*, bool, float*, int64_t, int64_t,
+                       cudaStream_t);
+template void bias_act(const bf16*, const float*, const bf16*, bool, bf16*, int64_t, int64_t,
+                       cudaStream_t);
 
 }  // namespace mokd::kernels

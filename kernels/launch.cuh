@@ -63,6 +63,10 @@ void binary(BinaryOp op, const TA* a, const TB* b, TA* out, const StridedDesc& d
             bool contiguous, cudaStream_t stream);
 // y[r, c] += bias[c]
 void add_bias_lastdim(float* y, const float* bias, int64_t rows, int64_t c, cudaStream_t stream);
+// y = relu?(x + bias[i % c] (+ residual)), f32 math, one rounding on store (T: float or bf16).
+template <class T>
+void bias_act(const T* x, const float* bias, const T* residual, bool relu, T* y, int64_t n,
+              int64_t c, cudaStream_t stream);
 
 // ---- reduce.cu ----
 // The sums take x of TX (float or bf16) and write out of TO (float, or TX): the accumulation in

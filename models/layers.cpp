@@ -93,6 +93,19 @@ Tensor Conv2d::forward(const Tensor& x) const {
   return conv2d(x, weight, bias.defined() ? bias : folded_bias, params);
 }
 
+Tensor Conv2d::forward_bias_act(const Tensor& x, const Tensor* residual, bool relu) const {
+  const Tensor& b = bias.defined() ? bias : folded_bias;
+  MOKD_CHECK(b.defined(), "Conv2d::forward_bias_act: the convolution has no bias to add");
+  MOKD_CHECK(!is_training(), "Conv2d: this convolution holds a folded batch norm (a frozen ",
+             "teacher's, model.teacher_fold_bn); it cannot train");
+  if (needs_grad({&x, &weight, &b})) {  // the unfused composition, which has a backward
+    Tensor y = conv2d(x, weight, b, params);
+    if (residual) y = add(y, *residual);
+    return relu ? mokd::relu(y) : y;
+  }
+  return bias_act(conv2d(x, weight, Tensor(), params), b, residual ? *residual : Tensor(), relu);
+}
+
 Tensor Conv2d::to_file(const std::string& name, const Tensor& t) const {
   if (name != "weight") return t;
   return t.permute_view({0, 3, 1, 2});  // OHWI -> OIHW

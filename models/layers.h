@@ -58,6 +58,9 @@ class Conv2d : public Module {
   // The bias a folded batch norm left (fold_batch_norm_into) on a convolution built without one:
   // not a parameter or a state-dict entry, on the weight's device.
   Tensor folded_bias;
+  // After folding, in eval mode: the convolution, then its bias, the residual (if any) and the
+  // ReLU (if relu) in one pass (bias_act): relu?(bn(conv(x)) + residual) of the unfolded model.
+  Tensor forward_bias_act(const Tensor& x, const Tensor* residual, bool relu) const;
 
  protected:
   Tensor to_file(const std::string& name, const Tensor& t) const override;

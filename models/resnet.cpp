@@ -63,6 +63,15 @@ ResBlock::ResBlock(ResNetBlock k, int64_t inplanes, int64_t planes, int stride, 
 }
 
 Tensor ResBlock::forward(const Tensor& x, Generator& gen) {
+  if (bn1->folded()) {
+    // A frozen teacher's block (Model::fold_batch_norm; eval, so no drop-path): every
+    // convolution's bias, the residual add and the ReLU in one pass after it.
+    const Tensor sc = down_conv ? down_conv->forward_bias_act(x, nullptr, false) : x;
+    Tensor h = conv1->forward_bias_act(x, nullptr, true);
+    if (kind == ResNetBlock::Basic) return conv2->forward_bias_act(h, &sc, true);
+    h = conv2->forward_bias_act(h, nullptr, true);
+    return conv3->forward_bias_act(h, &sc, true);
+  }
   Tensor h = relu(bn1->forward(conv1->forward(x)));
   if (kind == ResNetBlock::Basic) {
     h = bn2->forward(conv2->forward(h));
@@ -139,7 +148,8 @@ int64_t ResNet::fold_batch_norm() {
 Features ResNet::forward_features(const Tensor& x) {
   MOKD_CHECK(x.dim() == 4 && x.size(3) == cfg_.in_chans, "ResNet: input must be [B, H, W, ",
              cfg_.in_chans, "] (NHWC), got ", x.str());
-  Tensor h = relu(bn1->forward(conv1->forward(x)));
+  Tensor h = bn1->folded() ? conv1->forward_bias_act(x, nullptr, true)
+                           : relu(bn1->forward(conv1->forward(x)));
   if (!cfg_.small_stem) {
     Pool2dParams p;
     p.kernel_h = p.kernel_w = 3;

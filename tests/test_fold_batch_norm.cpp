@@ -85,6 +85,10 @@ void expect_fold_matches(const std::function<std::unique_ptr<Model>()>& make, in
   Tensor x = Tensor::empty({3, img, img, chans});
   normal_(x, 0.f, 1.f, gen);
   const std::vector<float> a = ref->forward(x).to_vector();
+  // Under NoGrad, as the distiller runs its teacher: the fused epilogues (bias_act); with
+  // gradients enabled, the unfused composition.
+  const std::vector<float> with_grad = folded->forward(x.to(folded_device)).to_vector();
+  NoGrad no_grad;
   const std::vector<float> b = folded->forward(x.to(folded_device)).to_vector();
   const std::vector<float> fa = ref->forward_features(x).pooled.to_vector();
   const std::vector<float> fb = folded->forward_features(x.to(folded_device)).pooled.to_vector();
@@ -98,7 +102,10 @@ void expect_fold_matches(const std::function<std::unique_ptr<Model>()>& make, in
     return m;
   };
   const double ta = 2e-5 * std::max(1.0, scale(a)), tf = 2e-5 * std::max(1.0, scale(fa));
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], ta) << "logit " << i;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(b[i], a[i], ta) << "logit " << i;
+    EXPECT_NEAR(with_grad[i], a[i], ta) << "logit " << i << " (unfused epilogues)";
+  }
   for (size_t i = 0; i < fa.size(); ++i) EXPECT_NEAR(fb[i], fa[i], tf) << "feature " << i;
   // The check must be able to fail: the statistics matter (dropping the batch norms would not
   // pass), which a model with trivial ones would not show.

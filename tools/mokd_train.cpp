@@ -150,6 +150,9 @@ int cmd_benchmark(const TrainConfig& cfg, const LedgerOptions& lo) {
       " channels) take different inputs");
   student->to(dev);
   teacher->to(dev);
+  // As distill loads its teacher (model.teacher_fold_bn).
+  teacher->eval();
+  const int64_t folded = cfg.model.teacher_fold_bn ? teacher->fold_batch_norm() : 0;
   DistillConfig dc = make_distill_config(cfg);
   if (dc.method == Method::DeitHard && !student->has_dist_head()) dc.method = Method::KD;
   Distiller d(*student, *teacher, dc);
@@ -199,6 +202,17 @@ int cmd_benchmark(const TrainConfig& cfg, const LedgerOptions& lo) {
               (long)S, dev.str().c_str(), cfg.run.precision.c_str());
   std::printf("  %.1f ms/step  %.1f images/s  peak memory %.1f MiB (tensors on %s)\n", ms,
               B * 1000.0 / ms, alloc.peak_bytes() / 1048576.0, dev.str().c_str());
+  std::string epilogues = "fused (one pass)";
+#ifdef MOKD_WITH_CUDA
+  if (dev.is_cuda() && !cuda_fused_epilogues())
+    epilogues = "unfused (bias, residual and ReLU passes; MOKD_FUSED_EPILOGUES=1 fuses them)";
+#endif
+  if (folded > 0)
+    std::printf("  teacher: %ld batch norms folded into its convolutions, epilogues %s\n",
+                (long)folded, epilogues.c_str());
+  else
+    std::printf("  teacher: no batch norm folded (%s)\n",
+                cfg.model.teacher_fold_bn ? "it has none" : "model.teacher_fold_bn = false");
   std::printf("  host synchronisations inside the timed steps: %.1f per step\n",
               static_cast<double>(step_syncs) / std::max<int64_t>(cfg.bench.steps, 1));
   const double tflops = flops_per_step / (ms / 1000) / 1e12;

@@ -25,6 +25,9 @@ class CpuBackend final : public Backend {
 #undef MOKD_BACKEND_KERNEL
   // A bf16 c: the bf16 bias joins each product's f32 scratch before the one rounding (gemm.cpp).
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
+  // Bias, residual and ReLU in one pass (bias_act.cpp).
+  void bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
+                Tensor& y) override;
 };
 
 // Kernel preconditions shared by the CPU files: f32, on the CPU, contiguous.

@@ -28,6 +28,7 @@ bool env_flag(const char* name) {
 }
 
 std::atomic<bool> g_tf32{env_flag("MOKD_TF32")};
+std::atomic<bool> g_fused_epilogues{env_flag("MOKD_FUSED_EPILOGUES")};
 
 // Registers the backend only when the runtime sees a device: on a machine without one
 // device_available(Device::cuda()) stays false and nothing else touches CUDA. Both objects are
@@ -81,6 +82,8 @@ kernels::StridedDesc cuda_strided_desc(const char* k, const Shape& shape, const 
 CudaBackend* cuda_backend() { return g_backend; }
 CudaCachingAllocator* cuda_allocator() { return g_allocator; }
 void cuda_set_tf32(bool on) { g_tf32 = on; }
+void cuda_set_fused_epilogues(bool on) { g_fused_epilogues = on; }
+bool cuda_fused_epilogues() { return g_fused_epilogues; }
 bool cuda_tf32() { return g_tf32; }
 
 cudaStream_t cuda_compute_stream() { return g_backend ? g_backend->stream() : nullptr; }

@@ -48,6 +48,9 @@ class CudaBackend final : public Backend {
 #define MOKD_BACKEND_KERNEL(name, params) void name params override;
 #include "engine/backend_kernels.inc"
 #undef MOKD_BACKEND_KERNEL
+  // Fused when cuda_fused_epilogues(), else the composition (elementwise.cpp).
+  void bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
+                Tensor& y) override;
   // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default); a bf16
   // c (bf16 a and b) is the f32 result rounded once.
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
@@ -122,6 +125,13 @@ CudaCachingAllocator* cuda_allocator();
 // MOKD_TF32=1 at start-up or cuda_set_tf32(true) (then expect ~1e-3 relative error).
 void cuda_set_tf32(bool on);
 bool cuda_tf32();
+
+// Fused epilogue kernels (bias_act in one pass): off by default, so that the backend takes the
+// unfused composition (Backend::bias_act) until the fused kernel's parity test
+// (CudaBiasAct.TheFusedKernelEqualsTheCpu) has passed on a GPU; on via MOKD_FUSED_EPILOGUES=1 at
+// start-up or cuda_set_fused_epilogues(true).
+void cuda_set_fused_epilogues(bool on);
+bool cuda_fused_epilogues();
 
 // Preconditions shared by the CUDA host files: f32 on this backend's device, contiguous.
 void cuda_expect_f32(const Tensor& t, const char* kernel, const char* arg);

@@ -32,6 +32,19 @@ void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& gout
   });
 }
 
+void CudaBackend::bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
+                           Tensor& y) {
+  if (!cuda_fused_epilogues()) return Backend::bias_act(x, bias, residual, relu, y);
+  bias_act_args(DeviceType::CUDA, x, bias, residual, y);
+  cuda_guarded("bias_act", {&x, &bias, residual, &y}, [&] {
+    with_activation_type(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::bias_act(cp<T>(x), cf(bias), residual ? cp<T>(*residual) : nullptr, relu, mp<T>(y),
+                        x.numel(), bias.numel(), stream());
+    });
+  });
+}
+
 void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   binary_args(DeviceType::CUDA, a, b, out);
   cuda_guarded("binary", {&a, &b, &out}, [&] {

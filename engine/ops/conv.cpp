@@ -140,6 +140,26 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   return y;
 }
 
+Tensor bias_act(const Tensor& x, const Tensor& bias, const Tensor& residual, bool relu) {
+  const char* op = "bias_act";
+  detail::check_float(op, x, "x");
+  MOKD_CHECK(!needs_grad({&x, &bias, &residual}), op,
+             ": inference only (it has no backward); an input needs a gradient");
+  check_same(op, x, bias, "bias");
+  MOKD_CHECK(x.dim() >= 1 && bias.dim() == 1 && bias.size(0) == x.size(-1), op, ": bias ",
+             bias.str(), " must be [", x.dim() >= 1 ? x.size(-1) : 0, "] for x ", x.str());
+  Tensor xc = x.contiguous(), bc = bias.contiguous().to(DType::F32), rc;
+  if (residual.defined()) {
+    check_same(op, x, residual, "residual");
+    MOKD_CHECK(residual.shape() == x.shape(), op, ": residual ", residual.str(),
+               " must have x's shape ", x.str());
+    rc = detail::contiguous_as(residual, xc.dtype());
+  }
+  Tensor y = empty_like(xc);
+  backend_for(x).bias_act(xc, bc, rc.defined() ? &rc : nullptr, relu, y);
+  return y;
+}
+
 Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum, float eps) {
   const char* op = "batch_norm2d";
