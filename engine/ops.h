@@ -77,6 +77,13 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 // x [N, H, W, C]. training: batch statistics, running stats updated (momentum as PyTorch).
 Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
                     Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+// relu(batch_norm2d(x) (+ residual)) as one op, for CNN students: the values and gradients of
+// the composition bit for bit, but the batch norm's output is not kept for backward (the ReLU's
+// mask is read from its output), so a training step holds one activation fewer per use; the
+// sum and the ReLU run in place on the batch norm's output.
+Tensor batch_norm2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
+                         Tensor& running_var, bool training, float momentum = 0.1f,
+                         float eps = 1e-5f, const Tensor& residual = Tensor());
 // relu?(x + bias (+ residual)) in one pass (Backend::bias_act): bias [C] f32 along x's last dim,
 // residual of x's shape or undefined. Inference only (a folded frozen teacher's convolution
 // epilogue): it has no backward and refuses inputs that need a gradient.

@@ -144,6 +144,17 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return y;
 }
 
+Tensor BatchNorm2d::forward_relu(const Tensor& x, const Tensor* residual) {
+  if (folded_) {
+    Tensor y = forward(x);  // refuses training
+    return relu(residual ? add(y, *residual) : y);
+  }
+  Tensor y = batch_norm2d_relu(x, weight, bias, running_mean, running_var, is_training(), momentum,
+                               eps, residual ? *residual : Tensor());
+  if (is_training()) ++batches_;
+  return y;
+}
+
 Tensor BatchNorm2d::to_file(const std::string& name, const Tensor& t) const {
   MOKD_CHECK(!folded_, "state_dict: a batch norm of this model is folded into its convolution ",
              "(model.teacher_fold_bn), so its convolution weights are not the checkpoint's; save "

@@ -76,6 +76,9 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f);
   Tensor forward(const Tensor& x);
+  // relu(forward(x) (+ residual)) as one op (batch_norm2d_relu: one activation fewer kept for
+  // backward).
+  Tensor forward_relu(const Tensor& x, const Tensor* residual = nullptr);
   int64_t channels;
   float eps, momentum;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;

@@ -85,8 +85,7 @@ ConvBnAct::ConvBnAct(int64_t in, int64_t out, int kernel, int stride, int groups
 
 Tensor ConvBnAct::forward(const Tensor& x) {
   if (bn->folded()) return conv->forward_bias_act(x, nullptr, act);  // a frozen teacher's
-  Tensor y = bn->forward(conv->forward(x));
-  return act ? relu(y) : y;
+  return act ? bn->forward_relu(conv->forward(x)) : bn->forward(conv->forward(x));
 }
 
 SqueezeExcite::SqueezeExcite(int64_t channels, int64_t reduced, Generator& gen) {

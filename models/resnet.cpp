@@ -72,7 +72,15 @@ Tensor ResBlock::forward(const Tensor& x, Generator& gen) {
     h = conv2->forward_bias_act(h, nullptr, true);
     return conv3->forward_bias_act(h, &sc, true);
   }
-  Tensor h = relu(bn1->forward(conv1->forward(x)));
+  Tensor h = bn1->forward_relu(conv1->forward(x));
+  if (drop_path_rate == 0.f || !is_training()) {
+    // No drop-path between the last batch norm and the residual: the sum and the ReLU join it.
+    if (kind == ResNetBlock::Bottleneck) h = bn2->forward_relu(conv2->forward(h));
+    BatchNorm2d* last = kind == ResNetBlock::Basic ? bn2 : bn3;
+    const Tensor z = (kind == ResNetBlock::Basic ? conv2 : conv3)->forward(h);
+    const Tensor sc = down_conv ? down_bn->forward(down_conv->forward(x)) : x;
+    return last->forward_relu(z, &sc);
+  }
   if (kind == ResNetBlock::Basic) {
     h = bn2->forward(conv2->forward(h));
   } else {
@@ -149,7 +157,7 @@ Features ResNet::forward_features(const Tensor& x) {
   MOKD_CHECK(x.dim() == 4 && x.size(3) == cfg_.in_chans, "ResNet: input must be [B, H, W, ",
              cfg_.in_chans, "] (NHWC), got ", x.str());
   Tensor h = bn1->folded() ? conv1->forward_bias_act(x, nullptr, true)
-                           : relu(bn1->forward(conv1->forward(x)));
+                           : bn1->forward_relu(conv1->forward(x));
   if (!cfg_.small_stem) {
     Pool2dParams p;
     p.kernel_h = p.kernel_w = 3;

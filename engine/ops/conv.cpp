@@ -160,9 +160,17 @@ Tensor bias_act(const Tensor& x, const Tensor& bias, const Tensor& residual, boo
   return y;
 }
 
-Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
-                    Tensor& running_var, bool training, float momentum, float eps) {
-  const char* op = "batch_norm2d";
+namespace {
+
+// A batch norm's forward and what its backward reads (batch_norm2d, batch_norm2d_relu).
+struct BatchNormForward {
+  Tensor xc, wc, bc, y;
+  Tensor mean, invstd;  // what backward normalises with (defined when `for_backward`)
+};
+
+BatchNormForward batch_norm_forward(const char* op, const Tensor& x, const Tensor& w,
+                                    const Tensor& b, Tensor& running_mean, Tensor& running_var,
+                                    bool training, float momentum, float eps, bool for_backward) {
   detail::check_float(op, x, "x");
   MOKD_CHECK(x.dim() == 4, op, ": x must be [N, H, W, C] (rank 4), got ", x.str());
   check_per_channel(op, x, w, "weight");
@@ -174,9 +182,11 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
              momentum);
   const int64_t C = x.size(3), rows = x.numel() / std::max<int64_t>(C, 1);
 
-  Tensor xc = x.contiguous(), wc = w.contiguous(), bc = b.contiguous();
-  Tensor y = empty_like(xc);
-  Tensor mean, invstd;  // what backward normalises with
+  BatchNormForward f;
+  f.xc = x.contiguous();
+  f.wc = w.contiguous();
+  f.bc = b.contiguous();
+  f.y = empty_like(f.xc);
   Backend& be = backend_for(x);
   if (training) {
     MOKD_CHECK(rows > 1, op, ": training needs more than one value per channel, got x ", x.str());
@@ -185,35 +195,90 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
                running_mean.str(), " and running_var ", running_var.str(),
                " must be contiguous (updated in place)");
     // Statistics stay f32 whatever the activations' dtype.
-    mean = Tensor::empty({C}, DType::F32, x.device());
-    invstd = Tensor::empty({C}, DType::F32, x.device());
-    be.batch_norm_train(xc, wc, bc, running_mean, running_var, momentum, eps, y, mean, invstd);
+    f.mean = Tensor::empty({C}, DType::F32, x.device());
+    f.invstd = Tensor::empty({C}, DType::F32, x.device());
+    be.batch_norm_train(f.xc, f.wc, f.bc, running_mean, running_var, momentum, eps, f.y, f.mean,
+                        f.invstd);
   } else {
     Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
-    be.batch_norm_eval(xc, wc, bc, rm, rv, eps, y);
-    if (needs_grad({&x, &w, &b})) {
+    be.batch_norm_eval(f.xc, f.wc, f.bc, rm, rv, eps, f.y);
+    if (for_backward) {
       // Copies: a later training step must not change the constants this backward uses.
-      mean = rm.dtype() == DType::F32 ? rm.clone() : rm.to(DType::F32);
-      invstd = Tensor::empty({C}, DType::F32, x.device());
-      be.unary(UnaryOp::AddScalar, rv.to(DType::F32), invstd, eps);
-      be.unary(UnaryOp::Sqrt, invstd, invstd, 0.f);
-      be.unary(UnaryOp::Reciprocal, invstd, invstd, 0.f);
+      f.mean = rm.dtype() == DType::F32 ? rm.clone() : rm.to(DType::F32);
+      f.invstd = Tensor::empty({C}, DType::F32, x.device());
+      be.unary(UnaryOp::AddScalar, rv.to(DType::F32), f.invstd, eps);
+      be.unary(UnaryOp::Sqrt, f.invstd, f.invstd, 0.f);
+      be.unary(UnaryOp::Reciprocal, f.invstd, f.invstd, 0.f);
     }
   }
-  if (!needs_grad({&x, &w, &b})) return y;
+  return f;
+}
 
+// The gradients of x, w and b from the gradient of the batch norm's output.
+std::vector<Tensor> batch_norm_grads(const Tensor& g, const Tensor& xs, const Tensor& ws,
+                                     const Tensor& mean, const Tensor& invstd, bool training,
+                                     bool gx_needed, bool gw_needed, bool gb_needed) {
+  const int64_t C = xs.size(3);
+  Tensor gc = g.contiguous();
+  // Activation gradient of x's dtype; parameter gradients f32, as the kernel computes them.
+  Tensor gx = empty_like(xs);
+  Tensor gw = Tensor::empty({C}, DType::F32, xs.device());
+  Tensor gb = Tensor::empty({C}, DType::F32, xs.device());
+  backend_for(gc).batch_norm_backward(gc, xs, ws, mean, invstd, training, gx, gw, gb);
+  return {gx_needed ? gx : Tensor(), gw_needed ? gw : Tensor(), gb_needed ? gb : Tensor()};
+}
+
+}  // namespace
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
+                    Tensor& running_var, bool training, float momentum, float eps) {
+  const char* op = "batch_norm2d";
+  const bool grad = needs_grad({&x, &w, &b});
+  BatchNormForward f =
+      batch_norm_forward(op, x, w, b, running_mean, running_var, training, momentum, eps, grad);
+  Tensor y = f.y;
+  if (!grad) return y;
   const bool gx_needed = x.requires_grad(), gw_needed = w.requires_grad(),
              gb_needed = b.requires_grad();
-  Tensor xs = xc.detach(), wsv = wc.detach();
-  Tensor ms = mean.detach(), is = invstd.detach();
+  Tensor xs = f.xc.detach(), wsv = f.wc.detach(), ms = f.mean.detach(), is = f.invstd.detach();
   record(op, y, {x, w, b}, [=](const Tensor& g) -> std::vector<Tensor> {
-    Tensor gc = g.contiguous();
-    // Activation gradient of x's dtype; parameter gradients f32, as the kernel computes them.
-    Tensor gx = empty_like(xs);
-    Tensor gw = Tensor::empty({C}, DType::F32, xs.device());
-    Tensor gb = Tensor::empty({C}, DType::F32, xs.device());
-    backend_for(gc).batch_norm_backward(gc, xs, wsv, ms, is, training, gx, gw, gb);
-    return {gx_needed ? gx : Tensor(), gw_needed ? gw : Tensor(), gb_needed ? gb : Tensor()};
+    return batch_norm_grads(g, xs, wsv, ms, is, training, gx_needed, gw_needed, gb_needed);
+  });
+  return y;
+}
+
+Tensor batch_norm2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean,
+                         Tensor& running_var, bool training, float momentum, float eps,
+                         const Tensor& residual) {
+  const char* op = "batch_norm2d_relu";
+  const bool grad = needs_grad({&x, &w, &b, &residual});
+  BatchNormForward f =
+      batch_norm_forward(op, x, w, b, running_mean, running_var, training, momentum, eps, grad);
+  Tensor y = f.y;  // the batch norm's output, then the sum and the ReLU in place
+  Backend& be = backend_for(x);
+  if (residual.defined()) {
+    MOKD_CHECK(residual.device() == x.device() && residual.shape() == x.shape(), op, ": residual ",
+               residual.str(), " must have x's shape and device, x ", x.str());
+    be.binary(BinaryOp::Add, y, detail::contiguous_as(residual, y.dtype()), y);
+  }
+  be.unary(UnaryOp::Relu, y, y, 0.f);
+  if (!grad) return y;
+  const bool gx_needed = x.requires_grad(), gw_needed = w.requires_grad(),
+             gb_needed = b.requires_grad(),
+             gr_needed = residual.defined() && residual.requires_grad();
+  const DType r_dt = residual.defined() ? residual.dtype() : y.dtype();
+  // The ReLU's mask comes from its output (y > 0 exactly where its input was), so the batch
+  // norm's output is not kept.
+  Tensor xs = f.xc.detach(), wsv = f.wc.detach(), ms = f.mean.detach(), is = f.invstd.detach();
+  Tensor ys = y.detach();
+  record(op, y, {x, w, b, residual}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gc = detail::contiguous_as(g, ys.dtype());
+    Tensor gz = empty_like(ys);
+    backend_for(gc).unary_backward(UnaryOp::Relu, ys, gc, gz, 0.f);
+    std::vector<Tensor> out =
+        batch_norm_grads(gz, xs, wsv, ms, is, training, gx_needed, gw_needed, gb_needed);
+    out.push_back(gr_needed ? (r_dt == gz.dtype() ? gz : gz.to(r_dt)) : Tensor());
+    return out;
   });
   return y;
 }
