@@ -2,7 +2,8 @@
 # GPU check for the CUDA backend, for any Linux machine with an NVIDIA GPU, run from anywhere in
 # the repository: preflight (tools and libraries found), the binaries (prebuilt ones from
 # .gpu_deps/bin, else configure + build here), every CUDA test, the GPU microbenchmarks,
-# `mokd_train benchmark` on three model pairs, real Fashion-MNIST training on the GPU, the
+# `mokd_train benchmark` on three model pairs (the paper's pair once more with the fused
+# epilogue kernels on, MOKD_FUSED_EPILOGUES=1), real Fashion-MNIST training on the GPU, the
 # data-parallel paths on one GPU, the PyTorch peer of the same steps (tools/peer_bench.py: the best
 # of eager and torch.compile, channels_last for CNNs; needs torch and timm), compute-sanitizer
 # memcheck and racecheck, then a short table. Every step runs even when an earlier one failed (as
@@ -378,7 +379,10 @@ if [[ $built_train == yes ]] && want e2e; then
   while read -r label args; do
     t=$(cap 60)
     ((t < 20)) && { record "$label" "skipped" "no time left"; continue; }
-    MOKD_CUDA_PROFILE=${PROFILE:-0} timeout "$t" "$TRAIN" benchmark --device cuda $args > "$LOG/one.log" 2>&1
+    # A label ending in _fused runs with the fused epilogue kernels on (MOKD_FUSED_EPILOGUES).
+    fused=0
+    [[ $label == *_fused ]] && fused=1
+    MOKD_FUSED_EPILOGUES=$fused MOKD_CUDA_PROFILE=${PROFILE:-0} timeout "$t" "$TRAIN" benchmark --device cuda $args > "$LOG/one.log" 2>&1
     rc=$?
     cat "$LOG/one.log" >> "$LOG/train_bench.log"
     record "$label" "$rc" "$(grep 'ms/step' "$LOG/one.log" | tail -1 | cut -c1-150)"
@@ -394,6 +398,7 @@ e2e_fmnist_f32 --bench.batch_size=256 --bench.steps=20
 e2e_deit_t<-b_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=deit_base_patch16_224 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 e2e_res18<-50_bf16 --model.student=resnet18 --model.teacher=resnet50 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 e2e_deit_t<-rgy160_bf16 --model.student=deit_tiny_patch16_224 --model.teacher=regnety_160 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
+e2e_deit_t<-rgy160_bf16_fused --model.student=deit_tiny_patch16_224 --model.teacher=regnety_160 --bench.batch_size=256 --bench.warmup=2 --bench.steps=5 --run.precision=bf16
 EOF_RUNS
   # The cost ledger (from shapes) next to the measured GPU time per kernel, for the DeiT pair.
   t=$(cap 60)
@@ -556,7 +561,7 @@ elif [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
   t=$(cap 150)
   if ((t >= 30)); then
     # Poisoning off: memcheck itself reports out-of-bounds accesses. The op tests, one process each.
-    grep -E '^CudaParity\.|^CudaErrors\.Unsupported|^CudaLosses\.|^CudaOptim\.|^CudaPrecision\.|^CudaBf16Activations\.' "$LOG/test_list" |
+    grep -E '^CudaParity\.|^CudaErrors\.Unsupported|^CudaLosses\.|^CudaOptim\.|^CudaPrecision\.|^CudaBf16Activations\.|^CudaBiasAct\.|^CudaBatchNormRelu\.|^CudaFoldBatchNorm\.|^CudaPinnedHost\.' "$LOG/test_list" |
       grep -v PoisonIsOn > "$LOG/memcheck_list"
     MOKD_CUDA_POISON=0 timeout "$t" bash -c "$(declare -f run_each); PAR=$PAR TESTS=$TESTS; run_each '$LOG/m' $t compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20" < "$LOG/memcheck_list"
     for n in $(cat "$LOG/memcheck_list"); do
