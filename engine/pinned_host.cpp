@@ -2,6 +2,7 @@
 // while a device reads it, and the heap when nothing more can be pinned (engine/pinned_host.h).
 #include "engine/pinned_host.h"
 
+#include <atomic>
 #include <cstdlib>
 
 #include "engine/error.h"
@@ -116,6 +117,7 @@ void PinnedHostAllocator::add_fence(const void* p, std::shared_ptr<HostFence> fe
   --it;
   MOKD_CHECK(c < it->first + it->second.bytes,
              "pinned host allocator: add_fence on memory it does not hold");
+  idle(it->second);  // drops finished fences: a block uploaded many times keeps few
   it->second.fences.push_back(std::move(fence));
 }
 

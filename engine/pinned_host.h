@@ -26,8 +26,9 @@ namespace mokd {
 class HostFence {
  public:
   virtual ~HostFence() = default;
-  virtual bool done() = 0;  // without blocking
-  virtual void wait() = 0;  // blocks until done
+  // Neither throws (a block is returned from a tensor's destructor).
+  virtual bool done() noexcept = 0;  // without blocking
+  virtual void wait() noexcept = 0;  // blocks until done
 };
 
 // Where pinned bytes come from (the device backend's page-locking allocation).

@@ -186,7 +186,18 @@ void Loader::worker_loop() {
     std::shared_ptr<InFlight>& slot = batches_[index];
     if (!slot) {  // the batch's first chunk: size its buffers once
       slot = std::make_shared<InFlight>();
-      start_rows(global_index(index), slot->built);
+      try {
+        // Under the lock: every chunk writes into these buffers. A pinned block is allocated
+        // here (a recycled one from the first few batches on, at no cost).
+        start_rows(global_index(index), slot->built);
+      } catch (...) {  // no memory for the batch: it fails, and next() rethrows at it
+        slot->error = std::current_exception();
+        slot->done = true;
+        ++claim_;
+        claim_row_ = 0;
+        cv_.notify_all();
+        continue;
+      }
       slot->chunks_left = (slot->built.rows + chunk_ - 1) / chunk_;
     }
     std::shared_ptr<InFlight> f = slot;  // kept alive even if start_epoch() drops the batch

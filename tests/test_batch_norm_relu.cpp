@@ -30,12 +30,13 @@ struct Result {
 };
 
 // One forward and backward (loss = sum(y * r)), fused or composed.
-Result run(bool fused, bool training, bool with_residual, DType dt, Device dev = Device::cpu()) {
+Result run(bool fused, bool training, bool with_residual, DType dt, Device dev = Device::cpu(),
+           bool f32_residual = false) {
   const Shape s = {3, 5, 4, 6};
   Tensor x = requires_grad(randn(s, 31, 1.5f).to(dt).to(dev));
   Tensor w = requires_grad(test::uniform({6}, 32, 0.5f, 1.5f).to(dev));
   Tensor b = requires_grad(randn({6}, 33).to(dev));
-  Tensor res = requires_grad(randn(s, 34).to(dt).to(dev));
+  Tensor res = requires_grad(randn(s, 34).to(f32_residual ? DType::F32 : dt).to(dev));
   Tensor r = randn(s, 35).to(dev);
   Result out;
   out.rm = randn({6}, 36).to(dev);
@@ -79,6 +80,15 @@ TEST(BatchNormRelu, EqualsTheCompositionBitForBit) {
         for (float v : f.y.to(DType::F32).to_vector()) zeros += v == 0.f;
         EXPECT_GT(zeros, 0) << what << ": the ReLU clamps some values";
       }
+}
+
+TEST(BatchNormRelu, AnF32ResidualOfABf16ActivationIsAddedAsTheCompositionAddsIt) {
+  for (bool training : {true, false}) {
+    const Result f = run(true, training, true, DType::BF16, Device::cpu(), true);
+    const Result c = run(false, training, true, DType::BF16, Device::cpu(), true);
+    expect_same(f, c, training ? "bf16 + f32 residual, train" : "bf16 + f32 residual, eval");
+    EXPECT_EQ(f.gr.dtype(), DType::F32);
+  }
 }
 
 TEST(BatchNormRelu, FiniteDifferenceGradients) {
@@ -137,7 +147,8 @@ TEST(CudaBatchNormRelu, TheGpuGivesTheCpuValues) {
       const Result gc = run(false, training, res, DType::F32, Device::cuda());
       expect_same(g, gc, "cuda fused against cuda composed");
       for (auto [a, b] : {std::pair{&c.y, &g.y}, std::pair{&c.gx, &g.gx}, std::pair{&c.gw, &g.gw},
-                          std::pair{&c.gb, &g.gb}}) {
+                          std::pair{&c.gb, &g.gb}, std::pair{&c.gr, &g.gr}}) {
+        if (!a->defined()) continue;
         const std::vector<float> va = a->to_vector(), vb = b->to(Device::cpu()).to_vector();
         ASSERT_EQ(va.size(), vb.size());
         for (size_t i = 0; i < va.size(); ++i)

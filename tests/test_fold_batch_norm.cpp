@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 
+#include "models/layers.h"
 #include "models/registry.h"
 #include "models/regnet.h"
 #include "models/resnet.h"
@@ -127,6 +128,32 @@ TEST(FoldBatchNorm, AFoldedResNetGivesTheUnfoldedLogits) {
 
 TEST(FoldBatchNorm, AFoldedRegNetYGivesTheUnfoldedLogits) {
   expect_fold_matches([] { return tiny_regnety(6); }, 32, 3, Device::cpu());
+}
+
+TEST(FoldBatchNorm, AConvolutionWithItsOwnBiasKeepsItInTheFold) {
+  Generator gen(9, Stream::Init);
+  nn::Conv2d conv(4, 6, 3, 1, 1, /*bias=*/true, gen);
+  nn::BatchNorm2d bn(6);
+  uniform_(conv.bias, -1.f, 1.f, gen);
+  uniform_(bn.weight, 0.3f, 1.7f, gen);
+  uniform_(bn.bias, -1.f, 1.f, gen);
+  uniform_(bn.running_mean, -1.f, 1.f, gen);
+  uniform_(bn.running_var, 0.2f, 3.f, gen);
+  conv.eval();
+  bn.eval();
+  Tensor x = Tensor::empty({2, 5, 5, 4});
+  normal_(x, 0.f, 1.f, gen);
+  NoGrad ng;
+  const std::vector<float> want = bn.forward(conv.forward(x)).to_vector();
+  nn::fold_batch_norm_into(conv, bn);
+  EXPECT_FALSE(conv.folded_bias.defined()) << "the convolution's own bias holds the fold";
+  const std::vector<float> got = bn.forward(conv.forward(x)).to_vector();
+  const std::vector<float> fused = conv.forward_bias_act(x, nullptr, false).to_vector();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], 2e-5 * std::max(1.f, std::fabs(want[i]))) << i;
+    EXPECT_NEAR(fused[i], want[i], 2e-5 * std::max(1.f, std::fabs(want[i]))) << i;
+  }
 }
 
 TEST(FoldBatchNorm, ViTsHaveNoBatchNormToFold) {

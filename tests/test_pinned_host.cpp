@@ -4,6 +4,7 @@
 // into recycled blocks, and on a GPU the direct upload against the staged one.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -46,13 +47,13 @@ class FakeSource final : public PinnedMemorySource {
 // An upload that finishes when the test says so (or when waited for).
 class FakeFence final : public HostFence {
  public:
-  bool done() override { return finished; }
-  void wait() override {
+  bool done() noexcept override { return finished; }
+  void wait() noexcept override {
     ++waits;
     finished = true;
   }
-  bool finished = false;
-  int waits = 0;
+  std::atomic<bool> finished{false};  // set by the test while loader workers poll it
+  std::atomic<int> waits{0};
 };
 
 TEST(PinnedHost, AFreedBlockIsReusedOnlyOnceItsUploadsHaveFinished) {

@@ -272,6 +272,7 @@ void CudaBackend::copy_from_host(void* dev_dst, const void* host_src, size_t nby
       if (!s.done)
         MOKD_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
       else if (cudaEventQuery(s.done) != cudaSuccess) {  // the slot's last DMA is still going
+        (void)cudaGetLastError();  // "not ready" must not reach the next launch check
         note_host_sync("copy_from_host (staging slot busy)");
         MOKD_CUDA_CHECK(cudaEventSynchronize(s.done));
       }

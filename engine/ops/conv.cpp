@@ -259,7 +259,10 @@ Tensor batch_norm2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, Tens
   if (residual.defined()) {
     MOKD_CHECK(residual.device() == x.device() && residual.shape() == x.shape(), op, ": residual ",
                residual.str(), " must have x's shape and device, x ", x.str());
-    be.binary(BinaryOp::Add, y, detail::contiguous_as(residual, y.dtype()), y);
+    // An f32 residual joins a bf16 y as the composition's add does: read in f32, one rounding.
+    const Tensor r = residual.dtype() == DType::F32 ? residual.contiguous()
+                                                    : detail::contiguous_as(residual, y.dtype());
+    be.binary(BinaryOp::Add, y, r, y);
   }
   be.unary(UnaryOp::Relu, y, y, 0.f);
   if (!grad) return y;
