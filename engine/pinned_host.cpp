@@ -143,16 +143,4 @@ Allocator& host_staging_allocator(Device device, bool pin) {
   return cpu_allocator();
 }
 
-Tensor empty_host_tensor(Allocator& alloc, const Shape& shape, DType dtype) {
-  MOKD_CHECK(alloc.device().is_cpu(), "empty_host_tensor: the allocator is not a host allocator");
-  for (int64_t d : shape)
-    MOKD_CHECK(d >= 0, "empty_host_tensor: negative size in shape ", shape_str(shape));
-  auto impl = std::make_shared<TensorImpl>();
-  impl->shape = shape;
-  impl->strides = contiguous_strides(shape);
-  impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), alloc);
-  return Tensor(std::move(impl));
-}
-
 }  // namespace mokd

@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "engine/storage.h"
-#include "engine/tensor.h"
 
 namespace mokd {
 
@@ -90,9 +89,5 @@ void register_pinned_host_allocator(PinnedHostAllocator* a);
 // Where host buffers bound for `device` belong: the pinned allocator when `pin` is set, the device
 // is not the CPU and a pinned allocator is registered; the CPU allocator otherwise.
 Allocator& host_staging_allocator(Device device, bool pin);
-
-// A contiguous uninitialised CPU tensor whose bytes come from `alloc` (which must hand out host
-// memory).
-Tensor empty_host_tensor(Allocator& alloc, const Shape& shape, DType dtype);
 
 }  // namespace mokd

@@ -45,14 +45,17 @@ int64_t wrap_dim(int64_t d, int64_t rank, const char* op) {
 // ---- factories ----
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device dev) {
+  return empty_in(allocator_for(dev), shape, dtype);
+}
+
+Tensor Tensor::empty_in(Allocator& alloc, const Shape& shape, DType dtype) {
   for (int64_t d : shape)
     MOKD_CHECK(d >= 0, "Tensor::empty: negative size in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
-  impl->storage =
-      std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), allocator_for(dev));
+  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), alloc);
   return Tensor(std::move(impl));
 }
 

@@ -43,6 +43,9 @@ class Tensor {
 
   // ---- factories (uninitialised, filled, from host data) ----
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device dev = Device::cpu());
+  // The same with bytes from a given allocator of the tensor's device (the loader's pinned host
+  // blocks, engine/pinned_host.h).
+  static Tensor empty_in(Allocator& alloc, const Shape& shape, DType dtype);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device dev = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype = DType::F32,
                      Device dev = Device::cpu());

@@ -100,7 +100,7 @@ void Loader::start_rows(int64_t index, Built& out) const {
   const int64_t first = index * opt_.batch_size;
   const int64_t rows = std::min(opt_.batch_size, samples_per_epoch() - first);
   out.rows = rows;
-  out.pixels = empty_host_tensor(
+  out.pixels = Tensor::empty_in(
       *pixel_alloc_, {rows, transform_.out_height(), transform_.out_width(), transform_.channels()},
       DType::U8);
   out.labels.resize(static_cast<size_t>(rows));

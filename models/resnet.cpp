@@ -73,23 +73,17 @@ Tensor ResBlock::forward(const Tensor& x, Generator& gen) {
     return conv3->forward_bias_act(h, &sc, true);
   }
   Tensor h = bn1->forward_relu(conv1->forward(x));
-  if (drop_path_rate == 0.f || !is_training()) {
-    // No drop-path between the last batch norm and the residual: the sum and the ReLU join it.
-    if (kind == ResNetBlock::Bottleneck) h = bn2->forward_relu(conv2->forward(h));
-    BatchNorm2d* last = kind == ResNetBlock::Basic ? bn2 : bn3;
-    const Tensor z = (kind == ResNetBlock::Basic ? conv2 : conv3)->forward(h);
+  if (kind == ResNetBlock::Bottleneck) h = bn2->forward_relu(conv2->forward(h));
+  BatchNorm2d* last = kind == ResNetBlock::Basic ? bn2 : bn3;
+  const Tensor z = (kind == ResNetBlock::Basic ? conv2 : conv3)->forward(h);
+  if (drop_path_rate > 0.f && is_training()) {  // drop-path between the batch norm and the sum
+    h = drop_path(last->forward(z), drop_path_rate, true, gen);
     const Tensor sc = down_conv ? down_bn->forward(down_conv->forward(x)) : x;
-    return last->forward_relu(z, &sc);
+    return relu(add(h, sc));
   }
-  if (kind == ResNetBlock::Basic) {
-    h = bn2->forward(conv2->forward(h));
-  } else {
-    h = relu(bn2->forward(conv2->forward(h)));
-    h = bn3->forward(conv3->forward(h));
-  }
-  if (drop_path_rate > 0.f) h = drop_path(h, drop_path_rate, is_training(), gen);
-  Tensor sc = down_conv ? down_bn->forward(down_conv->forward(x)) : x;
-  return relu(add(h, sc));
+  // The sum and the ReLU join the last batch norm.
+  const Tensor sc = down_conv ? down_bn->forward(down_conv->forward(x)) : x;
+  return last->forward_relu(z, &sc);
 }
 
 }  // namespace nn

@@ -274,6 +274,31 @@ TEST(PinnedHost, ALoaderWritesItsBatchesIntoRecycledPinnedBlocks) {
   EXPECT_EQ(&host_staging_allocator(Device::cuda(), true), &pinned);
 }
 
+// A source that fails outright (as an allocation that throws would).
+class FailingSource final : public PinnedMemorySource {
+ public:
+  void* allocate(size_t) override { MOKD_FAIL("test source: cannot allocate"); }
+  void deallocate(void*) override {}
+};
+
+TEST(PinnedHost, ABatchWhoseBufferCannotBeAllocatedFailsAtNext) {
+  const data::InMemoryDataset ds = pattern_dataset(40);
+  FailingSource src;
+  PinnedHostAllocator pinned(src);
+  ScopedPinnedAllocator scope(&pinned);
+  for (int workers : {0, 2}) {
+    data::LoaderOptions o = pattern_options();
+    o.device = Device::cuda();
+    o.pin_memory = true;
+    o.num_workers = workers;
+    data::Loader loader(ds, o);
+    data::Batch b;
+    // The worker threads live on; the consumer sees the error at the batch, every time.
+    test::expect_error([&] { loader.next(b); }, {"cannot allocate"});
+    test::expect_error([&] { loader.next(b); }, {"cannot allocate"});
+  }
+}
+
 TEST(CudaPinnedHost, APinnedBatchUploadsAsAStagedOneDoes) {
   SKIP_WITHOUT_CUDA();
   ASSERT_NE(pinned_host_allocator(), nullptr) << "the CUDA backend registers one at start-up";
