@@ -82,6 +82,56 @@ void Backend::bias_act(const Tensor& x, const Tensor& bias, const Tensor* residu
   if (relu) unary(UnaryOp::Relu, yv, yv, 0.f);
 }
 
+void Backend::bias_gelu(const Tensor& x, const Tensor& bias, Tensor& y) {
+  const RowDims d = bias_gelu_args(device().type, x, bias, y);
+  NestedKernels nested;
+  const Shape rows = {d.rows, d.cols};
+  Tensor yv = y.view(rows);
+  binary(BinaryOp::Add, x.view(rows), bias.view({1, d.cols}).expand_view(rows), yv);
+  unary(UnaryOp::Gelu, yv, yv, 0.f);
+}
+
+void Backend::bias_gelu_backward(const Tensor& g, const Tensor& x, const Tensor& bias, Tensor& gx,
+                                 Tensor* gbias) {
+  const RowDims d = bias_gelu_backward_args(device().type, g, x, bias, gx, gbias);
+  NestedKernels nested;
+  const Shape rows = {d.rows, d.cols};
+  // The GELU's input, as the composition saves it (rounded to x's dtype).
+  Tensor h = Tensor::empty(rows, x.dtype(), x.device());
+  binary(BinaryOp::Add, x.view(rows), bias.view({1, d.cols}).expand_view(rows), h);
+  Tensor gxv = gx.view(rows);
+  unary_backward(UnaryOp::Gelu, h, g.view(rows), gxv, 0.f);
+  if (!gbias) return;
+  Tensor gbv = gbias->view({1, d.cols});
+  if (d.rows == 0)
+    gbv.fill_(0.0);
+  else
+    reduce_sum(gxv, gbv, 1.f);
+}
+
+void Backend::add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor* w,
+                             const Tensor* b, float eps, Tensor& s, Tensor& n, Tensor& mean,
+                             Tensor& rstd) {
+  add_layer_norm_args(device().type, x, residual, w, b, s, n, mean, rstd);
+  NestedKernels nested;
+  binary(BinaryOp::Add, x, residual, s);
+  if (s.numel() > 0) layer_norm(s, w, b, eps, n, mean, rstd);
+}
+
+void Backend::add_layer_norm_backward(const Tensor& gn, const Tensor* gs, const Tensor& s,
+                                      const Tensor* w, const Tensor& mean, const Tensor& rstd,
+                                      Tensor& gx, Tensor* gw, Tensor* gb) {
+  add_layer_norm_backward_args(device().type, gn, gs, s, w, mean, rstd, gx, gw, gb);
+  NestedKernels nested;
+  if (s.numel() == 0) {
+    if (gw) gw->fill_(0.0);
+    if (gb) gb->fill_(0.0);
+    return;
+  }
+  layer_norm_backward(gn, s, w, mean, rstd, gx, gw, gb);
+  if (gs) binary(BinaryOp::Add, gx, *gs, gx);
+}
+
 const char* unary_name(UnaryOp op) {
   switch (op) {
     case UnaryOp::Neg:

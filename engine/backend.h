@@ -105,6 +105,28 @@ class Backend {
   // epilogues are off (engine/cuda/cuda_backend.h).
   virtual void bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
                         Tensor& y);
+  // True where this backend runs the fused epilogues below in one pass (the CPU; CUDA while
+  // cuda_fused_epilogues()); ops that would otherwise give up a GEMM's bias epilogue ask first.
+  virtual bool fuses_epilogues() const { return false; }
+  // The ViT MLP's fc1 epilogue: y = gelu(x + bias), the erf GELU, bias [C] f32 along x's last
+  // dim, x and y contiguous activations of one dtype. A bf16 x + bias is rounded before the GELU
+  // and y on store, as the composition gelu(add(x, bias)) rounds them, so every backend's result
+  // equals it. Backward: gx = g * gelu'(x + bias) (of x's dtype) and, when gbias is given (f32
+  // [C]), gbias = the column sums of the stored gx. The defaults are that composition (an add and
+  // a GELU pass; the GELU's backward and a column reduction), the oracle of the fused kernels.
+  virtual void bias_gelu(const Tensor& x, const Tensor& bias, Tensor& y);
+  virtual void bias_gelu_backward(const Tensor& g, const Tensor& x, const Tensor& bias, Tensor& gx,
+                                  Tensor* gbias);
+  // A pre-norm block's residual add and the next layer norm: s = x + residual (one dtype) and
+  // n = layer_norm(s) of the stored s (w, b, mean, rstd as layer_norm's). Backward: gx = gs +
+  // layer_norm_backward(gn) (gs may be null: s had no gradient), gw, gb as layer_norm's. The
+  // defaults are the composition (an add, then layer_norm; layer_norm_backward, then an add).
+  virtual void add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor* w,
+                              const Tensor* b, float eps, Tensor& s, Tensor& n, Tensor& mean,
+                              Tensor& rstd);
+  virtual void add_layer_norm_backward(const Tensor& gn, const Tensor* gs, const Tensor& s,
+                                       const Tensor* w, const Tensor& mean, const Tensor& rstd,
+                                       Tensor& gx, Tensor* gw, Tensor* gb);
 
   // ---- softmax family, over the last dim ----
   virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;

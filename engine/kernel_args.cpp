@@ -113,6 +113,45 @@ void bias_act_args(DeviceType on, const Tensor& x, const Tensor& bias, const Ten
   note_kernel("bias_act", {&x, &bias, residual}, {&y}, static_cast<double>(x.numel()));
 }
 
+namespace {
+// bias [C] f32 along x's last dim (bias_gelu and its backward).
+RowDims expect_lastdim_bias(DeviceType on, const char* k, const Tensor& x, const Tensor& bias) {
+  MOKD_CHECK(bias.dtype() == DType::F32 && bias.device().type == on && bias.is_contiguous() &&
+                 bias.dim() == 1 && x.dim() >= 1 && bias.size(0) == x.size(-1),
+             k, ": bias must be a contiguous f32 vector of x's last dim on ", device_type_name(on),
+             ", got ", bias.str(), " for x ", x.str());
+  const int64_t c = x.size(-1);
+  return {c ? x.numel() / c : 0, c};
+}
+}  // namespace
+
+RowDims bias_gelu_args(DeviceType on, const Tensor& x, const Tensor& bias, const Tensor& y) {
+  expect_activation(x, on, "bias_gelu", "x");
+  expect_activation(y, on, "bias_gelu", "y", &x);
+  const RowDims d = expect_lastdim_bias(on, "bias_gelu", x, bias);
+  MOKD_CHECK(y.shape() == x.shape(), "bias_gelu: y ", y.str(), " must have x's shape ", x.str());
+  note_kernel("bias_gelu", {&x, &bias}, {&y});
+  return d;
+}
+
+RowDims bias_gelu_backward_args(DeviceType on, const Tensor& g, const Tensor& x,
+                                const Tensor& bias, const Tensor& gx, const Tensor* gbias) {
+  const char* k = "bias_gelu_backward";
+  expect_activation(x, on, k, "x");
+  expect_activation(g, on, k, "grad_y", &x);
+  expect_activation(gx, on, k, "grad_x", &x);
+  const RowDims d = expect_lastdim_bias(on, k, x, bias);
+  MOKD_CHECK(g.shape() == x.shape() && gx.shape() == x.shape(), k, ": grad_y ", g.str(),
+             " and grad_x ", gx.str(), " must match x ", x.str());
+  if (gbias) {
+    expect_f32(*gbias, on, k, "grad_bias");
+    MOKD_CHECK(gbias->numel() == d.cols, k, ": grad_bias ", gbias->str(), " must have ", d.cols,
+               " elements (the last dim)");
+  }
+  note_kernel(k, {&g, &x, &bias}, {&gx, gbias});
+  return d;
+}
+
 // ---- reductions ----
 
 void reduce_sum_args(DeviceType on, const Tensor& x, const Tensor& out) {
@@ -380,6 +419,50 @@ RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& 
   expect_ln_param(gw, d, on, k, "grad_weight");
   expect_ln_param(gb, d, on, k, "grad_bias");
   note_kernel("layer_norm_backward", {&gy, &x, w, &mean, &rstd}, {&gx, gw, gb});
+  return {rows, d};
+}
+
+RowDims add_layer_norm_args(DeviceType on, const Tensor& x, const Tensor& residual,
+                            const Tensor* w, const Tensor* b, const Tensor& s, const Tensor& n,
+                            const Tensor& mean, const Tensor& rstd) {
+  const char* k = "add_layer_norm";
+  expect_activation(x, on, k, "x");
+  expect_activation(residual, on, k, "residual", &x);
+  expect_activation(s, on, k, "s", &x);
+  expect_activation(n, on, k, "n", &x);
+  MOKD_CHECK(x.dim() >= 1 && residual.shape() == x.shape() && s.shape() == x.shape() &&
+                 n.shape() == x.shape(),
+             k, ": x ", x.str(), ", residual ", residual.str(), ", s ", s.str(), " and n ",
+             n.str(), " must have one shape");
+  const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
+  expect_row_stats(mean, rows, on, k, "mean");
+  expect_row_stats(rstd, rows, on, k, "rstd");
+  expect_ln_param(w, d, on, k, "weight");
+  expect_ln_param(b, d, on, k, "bias");
+  note_kernel(k, {&x, &residual, w, b}, {&s, &n, &mean, &rstd});
+  return {rows, d};
+}
+
+RowDims add_layer_norm_backward_args(DeviceType on, const Tensor& gn, const Tensor* gs,
+                                     const Tensor& s, const Tensor* w, const Tensor& mean,
+                                     const Tensor& rstd, const Tensor& gx, const Tensor* gw,
+                                     const Tensor* gb) {
+  const char* k = "add_layer_norm_backward";
+  expect_activation(s, on, k, "s");
+  expect_activation(gn, on, k, "grad_n", &s);
+  if (gs) expect_activation(*gs, on, k, "grad_s", &s);
+  expect_activation(gx, on, k, "grad_x", &s);
+  MOKD_CHECK(s.dim() >= 1 && gn.shape() == s.shape() && gx.shape() == s.shape() &&
+                 (!gs || gs->shape() == s.shape()),
+             k, ": grad_n ", gn.str(), ", grad_x ", gx.str(), gs ? " and grad_s " : "",
+             gs ? gs->str() : "", " must match s ", s.str());
+  const int64_t d = s.size(-1), rows = d ? s.numel() / d : 0;
+  expect_row_stats(mean, rows, on, k, "mean");
+  expect_row_stats(rstd, rows, on, k, "rstd");
+  expect_ln_param(w, d, on, k, "weight");
+  expect_ln_param(gw, d, on, k, "grad_weight");
+  expect_ln_param(gb, d, on, k, "grad_bias");
+  note_kernel(k, {&gn, gs, &s, w, &mean, &rstd}, {&gx, gw, gb});
   return {rows, d};
 }
 

@@ -88,6 +88,23 @@ Tensor batch_norm2d_relu(const Tensor& x, const Tensor& w, const Tensor& b, Tens
 // residual of x's shape or undefined. Inference only (a folded frozen teacher's convolution
 // epilogue): it has no backward and refuses inputs that need a gradient.
 Tensor bias_act(const Tensor& x, const Tensor& bias, const Tensor& residual, bool relu);
+// gelu(add(x, bias)) as one op (Backend::bias_gelu; engine/ops/elementwise.cpp): bias [C] along
+// x's last dim, of x's dtype or f32. Values and gradients equal the composition's bit for bit
+// on the CPU; backward is one pass giving x's gradient and the bias's (its column sums).
+Tensor bias_gelu(const Tensor& x, const Tensor& bias);
+// gelu(linear(x, w, b)) (engine/ops/matmul.cpp): where the backend fuses epilogues
+// (Backend::fuses_epilogues) the product without its bias, then bias_gelu; else the product with
+// its bias epilogue, then gelu. A ViT MLP's fc1.
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b);
+// A pre-norm block's residual add and the layer norm after it (engine/ops/nn.cpp):
+// s = x + residual (one dtype and shape), n = layer_norm(s, w, b, eps), both with gradients
+// (Backend::add_layer_norm). Equal to add then layer_norm bit for bit on the CPU; its backward
+// is one pass giving x's (= residual's) gradient, gs + layer_norm's backward of gn, and w's, b's.
+struct AddLayerNorm {
+  Tensor s, n;
+};
+AddLayerNorm add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& w,
+                            const Tensor& b, float eps = 1e-5f);
 Tensor max_pool2d(const Tensor& x, const Pool2dParams& p);
 Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p);
 Tensor global_avg_pool2d(const Tensor& x);  // [N, H, W, C] -> [N, C]

@@ -120,6 +120,28 @@ void layer_norm_backward(const T* gy, const T* x, const float* w, const float* m
 // doubles of scratch layer_norm_backward needs for gw and gb
 int64_t layer_norm_partials_size(int64_t rows, int64_t d);
 
+// ---- add_layer_norm.cu: s = x + residual, n = layer_norm(s) (T float or bf16; w, b, gw, gb may
+// be null; gs may be null: gx = layer_norm_backward(gn) alone) ----
+template <class T>
+void add_layer_norm(const T* x, const T* residual, const float* w, const float* b, float eps, T* s,
+                    T* n, float* mean, float* rstd, int64_t rows, int64_t d, cudaStream_t stream);
+template <class T>
+void add_layer_norm_backward(const T* gn, const T* gs, const T* s, const float* w,
+                             const float* mean, const float* rstd, T* gx, float* gw, float* gb,
+                             int64_t rows, int64_t d, double* partials, cudaStream_t stream);
+// doubles of scratch add_layer_norm_backward needs for gw and gb
+int64_t add_layer_norm_partials_size(int64_t rows, int64_t d);
+
+// ---- bias_gelu.cu: y = gelu(x + bias[c]) over [rows, c] (T float or bf16); backward gx and, when
+// gbias is not null, its column sums ----
+template <class T>
+void bias_gelu(const T* x, const float* bias, T* y, int64_t rows, int64_t c, cudaStream_t stream);
+template <class T>
+void bias_gelu_backward(const T* g, const T* x, const float* bias, T* gx, float* gbias,
+                        int64_t rows, int64_t c, double* partials, cudaStream_t stream);
+// doubles of scratch bias_gelu_backward needs for gbias
+int64_t bias_gelu_partials_size(int64_t rows, int64_t c);
+
 // ---- batch_norm.cu: x [rows, C]; x, y, gy, gx of T (float or bf16), per-channel tensors float
 // ----
 int64_t batch_norm_scratch_size(int64_t rows, int64_t C);  // doubles

@@ -28,6 +28,17 @@ class CpuBackend final : public Backend {
   // Bias, residual and ReLU in one pass (bias_act.cpp).
   void bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
                 Tensor& y) override;
+  bool fuses_epilogues() const override { return true; }
+  // Bias and GELU in one pass each way (bias_gelu.cpp).
+  void bias_gelu(const Tensor& x, const Tensor& bias, Tensor& y) override;
+  void bias_gelu_backward(const Tensor& g, const Tensor& x, const Tensor& bias, Tensor& gx,
+                          Tensor* gbias) override;
+  // Residual add and layer norm in one pass each way (add_layer_norm.cpp).
+  void add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor* w, const Tensor* b,
+                      float eps, Tensor& s, Tensor& n, Tensor& mean, Tensor& rstd) override;
+  void add_layer_norm_backward(const Tensor& gn, const Tensor* gs, const Tensor& s, const Tensor* w,
+                               const Tensor& mean, const Tensor& rstd, Tensor& gx, Tensor* gw,
+                               Tensor* gb) override;
 };
 
 // Kernel preconditions shared by the CPU files: f32, on the CPU, contiguous.

@@ -51,6 +51,16 @@ class CudaBackend final : public Backend {
   // Fused when cuda_fused_epilogues(), else the composition (elementwise.cpp).
   void bias_act(const Tensor& x, const Tensor& bias, const Tensor* residual, bool relu,
                 Tensor& y) override;
+  bool fuses_epilogues() const override;
+  // Fused when cuda_fused_epilogues(), else the composition (bias_gelu.cpp, add_layer_norm.cpp).
+  void bias_gelu(const Tensor& x, const Tensor& bias, Tensor& y) override;
+  void bias_gelu_backward(const Tensor& g, const Tensor& x, const Tensor& bias, Tensor& gx,
+                          Tensor* gbias) override;
+  void add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor* w, const Tensor* b,
+                      float eps, Tensor& s, Tensor& n, Tensor& mean, Tensor& rstd) override;
+  void add_layer_norm_backward(const Tensor& gn, const Tensor* gs, const Tensor& s, const Tensor* w,
+                               const Tensor& mean, const Tensor& rstd, Tensor& gx, Tensor* gw,
+                               Tensor* gb) override;
   // Linear layers: the bias added in cuBLASLt's epilogue (the CPU takes Backend's default); a bf16
   // c (bf16 a and b) is the f32 result rounded once.
   void gemm_bias(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& c) override;
@@ -126,10 +136,11 @@ CudaCachingAllocator* cuda_allocator();
 void cuda_set_tf32(bool on);
 bool cuda_tf32();
 
-// Fused epilogue kernels (bias_act in one pass): off by default, so that the backend takes the
-// unfused composition (Backend::bias_act) until the fused kernel's parity test
-// (CudaBiasAct.TheFusedKernelEqualsTheCpu) has passed on a GPU; on via MOKD_FUSED_EPILOGUES=1 at
-// start-up or cuda_set_fused_epilogues(true).
+// Fused epilogue kernels (bias_act, bias_gelu, add_layer_norm in one pass): off by default, so
+// that the backend takes the unfused compositions (Backend::bias_act etc.) until the fused
+// kernels' parity tests (CudaBiasAct.TheFusedKernelEqualsTheCpu, CudaBiasGelu.*,
+// CudaAddLayerNorm.*) have passed on a GPU; on via MOKD_FUSED_EPILOGUES=1 at start-up or
+// cuda_set_fused_epilogues(true).
 void cuda_set_fused_epilogues(bool on);
 bool cuda_fused_epilogues();
 

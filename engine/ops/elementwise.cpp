@@ -99,6 +99,31 @@ Tensor abs(const Tensor& x) { return unary_op(UnaryOp::Abs, x, 0.f); }
 Tensor relu(const Tensor& x) { return unary_op(UnaryOp::Relu, x, 0.f); }
 Tensor gelu(const Tensor& x) { return unary_op(UnaryOp::Gelu, x, 0.f); }
 
+Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
+  const char* op = "bias_gelu";
+  detail::check_float(op, x, "x");
+  MOKD_CHECK(bias.defined() && bias.device() == x.device() && detail::fits_activation(x, bias), op,
+             ": bias ", bias.defined() ? bias.str() : std::string("undefined"),
+             " must be of x's dtype (or f32) on x's device, x ", x.str());
+  MOKD_CHECK(x.dim() >= 1 && bias.dim() == 1 && bias.size(0) == x.size(-1), op, ": bias ",
+             bias.str(), " must be [", x.dim() >= 1 ? x.size(-1) : 0, "] for x ", x.str());
+  Tensor xc = x.contiguous(), bc = detail::contiguous_as(bias, DType::F32);
+  Tensor y = empty_like(xc);
+  backend_for(x).bias_gelu(xc, bc, y);
+  if (!needs_grad({&x, &bias})) return y;
+  // x (before the bias) is kept, not x + bias: backward adds the bias again, in registers.
+  Tensor xs = xc.detach(), bs = bc.detach();
+  const bool gx_needed = x.requires_grad(), gb_needed = bias.requires_grad();
+  record(op, y, {x, bias}, [=](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gx = empty_like(xs);
+    Tensor gb = gb_needed ? Tensor::empty({xs.size(-1)}, DType::F32, xs.device()) : Tensor();
+    backend_for(xs).bias_gelu_backward(detail::contiguous_as(g, xs.dtype()), xs, bs, gx,
+                                       gb_needed ? &gb : nullptr);
+    return {gx_needed ? gx : Tensor(), gb};
+  });
+  return y;
+}
+
 Tensor smooth_l1_elementwise(const Tensor& d, float beta) {  // used by loss.cpp
   MOKD_CHECK(beta > 0.f, "smooth_l1: beta must be > 0, got ", beta);
   return unary_op(UnaryOp::SmoothL1, d, beta);

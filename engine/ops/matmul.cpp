@@ -140,4 +140,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return out;
 }
 
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b) {
+  // Without a fused pass, the GEMM's bias epilogue (cuBLASLt's) beats a separate bias add.
+  if (!b.defined() || !x.defined() || !backend_for(x).fuses_epilogues())
+    return gelu(linear(x, w, b));
+  return bias_gelu(linear(x, w, Tensor()), b);
+}
+
 }  // namespace mokd

@@ -148,6 +148,82 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) 
   return y;
 }
 
+AddLayerNorm add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& w,
+                            const Tensor& b, float eps) {
+  const char* op = "add_layer_norm";
+  detail::check_float(op, x, "x");
+  detail::check_float(op, residual, "residual");
+  MOKD_CHECK(residual.shape() == x.shape() && residual.device() == x.device(), op, ": residual ",
+             residual.str(), " must have x's shape and device, x ", x.str());
+  if (residual.dtype() != x.dtype()) {  // a mixed add (bf16 with f32): the composition
+    Tensor s = add(x, residual);
+    return {s, layer_norm(s, w, b, eps)};
+  }
+  MOKD_CHECK(x.dim() >= 1, op, ": input must have rank >= 1, got ", x.str());
+  MOKD_CHECK(eps >= 0.f, op, ": eps must be >= 0, got ", eps);
+  const int64_t dn = x.size(-1);
+  for (const auto& [t, arg] : {std::pair<const Tensor*, const char*>{&w, "weight"}, {&b, "bias"}}) {
+    if (!t->defined()) continue;
+    MOKD_CHECK(t->shape() == Shape{dn}, op, ": ", arg, " ", t->str(), " must have shape [", dn,
+               "] for input ", x.str());
+    MOKD_CHECK(detail::fits_activation(x, *t) && t->device() == x.device(), op, ": ", arg, " ",
+               t->str(), " must match the input's dtype and device, ", x.str());
+  }
+  Tensor xc = x.contiguous(), rc = residual.contiguous();
+  Tensor wc = w.defined() ? w.contiguous() : Tensor(), bc = b.defined() ? b.contiguous() : Tensor();
+  const int64_t rows = dn ? x.numel() / dn : 0;
+  AddLayerNorm out{empty_like(xc), empty_like(xc)};
+  Tensor mu = Tensor::empty({rows}, DType::F32, x.device());
+  Tensor rstd = Tensor::empty({rows}, DType::F32, x.device());
+  Backend& be = backend_for(x);
+  if (out.s.numel() > 0)
+    be.add_layer_norm(xc, rc, wc.defined() ? &wc : nullptr, bc.defined() ? &bc : nullptr, eps,
+                      out.s, out.n, mu, rstd);
+  if (!needs_grad({&x, &residual, &w, &b})) return out;
+
+  // Two outputs on a tape of one-output nodes: s's and n's nodes only hand their gradients to a
+  // shared slot and pass an empty one on to a third node, which the tape runs after both (and
+  // after everything that read s or n), and which does the one fused backward pass.
+  struct Grads {
+    Tensor gs, gn;
+  };
+  auto slot = std::make_shared<Grads>();
+  Tensor ss = out.s.detach(), sw = wc.defined() ? wc.detach() : Tensor();
+  const bool gx_needed = x.requires_grad(), gr_needed = residual.requires_grad();
+  const bool gw_needed = w.defined() && w.requires_grad(),
+             gb_needed = b.defined() && b.requires_grad();
+  const DType w_dt = w.defined() ? w.dtype() : DType::F32,
+              b_dt = b.defined() ? b.dtype() : DType::F32;
+  Tensor joint = Tensor::empty({0}, DType::F32, x.device());
+  record(op, joint, {x, residual, w, b}, [=](const Tensor&) -> std::vector<Tensor> {
+    Tensor gs = slot->gs, gn = slot->gn;
+    *slot = Grads{};  // a retained graph's next backward fills it again
+    if (gs.defined()) gs = detail::contiguous_as(gs, ss.dtype());
+    Tensor gx, gw, gb;
+    if (!gn.defined()) {  // only s was used: add's backward
+      gx = gs;
+    } else {
+      gx = empty_like(ss);
+      if (gw_needed) gw = Tensor::empty({dn}, w_dt, ss.device());
+      if (gb_needed) gb = Tensor::empty({dn}, b_dt, ss.device());
+      backend_for(ss).add_layer_norm_backward(
+          detail::contiguous_as(gn, ss.dtype()), gs.defined() ? &gs : nullptr, ss,
+          sw.defined() ? &sw : nullptr, mu, rstd, gx, gw.defined() ? &gw : nullptr,
+          gb.defined() ? &gb : nullptr);
+    }
+    return {gx_needed ? gx : Tensor(), gr_needed ? gx : Tensor(), gw, gb};
+  });
+  auto hand_over = [slot, dev = x.device()](Tensor Grads::*which) {
+    return [slot, dev, which](const Tensor& g) -> std::vector<Tensor> {
+      (*slot).*which = g;
+      return {Tensor::empty({0}, DType::F32, dev)};
+    };
+  };
+  record("add_layer_norm.s", out.s, {joint}, hand_over(&Grads::gs));
+  record("add_layer_norm.n", out.n, {joint}, hand_over(&Grads::gn));
+  return out;
+}
+
 Tensor dropout(const Tensor& x, float p, bool training, Generator& gen) {
   check_drop_p("dropout", p);
   detail::check_float("dropout", x);
