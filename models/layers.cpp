@@ -186,7 +186,10 @@ Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen) {
   fc2 = &register_module("fc2", std::make_unique<Linear>(hidden, dim, true, gen));
 }
 
-Tensor Mlp::forward(const Tensor& x) const { return fc2->forward(gelu(fc1->forward(x))); }
+// fc1's bias and the GELU as one pass where the backend fuses them (linear_gelu).
+Tensor Mlp::forward(const Tensor& x) const {
+  return fc2->forward(linear_gelu(x, fc1->weight, fc1->bias));
+}
 
 // ---- Attention ----
 
@@ -222,8 +225,10 @@ Tensor Block::forward(const Tensor& x, Generator& gen) const {
   auto dp = [&](const Tensor& t) {
     return drop_path_rate > 0.f ? drop_path(t, drop_path_rate, is_training(), gen) : t;
   };
-  Tensor h = add(x, dp(attn->forward(norm1->forward(x))));
-  return add(h, dp(mlp->forward(norm2->forward(h))));
+  // The residual add and norm2 in one pass (add_layer_norm), drop-path already on the branch.
+  const AddLayerNorm h = add_layer_norm(x, dp(attn->forward(norm1->forward(x))), norm2->weight,
+                                        norm2->bias, norm2->eps);
+  return add(h.s, dp(mlp->forward(h.n)));
 }
 
 // ---- PatchEmbed ----
