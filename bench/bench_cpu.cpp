@@ -1,6 +1,7 @@
 // CPU microbenchmarks of the engine's hot ops at ViT-Tiny-like shapes (D=192, MLP 768, N=197),
-// with plain Eigen GEMM on the same shapes as the baseline for our matmul, and a frozen teacher's
-// forward with its batch norms as separate passes (arg 0) or folded into the convolutions (1).
+// with plain Eigen GEMM on the same shapes as the baseline for our matmul, a frozen teacher's
+// forward with its batch norms as separate passes (arg 0) or folded into the convolutions (1),
+// and the ViT block's fused epilogues (bias_gelu, add_layer_norm) against their compositions.
 //
 // Rows: a DeiT-Tiny step sees B*N = 256*197 token rows; on a 2-core CI machine that is too slow
 // to repeat, so these use 32*197 = 6304 rows (GFLOP/s and GB/s are rates, comparable across
@@ -13,6 +14,7 @@
 #include <Eigen/Core>
 #include <cmath>
 
+#include "engine/backend.h"
 #include "engine/ops.h"
 #include "models/registry.h"
 
@@ -147,6 +149,69 @@ void BM_LayerNorm(benchmark::State& state) {
   set_rate(state, "GB", 2.0 * kRows * kDim * sizeof(float) * 1e-9);
 }
 BENCHMARK(BM_LayerNorm)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The ViT MLP's fc1 epilogue on (rows, 768): gelu(x + bias) as the composition (arg fused = 0:
+// Backend::bias_gelu, an add and a GELU pass) or fused (1, bias_gelu), forward (backward = 0) or
+// backward (1: gx and the bias's column sums). Bytes are the fused pass's: forward reads x and
+// writes y, backward reads g and x and writes gx (f32), so both rows print comparable GB/s.
+void BM_BiasGelu(benchmark::State& state) {
+  const bool fused = state.range(0), bwd = state.range(1);
+  const int64_t c = 4 * kDim;
+  Tensor x = random_tensor({kRows, c}, 1), b = random_tensor({c}, 2),
+         g = random_tensor({kRows, c}, 3);
+  Tensor y = Tensor::empty({kRows, c}), gb = Tensor::empty({c});
+  Backend& be = backend_for(x);
+  for (auto _ : state) {
+    if (!bwd)
+      fused ? be.bias_gelu(x, b, y) : be.Backend::bias_gelu(x, b, y);
+    else
+      fused ? be.bias_gelu_backward(g, x, b, y, &gb)
+            : be.Backend::bias_gelu_backward(g, x, b, y, &gb);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * (bwd ? 3 : 2) * x.nbytes());
+  state.SetLabel(std::string(fused ? "fused" : "composition") + (bwd ? ", backward" : ", forward"));
+}
+BENCHMARK(BM_BiasGelu)
+    ->ArgsProduct({{0, 1}, {0, 1}})
+    ->ArgNames({"fused", "backward"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// A block's residual add and norm2 on (rows, 192): s = x + r, n = layer_norm(s) as the
+// composition (fused = 0: Backend::add_layer_norm, an add then layer_norm) or fused (1), forward
+// or backward (gx = gs + layer_norm_backward(gn), gw, gb). Bytes are the fused pass's: forward
+// reads x, r and writes s, n; backward reads gn, gs, s and writes gx (f32).
+void BM_AddLayerNorm(benchmark::State& state) {
+  const bool fused = state.range(0), bwd = state.range(1);
+  Tensor x = random_tensor({kRows, kDim}, 1), r = random_tensor({kRows, kDim}, 2);
+  Tensor w = random_tensor({kDim}, 3), b = random_tensor({kDim}, 4);
+  Tensor s = Tensor::empty({kRows, kDim}), n = Tensor::empty({kRows, kDim});
+  Tensor mean = Tensor::empty({kRows}), rstd = Tensor::empty({kRows});
+  Tensor gw = Tensor::empty({kDim}), gb = Tensor::empty({kDim});
+  Backend& be = backend_for(x);
+  be.add_layer_norm(x, r, &w, &b, 1e-6f, s, n, mean, rstd);  // statistics for backward
+  for (auto _ : state) {
+    if (!bwd) {
+      if (fused)
+        be.add_layer_norm(x, r, &w, &b, 1e-6f, s, n, mean, rstd);
+      else
+        be.Backend::add_layer_norm(x, r, &w, &b, 1e-6f, s, n, mean, rstd);
+    } else if (fused) {
+      be.add_layer_norm_backward(x, &r, s, &w, mean, rstd, n, &gw, &gb);
+    } else {
+      be.Backend::add_layer_norm_backward(x, &r, s, &w, mean, rstd, n, &gw, &gb);
+    }
+    benchmark::DoNotOptimize(n.raw_data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 4 * x.nbytes());
+  state.SetLabel(std::string(fused ? "fused" : "composition") + (bwd ? ", backward" : ", forward"));
+}
+BENCHMARK(BM_AddLayerNorm)
+    ->ArgsProduct({{0, 1}, {0, 1}})
+    ->ArgNames({"fused", "backward"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 // softmax over the last dim of (rows, 192): read x + write y.
 void BM_Softmax(benchmark::State& state) {

@@ -1,7 +1,8 @@
 // GPU microbenchmarks (Google Benchmark): GEMM f32/bf16 through the backend vs a direct cuBLASLt
 // call, layer_norm and softmax at (256*197, 192) in GB/s vs a device-to-device copy, attention at
 // B*H = 256*3, N = 197, D = 64, conv2d, AdamW over 5M parameters, and a frozen resnet50 teacher's
-// bf16 forward with its batch norms unfolded or folded into the convolutions. Every benchmark skips
+// bf16 forward with its batch norms unfolded or folded into the convolutions, the ViT block's fused
+// epilogues against their compositions. Every benchmark skips
 // (with a reason) when no CUDA device is available or the build has no CUDA backend.
 #include <benchmark/benchmark.h>
 
@@ -170,6 +171,56 @@ void BM_GpuRowwise(benchmark::State& state) {
 #endif
 }
 BENCHMARK(BM_GpuRowwise)->Arg(0)->Arg(1)->Arg(2)->UseManualTime()->Iterations(1);
+
+// The ViT block's fused epilogues at DeiT-Tiny's training shapes (256*197 rows), bf16 as the
+// bf16 mode runs them: op 0 bias_gelu on (rows, 768), 1 add_layer_norm on (rows, 192); the
+// composition (fused = 0, Backend's default) or the fused kernel (1), forward or backward. GB/s
+// from the fused pass's bytes (bias_gelu: 2 and 3 activations, add_layer_norm: 4 each way).
+void BM_GpuFusedEpilogue(benchmark::State& state) {
+  if (skip_without_gpu(state)) return;
+#ifdef MOKD_WITH_CUDA
+  const bool ln = state.range(0), fused = state.range(1), bwd = state.range(2);
+  const int64_t rows = 256 * 197, c = ln ? 192 : 768;
+  const Device dev = Device::cuda();
+  Tensor x = gpu_randn({rows, c}, 21, DType::BF16), r = gpu_randn({rows, c}, 22, DType::BF16);
+  Tensor bias = gpu_randn({c}, 23), w = gpu_randn({c}, 24);
+  Tensor out = Tensor::empty({rows, c}, DType::BF16, dev), s2 = out.clone();
+  Tensor mean = Tensor::empty({rows}, DType::F32, dev), rstd = mean.clone();
+  Tensor gw = Tensor::empty({c}, DType::F32, dev), gb = gw.clone();
+  Backend& be = backend_for(x);
+  const bool fused_before = cuda_fused_epilogues();
+  cuda_set_fused_epilogues(true);
+  be.add_layer_norm(x, r, &w, &bias, 1e-6f, s2, out, mean, rstd);  // statistics for backward
+  auto step = [&] {
+    if (!ln && !bwd)
+      fused ? be.bias_gelu(x, bias, out) : be.Backend::bias_gelu(x, bias, out);
+    else if (!ln)
+      fused ? be.bias_gelu_backward(r, x, bias, out, &gb)
+            : be.Backend::bias_gelu_backward(r, x, bias, out, &gb);
+    else if (!bwd)
+      fused ? be.add_layer_norm(x, r, &w, &bias, 1e-6f, s2, out, mean, rstd)
+            : be.Backend::add_layer_norm(x, r, &w, &bias, 1e-6f, s2, out, mean, rstd);
+    else
+      fused ? be.add_layer_norm_backward(x, &r, s2, &w, mean, rstd, out, &gw, &gb)
+            : be.Backend::add_layer_norm_backward(x, &r, s2, &w, mean, rstd, out, &gw, &gb);
+  };
+  double t = 0;
+  for (auto _ : state) {
+    t = time_gpu(step, 50);
+    state.SetIterationTime(t);
+  }
+  cuda_set_fused_epilogues(fused_before);
+  const int64_t acts = ln ? 4 : (bwd ? 3 : 2);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * acts * x.nbytes());
+  state.SetLabel(std::string(ln ? "add_layer_norm" : "bias_gelu") + " bf16, " +
+                 (fused ? "fused" : "composition") + (bwd ? ", backward" : ", forward"));
+#endif
+}
+BENCHMARK(BM_GpuFusedEpilogue)
+    ->ArgsProduct({{0, 1}, {0, 1}, {0, 1}})
+    ->ArgNames({"op", "fused", "backward"})
+    ->UseManualTime()
+    ->Iterations(1);
 
 void BM_GpuAttention(benchmark::State& state) {
   if (skip_without_gpu(state)) return;

@@ -561,7 +561,7 @@ elif [[ $built_tests == yes ]] && command -v compute-sanitizer > /dev/null; then
   t=$(cap 150)
   if ((t >= 30)); then
     # Poisoning off: memcheck itself reports out-of-bounds accesses. The op tests, one process each.
-    grep -E '^CudaParity\.|^CudaErrors\.Unsupported|^CudaLosses\.|^CudaOptim\.|^CudaPrecision\.|^CudaBf16Activations\.|^CudaBiasAct\.|^CudaBatchNormRelu\.|^CudaFoldBatchNorm\.|^CudaPinnedHost\.' "$LOG/test_list" |
+    grep -E '^CudaParity\.|^CudaErrors\.Unsupported|^CudaLosses\.|^CudaOptim\.|^CudaPrecision\.|^CudaBf16Activations\.|^CudaBiasAct\.|^CudaBiasGelu\.|^CudaAddLayerNorm\.|^CudaBatchNormRelu\.|^CudaFoldBatchNorm\.|^CudaPinnedHost\.' "$LOG/test_list" |
       grep -v PoisonIsOn > "$LOG/memcheck_list"
     MOKD_CUDA_POISON=0 timeout "$t" bash -c "$(declare -f run_each); PAR=$PAR TESTS=$TESTS; run_each '$LOG/m' $t compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20" < "$LOG/memcheck_list"
     for n in $(cat "$LOG/memcheck_list"); do
