@@ -134,8 +134,8 @@ RowDims bias_gelu_args(DeviceType on, const Tensor& x, const Tensor& bias, const
   return d;
 }
 
-RowDims bias_gelu_backward_args(DeviceType on, const Tensor& g, const Tensor& x,
-                                const Tensor& bias, const Tensor& gx, const Tensor* gbias) {
+RowDims bias_gelu_backward_args(DeviceType on, const Tensor& g, const Tensor& x, const Tensor& bias,
+                                const Tensor& gx, const Tensor* gbias) {
   const char* k = "bias_gelu_backward";
   expect_activation(x, on, k, "x");
   expect_activation(g, on, k, "grad_y", &x);
@@ -422,9 +422,9 @@ RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& 
   return {rows, d};
 }
 
-RowDims add_layer_norm_args(DeviceType on, const Tensor& x, const Tensor& residual,
-                            const Tensor* w, const Tensor* b, const Tensor& s, const Tensor& n,
-                            const Tensor& mean, const Tensor& rstd) {
+RowDims add_layer_norm_args(DeviceType on, const Tensor& x, const Tensor& residual, const Tensor* w,
+                            const Tensor* b, const Tensor& s, const Tensor& n, const Tensor& mean,
+                            const Tensor& rstd) {
   const char* k = "add_layer_norm";
   expect_activation(x, on, k, "x");
   expect_activation(residual, on, k, "residual", &x);
@@ -432,8 +432,8 @@ RowDims add_layer_norm_args(DeviceType on, const Tensor& x, const Tensor& residu
   expect_activation(n, on, k, "n", &x);
   MOKD_CHECK(x.dim() >= 1 && residual.shape() == x.shape() && s.shape() == x.shape() &&
                  n.shape() == x.shape(),
-             k, ": x ", x.str(), ", residual ", residual.str(), ", s ", s.str(), " and n ",
-             n.str(), " must have one shape");
+             k, ": x ", x.str(), ", residual ", residual.str(), ", s ", s.str(), " and n ", n.str(),
+             " must have one shape");
   const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;
   expect_row_stats(mean, rows, on, k, "mean");
   expect_row_stats(rstd, rows, on, k, "rstd");

@@ -58,8 +58,8 @@ void bias_act_args(DeviceType on, const Tensor& x, const Tensor& bias, const Ten
 // bias_gelu: x, y (g, gx) activations of one dtype and shape whose last dim is the length of
 // bias, an f32 vector; gbias (optional) f32 of bias's length; all on a device of type `on`.
 RowDims bias_gelu_args(DeviceType on, const Tensor& x, const Tensor& bias, const Tensor& y);
-RowDims bias_gelu_backward_args(DeviceType on, const Tensor& g, const Tensor& x,
-                                const Tensor& bias, const Tensor& gx, const Tensor* gbias);
+RowDims bias_gelu_backward_args(DeviceType on, const Tensor& g, const Tensor& x, const Tensor& bias,
+                                const Tensor& gx, const Tensor* gbias);
 
 // Reductions: reduce_sum's out has x's rank, each dim x's or 1, and is f32 or of x's dtype; argmax
 // takes a non-empty last dim and writes one i64 per row; sum_squares accumulates into a one-element
@@ -136,9 +136,9 @@ RowDims layer_norm_backward_args(DeviceType on, const Tensor& gy, const Tensor& 
                                  const Tensor* gw, const Tensor* gb);
 // add_layer_norm: x, residual, s, n (gn, gs, gx) activations of one dtype and shape, the rest
 // as layer_norm's (s the normalised input).
-RowDims add_layer_norm_args(DeviceType on, const Tensor& x, const Tensor& residual,
-                            const Tensor* w, const Tensor* b, const Tensor& s, const Tensor& n,
-                            const Tensor& mean, const Tensor& rstd);
+RowDims add_layer_norm_args(DeviceType on, const Tensor& x, const Tensor& residual, const Tensor* w,
+                            const Tensor* b, const Tensor& s, const Tensor& n, const Tensor& mean,
+                            const Tensor& rstd);
 RowDims add_layer_norm_backward_args(DeviceType on, const Tensor& gn, const Tensor* gs,
                                      const Tensor& s, const Tensor* w, const Tensor& mean,
                                      const Tensor& rstd, const Tensor& gx, const Tensor* gw,
